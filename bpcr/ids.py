@@ -1,0 +1,29 @@
+"""Image and query IDs (DESIGN.md, "IDs").
+
+An ID matches ``[A-Za-z0-9][A-Za-z0-9_.-]*``, never contains a path separator,
+and is compared as an exact string.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .errors import BadInput
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def is_valid_id(value: str) -> bool:
+    return ID_PATTERN.fullmatch(value) is not None
+
+
+def check_id(value: str, file: str | Path | None = None, line: int | None = None) -> str:
+    """Return ``value`` if it is a valid ID, else raise :class:`BadInput` naming file and line."""
+    if not is_valid_id(value):
+        if value == "":
+            raise BadInput(file, line, "empty ID")
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        if "/" in value or "\\" in value or value.startswith("."):
+            raise BadInput(file, line, f"ID {shown!r} looks like a path; IDs must match [A-Za-z0-9][A-Za-z0-9_.-]*")
+        raise BadInput(file, line, f"invalid ID {shown!r}; IDs must match [A-Za-z0-9][A-Za-z0-9_.-]*")
+    return value
