@@ -15,10 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import BadInput
-from .ids import check_id, is_valid_id
+from .ids import check_id
 from .textio import read_lines
-
-GroundTruth = dict  # query_id -> list of relevant database IDs (order as in the file)
 
 HEADER = "Validation Image ID,Training Image ID"
 
@@ -34,14 +32,16 @@ def read_ground_truth(path: str | Path) -> dict[str, list[str]]:
     """Read a ground-truth file into ``{query_id: [relevant db IDs]}``."""
     path = Path(path)
     gt: dict[str, list[str]] = {}
-    lines = read_lines(path)
-    for number, line in enumerate(lines, start=1):
+    first_row = True
+    for number, line in enumerate(read_lines(path), start=1):
         if line.strip() == "":
             continue
         cells = _cells(line)
-        if not gt and number == _first_nonblank(lines) and not is_valid_id(cells[0]) and " " in cells[0]:
-            continue  # header row (its first cell has spaces, which no ID can)
-        if len(cells) < 1 or cells[0] == "":
+        if first_row and cells and " " in cells[0]:
+            first_row = False
+            continue  # the header row: its first cell has a space, which no ID can
+        first_row = False
+        if not cells or cells[0] == "":
             raise BadInput(path, number, "row has no query ID")
         query = check_id(cells[0], path, number)
         if query in gt:
@@ -61,13 +61,6 @@ def read_ground_truth(path: str | Path) -> dict[str, list[str]]:
     if not gt:
         raise BadInput(path, None, "no ground-truth rows")
     return gt
-
-
-def _first_nonblank(lines: list[str]) -> int:
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            return number
-    return 0
 
 
 def write_ground_truth(path: str | Path, gt: dict[str, list[str]]) -> None:

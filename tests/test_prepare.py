@@ -1,0 +1,276 @@
+"""bpcr.prepare and `bpcr prepare`: a messy dataset generated here, every finding counted by hand."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bpcr.errors import BadInput
+from bpcr.images import MAX_PIXELS
+from bpcr.manifest import read_manifest
+from bpcr.prepare import CACHE_NAME, prepare
+from test_images import noise, write_bomb_png
+
+DESCRIPTIONS = (
+    "image_id,description\n"                      # line 1
+    'n1,"Maybelline, Super Stay, lipstick 24h"\n'  # 2: quoted commas
+    "n2,Шампунь для волос 250 мл\n"               # 3: non-English, kept
+    "n3,\n"                                        # 4: empty
+    "n99,row without an image\n"                   # 5
+    "n1,a repeat of n1\n"                          # 6: repeat, first kept
+    "bad id,spaces are not allowed\n"              # 7: invalid ID
+    "n4,rouge,à lèvres,mat\n"                      # 8: unquoted commas joined
+)
+
+GROUND_TRUTH = "Validation Image ID,Training Image ID\nv1,n1,n2\nv2,n8\nv3,n3\nv4,n5\n"
+
+
+def make_dataset(root: Path) -> dict[str, Path]:
+    db = root / "data" / "database"
+    queries = root / "data" / "queries"
+    db.mkdir(parents=True)
+    queries.mkdir(parents=True)
+    Image.fromarray(noise(24, 32, 1)).save(db / "n1.jpg")
+    Image.fromarray(noise(10, 12, 2)).save(db / "n2.jpg", format="PNG")
+    Image.new("CMYK", (8, 6), (0, 255, 255, 0)).save(db / "n3.jpg")
+    Image.fromarray(np.full((5, 9), 40000, dtype=np.uint16)).save(db / "n4.png")
+    palette = Image.new("P", (7, 3))
+    palette.putpalette([0, 0, 0] * 256)
+    palette.save(db / "n5.png", transparency=0)
+    Image.new("L", (11, 13), 90).save(db / "n6.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(noise(20, 40, 3)).save(db / "n7.jpg", exif=exif)
+    (db / "n8.jpg").write_bytes(b"")
+    whole = noise(64, 64, 4)
+    Image.fromarray(whole).save(db / "n9.jpg")
+    (db / "n9.jpg").write_bytes((db / "n9.jpg").read_bytes()[:900])
+    write_bomb_png(db / "n10.png", 15000)
+    (db / "n11.jpg").write_text("not a picture\n")
+    Image.fromarray(noise(4, 4, 5)).save(db / "bad name.jpg")
+    Image.fromarray(noise(4, 4, 6)).save(db / "n12.jpg")
+    Image.fromarray(noise(4, 4, 6)).save(db / "n12.png")
+    (db / "readme.txt").write_text("hello\n")
+    (db / ".DS_Store").write_bytes(b"\x00\x01")
+    (db / "sub").mkdir()
+    Image.fromarray(noise(30, 20, 7)).save(queries / "v1.jpg")
+    Image.fromarray(noise(16, 16, 8)).save(queries / "v2.jpg")
+    (queries / "v3.jpg").write_bytes((db / "n1.jpg").read_bytes()[:300])
+    descriptions = root / "data" / "descriptions.csv"
+    descriptions.write_text(DESCRIPTIONS, encoding="utf-8")
+    gt = root / "data" / "gt.csv"
+    gt.write_text(GROUND_TRUTH)
+    return {"db": db, "queries": queries, "descriptions": descriptions, "gt": gt, "out": root / "out"}
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return make_dataset(tmp_path)
+
+
+def run(d: dict[str, Path], workers: int = 1):
+    return prepare(d["db"], d["descriptions"], d["queries"], d["gt"], d["out"], workers=workers, progress=False)
+
+
+def test_counts_manifests_and_reports(dataset):
+    summary = run(dataset, workers=2)  # the process pool path
+    out = dataset["out"]
+    db = summary.database
+    assert (db.seen, db.ignored, db.usable) == (15, 2, 7)
+    assert db.rejected == {"ID has two files": 2, "decompression bomb": 1, "invalid ID in file name": 1,
+                           "not an image (or not a supported format)": 1, "not an image suffix": 1,
+                           "truncated image data": 1, "zero-byte file": 1}
+    assert db.notes == {"CMYK converted": 1, "EXIF-rotated": 1, "I;16 scaled to 8-bit": 1,
+                        "P transparency composited on white": 1, "PNG data behind .jpg suffix": 1}
+    q = summary.queries
+    assert (q.seen, q.usable, q.rejected) == (3, 2, {"truncated image data": 1})
+    assert (summary.decoded, summary.cached) == (14, 0)
+
+    manifest = read_manifest(out / "database.csv")
+    assert manifest.ids == ["n1", "n2", "n3", "n4", "n5", "n6", "n7"]
+    assert list(zip(manifest.widths, manifest.heights)) == [(32, 24), (12, 10), (8, 6), (9, 5), (7, 3), (11, 13),
+                                                             (20, 40)]
+    assert manifest.descriptions == ["Maybelline, Super Stay, lipstick 24h", "Шампунь для волос 250 мл", "",
+                                     "rouge,à lèvres,mat", "", "", ""]
+    assert manifest.paths[0] == (dataset["db"] / "n1.jpg").resolve()
+    queries = read_manifest(out / "queries.csv")
+    assert (queries.ids, queries.descriptions) == (["v1", "v2"], ["", ""])
+    assert (out / "database.csv").read_text().splitlines()[1] == (
+        'n1,../data/database/n1.jpg,32,24,"Maybelline, Super Stay, lipstick 24h"')
+
+    with open(out / "rejected.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["set", "id", "path", "reason"]
+    assert rows[1:] == [
+        ["database", "", "../data/database/bad name.jpg", "invalid ID in file name: 'bad name'"],
+        ["database", "n10", "../data/database/n10.png", f"decompression bomb: 225000000 pixels > limit {MAX_PIXELS}"],
+        ["database", "n11", "../data/database/n11.jpg", "not an image (or not a supported format)"],
+        ["database", "n12", "../data/database/n12.jpg", "ID has two files: n12.jpg, n12.png"],
+        ["database", "n12", "../data/database/n12.png", "ID has two files: n12.jpg, n12.png"],
+        ["database", "n8", "../data/database/n8.jpg", "zero-byte file"],
+        ["database", "n9", "../data/database/n9.jpg", "truncated image data"],
+        ["database", "readme", "../data/database/readme.txt", "not an image suffix: .txt"],
+        ["queries", "v3", "../data/queries/v3.jpg", "truncated image data"],
+    ]
+    assert (out / "ground_truth.csv").read_bytes() == dataset["gt"].read_bytes()
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["database"]["usable"] == 7 and saved["decoded"] == 14
+
+
+def test_description_findings(dataset):
+    d = run(dataset).descriptions
+    assert (d.rows, d.used, d.empty, d.non_ascii) == (7, 4, 1, 2)
+    assert (d.invalid_id, d.invalid_id_first_line) == (1, 7)
+    assert (d.duplicates, d.duplicates_first_line) == (1, 6)
+    assert (d.unquoted_commas, d.unquoted_commas_first_line) == (1, 8)
+    assert (d.without_image, d.without_image_examples) == (1, ["n99"])
+    assert (d.images_without_description, d.images_without_description_examples) == (3, ["n5", "n6", "n7"])
+    assert d.bad_columns == 0
+
+
+def test_ground_truth_findings(dataset):
+    summary = run(dataset)
+    g = summary.ground_truth
+    assert (g.queries, g.relevant) == (4, 5)
+    assert (g.queries_without_image, g.queries_without_image_examples) == (2, ["v3", "v4"])
+    assert (g.relevant_without_image, g.relevant_without_image_examples) == (1, ["n8"])
+    assert (g.queries_without_usable_relevant, g.usable_queries_not_in_gt) == (1, 0)
+    assert any("2 queries have no usable query image (e.g. v3, v4)" in w for w in summary.warnings)
+
+
+def test_rerun_uses_cache_and_redecodes_only_changes(dataset):
+    first = run(dataset)
+    out = dataset["out"]
+    manifest_bytes = (out / "database.csv").read_bytes()
+    second = run(dataset)
+    assert (second.decoded, second.cached) == (0, 14)
+    assert (out / "database.csv").read_bytes() == manifest_bytes
+    assert second.database.rejected == first.database.rejected
+
+    Image.fromarray(noise(50, 60, 9)).save(dataset["db"] / "n1.jpg")  # changed size and mtime
+    (dataset["db"] / "n6.jpg").unlink()
+    third = run(dataset)
+    assert (third.decoded, third.cached) == (1, 12)
+    manifest = read_manifest(out / "database.csv")
+    assert manifest.ids[0] == "n1" and (manifest.widths[0], manifest.heights[0]) == (60, 50)
+    assert "n6" not in manifest.ids
+    entries = json.loads((out / CACHE_NAME).read_text())["entries"]
+    assert "../data/database/n6.jpg" not in entries and len(entries) == 13
+
+
+def test_damaged_cache_is_rebuilt(dataset):
+    run(dataset)
+    (dataset["out"] / CACHE_NAME).write_text("{not json")
+    assert run(dataset).decoded == 14
+    assert run(dataset).decoded == 0
+
+
+def test_without_descriptions_and_ground_truth(dataset):
+    summary = prepare(dataset["db"], None, dataset["queries"], None, dataset["out"], workers=1, progress=False)
+    assert summary.ground_truth is None and summary.descriptions.file is None
+    assert read_manifest(dataset["out"] / "database.csv").descriptions == [""] * 7
+    assert not (dataset["out"] / "ground_truth.csv").exists()
+
+
+@pytest.mark.parametrize("text, line, reason", [
+    (b"id,description\nn1,ok\nn2,caf\xe9\n", 3, "not valid UTF-8"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", 3, "binary data"),
+    (b"", None, "empty file"),
+    (b"id;description\nn1;red\n", 1, "header has 1 column"),
+    (b"n1,red lipstick\nn2,blue\n", 1, "missing header row"),
+    (b"id,\nn1,red\n", 1, "garbled header"),
+    (b'id,description\nn1,"red lipstick\nn2,blue\nn3,green\n', 2, "never closed"),
+    (b"id,description\nbad id,x\nalso bad,y\nn1,z\n", 2, "not an ID,description CSV"),
+    (b"id,description,brand\nn1,a,b,c\nn2,a,b,c\n", 2, "2 of 2 rows are malformed"),
+])
+def test_bad_descriptions_are_bad_input(dataset, text, line, reason):
+    dataset["descriptions"].write_bytes(text)
+    with pytest.raises(BadInput) as caught:
+        run(dataset)
+    assert (caught.value.file, caught.value.line) == (str(dataset["descriptions"]), line)
+    assert reason in caught.value.reason
+    assert not dataset["out"].exists()  # nothing decoded, nothing written
+
+
+def test_crlf_bom_and_multiline_description(dataset):
+    text = 'id,description\r\nn1,"two\r\nlines"\r\nn2,  spaced   out  \r\n'
+    dataset["descriptions"].write_bytes(b"\xef\xbb\xbf" + text.encode())
+    d = run(dataset).descriptions
+    manifest = read_manifest(dataset["out"] / "database.csv")
+    assert manifest.descriptions[:2] == ["two lines", "spaced out"]
+    assert d.rows == 2
+
+
+def test_cli_end_to_end_and_rerun(dataset, cli):
+    args = ["prepare", "--db", dataset["db"], "--descriptions", dataset["descriptions"], "--queries",
+            dataset["queries"], "--gt", dataset["gt"], "--out", dataset["out"], "--workers", "1"]
+    result = cli(*args)
+    assert result.code == 0, result.err
+    assert "decoded 14 images, 0 from cache" in result.out
+    assert "truncated" in result.out
+    assert "warning: " + str(dataset["gt"]) + ": 2 queries have no usable query image (e.g. v3, v4)" in result.err
+    for name in ("database.csv", "queries.csv", "rejected.csv", "summary.json", "ground_truth.csv", CACHE_NAME):
+        assert (dataset["out"] / name).is_file()
+    again = cli(*args)
+    assert again.code == 0
+    assert json.loads((dataset["out"] / "summary.json").read_text())["decoded"] == 0
+
+
+def test_cli_bad_input_is_one_line(dataset, cli, tmp_path):
+    missing = tmp_path / "nowhere"
+    result = cli("prepare", "--db", missing, "--queries", dataset["queries"], "--out", dataset["out"])
+    assert result.code == 2
+    assert result.err.strip().splitlines() == [f"error: {missing}: folder not found"]
+    dataset["descriptions"].write_bytes(b"id,description\nn1,ok\n\xff\xfe\n")
+    result = cli("prepare", "--db", dataset["db"], "--descriptions", dataset["descriptions"],
+                 "--queries", dataset["queries"], "--out", dataset["out"])
+    assert result.code == 2
+    assert result.err.strip().splitlines() == [f"error: {dataset['descriptions']}:3: not valid UTF-8 (byte 0xff)"]
+    result = cli("prepare", "--demo", "--db", dataset["db"], "--out", dataset["out"])
+    assert (result.code, result.err.strip()) == (2, "error: <input>: --demo makes its own dataset; drop --db")
+    result = cli("prepare", "--out", dataset["out"])
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    (dataset["queries"] / "v1.jpg").unlink()
+    (dataset["queries"] / "v2.jpg").unlink()
+    (dataset["queries"] / "v3.jpg").unlink()
+    result = cli("prepare", "--db", dataset["db"], "--queries", dataset["queries"], "--out", dataset["out"])
+    assert (result.code, result.err.strip()) == (2, f"error: {dataset['queries']}: no image files found")
+
+
+def test_python_m_bpcr_exit_code(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-m", "bpcr", "prepare", "--db", str(tmp_path / "none"), "--queries",
+                           str(tmp_path), "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'none'}: folder not found"]
+    assert done.stdout == ""
+
+
+def test_demo_dataset_messy_files_are_caught(tmp_path):
+    from bpcr.demo import generate_demo
+
+    demo = generate_demo(tmp_path / "demo", seed=0, n_products=5, n_distractors=20, n_queries=3, workers=1)
+    root = tmp_path / "demo"
+    summary = prepare(root / "database", root / "descriptions.csv", root / "queries", root / "ground_truth.csv",
+                      root / "prepared", workers=1, progress=False)
+    with open(root / "prepared" / "rejected.csv", newline="", encoding="utf-8") as handle:
+        rejected_ids = sorted(row["id"] for row in csv.DictReader(handle))
+    assert rejected_ids == sorted(demo.unusable)
+    assert summary.database.usable == demo.n_database - len(demo.unusable)
+    assert summary.queries.usable == demo.n_queries
+    assert set(demo.missing_descriptions) <= set(summary.descriptions.images_without_description_examples)
+
+
+def test_bad_ground_truth_is_bad_input(dataset):
+    dataset["gt"].write_text("Validation Image ID,Training Image ID\nv1,n1\nv1,n2\n")
+    with pytest.raises(BadInput) as caught:
+        run(dataset)
+    assert str(caught.value) == f"{dataset['gt']}:3: query 'v1' listed twice"
+    assert not dataset["out"].exists()
