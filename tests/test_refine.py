@@ -1,0 +1,165 @@
+"""Two-stage search refinement (paper 001 §2.3, Algorithm 1) on hand-made examples."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from bpcr.errors import BadInput
+from bpcr.fileio import sha256_file
+from bpcr.refine import refine, refine_query
+from bpcr.runs import load_run, write_run
+from bpcr.store import write_store
+from bpcr.textindex import TextIndex
+
+# Cosine of each database image with the query q = (1, 0); features are (c, sqrt(1 - c^2)).
+COSINE = {
+    "n01": 0.70, "n02": 0.60, "n03": 0.50, "n04": 0.40, "n05": 0.30, "n06": 0.20, "n07": 0.10, "n08": 0.05,
+    "n10": 0.90, "n11": 0.55, "n12": 0.95, "n13": 0.80, "n14": 0.35, "n15": 0.80,
+}
+DB_IDS = sorted(COSINE)
+INPUT = ["n01", "n02", "n03", "n04", "n05", "n06", "n07", "n08"]  # the first stage, best first
+# D(.) of eq 7, by hand (not symmetric on purpose: refinement reads only the first k's rows).
+NEIGHBOURS = {
+    "n01": ["n10", "n02", "n11"],  # n02 is among the first k: never repeated
+    "n02": ["n12", "n10"],          # n10 twice in the union: once in the output
+    "n03": ["n13", "n15", "n14"],   # n13 and n15 tie at 0.80: by ID
+}
+
+
+def _features(ids: list[str]) -> np.ndarray:
+    return np.array([[COSINE[i], math.sqrt(1 - COSINE[i] ** 2)] for i in ids], dtype=np.float32)
+
+
+def _index(neighbours: dict[str, list[str]], ids: list[str] = DB_IDS) -> TextIndex:
+    row = {image_id: r for r, image_id in enumerate(ids)}
+    indptr, indices = [0], []
+    for image_id in ids:
+        indices += [row[n] for n in neighbours.get(image_id, [])]
+        indptr.append(len(indices))
+    return TextIndex(ids=list(ids), indptr=np.array(indptr), indices=np.array(indices, dtype=np.int64),
+                     sims=np.full(len(indices), 0.9, dtype=np.float32), meta={"tau": 0.6})
+
+
+def _refine(neighbours, k=3, mode="fill", ranking=INPUT):
+    rows = {image_id: r for r, image_id in enumerate(DB_IDS)}
+    return refine_query(ranking, np.array([1.0, 0.0]), _index(neighbours), rows, _features(DB_IDS), k, mode)
+
+
+def test_fill_hand_example():
+    result = _refine(NEIGHBOURS)
+    # Keep n01 n02 n03; I_subset = {n10, n11, n12, n13, n14, n15} by cosine:
+    # n12 .95, n10 .90, n13 .80, n15 .80 (tie, by ID), n11 .55, n14 .35 -> 4 slots.
+    assert result.ranking[:7] == ["n01", "n02", "n03", "n12", "n10", "n13", "n15"]
+    # Depth kept: then the input's remaining results, deduplicated, up to its length 8.
+    assert result.ranking == ["n01", "n02", "n03", "n12", "n10", "n13", "n15", "n04"]
+    assert result.subset_size == 6 and result.fallback == 0
+
+
+def test_fallback_to_input_run_when_subset_is_too_small():
+    result = _refine({"n01": ["n12"], "n02": ["n01"], "n03": []})
+    # One image in I_subset for four slots: n12, then the input's n04, n05, n06.
+    assert result.ranking[:7] == ["n01", "n02", "n03", "n12", "n04", "n05", "n06"]
+    assert result.fallback == 3
+    assert result.ranking[7:] == ["n07"]
+
+
+def test_rerank_union_reorders_the_first_k_too():
+    result = _refine(NEIGHBOURS, mode="rerank-union")
+    # Union of {n01, n02, n03} and I_subset, all by cosine.
+    assert result.ranking[:7] == ["n12", "n10", "n13", "n15", "n01", "n02", "n11"]
+    # n03 (.50) left the top 7; it heads the tail, cut at the input's depth 8.
+    assert result.ranking[7:] == ["n03"]
+    small = _refine({"n01": ["n12"]}, mode="rerank-union")
+    assert small.ranking[:7] == ["n12", "n01", "n02", "n03", "n04", "n05", "n06"] and small.fallback == 3
+
+
+def test_no_duplicates_and_k7_changes_nothing():
+    for k in range(1, 8):
+        for mode in ("fill", "rerank-union"):
+            ranking = _refine(NEIGHBOURS, k=k, mode=mode).ranking
+            assert len(ranking) == len(set(ranking))
+    assert _refine(NEIGHBOURS, k=7).ranking == INPUT
+    # Neighbours without a database feature are skipped.
+    rows = {i: r for r, i in enumerate(DB_IDS) if i != "n12"}
+    result = refine_query(INPUT, np.array([1.0, 0.0]), _index(NEIGHBOURS), rows, _features(DB_IDS), 3, "fill")
+    assert "n12" not in result.ranking and result.ranking[3] == "n10"
+
+
+# ---------------------------------------------------------------- files end to end
+
+
+@pytest.fixture
+def setup(tmp_path):
+    meta = {"backbone": "resnet50", "pooling": "gem", "input_size": 480}
+    db = write_store(tmp_path / "db", DB_IDS, _features(DB_IDS), meta)
+    queries = write_store(tmp_path / "q", ["v01", "v02"], np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32), meta)
+    # v02 = (0, 1): its cosine with image c is sqrt(1 - c^2), so the order flips.
+    ranking = {"v01": INPUT, "v02": ["n08", "n07", "n06", "n05", "n04", "n03", "n02", "n01"]}
+    scores = {q: [1.0 - 0.1 * r for r in range(len(ids))] for q, ids in ranking.items()}
+    write_run(tmp_path / "runs", "base", ranking, scores, {"run": "base"})
+    index_dir = tmp_path / "ti"
+    index_dir.mkdir()
+    index = _index(NEIGHBOURS)
+    np.savez(index_dir / "neighbours.npz", indptr=index.indptr, indices=index.indices.astype(np.int32), sims=index.sims)
+    (index_dir / "ids.txt").write_text("".join(f"{i}\n" for i in DB_IDS))
+    (index_dir / "meta.json").write_text(json.dumps({"format": "bpcr-text-index/1", "tau": 0.6}))
+    return tmp_path
+
+
+def test_refine_writes_run_with_provenance(setup):
+    csv_path = refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "refined",
+                      out_dir=setup / "out", k=3)
+    run = load_run(csv_path)
+    assert run.submission["v01"] == ["n01", "n02", "n03", "n12", "n10", "n13", "n15"]
+    # v02's first k (n08, n07, n06) have no textual neighbours: the input run, unchanged.
+    assert run.submission["v02"] == ["n08", "n07", "n06", "n05", "n04", "n03", "n02"]
+    assert run.ranking["v01"] == ["n01", "n02", "n03", "n12", "n10", "n13", "n15", "n04"]
+    assert run.scores["v01"] == pytest.approx([1 / r for r in range(1, 9)], rel=1e-7)
+    prov = json.loads(csv_path.with_suffix(".json").read_text())
+    assert prov["params"]["k"] == 3 and prov["params"]["mode"] == "fill" and prov["params"]["tau"] == 0.6
+    assert prov["input_run"]["name"] == "base"
+    trec = next(f for f in prov["input_run"]["files"] if f["path"].endswith("base.trec"))
+    assert trec["sha256"] == sha256_file(setup / "runs" / "base.trec")
+    assert prov["counts"]["queries"] == 2 and prov["counts"]["changed"] == 1 and prov["counts"]["with_fallback"] == 1
+
+
+def test_mismatched_stores_are_refused(setup):
+    write_store(setup / "q2", ["v01", "v02"], np.eye(2, dtype=np.float32),
+                {"backbone": "vgg16", "pooling": "gem", "input_size": 480})
+    with pytest.raises(BadInput, match="backbone"):
+        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q2", "r", out_dir=setup / "out")
+    write_store(setup / "q3", ["v01", "v02"], np.eye(2, 3, dtype=np.float32),
+                {"backbone": "resnet50", "pooling": "gem", "input_size": 480})
+    with pytest.raises(BadInput, match="dim"):
+        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q3", "r", out_dir=setup / "out")
+    assert not (setup / "out").exists()
+
+
+def test_bad_inputs(setup):
+    write_store(setup / "q1", ["v01"], np.array([[1.0, 0.0]], dtype=np.float32),
+                {"backbone": "resnet50", "pooling": "gem", "input_size": 480})
+    with pytest.raises(BadInput, match="'v02'.*no feature"):
+        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q1", "r", out_dir=setup / "out")
+    with pytest.raises(BadInput, match="overwrite"):
+        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "base", out_dir=setup / "runs")
+    with pytest.raises(BadInput, match="k must be"):
+        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "r", out_dir=setup / "out", k=0)
+    write_run(setup / "runs", "stray", {"v01": ["zz9"]}, None, None)
+    with pytest.raises(BadInput, match="not in the text index"):
+        refine(setup / "runs" / "stray.csv", setup / "ti", setup / "db", setup / "q", "r", out_dir=setup / "out")
+    assert not (setup / "out").exists()
+
+
+def test_cli_refine(setup, cli):
+    result = cli("refine", setup / "runs" / "base.trec", "--text-index", setup / "ti", "--db-features", setup / "db",
+                 "--query-features", setup / "q", "--k", "3", "--mode", "rerank-union", "--name", "union",
+                 "--out", setup / "out")
+    assert result.code == 0, result.err
+    assert "2 queries" in result.out and (setup / "out" / "union.trec").is_file()
+    assert load_run(setup / "out" / "union.csv").submission["v01"] == ["n12", "n10", "n13", "n15", "n01", "n02", "n11"]
+    bad = cli("refine", setup / "runs" / "base.trec", "--text-index", setup / "ti", "--db-features", setup / "db",
+              "--query-features", setup / "q", "--mode", "best", "--name", "x", "--out", setup / "out")
+    assert bad.code == 2 and bad.err.count("\n") == 1 and "mode" in bad.err
