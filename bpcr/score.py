@@ -58,16 +58,20 @@ class RunScore:
 
 
 def _input_run_names(run: Run) -> list[str]:
-    """Run names this run was derived from, as recorded in its provenance."""
+    """Names of the runs this run was derived from, as its provenance records them:
+    ``input_run`` (refine, rerank: a name, a path or ``{"name": ...}``) and
+    ``fusion_inputs`` (ensemble: a list of ``{"name": ...}``)."""
     prov = run.provenance
-    names: list[str] = []
-    for key in ("input_run", "input_runs"):
-        value = prov.get(key, prov.get("params", {}).get(key) if isinstance(prov.get("params"), dict) else None)
-        if isinstance(value, str):
-            names.append(value)
-        elif isinstance(value, list):
-            names.extend(v for v in value if isinstance(v, str))
-    return [Path(n).stem if n.endswith((".csv", ".trec", ".json")) else Path(n).name for n in names]
+    raw: list[object] = [prov.get("input_run")]
+    fusion_inputs = prov.get("fusion_inputs")
+    if isinstance(fusion_inputs, list):
+        raw.extend(fusion_inputs)
+    names = []
+    for item in raw:
+        value = item.get("name") if isinstance(item, dict) else item
+        if isinstance(value, str) and value:
+            names.append(Path(value).stem if value.endswith((".csv", ".trec", ".json")) else Path(value).name)
+    return names
 
 
 def score_run(run: Run, gt: Mapping[str, Sequence[str]], strict: bool = False, seed: int = 0,
@@ -138,8 +142,8 @@ def score_runs(paths: Sequence[str | Path], gt_path: str | Path, baseline: str |
     """Score every run named by ``paths`` (files or folders), sorted by mAP@7 (ties by name).
 
     With ``baseline`` every other run is compared with it; without, a run whose
-    provenance names an input run that is also being scored (refine, rerank,
-    ensemble) is compared with that input.
+    provenance names input runs that are also being scored (refine, rerank,
+    ensemble) is compared with the best-scoring of them.
     """
     gt = read_ground_truth(gt_path)
     stems = expand_run_paths(paths)
@@ -161,7 +165,10 @@ def score_runs(paths: Sequence[str | Path], gt_path: str | Path, baseline: str |
             if run.name != base:
                 pairs.append((run.name, base))
         else:
-            pairs.extend((run.name, name) for name in _input_run_names(run)[:1] if name in scores and name != run.name)
+            # a derived run is compared with its best-scoring input among the runs scored here
+            inputs = [n for n in _input_run_names(run) if n in scores and n != run.name]
+            if inputs:
+                pairs.append((run.name, max(inputs, key=lambda n: (scores[n].map7, n))))
     comparisons = [compare(scores[a], scores[b], seed, n_resamples) for a, b in pairs]
     for (a, _), comparison, adjusted in zip(pairs, comparisons, holm([c.p_value for c in comparisons])):
         comparison.p_holm = adjusted

@@ -1,0 +1,383 @@
+"""`bpcr run CONFIG`: the whole chain from one TOML file.
+
+The config names each stage's outputs, and the stages run in pipeline order:
+prepare -> extract -> index/search -> refine -> rerank -> ensemble -> score.
+Every table's keys are the keyword arguments of the stage's one public
+function (``bpcr.extract.extract``, ``bpcr.search.search``, ...), so the CLI,
+the config and a notebook reach the same code with the same names.
+
+Re-running skips a stage whose outputs exist and whose key is unchanged: the
+key hashes the stage's options and the keys of the stages it reads from, so
+changing an option re-runs that stage and everything downstream of it, and
+nothing else. Keys live in ``WORK/.stamps``.
+
+Layout under the work folder ``WORK`` (``work`` in the config):
+
+- ``WORK/prepared/`` manifests (``database.csv``, ``queries.csv``), and for the
+  demo the generated dataset itself in ``WORK/``;
+- ``WORK/features/<extract name>/{database,queries}/<pooling>/`` feature stores;
+- ``WORK/indexes/<extract name>-<pooling>-<metric>/`` search indexes;
+- ``WORK/text-index/``, ``WORK/sift-cache/``;
+- runs in ``submissions`` (config key, default ``submissions/``), the
+  leaderboard where ``leaderboard`` says (default ``leaderboard.md``).
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import BadInput
+from .fileio import sha256_file, write_json_atomic
+
+STAGES = ("prepare", "extract", "search", "refine", "rerank", "ensemble", "score")
+SETS = ("database", "queries")
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+@dataclass
+class StageTime:
+    stage: str
+    name: str
+    seconds: float
+    skipped: bool
+
+
+@dataclass
+class PipelineResult:
+    runs: list[Path] = field(default_factory=list)
+    times: list[StageTime] = field(default_factory=list)
+    leaderboard: Path | None = None
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(path, None, "config file not found") from None
+    except UnicodeDecodeError:
+        raise BadInput(path, None, "config is not valid UTF-8") from None
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        raise BadInput(path, line, f"invalid TOML: {str(exc).split(' (at line')[0]}") from None
+    known = {"work", "submissions", "leaderboard", "index", "text_index", *STAGES}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise BadInput(path, None, f"unknown top-level key {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return config
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without(entry: Mapping[str, Any], *keys: str) -> dict:
+    return {k: v for k, v in entry.items() if k not in keys}
+
+
+def _check_kwargs(config_path: Path, table: str, func: Callable, options: Mapping[str, Any], reserved: set[str]) -> None:
+    """Reject keys the stage function does not take, naming the config table."""
+    accepted = set(inspect.signature(func).parameters) - reserved
+    for key in options:
+        if key not in accepted:
+            raise BadInput(config_path, None, f"[{table}] unknown option {key!r}; "
+                                              f"accepted: {', '.join(sorted(accepted))}")
+
+
+class Pipeline:
+    def __init__(self, config_path: str | Path, force: bool = False, log: Callable[[str], None] = print) -> None:
+        self.config_path = Path(config_path)
+        self.config = load_config(self.config_path)
+        # Relative paths in a config are relative to the current folder, like the CLI's.
+        self.work = Path(self.config.get("work", "work"))
+        self.submissions = Path(self.config.get("submissions", "submissions"))
+        self.leaderboard = Path(self.config.get("leaderboard", "leaderboard.md"))
+        self.force = force
+        self.log = log
+        self.keys: dict[str, str] = {}
+        self.result = PipelineResult()
+        self.gt: Path | None = None
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _stamp(self, stage: str, name: str) -> Path:
+        return self.work / ".stamps" / stage / f"{name}.json"
+
+    def _step(self, stage: str, name: str, key: str, outputs: list[Path], action: Callable[[], Any]) -> None:
+        """Run ``action`` unless its stamp matches ``key`` and every output exists."""
+        stamp = self._stamp(stage, name)
+        if not self.force and stamp.is_file() and all(p.exists() for p in outputs):
+            if json.loads(stamp.read_text()).get("key") == key:
+                self.log(f"[{stage}] {name}: up to date, skipped")
+                self.result.times.append(StageTime(stage, name, 0.0, True))
+                return
+        self.log(f"[{stage}] {name}: running")
+        start = time.perf_counter()
+        action()
+        seconds = time.perf_counter() - start
+        write_json_atomic(stamp, {"key": key, "seconds": round(seconds, 2), "outputs": [str(p) for p in outputs]})
+        self.result.times.append(StageTime(stage, name, seconds, False))
+        self.log(f"[{stage}] {name}: done in {seconds:.1f} s")
+
+    def _run_name(self, table: str, entry: Mapping[str, Any]) -> str:
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise BadInput(self.config_path, None, f"every [[{table}]] needs a name")
+        return name
+
+    def _features(self, table: str, spec: str) -> tuple[str, str]:
+        """``"<extract name>/<pooling>"`` -> (extract name, pooling), checked against the config."""
+        extract_name, _, pooling = spec.partition("/")
+        names = {e.get("name") for e in self.config.get("extract", [])}
+        if extract_name not in names or not pooling:
+            raise BadInput(self.config_path, None, f"[{table}] features {spec!r} must be '<extract name>/<pooling>' "
+                                                   f"with an extract name from: {', '.join(sorted(map(str, names)))}")
+        return extract_name, pooling
+
+    def store(self, extract_name: str, which: str, pooling: str) -> Path:
+        return self.work / "features" / extract_name / which / pooling
+
+    def run_path(self, name: str) -> Path:
+        return self.submissions / f"{name}.csv"
+
+    def validate(self) -> None:
+        """Check the whole config before any stage runs: option names, references, run names."""
+        from .demo import generate_demo
+        from .ensemble import ensemble
+        from .extract import extract
+        from .index import build_index
+        from .refine import refine
+        from .rerank import rerank
+        from .search import search
+        from .textindex import build_text_index
+
+        prepare = dict(self.config.get("prepare", {}))
+        if prepare.pop("demo", False):
+            _check_kwargs(self.config_path, "prepare", generate_demo, prepare, {"out"})
+        else:
+            for required in ("db", "queries"):
+                if required not in prepare:
+                    raise BadInput(self.config_path, None, f"[prepare] needs {required!r} (or demo = true)")
+            extra = sorted(set(prepare) - {"db", "descriptions", "queries", "gt"})
+            if extra:
+                raise BadInput(self.config_path, None, f"[prepare] unknown option {extra[0]!r}")
+        _check_kwargs(self.config_path, "index", build_index, self.config.get("index", {}), {"store_path", "out", "log"})
+        _check_kwargs(self.config_path, "text_index", build_text_index, self.config.get("text_index", {}),
+                      {"manifest_path", "out", "force"})
+        for entry in self.config.get("extract", []):
+            name = self._run_name("extract", entry)
+            if "poolings" not in entry or "backbone" not in entry:
+                raise BadInput(self.config_path, None, f"[extract {name}] needs backbone and poolings")
+            _check_kwargs(self.config_path, f"extract {name}", extract, _without(entry, "name"),
+                          {"manifest", "out", "progress", "on_chunk"})
+        runs: set[str] = set()
+        tables = [("search", search, {"indexes", "queries", "name", "out_dir", "log"}, ("name", "features")),
+                  ("refine", refine, {"run_path", "text_index", "db_store", "query_store", "name", "out_dir"},
+                   ("name", "input", "features")),
+                  ("rerank", rerank, {"run_path", "db_manifest", "query_manifest", "name", "out_dir", "cache_dir"},
+                   ("name", "input")),
+                  ("ensemble", ensemble, {"run_paths", "name", "out_dir", "tune_on"}, ("name", "inputs", "tune"))]
+        for table, func, reserved, own in tables:
+            for entry in self.config.get(table, []):
+                name = self._run_name(table, entry)
+                _check_kwargs(self.config_path, f"{table} {name}", func, _without(entry, *own), reserved)
+                if "features" in own:
+                    specs = entry.get("features") or []
+                    specs = [specs] if isinstance(specs, str) else list(specs)
+                    if not specs or (table == "refine" and len(specs) != 1):
+                        raise BadInput(self.config_path, None, f"[{table} {name}] needs features = "
+                                       + ("['<extract name>/<pooling>', ...]" if table == "search" else "'<extract name>/<pooling>'"))
+                    for spec in specs:
+                        self._features(f"{table} {name}", spec)
+                sources = entry.get("inputs", []) if table == "ensemble" else [entry.get("input")]
+                for source in sources if table != "search" else []:
+                    if source not in runs:
+                        raise BadInput(self.config_path, None,
+                                       f"[{table} {name}] input {source!r} is not a run made earlier in this config")
+                if name in runs:
+                    raise BadInput(self.config_path, None, f"two runs are named {name!r}")
+                runs.add(name)
+
+    # ------------------------------------------------------------ stages
+
+    def prepare(self) -> None:
+        from .prepare import prepare
+
+        options = dict(self.config.get("prepare", {}))
+        prepared = self.work / "prepared"
+        outputs = [prepared / "database.csv", prepared / "queries.csv", prepared / "summary.json"]
+        if options.pop("demo", False):
+            from .demo import generate_demo
+
+            def action() -> None:
+                generate_demo(self.work, **options)
+                prepare(self.work / "database", self.work / "descriptions.csv", self.work / "queries",
+                        self.work / "ground_truth.csv", prepared)
+
+            # The generator's own source is part of the key: a changed generator is a changed dataset.
+            generator = sha256_file(inspect.getsourcefile(generate_demo))
+            self._step("prepare", "demo", _key("demo", options, generator), outputs, action)
+            self.gt = self.work / "ground_truth.csv"
+        else:
+            gt = options.get("gt")
+            # A real dataset is always re-checked: prepare's own cache makes that fast.
+            start = time.perf_counter()
+            prepare(Path(options["db"]), Path(options["descriptions"]) if options.get("descriptions") else None,
+                    Path(options["queries"]), Path(gt) if gt else None, prepared)
+            self.result.times.append(StageTime("prepare", "dataset", time.perf_counter() - start, False))
+            self.gt = Path(gt) if gt else None
+        self.keys["prepare"] = _key(*(sha256_file(p) for p in outputs[:2]))
+        self.manifests = {"database": prepared / "database.csv", "queries": prepared / "queries.csv"}
+
+    def extract(self) -> None:
+        from .extract import extract
+
+        for entry in self.config.get("extract", []):
+            name = self._run_name("extract", entry)
+            options = {k: v for k, v in entry.items() if k != "name"}
+            for which in SETS:
+                kwargs = dict(options)
+                if which == "queries" and kwargs.get("pca_whiten"):
+                    kwargs["pca_whiten"] = False
+                    kwargs["pca_from"] = str(self.store(name, "database", kwargs["poolings"][0]))
+                key = _key("extract", kwargs, self.keys["prepare"], which)
+                outputs = [self.store(name, which, p) / "meta.json" for p in options["poolings"]]
+                out = self.work / "features" / name / which
+                self._step("extract", f"{name}-{which}", key, outputs,
+                           lambda out=out, which=which, kwargs=kwargs: extract(self.manifests[which], out, progress=True, **kwargs))
+                self.keys[f"extract:{name}:{which}"] = key
+
+    def search(self) -> None:
+        from .index import build_index
+        from .search import search
+
+        index_options = dict(self.config.get("index", {}))
+        for entry in self.config.get("search", []):
+            name = self._run_name("search", entry)
+            options = {k: v for k, v in entry.items() if k not in ("name", "features")}
+            specs = entry.get("features")
+            specs = [specs] if isinstance(specs, str) else list(specs or [])
+            indexes, queries, upstream = [], [], []
+            for spec in specs:
+                extract_name, pooling = self._features(f"search {name}", spec)
+                db_key = self.keys[f"extract:{extract_name}:database"]
+                index_dir = self.work / "indexes" / f"{extract_name}-{pooling}-{index_options.get('metric', 'cosine')}"
+                index_key = _key("index", index_options, db_key, pooling)
+                self._step("index", index_dir.name, index_key, [index_dir],
+                           lambda s=self.store(extract_name, "database", pooling), d=index_dir:
+                           build_index(s, d, log=self.log, **index_options))
+                indexes.append(index_dir)
+                queries.append(self.store(extract_name, "queries", pooling))
+                upstream += [index_key, self.keys[f"extract:{extract_name}:queries"]]
+            key = _key("search", options, upstream)
+            self._step("search", name, key, [self.run_path(name)],
+                       lambda i=indexes, q=queries, n=name, o=options: search(
+                           i if len(i) > 1 else i[0], q if len(q) > 1 else q[0], n, self.submissions, log=self.log, **o))
+            self.keys[f"run:{name}"] = key
+            self.result.runs.append(self.run_path(name))
+
+    def _input_run(self, table: str, entry: Mapping[str, Any]) -> tuple[Path, str]:
+        source = entry.get("input")
+        if f"run:{source}" not in self.keys:
+            raise BadInput(self.config_path, None, f"[{table}] input {source!r} is not a run made earlier in this config")
+        return self.run_path(source), self.keys[f"run:{source}"]
+
+    def refine(self) -> None:
+        from .refine import refine
+        from .textindex import build_text_index
+
+        entries = self.config.get("refine", [])
+        if not entries:
+            return
+        text_dir = self.work / "text-index"
+        text_options = dict(self.config.get("text_index", {}))
+        text_key = _key("text-index", text_options, self.keys["prepare"])
+        self._step("text-index", "database", text_key, [text_dir],
+                   lambda: build_text_index(self.manifests["database"], text_dir, force=True, **text_options))
+        for entry in entries:
+            name = self._run_name("refine", entry)
+            run, run_key = self._input_run(f"refine {name}", entry)
+            extract_name, pooling = self._features(f"refine {name}", entry.get("features", ""))
+            options = {k: v for k, v in entry.items() if k not in ("name", "input", "features")}
+            key = _key("refine", options, run_key, text_key, self.keys[f"extract:{extract_name}:database"],
+                       self.keys[f"extract:{extract_name}:queries"], pooling)
+            self._step("refine", name, key, [self.run_path(name)],
+                       lambda r=run, n=name, o=options, e=extract_name, p=pooling: refine(
+                           r, text_dir, self.store(e, "database", p), self.store(e, "queries", p), n, self.submissions, **o))
+            self.keys[f"run:{name}"] = key
+            self.result.runs.append(self.run_path(name))
+
+    def rerank(self) -> None:
+        from .rerank import rerank
+
+        for entry in self.config.get("rerank", []):
+            name = self._run_name("rerank", entry)
+            run, run_key = self._input_run(f"rerank {name}", entry)
+            options = {k: v for k, v in entry.items() if k not in ("name", "input")}
+            key = _key("rerank", options, run_key, self.keys["prepare"])
+            self._step("rerank", name, key, [self.run_path(name)],
+                       lambda r=run, n=name, o=options: rerank(
+                           r, self.manifests["database"], self.manifests["queries"], n, self.submissions,
+                           cache_dir=self.work / "sift-cache", **o))
+            self.keys[f"run:{name}"] = key
+            self.result.runs.append(self.run_path(name))
+
+    def ensemble(self) -> None:
+        from .ensemble import ensemble
+
+        for entry in self.config.get("ensemble", []):
+            name = self._run_name("ensemble", entry)
+            inputs = entry.get("inputs", [])
+            paths, keys = [], []
+            for source in inputs:
+                path, key = self._input_run(f"ensemble {name}", {"input": source})
+                paths.append(path)
+                keys.append(key)
+            options = {k: v for k, v in entry.items() if k not in ("name", "inputs", "tune")}
+            if entry.get("tune"):
+                if self.gt is None:
+                    raise BadInput(self.config_path, None, f"[ensemble {name}] tune = true needs ground truth")
+                options["tune_on"] = self.gt
+            key = _key("ensemble", options, keys)
+            self._step("ensemble", name, key, [self.run_path(name)],
+                       lambda p=paths, n=name, o=options: ensemble(p, name=n, out_dir=self.submissions, **o))
+            self.keys[f"run:{name}"] = key
+            self.result.runs.append(self.run_path(name))
+
+    def score(self) -> None:
+        from .score import score_runs, write_outputs
+
+        options = dict(self.config.get("score", {}))
+        gt = Path(options.pop("gt")) if "gt" in options else self.gt
+        if gt is None or not self.result.runs:
+            self.log("[score] no ground truth or no runs: nothing to score")
+            return
+        start = time.perf_counter()
+        scores = score_runs(self.result.runs, gt, **options)
+        write_outputs(scores, gt, self.leaderboard, self.work / "scores.json", self.work / "per_query.csv")
+        self.result.times.append(StageTime("score", "leaderboard", time.perf_counter() - start, False))
+        self.result.leaderboard = self.leaderboard
+        self.scores = scores
+
+    def run(self) -> PipelineResult:
+        self.validate()
+        for stage in ("prepare", "extract", "search", "refine", "rerank", "ensemble", "score"):
+            getattr(self, stage)()
+        write_json_atomic(self.work / "timings.json", [t.__dict__ for t in self.result.times])
+        return self.result
+
+
+def run_pipeline(config: str | Path, force: bool = False, log: Callable[[str], None] = print) -> PipelineResult:
+    """Run every stage of ``config`` in order; returns the runs written and the time per stage."""
+    return Pipeline(config, force=force, log=log).run()

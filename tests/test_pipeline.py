@@ -1,0 +1,95 @@
+"""End to end: `bpcr run` on a tiny generated dataset through every stage."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bpcr.errors import BadInput
+from bpcr.pipeline import run_pipeline
+
+CONFIG = Path(__file__).parent / "data" / "tiny_pipeline.toml"
+RUNS = ["mac", "grmac", "srmac", "fused", "refined", "sift", "ens", "ens-tuned"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipeline")
+    shutil.copy(CONFIG, folder / "tiny.toml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        result = run_pipeline("tiny.toml", log=lambda _: None)
+    return folder, result
+
+
+def test_every_stage_writes_its_runs_and_the_leaderboard(first_run):
+    folder, result = first_run
+    assert sorted(p.stem for p in result.runs) == sorted(RUNS)
+    for name in RUNS:
+        for suffix in (".csv", ".trec", ".json"):
+            assert (folder / "subs" / f"{name}{suffix}").is_file()
+    board = (folder / "lb.md").read_text()
+    for name in RUNS:
+        assert f"| `{name}` |" in board
+    assert (folder / "lb.svg").is_file()
+    scores = json.loads((folder / "work" / "scores.json").read_text())["runs"]
+    assert set(scores) == set(RUNS)
+    assert all(0.0 <= s["map7"] <= 1.0 and s["n_queries"] == 6 for s in scores.values())
+    # refinement, re-ranking and fusion are compared with their inputs
+    assert scores["refined"]["vs_baseline"]["baseline"] == "fused"
+    assert scores["sift"]["vs_baseline"]["baseline"] == "fused"
+    stages = {t.stage for t in result.times}
+    assert stages == {"prepare", "extract", "index", "search", "text-index", "refine", "rerank", "ensemble", "score"}
+
+
+def test_rerun_skips_everything_and_changes_no_byte(first_run):
+    folder, _ = first_run
+    before = {p.name: p.read_bytes() for p in sorted((folder / "subs").iterdir())}
+    board = (folder / "lb.md").read_bytes()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        again = run_pipeline("tiny.toml", log=lambda _: None)
+    assert all(t.skipped for t in again.times if t.stage != "score")
+    assert {p.name: p.read_bytes() for p in sorted((folder / "subs").iterdir())} == before
+    assert (folder / "lb.md").read_bytes() == board
+
+
+def test_fresh_run_gives_identical_runs(first_run, tmp_path):
+    folder, _ = first_run
+    shutil.copy(CONFIG, tmp_path / "tiny.toml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        run_pipeline("tiny.toml", log=lambda _: None)
+    for name in RUNS:
+        for suffix in (".csv", ".trec"):
+            assert (tmp_path / "subs" / f"{name}{suffix}").read_bytes() == (folder / "subs" / f"{name}{suffix}").read_bytes(), name
+    assert (tmp_path / "lb.md").read_bytes() == (folder / "lb.md").read_bytes()
+
+
+def test_changed_option_reruns_only_downstream(first_run, tmp_path):
+    folder, _ = first_run
+    work = tmp_path / "copy"
+    shutil.copytree(folder, work)
+    config = (work / "tiny.toml").read_text().replace('scorer = "inliers"', 'scorer = "matches"')
+    (work / "tiny.toml").write_text(config)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        result = run_pipeline("tiny.toml", log=lambda _: None)
+    ran = {t.name for t in result.times if not t.skipped and t.stage != "score"}
+    assert ran == {"sift", "ens", "ens-tuned"}
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("[prepare]\ndemo = true\n[[search]]\nname = 'x'\nfeatures = 'nope/mac'\n", "must be '<extract name>/<pooling>'"),
+    ("bogus = 1\n", "unknown top-level key 'bogus'"),
+    ("[prepare]\ndemo = true\nn_products = 2\n[[extract]]\nname='a'\nbackbone='tf_efficientnet_lite0'\npoolings=['mac']\nsizes=3\n", "unknown option 'sizes'"),
+    ("[prepare\n", "invalid TOML"),
+])
+def test_bad_config_is_one_line(cli, tmp_path, text, reason):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    result = cli("run", config)
+    assert result.code == 2, result
+    assert reason in result.err and len(result.err.strip().splitlines()) == 1
