@@ -4,6 +4,10 @@ A store is a folder: ``ids.txt`` (one ID per line, row order), ``features.npy``
 (N x D, float16 by default, never pickled), ``meta.json`` and ``failed.csv``
 (``id,reason``). A store is written into a hidden sibling folder and renamed
 into place in one step, so a folder under the final name is always complete.
+
+Also here: the streaming writer (:func:`write_store_blocks`), the PCA-whitening
+file a store may carry (``pca.npz``, :class:`Whitening`), and the resumable
+partial folder an extraction fills chunk by chunk (:class:`PartialStore`).
 """
 from __future__ import annotations
 
@@ -14,12 +18,12 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .errors import BadInput
-from .fileio import write_json_atomic
+from .fileio import atomic_path, write_json_atomic
 from .ids import check_id
 from .textio import read_lines
 
@@ -44,7 +48,8 @@ def open_store(path: str | Path) -> FeatureStore:
     for name in ("ids.txt", "features.npy", "meta.json"):
         if not (path / name).is_file():
             raise BadInput(path / name, None, "missing: the feature store is incomplete")
-    ids = [check_id(line, path / "ids.txt", i) for i, line in enumerate(read_lines(path / "ids.txt"), start=1)]
+    ids_path = path / "ids.txt"  # built once: a Path per line costs seconds on 500K IDs
+    ids = [check_id(line, ids_path, i) for i, line in enumerate(read_lines(ids_path), start=1)]
     if len(set(ids)) != len(ids):
         raise BadInput(path / "ids.txt", None, "an ID appears twice")
     try:
@@ -74,24 +79,41 @@ def write_store(
     failed: Mapping[str, str] | None = None,
 ) -> FeatureStore:
     """Write a complete store atomically (hidden temp folder, then one rename)."""
-    path = Path(path)
     if features.ndim != 2 or features.shape[0] != len(ids):
         raise ValueError(f"features {features.shape} do not match {len(ids)} IDs")
+    return write_store_blocks(path, ids, [features], int(features.shape[1]), features.dtype, meta, failed)
+
+
+def write_store_blocks(
+    path: str | Path,
+    ids: Sequence[str],
+    blocks: Iterable[np.ndarray],
+    dim: int,
+    dtype: str | np.dtype,
+    meta: Mapping,
+    failed: Mapping[str, str] | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
+) -> FeatureStore:
+    """Write a store whose rows arrive as consecutive blocks (each (n_i, dim)).
+
+    ``features.npy`` is filled through ``np.lib.format.open_memmap``, so at most
+    one block is in memory besides the page cache: a 500K x 1280 float16 store
+    (1.3 GB) is assembled from chunk files without holding it. Blocks are cast
+    to ``dtype``. The header is the one ``np.save`` writes for the same shape
+    and dtype, so both writers give identical bytes. ``extra_files`` (name ->
+    bytes, e.g. ``pca.npz``) land in the folder before it is renamed into place.
+    """
+    path = Path(path)
+    dtype = np.dtype(dtype)
     tmp = path.with_name(f".{path.name}.writing")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    (tmp / "ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
-    np.save(tmp / "features.npy", np.ascontiguousarray(features), allow_pickle=False)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id", "reason"])
-    for image_id in sorted(failed or {}):
-        writer.writerow([image_id, (failed or {})[image_id]])
-    (tmp / "failed.csv").write_text(buf.getvalue(), encoding="utf-8")
-    full_meta = dict(meta)
-    full_meta.update(count=len(ids), dim=int(features.shape[1]), dtype=str(features.dtype))
-    write_json_atomic(tmp / "meta.json", full_meta)
+    try:
+        _fill(tmp, ids, blocks, int(dim), dtype, meta, failed, extra_files)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if path.exists():
         old = path.with_name(f".{path.name}.old")
         if old.exists():
@@ -100,5 +122,157 @@ def write_store(
         os.replace(tmp, path)
         shutil.rmtree(old)
     else:
+        path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, path)
     return open_store(path)
+
+
+def _fill(tmp: Path, ids: Sequence[str], blocks: Iterable[np.ndarray], dim: int, dtype: np.dtype, meta: Mapping,
+          failed: Mapping[str, str] | None, extra_files: Mapping[str, bytes] | None) -> None:
+    (tmp / "ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    out = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=dtype, shape=(len(ids), int(dim)))
+    row = 0
+    for block in blocks:
+        block = np.asarray(block)
+        if block.ndim != 2 or block.shape[1] != dim or row + block.shape[0] > len(ids):
+            raise ValueError(f"block {block.shape} does not fit rows {row}.. of a {len(ids)} x {dim} store")
+        out[row:row + block.shape[0]] = block.astype(dtype, copy=False)
+        row += block.shape[0]
+    if row != len(ids):
+        raise ValueError(f"blocks hold {row} rows for {len(ids)} IDs")
+    out.flush()
+    del out
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "reason"])
+    for image_id in sorted(failed or {}):
+        writer.writerow([image_id, (failed or {})[image_id]])
+    (tmp / "failed.csv").write_text(buf.getvalue(), encoding="utf-8")
+    for name, data in (extra_files or {}).items():
+        (tmp / name).write_bytes(data)
+    full_meta = dict(meta)
+    full_meta.update(count=len(ids), dim=int(dim), dtype=str(dtype))
+    write_json_atomic(tmp / "meta.json", full_meta)
+
+
+def iter_blocks(features: np.ndarray, rows: int = 65536) -> Iterator[np.ndarray]:
+    """Consecutive row blocks of a (memory-mapped) matrix, each as float32."""
+    for start in range(0, features.shape[0], rows):
+        yield np.asarray(features[start:start + rows], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------
+# PCA-whitening learned on a store (saved as pca.npz, never pickled)
+# --------------------------------------------------------------------------
+
+WHITENING_FILE = "pca.npz"
+
+
+@dataclass(frozen=True)
+class Whitening:
+    """PCA-whitening: x -> (x - mean) @ components.T / sqrt(explained_variance).
+
+    mean: (D,), components: (K, D), explained_variance: (K,), all float64.
+    """
+
+    mean: np.ndarray
+    components: np.ndarray
+    explained_variance: np.ndarray
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, mean=self.mean, components=self.components, explained_variance=self.explained_variance)
+        return buf.getvalue()
+
+
+def read_whitening(path: str | Path) -> Whitening:
+    """Read ``pca.npz`` (a store folder or the file itself), checking shapes; BadInput otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / WHITENING_FILE
+    if not path.is_file():
+        raise BadInput(path, None, "no PCA-whitening here (learn one with --pca-whiten on the database store)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k], dtype=np.float64) for k in ("mean", "components", "explained_variance")}
+    except (KeyError, ValueError, OSError) as exc:
+        raise BadInput(path, None, f"not a PCA-whitening file (mean, components, explained_variance): {exc}") from None
+    mean, comps, var = arrays["mean"], arrays["components"], arrays["explained_variance"]
+    if mean.ndim != 1 or comps.ndim != 2 or comps.shape[1] != mean.shape[0] or var.shape != (comps.shape[0],):
+        raise BadInput(path, None, f"inconsistent shapes: mean {mean.shape}, components {comps.shape}, variance {var.shape}")
+    if not (np.all(np.isfinite(comps)) and np.all(np.isfinite(mean)) and np.all(var > 0)):
+        raise BadInput(path, None, "non-finite values or a non-positive variance")
+    return Whitening(mean, comps, var)
+
+
+# --------------------------------------------------------------------------
+# Resumable writing: a hidden partial folder of fixed-size chunk files
+# --------------------------------------------------------------------------
+
+PLAN_FILE = "plan.json"
+
+
+@dataclass
+class Chunk:
+    """One chunk of an extraction: rows in manifest order, per-pooling features."""
+
+    index: int
+    ids: list[str]
+    features: dict[str, np.ndarray]  # pooling -> (len(ids), D) float32
+    failed: dict[str, str]
+
+
+class PartialStore:
+    """The hidden folder an extraction writes into before its stores exist.
+
+    It holds ``plan.json`` (everything that determines the result) and one
+    ``chunk-NNNNNN.npz`` per finished chunk, each written to a temporary name
+    and renamed, so a chunk file is whole or absent whatever kills the
+    process. Re-running with the same plan skips the finished chunks.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def start(self, plan: Mapping, restart: bool = False) -> None:
+        """Create the folder, or check that an existing one was made with this ``plan``."""
+        plan_file = self.path / PLAN_FILE
+        if self.path.exists() and restart:
+            shutil.rmtree(self.path)
+        if plan_file.is_file():
+            old = json.loads(plan_file.read_text(encoding="utf-8"))
+            wanted = json.loads(json.dumps(dict(plan), sort_keys=True))
+            if old != wanted:
+                changed = sorted(k for k in set(old) | set(wanted) if old.get(k) != wanted.get(k))
+                raise BadInput(self.path, None, f"an unfinished extraction with other settings ({', '.join(changed)}) "
+                                                "is here; re-run with the same settings to resume, or pass --restart")
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(plan_file, dict(plan))
+
+    def chunk_file(self, index: int) -> Path:
+        return self.path / f"chunk-{index:06d}.npz"
+
+    def done(self) -> set[int]:
+        return {int(p.stem.split("-")[1]) for p in self.path.glob("chunk-*.npz")}
+
+    def write_chunk(self, chunk: Chunk) -> None:
+        arrays: dict[str, np.ndarray] = {
+            "ids": np.array(chunk.ids, dtype=str),
+            "failed_ids": np.array(sorted(chunk.failed), dtype=str),
+            "failed_reasons": np.array([chunk.failed[k] for k in sorted(chunk.failed)], dtype=str),
+        }
+        for name, feats in chunk.features.items():
+            arrays[f"f_{name}"] = np.ascontiguousarray(feats, dtype=np.float32)
+        with atomic_path(self.chunk_file(chunk.index)) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    def read_chunk(self, index: int, poolings: Sequence[str]) -> Chunk:
+        with np.load(self.chunk_file(index), allow_pickle=False) as data:
+            ids = [str(i) for i in data["ids"]]
+            failed = {str(k): str(v) for k, v in zip(data["failed_ids"], data["failed_reasons"])}
+            features = {name: np.asarray(data[f"f_{name}"]) for name in poolings}
+        return Chunk(index, ids, features, failed)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,640 @@
+"""`bpcr extract`: images of a manifest -> one feature store per pooling.
+
+One forward pass of the backbone feeds every requested pooling; each pooling
+gets its own store, ``OUT/<pooling>/`` (the same layout for one pooling or
+several, so adding a pooling later never moves the others). Rows follow the
+manifest's order; unreadable images go to ``failed.csv`` and are skipped.
+
+How a descriptor is made (per image, never across a batch):
+
+1. the image is decoded (``bpcr.images.load_rgb``) and resized in a loader
+   worker, to ``size x size`` (``resize="square"``, the papers' 224 or 480) or
+   with its longer side to ``size`` and the shorter side rounded to a
+   multiple of the backbone's stride (``resize="aspect"``; images of equal
+   resized shape are batched together, so no padding ever reaches a pooling);
+2. the backbone's feature map goes through each pooling; a saliency mask is
+   computed in the worker when a pooling needs one (SR-MAC always, VAMAC and
+   GRMAAC with ``saliency=``);
+3. with several views (``scales``, e.g. 1, 1/sqrt(2), 1/2, and ``flip``) each
+   view's descriptor is L2-normalised, the views are summed and the sum is
+   L2-normalised again (the multi-scale descriptor of the retrieval
+   literature, e.g. Radenovic et al.'s cirtorch); one view is L2-normalised once;
+4. optionally PCA-whitening (scikit-learn ``PCA(whiten=True)``) learned on
+   this store, or applied from a database store's ``pca.npz``, then L2 again.
+
+Resuming and sharding. Rows are cut into chunks of ``batch_size *
+chunk_batches`` rows, fixed by manifest position; a chunk's batches are
+always the same images in the same order, because some backends' convolution
+results depend on batch composition, and identical batches give identical
+bytes. Finished chunks are files in a hidden ``.OUT.partial`` folder beside
+``OUT``; a re-run with the same settings skips them, and the stores appear only
+when every chunk is there, so an interrupted run (Ctrl-C, kill -9) never leaves
+a store that looks complete. ``shard=(i, n)`` (1-based) takes the i-th of n
+contiguous runs of whole chunks; :func:`merge` joins the shards' stores into
+exactly the bytes a single run writes (``ids.txt``, ``features.npy``).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from . import __version__
+from .backbones import Backbone, load_backbone
+from .errors import BadInput
+from .fileio import sha256_file
+from .images import ImageError, load_rgb
+from .manifest import Manifest, read_manifest
+from .pooling import MASK_OPTIONAL, MASK_REQUIRED, POOLINGS, check_params, l2n
+from .store import Chunk, PartialStore, Whitening, iter_blocks, open_store, read_whitening, write_store_blocks
+
+RESIZE_MODES = ("square", "aspect")
+MULTISCALE = (1.0, 1.0 / math.sqrt(2.0), 0.5)
+DTYPES = ("float16", "float32")
+SALIENCY = ("spectral", "fine")
+
+# Meta fields that may differ between the shards of one extraction.
+_SHARD_FREE = frozenset({"created", "shard", "count", "compute"})
+
+
+@dataclass(frozen=True)
+class PoolingSpec:
+    """A pooling as extracted: name, checked keyword parameters, saliency method or None."""
+
+    name: str
+    params: dict[str, Any]
+    mask: str | None
+
+    def meta(self) -> dict[str, Any]:
+        return {"pooling": self.name, "pooling_params": _jsonable(self.params), "mask": self.mask}
+
+
+def extract(
+    manifest: str | Path,
+    out: str | Path,
+    backbone: str,
+    poolings: Sequence[str],
+    *,
+    pooling_params: Mapping[str, Mapping[str, Any]] | None = None,
+    weights: str | Path | None = None,
+    layer: int | None = None,
+    size: int = 224,
+    resize: str = "square",
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    saliency: str | None = None,
+    dtype: str = "float16",
+    batch_size: int = 32,
+    chunk_batches: int = 16,
+    workers: int | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    shard: tuple[int, int] | None = None,
+    pca_whiten: bool = False,
+    pca_from: str | Path | None = None,
+    restart: bool = False,
+    progress: bool = False,
+    on_chunk: Callable[[int], None] | None = None,
+) -> dict[str, Path]:
+    """Extract one store per pooling into ``out/<pooling>/``; returns pooling -> store folder.
+
+    ``on_chunk(index)`` is called after each chunk file is safely written
+    (progress reporting; an exception raised there interrupts the run exactly
+    as Ctrl-C would). ``threads`` is torch's CPU thread count during the run
+    (default: every core this process may use). ``restart`` discards an
+    unfinished extraction made with other settings instead of refusing to mix
+    the two. ``progress`` shows a rich progress bar with images/s on stderr.
+    """
+    out = Path(out)
+    _check_options(size, resize, dtype, batch_size, chunk_batches, scales, saliency, shard, pca_whiten, pca_from)
+    specs = _pooling_specs(poolings, pooling_params or {}, saliency)
+    man = read_manifest(manifest)
+    dev = _device(device)
+    net = load_backbone(backbone, weights, layer)
+    rows_total = len(man)
+    chunk_rows = batch_size * chunk_batches
+    first, last = _shard_chunks(rows_total, chunk_rows, shard)
+    shapes = [_target_shape(w, h, size, resize, net.stride) for w, h in zip(man.widths, man.heights)]
+    precision = "float16" if dev.type == "cuda" else "float32"
+    config = {
+        **net.meta(), "input_size": size, "resize": resize, "interpolation": "bicubic",
+        "scales": [float(s) for s in scales], "flip": bool(flip), "normalisation": "l2",
+        "manifest": {"file": man.path.name, "sha256": sha256_file(man.path), "rows": rows_total},
+        "batch_size": batch_size, "chunk_rows": chunk_rows,
+    }
+    plan = {"config": config, "poolings": [s.meta() for s in specs], "shard": list(shard) if shard else None,
+            "chunks": [first, last], "device": dev.type, "precision": precision}
+    partial = PartialStore(out.with_name(f".{out.name}.partial"))
+    partial.start(plan, restart=restart)
+    chunks = range(first, last)
+    todo = [c for c in chunks if c not in partial.done()]
+    if todo:
+        saved_threads = torch.get_num_threads()
+        if dev.type == "cpu":
+            torch.set_num_threads(max(1, threads or _cores()))
+        shard_rows = _rows_in(chunks, chunk_rows, rows_total)
+        try:
+            _run_chunks(man, shapes, net, specs, todo, chunk_rows, batch_size, scales, flip, dev, precision, partial,
+                        workers, _Progress(progress, shard_rows, shard_rows - _rows_in(todo, chunk_rows, rows_total)),
+                        on_chunk)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"finished chunks are kept in {partial.path}; "
+                                    "run the same command again to resume") from None
+        finally:
+            torch.set_num_threads(saved_threads)
+    rows = [min(first * chunk_rows, rows_total), min(last * chunk_rows, rows_total)]
+    meta = {**config, "compute": {"device": dev.type, "precision": precision, "torch": torch.__version__},
+            "bpcr_version": __version__,
+            "shard": None if shard is None else {"index": shard[0], "count": shard[1], "rows": rows}}
+    ids: list[str] = []
+    failed: dict[str, str] = {}
+    for c in chunks:
+        head = partial.read_chunk(c, [])
+        ids += head.ids
+        failed.update(head.failed)
+    stores: dict[str, Path] = {}
+    for spec in specs:
+        blocks = (partial.read_chunk(c, [spec.name]).features[spec.name] for c in chunks)
+        stores[spec.name] = out / spec.name
+        _finish_store(stores[spec.name], ids, blocks, net.dim, dtype, {**meta, **spec.meta(), "created": _now()},
+                      failed, pca_whiten, pca_from, spec.name)
+    partial.remove()
+    return stores
+
+
+def merge(
+    parts: Sequence[str | Path],
+    out: str | Path,
+    pca_whiten: bool = False,
+    pca_from: str | Path | None = None,
+) -> dict[str, Path]:
+    """Join shard outputs (each ``PART/<pooling>/``) into ``out/<pooling>/``.
+
+    The result's ``ids.txt`` and ``features.npy`` equal a single run's byte for
+    byte. Refuses (BadInput) parts whose settings differ, a shard given twice,
+    a missing shard, or a part that is not a shard.
+    """
+    if not parts:
+        raise BadInput(None, None, "--merge needs the shard folders to join")
+    out = Path(out)
+    layouts = [(Path(p), _stores_in(Path(p))) for p in parts]
+    names = sorted(layouts[0][1])
+    for path, stores in layouts:
+        if sorted(stores) != names:
+            raise BadInput(path, None, f"holds poolings {', '.join(sorted(stores)) or 'none'}, "
+                                       f"{layouts[0][0]} holds {', '.join(names)}")
+    result: dict[str, Path] = {}
+    for name in names:
+        opened = [open_store(stores[name]) for _, stores in layouts]
+        ordered = _check_shards(opened)
+        meta = {k: v for k, v in ordered[0].meta.items() if k not in ("count", "dim", "dtype")}
+        computes = [s.meta.get("compute") for s in ordered]
+        meta.update(shard=None, created=_now(),
+                    compute=computes[0] if all(c == computes[0] for c in computes) else {"mixed": computes})
+        ids = [i for s in ordered for i in s.ids]
+        failed = {k: v for s in ordered for k, v in s.failed.items()}
+        blocks = (b for s in ordered for b in iter_blocks(s.features))
+        dest = out / name
+        _finish_store(dest, ids, blocks, int(ordered[0].features.shape[1]), str(ordered[0].features.dtype), meta,
+                      failed, pca_whiten, pca_from, name)
+        result[name] = dest
+    return result
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N), 1 <= I <= N; BadInput otherwise."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise BadInput(None, None, f"--shard must look like I/N (e.g. 2/4), got {text!r}") from None
+    if not 1 <= i <= n:
+        raise BadInput(None, None, f"--shard I/N needs 1 <= I <= N, got {text!r}")
+    return i, n
+
+
+def parse_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["gem.p=4", "grmaac.q=[0.5,0.5,1]"]`` -> {"gem": {"p": 4}, ...}; values read as JSON, else text."""
+    import json
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        pooling, dot, name = key.partition(".")
+        if not sep or not dot or not pooling or not name:
+            raise BadInput(None, None, f"--param must look like POOLING.KEY=VALUE (e.g. gem.p=4), got {item!r}")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(pooling.strip(), {})[name.strip()] = parsed
+    return out
+
+
+# --------------------------------------------------------------------------
+# the forward loop
+# --------------------------------------------------------------------------
+
+class _Images(Dataset):
+    """Decodes, resizes and (when asked) computes saliency, in a loader worker."""
+
+    def __init__(self, paths: Sequence[Path], shapes: Sequence[tuple[int, int]], saliency: str | None) -> None:
+        self.paths = paths
+        self.shapes = shapes
+        self.saliency = saliency
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, row: int) -> tuple[int, torch.Tensor | None, np.ndarray | None, str]:
+        try:
+            image = load_rgb(self.paths[row])
+        except ImageError as exc:
+            return row, None, None, exc.reason
+        h, w = self.shapes[row]
+        # reducing_gap=3 shrinks big images by a box filter first: several
+        # times faster, visually the same as a direct bicubic resize.
+        pixels = np.asarray(image.resize((w, h), Image.BICUBIC, reducing_gap=3.0))
+        sal = None
+        if self.saliency is not None:
+            from .saliency import saliency_map
+
+            sal = saliency_map(pixels, self.saliency)
+        return row, torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), sal, ""
+
+
+@dataclass
+class _Batch:
+    """One planned batch after decoding: its readable rows stacked, its unreadable rows with reasons."""
+
+    rows: list[int]
+    images: torch.Tensor | None  # (b, 3, H, W) uint8
+    maps: np.ndarray | None  # (b, H, W) float32 saliency
+    failed: dict[int, str]
+
+    def pin_memory(self) -> "_Batch":
+        # DataLoader(pin_memory=True) calls this, so the copy to the GPU can overlap.
+        if self.images is not None:
+            self.images = self.images.pin_memory()
+        return self
+
+
+def _collate(items: list) -> _Batch:
+    # Stacking here, in the worker, sends one shared-memory tensor per batch
+    # to the main process instead of one per image. A planned batch holds one
+    # resized shape only, so the images always stack.
+    good = [it for it in items if it[1] is not None]
+    return _Batch(rows=[it[0] for it in good],
+                  images=torch.stack([it[1] for it in good]) if good else None,
+                  maps=np.stack([it[2] for it in good]) if good and good[0][2] is not None else None,
+                  failed={it[0]: it[3] for it in items if it[1] is None})
+
+
+def _init_worker(_: int) -> None:
+    # The main process owns the cores for the model; each worker decodes on one.
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
+def _run_chunks(man: Manifest, shapes: list[tuple[int, int]], net: Backbone, specs: list[PoolingSpec],
+                todo: list[int], chunk_rows: int, batch_size: int, scales: Sequence[float], flip: bool,
+                dev: torch.device, precision: str, partial: PartialStore, workers: int | None, bar: "_Progress",
+                on_chunk: Callable[[int], None] | None) -> None:
+    batches: list[list[int]] = []
+    owner: list[int] = []
+    for c in todo:
+        for batch in _chunk_batches(c, chunk_rows, batch_size, len(man), shapes):
+            batches.append(batch)
+            owner.append(c)
+    left = Counter(owner)
+    mask_method = next((s.mask for s in specs if s.mask), None)
+    workers = _cores() if workers is None else max(0, workers)
+    loader = DataLoader(_Images(man.paths, shapes, mask_method), batch_sampler=batches, num_workers=workers,
+                        collate_fn=_collate, worker_init_fn=_init_worker if workers else None,
+                        pin_memory=dev.type == "cuda", prefetch_factor=4 if workers else None)
+    net = net.to(dev)
+    if dev.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    done: dict[int, list[tuple[list[int], dict[str, np.ndarray]]]] = {c: [] for c in todo}
+    fails: dict[int, dict[int, str]] = {c: {} for c in todo}
+    with bar, _deterministic(dev):
+        for number, batch in enumerate(loader):
+            c = owner[number]
+            fails[c].update(batch.failed)
+            if batch.images is not None:
+                x = batch.images.to(dev, non_blocking=True)
+                maps = torch.from_numpy(batch.maps).to(dev) if batch.maps is not None else None
+                done[c].append((batch.rows, _describe(net, x, maps, specs, scales, flip, dev, precision)))
+            bar.advance(len(batch.rows) + len(batch.failed))
+            left[c] -= 1
+            if left[c] == 0:
+                partial.write_chunk(_gather(c, done.pop(c), fails.pop(c), man, specs, net.dim))
+                if on_chunk is not None:
+                    on_chunk(c)
+
+
+def _describe(net: Backbone, images: torch.Tensor, maps: torch.Tensor | None, specs: list[PoolingSpec],
+              scales: Sequence[float], flip: bool, dev: torch.device, precision: str) -> dict[str, np.ndarray]:
+    """uint8 (B, 3, H, W) [+ saliency (B, H, W)] -> pooling -> (B, D) float32, L2-normalised."""
+    x = net.normalise(images)
+    h, w = x.shape[-2:]
+    sums: dict[str, torch.Tensor] = {}
+    views = 0
+    for scale in scales:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        xs = x if scale == 1.0 else F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        for flipped in ((False, True) if flip else (False,)):
+            xv = xs.flip(-1) if flipped else xs
+            if dev.type == "cuda":
+                xv = xv.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=torch.float16, enabled=precision == "float16"):
+                fmap = net(xv)
+            fmap = fmap.float()
+            views += 1
+            for spec in specs:
+                kwargs = dict(spec.params)
+                if spec.mask is not None:
+                    from .saliency import mask_for_features
+
+                    mask = mask_for_features(maps, size=tuple(fmap.shape[-2:])).to(dev)
+                    kwargs["mask"] = mask.flip(-1) if flipped else mask
+                d = l2n(POOLINGS[spec.name](fmap, **kwargs).float())
+                sums[spec.name] = d if spec.name not in sums else sums[spec.name] + d
+    return {name: (l2n(v) if views > 1 else v).cpu().numpy() for name, v in sums.items()}
+
+
+def _gather(c: int, parts: list[tuple[list[int], dict[str, np.ndarray]]], failed_rows: dict[int, str],
+            man: Manifest, specs: list[PoolingSpec], dim: int) -> Chunk:
+    rows = [r for rs, _ in parts for r in rs]
+    order = np.argsort(np.asarray(rows, dtype=np.int64), kind="stable")
+    features = {}
+    for spec in specs:
+        stacked = np.concatenate([f[spec.name] for _, f in parts]) if parts else np.zeros((0, dim), np.float32)
+        if stacked.shape[1] != dim:
+            raise ValueError(f"pooling {spec.name} gave {stacked.shape[1]} values, the backbone has {dim} channels")
+        features[spec.name] = stacked[order]
+    return Chunk(c, [man.ids[rows[i]] for i in order], features, {man.ids[r]: why for r, why in failed_rows.items()})
+
+
+# --------------------------------------------------------------------------
+# planning
+# --------------------------------------------------------------------------
+
+def _shard_chunks(rows: int, chunk_rows: int, shard: tuple[int, int] | None) -> tuple[int, int]:
+    """Chunk range [first, last) of a shard: the i-th of n contiguous runs of whole chunks."""
+    n_chunks = -(-rows // chunk_rows)
+    if shard is None:
+        return 0, n_chunks
+    i, n = shard
+    return (i - 1) * n_chunks // n, i * n_chunks // n
+
+
+def _rows_in(chunks: Sequence[int] | range, chunk_rows: int, rows: int) -> int:
+    return sum(max(0, min((c + 1) * chunk_rows, rows) - c * chunk_rows) for c in chunks)
+
+
+def _chunk_batches(c: int, chunk_rows: int, batch_size: int, rows: int,
+                   shapes: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """The batches of chunk ``c``: equal resized shapes together, manifest order within a shape."""
+    members = sorted(range(c * chunk_rows, min((c + 1) * chunk_rows, rows)), key=lambda r: (shapes[r], r))
+    batches: list[list[int]] = []
+    for r in members:
+        if batches and len(batches[-1]) < batch_size and shapes[batches[-1][0]] == shapes[r]:
+            batches[-1].append(r)
+        else:
+            batches.append([r])
+    return batches
+
+
+def _target_shape(width: int, height: int, size: int, resize: str, stride: int) -> tuple[int, int]:
+    """(h, w) an image is resized to; "aspect": longer side = size, shorter rounded to the stride."""
+    if resize == "square" or width <= 0 or height <= 0:
+        return size, size
+    short = max(stride, round(size * min(width, height) / max(width, height) / stride) * stride)
+    short = min(short, size)
+    return (size, short) if height >= width else (short, size)
+
+
+def _pooling_specs(names: Sequence[str], params: Mapping[str, Mapping[str, Any]],
+                   saliency: str | None) -> list[PoolingSpec]:
+    if not names:
+        raise BadInput(None, None, f"give at least one pooling; choose from {', '.join(sorted(POOLINGS))}")
+    if len(set(names)) != len(names):
+        raise BadInput(None, None, "a pooling is listed twice")
+    for key in params:
+        if key not in names:
+            raise BadInput(None, None, f"parameters given for pooling {key!r}, which is not extracted")
+    specs = []
+    for name in names:
+        kwargs = check_params(name, params.get(name))
+        mask = (saliency or "spectral") if name in MASK_REQUIRED else (saliency if name in MASK_OPTIONAL else None)
+        specs.append(PoolingSpec(name, kwargs, mask))
+    methods = {s.mask for s in specs if s.mask}
+    if len(methods) > 1:
+        raise BadInput(None, None, "poolings need different saliency methods in one run")
+    return specs
+
+
+def _check_options(size: int, resize: str, dtype: str, batch_size: int, chunk_batches: int, scales: Sequence[float],
+                   saliency: str | None, shard: tuple[int, int] | None, pca_whiten: bool,
+                   pca_from: str | Path | None) -> None:
+    if not 16 <= size <= 4096:
+        raise BadInput(None, None, f"--size must be between 16 and 4096, got {size}")
+    if resize not in RESIZE_MODES:
+        raise BadInput(None, None, f"unknown resize mode {resize!r}; choose from {', '.join(RESIZE_MODES)}")
+    if dtype not in DTYPES:
+        raise BadInput(None, None, f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    if batch_size < 1 or chunk_batches < 1:
+        raise BadInput(None, None, "--batch-size and the chunk size must be at least 1")
+    if not scales or any(not 0 < s <= 4 for s in scales) or len(set(scales)) != len(scales):
+        raise BadInput(None, None, f"scales must be distinct numbers in (0, 4], got {list(scales)}")
+    if saliency is not None and saliency not in SALIENCY:
+        raise BadInput(None, None, f"unknown saliency method {saliency!r}; choose from {', '.join(SALIENCY)}")
+    if shard is not None and not (1 <= shard[0] <= shard[1]):
+        raise BadInput(None, None, f"--shard I/N needs 1 <= I <= N, got {shard[0]}/{shard[1]}")
+    if shard is not None and (pca_whiten or pca_from):
+        raise BadInput(None, None, "PCA-whitening applies to the whole store: pass --pca-whiten/--pca-from to --merge")
+    if pca_whiten and pca_from:
+        raise BadInput(None, None, "--pca-whiten learns a whitening, --pca-from applies one: choose one")
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput(None, None, f"device {device!r} asked for, but no CUDA GPU is available")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise BadInput(None, None, f"unknown device {device!r}; use auto, cpu or cuda[:N]") from None
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class _deterministic:
+    """cuDNN picks algorithms by timing unless told not to, which changes result bits between runs."""
+
+    def __init__(self, dev: torch.device) -> None:
+        self.cuda = dev.type == "cuda"
+
+    def __enter__(self) -> None:
+        if self.cuda:
+            self.saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cuda:
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = self.saved
+
+
+# --------------------------------------------------------------------------
+# finishing a store: assembly, whitening, merge checks
+# --------------------------------------------------------------------------
+
+def _finish_store(dest: Path, ids: list[str], blocks, dim: int, dtype: str, meta: dict, failed: dict[str, str],
+                  pca_whiten: bool, pca_from: str | Path | None, pooling: str) -> None:
+    if not (pca_whiten or pca_from):
+        write_store_blocks(dest, ids, blocks, dim, dtype, meta, failed)
+        return
+    # The whitening is learned from the store as saved (after the dtype cast),
+    # so a single run and merged shards learn exactly the same one.
+    raw = write_store_blocks(dest.with_name(f".{dest.name}.raw"), ids, blocks, dim, dtype, meta, failed)
+    if pca_whiten:
+        whitening = learn_whitening(raw.features)
+        origin = "this store"
+    else:
+        source = Path(pca_from)  # type: ignore[arg-type]
+        whitening = read_whitening(source / pooling if (source / pooling).is_dir() else source)
+        origin = str(source)
+        if whitening.mean.shape[0] != dim:
+            raise BadInput(source, None, f"whitening is for {whitening.mean.shape[0]}-d features, these have {dim}")
+    data = whitening.to_bytes()
+    meta = {**meta, "normalisation": "l2, pca-whiten, l2",
+            "whitening": {"learned_on": origin, "sha256": hashlib.sha256(data).hexdigest(), "dim_in": dim}}
+    write_store_blocks(dest, ids, (apply_whitening(b, whitening) for b in iter_blocks(raw.features, 4096)),
+                       whitening.components.shape[0], dtype, meta, failed, extra_files={"pca.npz": data})
+    shutil.rmtree(raw.path)
+
+
+def learn_whitening(features: np.ndarray, max_dim: int | None = None) -> Whitening:
+    """PCA-whitening learned on a store's rows, (N, D) -> :class:`Whitening` with K <= min(D, N-1) components.
+
+    scikit-learn ``PCA(whiten=True)``; components whose variance is
+    numerically zero (N <= D leaves some) are dropped, since whitening would
+    blow them up.
+    """
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(features, dtype=np.float32)
+    n, d = x.shape
+    if n < 2:
+        raise BadInput(None, None, f"PCA-whitening needs at least 2 images, the store has {n}")
+    k = min(d, n - 1, max_dim or d)
+    pca = PCA(n_components=k, whiten=True, svd_solver="covariance_eigh" if n > d else "full", random_state=0).fit(x)
+    var = pca.explained_variance_.astype(np.float64)
+    keep = var > var.max() * 1e-10
+    return Whitening(pca.mean_.astype(np.float64), pca.components_[keep].astype(np.float64), var[keep])
+
+
+def apply_whitening(x: np.ndarray, w: Whitening) -> np.ndarray:
+    """(N, D) -> (N, K): (x - mean) @ components.T / sqrt(variance), then L2-normalised, in float64."""
+    y = (np.asarray(x, dtype=np.float64) - w.mean) @ w.components.T / np.sqrt(w.explained_variance)
+    norms = np.linalg.norm(y, axis=1, keepdims=True)
+    return (y / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _stores_in(path: Path) -> dict[str, Path]:
+    if not path.is_dir():
+        raise BadInput(path, None, "not a folder of feature stores")
+    stores = {p.name: p for p in sorted(path.iterdir()) if p.is_dir() and (p / "meta.json").is_file()}
+    if not stores:
+        raise BadInput(path, None, "holds no feature store (expected PART/<pooling>/meta.json)")
+    return stores
+
+
+def _check_shards(stores: list) -> list:
+    """Order shard stores by index; BadInput on a non-shard, mismatched meta, or missing/overlapping shards."""
+    for s in stores:
+        if not isinstance(s.meta.get("shard"), dict):
+            raise BadInput(s.path / "meta.json", None, "not a shard (made without --shard I/N)")
+    count = stores[0].meta["shard"]["count"]
+    base = {k: v for k, v in stores[0].meta.items() if k not in _SHARD_FREE}
+    seen: dict[int, Path] = {}
+    for s in stores:
+        other = {k: v for k, v in s.meta.items() if k not in _SHARD_FREE}
+        if other != base or s.meta["shard"]["count"] != count:
+            changed = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k)) or ["shard count"]
+            raise BadInput(s.path / "meta.json", None, f"differs from {stores[0].path} in {', '.join(changed)}")
+        index = s.meta["shard"]["index"]
+        if index in seen:
+            raise BadInput(s.path, None, f"shard {index}/{count} given twice (also {seen[index]}): overlapping shards")
+        seen[index] = s.path
+    missing = [str(i) for i in range(1, count + 1) if i not in seen]
+    if missing:
+        raise BadInput(None, None, f"missing shard(s) {', '.join(missing)} of {count}")
+    return sorted(stores, key=lambda s: s.meta["shard"]["index"])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+class _Progress:
+    """A rich progress bar with images/s on stderr, or nothing."""
+
+    def __init__(self, enabled: bool, total: int, completed: int) -> None:
+        self.enabled = enabled
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                console=Console(stderr=True))
+            self.task = self.bar.add_task("extract", total=total, completed=completed, rate="")
+            self.start, self.count = time.perf_counter(), 0
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.__exit__(*exc)
+
+    def advance(self, n: int) -> None:
+        if self.enabled:
+            self.count += n
+            rate = self.count / max(time.perf_counter() - self.start, 1e-9)
+            self.bar.update(self.task, advance=n, rate=f"{rate:.1f} images/s")

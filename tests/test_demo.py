@@ -1,0 +1,191 @@
+"""The demo generator: layout, ground truth, descriptions, messy files, determinism."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from bpcr import demo
+from bpcr.errors import BadInput
+from bpcr.fileio import sha256_file
+from bpcr.gt import read_ground_truth
+from bpcr.ids import is_valid_id
+
+TINY = dict(n_products=6, n_distractors=20, n_queries=5)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> demo.DemoSummary:
+    return demo.generate_demo(tmp_path_factory.mktemp("a") / "demo", seed=3, workers=1, **TINY)
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _usable(summary: demo.DemoSummary) -> list[Path]:
+    return [p for p in summary.database_dir.iterdir() if p.stem not in summary.messy]
+
+
+def test_layout_and_counts(tiny: demo.DemoSummary) -> None:
+    db = sorted(tiny.database_dir.iterdir())
+    queries = sorted(tiny.queries_dir.iterdir())
+    assert sorted(p.name for p in tiny.out.iterdir()) == ["database", "descriptions.csv", "ground_truth.csv", "queries"]
+    assert len(db) == tiny.n_database == tiny.n_target_images + tiny.n_distractor_images
+    assert tiny.n_distractor_images == 20  # messy files take distractor slots
+    assert len(queries) == tiny.n_queries == 5
+    assert all(p.stem.startswith("n") and is_valid_id(p.stem) and len(p.stem) == 8 for p in db)
+    assert all(p.stem.startswith("v") and is_valid_id(p.stem) and p.suffix == ".jpg" for p in queries)
+    assert len({p.stem for p in db}) == len(db)
+    assert len(tiny.messy) == 10 and set(tiny.messy.values()) == set(demo.MESSY_KINDS)
+    assert tiny.bytes_on_disk == sum(p.stat().st_size for p in tiny.out.rglob("*") if p.is_file())
+
+
+def test_ground_truth_is_valid_and_points_at_shop_images(tiny: demo.DemoSummary) -> None:
+    gt = read_ground_truth(tiny.ground_truth_csv)
+    stems = {p.stem for p in tiny.database_dir.iterdir()}
+    assert sorted(gt) == sorted(p.stem for p in tiny.queries_dir.iterdir())
+    relevant = [r for rel in gt.values() for r in rel]
+    assert all(1 <= len(rel) <= 6 for rel in gt.values())
+    assert set(relevant) <= stems
+    assert not set(relevant) & set(tiny.messy)
+    assert len(set(relevant)) == len(relevant)  # one query per product: no image serves two queries
+    assert all((tiny.database_dir / f"{r}.jpg").is_file() for r in relevant)
+
+
+def test_descriptions_parse_with_commas_and_other_languages(tiny: demo.DemoSummary) -> None:
+    raw = tiny.descriptions_csv.read_bytes()
+    text = raw.decode("utf-8")  # strict: raises on invalid UTF-8
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["id", "description"]
+    body = rows[1:]
+    assert all(len(r) == 2 for r in body)
+    ids = [r[0] for r in body]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    stems = {p.stem for p in tiny.database_dir.iterdir()}
+    assert set(ids) <= stems
+    assert sorted(stems - set(ids)) == list(tiny.missing_descriptions) and tiny.missing_descriptions
+    assert set(tiny.messy) <= set(ids)
+    assert any("," in d for _, d in body) and b'"' in raw
+    assert any(any(ord(c) > 0x2FF for c in d) for _, d in body)  # CJK or Hangul
+
+
+def test_same_seed_is_byte_identical_across_folders_and_worker_counts(tiny: demo.DemoSummary,
+                                                                     tmp_path: Path) -> None:
+    again = demo.generate_demo(tmp_path / "b", seed=3, workers=2, **TINY)
+    assert _hashes(again.out) == _hashes(tiny.out)
+    assert again.messy == tiny.messy and again.exif_rotated_queries == tiny.exif_rotated_queries
+
+
+def test_rerun_in_place_is_allowed_but_foreign_files_are_refused(tiny: demo.DemoSummary, tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    demo.generate_demo(out, seed=3, workers=1, **TINY)
+    demo.generate_demo(out, seed=3, workers=1, **TINY)
+    assert _hashes(out) == _hashes(tiny.out)
+    with pytest.raises(BadInput, match="another dataset"):
+        demo.generate_demo(out, seed=4, workers=1, **TINY)
+
+
+def test_different_seed_changes_the_data(tiny: demo.DemoSummary, tmp_path: Path) -> None:
+    other = demo.generate_demo(tmp_path / "d", seed=4, workers=1, **TINY)
+    mine, theirs = _hashes(tiny.out), _hashes(other.out)
+    assert mine["descriptions.csv"] != theirs["descriptions.csv"]
+    assert mine["ground_truth.csv"] != theirs["ground_truth.csv"]
+    queries = [{h for name, h in hashes.items() if name.startswith("queries/")} for hashes in (mine, theirs)]
+    assert len(queries[0]) == 5 and queries[0].isdisjoint(queries[1])
+
+
+def test_regular_images_are_256_to_512_px_on_the_long_side(tiny: demo.DemoSummary) -> None:
+    for path in [*_usable(tiny), *tiny.queries_dir.iterdir()]:
+        with Image.open(path) as image:
+            assert image.format == "JPEG" and image.mode == "RGB"
+            assert 256 <= max(ImageOps.exif_transpose(image).size) <= 512, path.name
+
+
+def test_exif_rotated_queries_are_upright_after_transpose(tiny: demo.DemoSummary) -> None:
+    assert len(tiny.exif_rotated_queries) == 1  # 10% of 5 queries, at least one
+    for query in tiny.exif_rotated_queries:
+        with Image.open(tiny.queries_dir / f"{query}.jpg") as image:
+            orientation = image.getexif()[0x0112]
+            assert orientation in (3, 6, 8)
+            upright = ImageOps.exif_transpose(image)
+            swapped = orientation in (6, 8)
+            assert upright.size == (image.size[::-1] if swapped else image.size)
+    plain = [q for q in read_ground_truth(tiny.ground_truth_csv) if q not in tiny.exif_rotated_queries]
+    with Image.open(tiny.queries_dir / f"{plain[0]}.jpg") as image:
+        assert 0x0112 not in image.getexif()
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_jpeg_round_trip_restores_the_upright_pixels(orientation: int) -> None:
+    # left third bright, the rest dark: any wrong turn moves the bright block elsewhere
+    pixels = np.zeros((60, 90, 3), np.uint8)
+    pixels[:, :30] = 255
+    with Image.open(io.BytesIO(demo._jpeg(pixels, 95, orientation))) as image:
+        stored = np.asarray(image.convert("L"), np.float32)
+        upright = np.asarray(ImageOps.exif_transpose(image).convert("L"), np.float32)
+    assert upright.shape == (60, 90)
+    assert upright[:, :25].mean() > 240 and upright[:, 35:].mean() < 15
+    assert stored.shape == ((90, 60) if orientation in (6, 8) else (60, 90))
+
+
+def test_messy_files_are_the_documented_kinds(tiny: demo.DemoSummary) -> None:
+    files = {p.stem: p for p in tiny.database_dir.iterdir()}
+    by_kind = {kind: files[i] for i, kind in tiny.messy.items()}
+    assert by_kind["zero_byte"].stat().st_size == 0
+    assert by_kind["png_named_jpg"].suffix == ".jpg"
+    assert by_kind["png_named_jpg"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    modes = {"cmyk_jpeg": "CMYK", "gray16_png": "I;16", "palette_png": "P", "gray_jpeg": "L", "rgba_png": "RGBA"}
+    for kind, mode in modes.items():
+        with Image.open(by_kind[kind]) as image:
+            image.load()
+            assert image.mode == mode, kind
+    with Image.open(by_kind["exif_rotated_jpeg"]) as image:
+        assert image.getexif()[0x0112] == 6
+    with pytest.raises(OSError):
+        with Image.open(by_kind["truncated_jpeg"]) as image:
+            image.load()
+    bomb = by_kind["decompression_bomb"]
+    assert bomb.stat().st_size < 64_000
+    assert Image.MAX_IMAGE_PIXELS is not None
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(bomb)
+    assert set(tiny.unusable) == {i for i, k in tiny.messy.items()
+                                  if k in ("zero_byte", "truncated_jpeg", "decompression_bomb")}
+
+
+def test_bomb_png_declares_its_size_in_a_valid_header() -> None:
+    data = demo._bomb_png(64)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    assert int.from_bytes(data[16:20], "big") == 64 and int.from_bytes(data[20:24], "big") == 64
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.mode == "1" and image.size == (64, 64) and np.asarray(image).sum() == 0
+
+
+def test_plan_puts_siblings_among_distractors_at_the_default_size() -> None:
+    images, picks = demo._plan(0, 200, 2500, 100)
+    shop = [im for im in images if im.role == "shop"]
+    distractors = [im for im in images if im.role != "shop"]
+    assert len(distractors) == 2500 and len(picks) == len(set(picks)) == 100
+    regular = 2500 - len(demo.MESSY_KINDS)
+    assert sum(im.sibling for im in images) == round(regular * demo.HARD_NEGATIVE_SHARE)
+    target_families = {im.product[0] for im in shop}
+    assert all(im.product[0] in target_families for im in images if im.sibling)
+    assert not {im.product for im in shop} & {im.product for im in distractors}
+    counts = {}
+    for im in shop:
+        counts[im.product] = counts.get(im.product, 0) + 1
+    assert len(counts) == 200 and set(counts.values()) <= set(range(1, 7))
+
+
+def test_family_siblings_share_line_and_type_but_not_identity() -> None:
+    base = demo._product(0, 5, 0)
+    for member in range(1, 6):
+        sibling = demo._product(0, 5, member)
+        assert (sibling["line"], sibling["type"], sibling["category"]) == (base["line"], base["type"], base["category"])
+        assert (sibling["brand"], sibling["variant"]) != (base["brand"], base["variant"])
+        assert sibling["body"] != base["body"]

@@ -1,0 +1,82 @@
+"""Feature stores: round trip, streaming writer, whitening file, resumable partial folder."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bpcr.errors import BadInput
+from bpcr.store import (Chunk, PartialStore, Whitening, open_store, read_whitening, write_store,
+                        write_store_blocks)
+
+
+def test_round_trip(tmp_path):
+    feats = np.array([[0.6, 0.8], [1.0, 0.0], [0.0, -1.0]], dtype=np.float16)
+    store = write_store(tmp_path / "s", ["b", "a", "c"], feats, {"pooling": "gem"}, {"z": "zero-byte file"})
+    again = open_store(tmp_path / "s")
+    assert again.ids == ["b", "a", "c"] and store.ids == again.ids
+    assert np.array_equal(np.asarray(again.features), feats) and again.features.dtype == np.float16
+    assert again.meta == {"pooling": "gem", "count": 3, "dim": 2, "dtype": "float16"}
+    assert again.failed == {"z": "zero-byte file"}
+    assert (tmp_path / "s" / "failed.csv").read_text() == "id,reason\nz,zero-byte file\n"
+    assert not list(tmp_path.glob(".*"))  # no temporary folder left behind
+
+
+def test_streamed_store_has_the_bytes_of_np_save(tmp_path):
+    rng = np.random.default_rng(0)
+    full = rng.standard_normal((10, 4)).astype(np.float32)
+    write_store(tmp_path / "whole", [f"i{k}" for k in range(10)], full.astype(np.float16), {})
+    blocks = [full[:3], full[3:3], full[3:10]]
+    write_store_blocks(tmp_path / "blocks", [f"i{k}" for k in range(10)], blocks, 4, "float16", {},
+                       extra_files={"note.bin": b"\x00\x01"})
+    for name in ("ids.txt", "features.npy", "meta.json", "failed.csv"):
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "blocks" / name).read_bytes()
+    assert (tmp_path / "blocks" / "note.bin").read_bytes() == b"\x00\x01"
+    with pytest.raises(ValueError, match="blocks hold 3 rows for 10 IDs"):
+        write_store_blocks(tmp_path / "short", [f"i{k}" for k in range(10)], [full[:3]], 4, "float16", {})
+    assert not (tmp_path / "short").exists() and not (tmp_path / ".short.writing").exists()
+
+
+def test_incomplete_store_is_refused(tmp_path):
+    write_store(tmp_path / "s", ["a"], np.ones((1, 2), np.float32), {})
+    (tmp_path / "s" / "meta.json").unlink()
+    with pytest.raises(BadInput, match="missing: the feature store is incomplete"):
+        open_store(tmp_path / "s")
+
+
+def test_whitening_file(tmp_path):
+    w = Whitening(np.array([1.0, 2.0]), np.array([[0.0, 1.0]]), np.array([4.0]))
+    (tmp_path / "pca.npz").write_bytes(w.to_bytes())
+    back = read_whitening(tmp_path)
+    assert back.mean.tolist() == [1.0, 2.0] and back.components.tolist() == [[0.0, 1.0]]
+    assert back.explained_variance.tolist() == [4.0]
+    np.savez(tmp_path / "bad.npz", mean=np.zeros(3), components=np.zeros((1, 2)), explained_variance=np.ones(1))
+    with pytest.raises(BadInput, match="inconsistent shapes"):
+        read_whitening(tmp_path / "bad.npz")
+    np.savez(tmp_path / "obj.npz", mean=np.array([{"x": 1}], dtype=object), components=np.zeros((1, 1)),
+             explained_variance=np.ones(1))
+    with pytest.raises(BadInput, match="not a PCA-whitening file"):  # object arrays need pickle: refused
+        read_whitening(tmp_path / "obj.npz")
+    with pytest.raises(BadInput, match="no PCA-whitening here"):
+        read_whitening(tmp_path / "nowhere")
+
+
+def test_partial_store_resumes_only_the_same_plan(tmp_path):
+    partial = PartialStore(tmp_path / ".out.partial")
+    partial.start({"size": 224, "pooling": ["gem"]})
+    chunk = Chunk(3, ["a", "b"], {"gem": np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)}, {"c": "truncated image data"})
+    partial.write_chunk(chunk)
+    # a chunk torn by kill -9 is only ever a hidden temporary file, never counted
+    (partial.path / ".chunk-000004.npz.x1y2.tmp").write_bytes(b"PK\x03")
+    assert partial.done() == {3}
+    back = partial.read_chunk(3, ["gem"])
+    assert back.ids == ["a", "b"] and back.failed == {"c": "truncated image data"}
+    assert np.array_equal(back.features["gem"], chunk.features["gem"])
+
+    partial.start({"pooling": ["gem"], "size": 224})  # same plan, any key order: resumes
+    assert partial.done() == {3}
+    with pytest.raises(BadInput, match=r"other settings \(size\).*--restart"):
+        partial.start({"size": 480, "pooling": ["gem"]})
+    partial.start({"size": 480, "pooling": ["gem"]}, restart=True)
+    assert partial.done() == set()
+    partial.remove()
+    assert not partial.path.exists()
