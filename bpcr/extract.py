@@ -326,8 +326,11 @@ def _run_chunks(man: Manifest, shapes: list[tuple[int, int]], net: Backbone, spe
     left = Counter(owner)
     mask_method = next((s.mask for s in specs if s.mask), None)
     workers = _cores() if workers is None else max(0, workers)
+    # forkserver, not fork: forking a process whose torch/OpenMP threads hold locks can leave
+    # a worker deadlocked on a lock no thread will ever release.
     loader = DataLoader(_Images(man.paths, shapes, mask_method), batch_sampler=batches, num_workers=workers,
                         collate_fn=_collate, worker_init_fn=_init_worker if workers else None,
+                        multiprocessing_context="forkserver" if workers else None,
                         pin_memory=dev.type == "cuda", prefetch_factor=4 if workers else None)
     net = net.to(dev)
     if dev.type == "cuda":
