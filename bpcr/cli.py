@@ -46,72 +46,6 @@ def _not_built(command: str) -> None:
     raise BadInput(None, None, f"`bpcr {command}` is not built yet in bpcr {__version__}")
 
 
-@app.command(rich_help_panel="Evaluate")
-def score(
-    runs: List[Path] = typer.Argument(..., help="Run files (NAME.csv / NAME.trec / NAME.json) or folders of runs."),
-    gt: Path = typer.Option(..., "--gt", help="Ground truth in the challenge format."),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Compare every run with this one (improved / impaired, paired test). Default: each run with the input run its JSON names, when scored too."),
-    leaderboard: Path = typer.Option(Path("leaderboard.md"), "--leaderboard", help="Where to write the Markdown leaderboard (its chart goes beside it as .svg)."),
-    no_leaderboard: bool = typer.Option(False, "--no-leaderboard", help="Do not write the leaderboard."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write scores as JSON: {runs: {name: {map7, p_at_1, hit_at_7, n_queries, ci95}}}."),
-    per_query: Optional[Path] = typer.Option(None, "--per-query", help="Write per-query AP rows: run,query_id,ap."),
-    variant: str = typer.Option("challenge", "--variant", help="Headline metric: challenge (default), nrel or cutoff-mean (variants printed in papers)."),
-    strict: bool = typer.Option(False, "--strict", help="Missing or unknown queries and malformed-but-tolerated lines become errors."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and the randomisation test."),
-    resamples: int = typer.Option(10_000, "--resamples", help="Bootstrap / randomisation resamples."),
-) -> None:
-    """Score runs with the challenge's mAP@7 and write leaderboard.md.
-
-    Example: bpcr score submissions/ --gt work/demo/ground_truth.csv --json scores.json
-    """
-    from rich.console import Console
-    from rich.table import Table
-
-    from .score import score_runs, write_outputs
-
-    scores = score_runs(runs, gt, baseline=baseline, strict=strict, seed=seed, n_resamples=resamples, variant=variant)
-    console = Console(stderr=True)
-    for s in scores:
-        for warning in s.warnings:
-            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    table = Table(title=f"mAP@7 ({variant}) against {gt.name}")
-    for column in ("run", "mAP@7", "95% CI", "P@1", "hit@7", "acc@100", "vs baseline"):
-        table.add_column(column, justify="left" if column in ("run", "vs baseline") else "right")
-    for s in scores:
-        c = s.comparison
-        versus = f"{c.delta:+.4f} vs {c.baseline} (p={c.p_holm:.3g})" if c else ""
-        acc100 = "—" if s.top_k[100] is None else f"{s.top_k[100]:.4f}"
-        table.add_row(s.name, f"{s.map7:.4f}", f"[{s.ci95[0]:.3f}, {s.ci95[1]:.3f}]", f"{s.p_at_1:.4f}",
-                      f"{s.hit_at_7:.4f}", acc100, versus)
-    Console().print(table)
-    written = write_outputs(scores, gt, None if no_leaderboard else leaderboard, json_out, per_query)
-    for kind, path in written.items():
-        typer.echo(f"wrote {kind}: {path}")
-
-
-@app.command(rich_help_panel="Evaluate")
-def check(
-    submission: Path = typer.Argument(..., help="The submission CSV to upload."),
-    manifest: Path = typer.Option(..., "--manifest", help="Database manifest from `bpcr prepare` (database.csv)."),
-    queries: Optional[Path] = typer.Option(None, "--queries", help="Query manifest (default: queries.csv beside --manifest)."),
-) -> None:
-    """Check a submission before upload: every query once, exactly 7 distinct known IDs, sorted, no header.
-
-    Exit code 2 when the file would be rejected. Example:
-    bpcr check submissions/mac.csv --manifest work/demo/prepared/database.csv
-    """
-    from .check import check_submission, first_error
-
-    report = check_submission(submission, manifest, queries)
-    for line, reason in report.warnings[:50]:
-        typer.echo(f"warning: {submission}{'' if line is None else f':{line}'}: {reason}", err=True)
-    for line, reason in report.errors[:50]:
-        typer.echo(f"{submission}{'' if line is None else f':{line}'}: {reason}", err=True)
-    if not report.ok:
-        raise first_error(report)
-    typer.echo(f"{submission}: OK, {report.n_lines} queries, {len(report.warnings)} warnings")
-
-
 @app.command(rich_help_panel="Pipeline")
 def prepare(
     db: Optional[Path] = typer.Option(None, "--db", help="Folder of database images named <id>.<ext>."),
@@ -220,51 +154,6 @@ def extract_command(
                    f"{len(store.failed)} failed")
 
 
-@app.command(rich_help_panel="Pipeline")
-def rerank(
-    run: Path = typer.Argument(..., help="Input run (NAME.trec for a deep shortlist; NAME.csv gives only 7)."),
-    db_manifest: Path = typer.Option(..., "--db-manifest", help="Database manifest from `bpcr prepare` (database.csv)."),
-    query_manifest: Path = typer.Option(..., "--query-manifest", help="Query manifest from `bpcr prepare` (queries.csv)."),
-    name: str = typer.Option(..., "--name", help="Name of the output run."),
-    out: Path = typer.Option(Path("submissions"), "--out", help="Folder for NAME.csv, NAME.trec and NAME.json."),
-    top: int = typer.Option(100, "--top", help="Re-rank the top N of each query; the rest keep the input order."),
-    scorer: str = typer.Option("matches", "--scorer", help="matches (ratio-test match count), inliers (RANSAC homography inliers) or blend (with the input score)."),
-    blend_weight: float = typer.Option(0.5, "--blend-weight", help="λ of blend: (1-λ)·input + λ·SIFT score, both min-max normalised per query."),
-    blend_of: str = typer.Option("matches", "--blend-of", help="SIFT score that blend mixes in: matches or inliers."),
-    ratio: float = typer.Option(0.8, "--ratio", help="Lowe's ratio test threshold (paper 000: 0.8)."),
-    max_keypoints: int = typer.Option(250, "--max-keypoints", help="SIFT keypoints kept per image (strongest first)."),
-    max_side: int = typer.Option(512, "--max-side", help="Images are shrunk so their long side is at most this many pixels."),
-    matcher: str = typer.Option("flann", "--matcher", help="flann (k-d forest, 5 trees, 50 checks; paper 000) or bf (exact)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of FLANN's random trees and of RANSAC."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: one per CPU)."),
-    cache_dir: Path = typer.Option(Path("work/cache/sift"), "--cache-dir", help="Cache of database SIFT descriptors (.npz)."),
-) -> None:
-    """Re-rank each query's shortlist by SIFT matching (paper 000 §3.1.1, §3.4.2).
-
-    Example: bpcr rerank submissions/mac.trec --db-manifest work/demo/prepared/database.csv
-    --query-manifest work/demo/prepared/queries.csv --top 100 --name mac-sift
-    """
-    import json
-
-    from .rerank import rerank as run_rerank
-
-    trec = run_rerank(run, db_manifest, query_manifest, name, out_dir=out, top=top, scorer=scorer, ratio=ratio,
-                      max_keypoints=max_keypoints, max_side=max_side, blend_weight=blend_weight, blend_of=blend_of,
-                      matcher=matcher, seed=seed, workers=workers, cache_dir=cache_dir)
-    prov = json.loads(trec.with_suffix(".json").read_text(encoding="utf-8"))
-    for example in prov["warnings"]["examples"]:
-        typer.echo(f"warning: {example}", err=True)
-    shown = len(prov["warnings"]["examples"])
-    total = sum(v for k, v in prov["warnings"].items() if k != "examples")
-    if total > shown:
-        typer.echo(f"warning: {total - shown} more warnings counted in {trec.with_suffix('.json')}", err=True)
-    cache = prov["sift_cache"]
-    typer.echo(f"re-ranked {prov['queries']['reranked']}/{prov['queries']['total']} queries "
-               f"(database descriptors: {cache['computed']} computed, {cache['reused']} cached)")
-    for suffix in (".csv", ".trec", ".json"):
-        typer.echo(f"wrote {trec.with_suffix(suffix)}")
-
-
 @app.command("index", rich_help_panel="Pipeline")
 def index_command(
     store: Path = typer.Argument(..., help="Feature store folder from `bpcr extract`."),
@@ -331,56 +220,6 @@ def search_command(
         typer.echo(f"wrote {csv_path.with_suffix(suffix)}")
 
 
-@app.command(rich_help_panel="Pipeline")
-def ensemble(
-    runs: List[Path] = typer.Argument(..., help="Runs to fuse (NAME.csv ranks only / NAME.trec with scores) or folders of runs; weights follow this order."),
-    method: str = typer.Option(..., "--method", help="rrf (sum w/(k+rank)), borda, combsum or combmnz (normalised scores)."),
-    name: str = typer.Option(..., "--name", help="Name of the output run."),
-    out: Path = typer.Option(Path("submissions"), "--out", help="Folder for NAME.csv, NAME.trec and NAME.json."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated weights, one per run (scaled to sum 1). Default: equal."),
-    k: Optional[float] = typer.Option(None, "--k", help="RRF's k (default 60)."),
-    norm: str = typer.Option("minmax", "--norm", help="Per-query score normalisation for combsum/combmnz: minmax or zscore."),
-    rank_score: str = typer.Option("linear", "--rank-score", help="Scores of a ranks-only input for combsum/combmnz: linear ((n-rank+1)/n) or reciprocal (1/rank)."),
-    depth: int = typer.Option(100, "--depth", help="Results per query in NAME.trec."),
-    strict: bool = typer.Option(False, "--strict", help="Runs answering different queries, repeated IDs and tolerated lines become errors."),
-    tune_on: Optional[Path] = typer.Option(None, "--tune-on", help="Ground truth to tune the weights (and RRF's k) on, with cross-validation."),
-    folds: int = typer.Option(5, "--folds", help="Cross-validation folds over queries (with --tune-on)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment and the bootstrap (with --tune-on)."),
-    steps: int = typer.Option(10, "--steps", help="Weight lattice resolution: weights are multiples of 1/steps (with --tune-on)."),
-) -> None:
-    """Fuse several runs into one (RRF, Borda, CombSUM, CombMNZ), optionally with weights tuned by cross-validation.
-
-    Example: bpcr ensemble submissions/mac.trec submissions/grmac.trec --method rrf --name fused
-    --tune-on work/demo/ground_truth.csv
-    """
-    from .ensemble import ensemble as run_ensemble
-
-    given = None
-    if weights is not None:
-        try:
-            given = [float(w) for w in weights.split(",")]
-        except ValueError:
-            raise BadInput(None, None, f"--weights {weights!r} is not a comma-separated list of numbers") from None
-    result = run_ensemble(runs, method, name, out_dir=out, weights=given, k=k, norm=norm, rank_score=rank_score,
-                          depth=depth, strict=strict, tune_on=tune_on, folds=folds, seed=seed, steps=steps)
-    for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    params = "".join(f", {key}={value:g}" for key, value in sorted(result.params.items()))
-    typer.echo(f"fused {len(result.weights)} runs with {method}{params} over {result.n_queries} queries:")
-    for run_name, weight in result.weights:
-        typer.echo(f"  {weight:.4f}  {run_name}")
-    t = result.tuning
-    if t is not None:
-        typer.echo(f"tuned mAP@7     {t.tuned_map7:.4f}  (weights chosen on all {t.n_queries} queries and scored "
-                   f"on them: optimistic)")
-        typer.echo(f"cross-val mAP@7 {t.cv_map7:.4f}  95% CI [{t.cv_ci95[0]:.4f}, {t.cv_ci95[1]:.4f}]  "
-                   f"({len(t.folds)} folds, seed {t.seed}; each fold scored with weights chosen on the others)")
-        typer.echo(f"equal weights   {t.equal_weights_map7:.4f};  inputs: "
-                   + ", ".join(f"{n} {v:.4f}" for n, v in t.input_map7.items()))
-    for path in result.written.values():
-        typer.echo(f"wrote {path}")
-
-
 @app.command("text-index", rich_help_panel="Pipeline")
 def text_index_command(
     manifest: Path = typer.Argument(..., help="Database manifest from `bpcr prepare` (its description column is indexed)."),
@@ -439,6 +278,101 @@ def refine_command(
         typer.echo(f"wrote {csv_path.with_suffix(suffix)}")
 
 
+@app.command(rich_help_panel="Pipeline")
+def rerank(
+    run: Path = typer.Argument(..., help="Input run (NAME.trec for a deep shortlist; NAME.csv gives only 7)."),
+    db_manifest: Path = typer.Option(..., "--db-manifest", help="Database manifest from `bpcr prepare` (database.csv)."),
+    query_manifest: Path = typer.Option(..., "--query-manifest", help="Query manifest from `bpcr prepare` (queries.csv)."),
+    name: str = typer.Option(..., "--name", help="Name of the output run."),
+    out: Path = typer.Option(Path("submissions"), "--out", help="Folder for NAME.csv, NAME.trec and NAME.json."),
+    top: int = typer.Option(100, "--top", help="Re-rank the top N of each query; the rest keep the input order."),
+    scorer: str = typer.Option("matches", "--scorer", help="matches (ratio-test match count), inliers (RANSAC homography inliers) or blend (with the input score)."),
+    blend_weight: float = typer.Option(0.5, "--blend-weight", help="λ of blend: (1-λ)·input + λ·SIFT score, both min-max normalised per query."),
+    blend_of: str = typer.Option("matches", "--blend-of", help="SIFT score that blend mixes in: matches or inliers."),
+    ratio: float = typer.Option(0.8, "--ratio", help="Lowe's ratio test threshold (paper 000: 0.8)."),
+    max_keypoints: int = typer.Option(250, "--max-keypoints", help="SIFT keypoints kept per image (strongest first)."),
+    max_side: int = typer.Option(512, "--max-side", help="Images are shrunk so their long side is at most this many pixels."),
+    matcher: str = typer.Option("flann", "--matcher", help="flann (k-d forest, 5 trees, 50 checks; paper 000) or bf (exact)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of FLANN's random trees and of RANSAC."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: one per CPU)."),
+    cache_dir: Path = typer.Option(Path("work/cache/sift"), "--cache-dir", help="Cache of database SIFT descriptors (.npz)."),
+) -> None:
+    """Re-rank each query's shortlist by SIFT matching (paper 000 §3.1.1, §3.4.2).
+
+    Example: bpcr rerank submissions/mac.trec --db-manifest work/demo/prepared/database.csv
+    --query-manifest work/demo/prepared/queries.csv --top 100 --name mac-sift
+    """
+    import json
+
+    from .rerank import rerank as run_rerank
+
+    trec = run_rerank(run, db_manifest, query_manifest, name, out_dir=out, top=top, scorer=scorer, ratio=ratio,
+                      max_keypoints=max_keypoints, max_side=max_side, blend_weight=blend_weight, blend_of=blend_of,
+                      matcher=matcher, seed=seed, workers=workers, cache_dir=cache_dir)
+    prov = json.loads(trec.with_suffix(".json").read_text(encoding="utf-8"))
+    for example in prov["warnings"]["examples"]:
+        typer.echo(f"warning: {example}", err=True)
+    shown = len(prov["warnings"]["examples"])
+    total = sum(v for k, v in prov["warnings"].items() if k != "examples")
+    if total > shown:
+        typer.echo(f"warning: {total - shown} more warnings counted in {trec.with_suffix('.json')}", err=True)
+    cache = prov["sift_cache"]
+    typer.echo(f"re-ranked {prov['queries']['reranked']}/{prov['queries']['total']} queries "
+               f"(database descriptors: {cache['computed']} computed, {cache['reused']} cached)")
+    for suffix in (".csv", ".trec", ".json"):
+        typer.echo(f"wrote {trec.with_suffix(suffix)}")
+
+
+@app.command(rich_help_panel="Pipeline")
+def ensemble(
+    runs: List[Path] = typer.Argument(..., help="Runs to fuse (NAME.csv ranks only / NAME.trec with scores) or folders of runs; weights follow this order."),
+    method: str = typer.Option(..., "--method", help="rrf (sum w/(k+rank)), borda, combsum or combmnz (normalised scores)."),
+    name: str = typer.Option(..., "--name", help="Name of the output run."),
+    out: Path = typer.Option(Path("submissions"), "--out", help="Folder for NAME.csv, NAME.trec and NAME.json."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated weights, one per run (scaled to sum 1). Default: equal."),
+    k: Optional[float] = typer.Option(None, "--k", help="RRF's k (default 60)."),
+    norm: str = typer.Option("minmax", "--norm", help="Per-query score normalisation for combsum/combmnz: minmax or zscore."),
+    rank_score: str = typer.Option("linear", "--rank-score", help="Scores of a ranks-only input for combsum/combmnz: linear ((n-rank+1)/n) or reciprocal (1/rank)."),
+    depth: int = typer.Option(100, "--depth", help="Results per query in NAME.trec."),
+    strict: bool = typer.Option(False, "--strict", help="Runs answering different queries, repeated IDs and tolerated lines become errors."),
+    tune_on: Optional[Path] = typer.Option(None, "--tune-on", help="Ground truth to tune the weights (and RRF's k) on, with cross-validation."),
+    folds: int = typer.Option(5, "--folds", help="Cross-validation folds over queries (with --tune-on)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment and the bootstrap (with --tune-on)."),
+    steps: int = typer.Option(10, "--steps", help="Weight lattice resolution: weights are multiples of 1/steps (with --tune-on)."),
+) -> None:
+    """Fuse several runs into one (RRF, Borda, CombSUM, CombMNZ), optionally with weights tuned by cross-validation.
+
+    Example: bpcr ensemble submissions/mac.trec submissions/grmac.trec --method rrf --name fused
+    --tune-on work/demo/ground_truth.csv
+    """
+    from .ensemble import ensemble as run_ensemble
+
+    given = None
+    if weights is not None:
+        try:
+            given = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise BadInput(None, None, f"--weights {weights!r} is not a comma-separated list of numbers") from None
+    result = run_ensemble(runs, method, name, out_dir=out, weights=given, k=k, norm=norm, rank_score=rank_score,
+                          depth=depth, strict=strict, tune_on=tune_on, folds=folds, seed=seed, steps=steps)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    params = "".join(f", {key}={value:g}" for key, value in sorted(result.params.items()))
+    typer.echo(f"fused {len(result.weights)} runs with {method}{params} over {result.n_queries} queries:")
+    for run_name, weight in result.weights:
+        typer.echo(f"  {weight:.4f}  {run_name}")
+    t = result.tuning
+    if t is not None:
+        typer.echo(f"tuned mAP@7     {t.tuned_map7:.4f}  (weights chosen on all {t.n_queries} queries and scored "
+                   f"on them: optimistic)")
+        typer.echo(f"cross-val mAP@7 {t.cv_map7:.4f}  95% CI [{t.cv_ci95[0]:.4f}, {t.cv_ci95[1]:.4f}]  "
+                   f"({len(t.folds)} folds, seed {t.seed}; each fold scored with weights chosen on the others)")
+        typer.echo(f"equal weights   {t.equal_weights_map7:.4f};  inputs: "
+                   + ", ".join(f"{n} {v:.4f}" for n, v in t.input_map7.items()))
+    for path in result.written.values():
+        typer.echo(f"wrote {path}")
+
+
 @app.command("run", rich_help_panel="Pipeline")
 def run_command(
     config: Path = typer.Argument(..., help="TOML config naming every stage's options (see configs/demo.toml)."),
@@ -464,6 +398,84 @@ def run_command(
     console.print(table)
     if result.leaderboard is not None:
         console.print(f"leaderboard: {result.leaderboard}")
+
+
+@app.command(rich_help_panel="Evaluate")
+def score(
+    runs: List[Path] = typer.Argument(..., help="Run files (NAME.csv / NAME.trec / NAME.json) or folders of runs."),
+    gt: Path = typer.Option(..., "--gt", help="Ground truth in the challenge format."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Compare every run with this one (improved / impaired, paired test). Default: each run with the input run its JSON names, when scored too."),
+    leaderboard: Path = typer.Option(Path("leaderboard.md"), "--leaderboard", help="Where to write the Markdown leaderboard (its chart goes beside it as .svg)."),
+    no_leaderboard: bool = typer.Option(False, "--no-leaderboard", help="Do not write the leaderboard."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write scores as JSON: {runs: {name: {map7, p_at_1, hit_at_7, n_queries, ci95}}}."),
+    per_query: Optional[Path] = typer.Option(None, "--per-query", help="Write per-query AP rows: run,query_id,ap."),
+    variant: str = typer.Option("challenge", "--variant", help="Headline metric: challenge (default), nrel or cutoff-mean (variants printed in papers)."),
+    strict: bool = typer.Option(False, "--strict", help="Missing or unknown queries and malformed-but-tolerated lines become errors."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and the randomisation test."),
+    resamples: int = typer.Option(10_000, "--resamples", help="Bootstrap / randomisation resamples."),
+) -> None:
+    """Score runs with the challenge's mAP@7 and write leaderboard.md.
+
+    Example: bpcr score submissions/ --gt work/demo/ground_truth.csv --json scores.json
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .score import score_runs, write_outputs
+
+    scores = score_runs(runs, gt, baseline=baseline, strict=strict, seed=seed, n_resamples=resamples, variant=variant)
+    console = Console(stderr=True)
+    for s in scores:
+        for warning in s.warnings:
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    table = Table(title=f"mAP@7 ({variant}) against {gt.name}")
+    for column in ("run", "mAP@7", "95% CI", "P@1", "hit@7", "acc@100", "vs baseline"):
+        table.add_column(column, justify="left" if column in ("run", "vs baseline") else "right")
+    for s in scores:
+        c = s.comparison
+        versus = f"{c.delta:+.4f} vs {c.baseline} (p={c.p_holm:.3g})" if c else ""
+        acc100 = "—" if s.top_k[100] is None else f"{s.top_k[100]:.4f}"
+        table.add_row(s.name, f"{s.map7:.4f}", f"[{s.ci95[0]:.3f}, {s.ci95[1]:.3f}]", f"{s.p_at_1:.4f}",
+                      f"{s.hit_at_7:.4f}", acc100, versus)
+    Console().print(table)
+    written = write_outputs(scores, gt, None if no_leaderboard else leaderboard, json_out, per_query)
+    for kind, path in written.items():
+        typer.echo(f"wrote {kind}: {path}")
+
+
+@app.command(rich_help_panel="Evaluate")
+def check(
+    submission: Path = typer.Argument(..., help="The submission CSV to upload."),
+    manifest: Path = typer.Option(..., "--manifest", help="Database manifest from `bpcr prepare` (database.csv)."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="Query manifest (default: queries.csv beside --manifest)."),
+) -> None:
+    """Check a submission before upload: every query once, exactly 7 distinct known IDs, sorted, no header.
+
+    Exit code 2 when the file would be rejected. Example:
+    bpcr check submissions/mac.csv --manifest work/demo/prepared/database.csv
+    """
+    from .check import check_submission, first_error
+
+    report = check_submission(submission, manifest, queries)
+    for line, reason in report.warnings[:50]:
+        typer.echo(f"warning: {submission}{'' if line is None else f':{line}'}: {reason}", err=True)
+    for line, reason in report.errors[:50]:
+        typer.echo(f"{submission}{'' if line is None else f':{line}'}: {reason}", err=True)
+    if not report.ok:
+        raise first_error(report)
+    typer.echo(f"{submission}: OK, {report.n_lines} queries, {len(report.warnings)} warnings")
+
+
+@app.command(rich_help_panel="Not built yet", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train() -> None:
+    """Not built yet: fine-tuning with the robust contrastive loss of paper 004. Exits 2."""
+    _not_built("train")
+
+
+@app.command(rich_help_panel="Not built yet", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def report() -> None:
+    """Not built yet: per-query visual reports of runs. Exits 2."""
+    _not_built("report")
 
 
 def main(argv: Optional[List[str]] = None) -> None:

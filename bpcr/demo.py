@@ -422,8 +422,6 @@ def _contrast(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
 
 def _label(spec: dict, w: int, h: int, background: tuple[int, int, int] | None) -> np.ndarray:
     """The label artwork (graphics, brand, logo, line, shade/variant, size) as an (h, w, 3) image."""
-    import cv2
-
     if spec["vertical"] and h > w * 1.6:
         return np.ascontiguousarray(np.rot90(_label({**spec, "vertical": False}, h, w, background)))
     bg = background if background is not None else _hsv(*spec["label"])

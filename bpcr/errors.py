@@ -18,7 +18,7 @@ class BadInput(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = self.file or "<input>"
-        if self.line is not None:
-            where = f"{where}:{self.line}"
+        if self.file is None:
+            return self.reason if self.line is None else f"line {self.line}: {self.reason}"
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
         return f"{where}: {self.reason}"

@@ -39,6 +39,26 @@ def write_json_atomic(path: str | Path, obj: object) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def replace_dir(tmp: str | Path, out: str | Path) -> None:
+    """Move the finished folder ``tmp`` to ``out``, replacing any folder there.
+
+    The old folder is moved aside first, so ``out`` is never a half-written mix.
+    """
+    import shutil
+
+    tmp, out = Path(tmp), Path(out)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     import hashlib
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from . import __version__
 from .errors import BadInput
-from .fileio import sha256_file, write_json_atomic
+from .fileio import replace_dir, sha256_file, write_json_atomic
 from .store import FeatureStore, open_store
 from .textio import read_lines
 
@@ -449,7 +449,7 @@ def build_index(
                          chunk_rows, sidecar, tmp, log)
         sidecar["seconds"] = round(time.perf_counter() - started, 3)
         write_json_atomic(tmp / INDEX_JSON, sidecar)
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -504,18 +504,6 @@ def _build_faiss(store, distance, kind, pq, nlist, hnsw_m, target_recall, recall
     faiss.write_index(index, str(tmp / INDEX_FAISS))
     sidecar["index_sha256"] = sha256_file(tmp / INDEX_FAISS)
     sidecar["index_bytes"] = (tmp / INDEX_FAISS).stat().st_size
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
 
 
 # ---------------------------------------------------------------- loading

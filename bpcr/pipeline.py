@@ -250,7 +250,7 @@ class Pipeline:
                 kwargs = dict(options)
                 if which == "queries" and kwargs.get("pca_whiten"):
                     kwargs["pca_whiten"] = False
-                    kwargs["pca_from"] = str(self.store(name, "database", kwargs["poolings"][0]))
+                    kwargs["pca_from"] = str(self.work / "features" / name / "database")
                 key = _key("extract", kwargs, self.keys["prepare"], which)
                 outputs = [self.store(name, which, p) / "meta.json" for p in options["poolings"]]
                 out = self.work / "features" / name / which

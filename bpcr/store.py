@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .errors import BadInput
-from .fileio import atomic_path, write_json_atomic
+from .fileio import atomic_path, replace_dir, write_json_atomic
 from .ids import check_id
 from .textio import read_lines
 
@@ -114,16 +113,7 @@ def write_store_blocks(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, path)
+    replace_dir(tmp, path)
     return open_store(path)
 
 

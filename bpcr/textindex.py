@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 import unicodedata
@@ -42,7 +41,7 @@ import scipy.sparse as sp
 
 from . import __version__
 from .errors import BadInput
-from .fileio import sha256_file, write_json_atomic
+from .fileio import replace_dir, sha256_file, write_json_atomic
 from .ids import check_id
 from .manifest import read_manifest
 from .textio import read_lines
@@ -387,15 +386,7 @@ def _write_index(out: Path, ids: list[str], indptr: np.ndarray, indices: np.ndar
     with open(tmp / "neighbours.npz", "wb") as handle:
         np.savez(handle, indptr=indptr, indices=indices, sims=sims)
     write_json_atomic(tmp / "meta.json", meta)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
+    replace_dir(tmp, out)
 
 
 def _read_meta(path: Path) -> dict:

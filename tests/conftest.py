@@ -32,3 +32,14 @@ def cli(capsys):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def one_faiss_thread():
+    # faiss's OpenMP threads spin; on a busy 2-core machine two of them run far slower than one.
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)

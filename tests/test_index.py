@@ -25,15 +25,7 @@ from bpcr.store import write_store
 META = {"backbone": "resnet50", "pooling": "gem", "pooling_params": {"p": 3.0}, "normalisation": "l2"}
 
 
-@pytest.fixture(autouse=True)
-def one_faiss_thread():
-    # faiss's OpenMP threads spin; on a busy 2-core machine two of them run far slower than one.
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def _ids(n: int, prefix: str = "n") -> list[str]:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from bpcr.errors import BadInput
 from bpcr.pipeline import run_pipeline
 
 CONFIG = Path(__file__).parent / "data" / "tiny_pipeline.toml"

@@ -94,8 +94,8 @@ def test_no_duplicates_and_k7_changes_nothing():
 @pytest.fixture
 def setup(tmp_path):
     meta = {"backbone": "resnet50", "pooling": "gem", "input_size": 480}
-    db = write_store(tmp_path / "db", DB_IDS, _features(DB_IDS), meta)
-    queries = write_store(tmp_path / "q", ["v01", "v02"], np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32), meta)
+    write_store(tmp_path / "db", DB_IDS, _features(DB_IDS), meta)
+    write_store(tmp_path / "q", ["v01", "v02"], np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32), meta)
     # v02 = (0, 1): its cosine with image c is sqrt(1 - c^2), so the order flips.
     ranking = {"v01": INPUT, "v02": ["n08", "n07", "n06", "n05", "n04", "n03", "n02", "n01"]}
     scores = {q: [1.0 - 0.1 * r for r in range(len(ids))] for q, ids in ranking.items()}

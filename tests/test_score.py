@@ -126,3 +126,16 @@ def test_cli_exit_code_in_subprocess(scored: Path):
                            "--no-leaderboard"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "bad.csv:1" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "report"])
+def test_unbuilt_commands_say_so(cli, command):
+    result = cli(command)
+    assert result.code == 2 and "not built yet" in result.err
+
+
+def test_version(cli):
+    from bpcr import __version__
+
+    result = cli("--version")
+    assert result.code == 0 and result.out.strip() == f"bpcr {__version__}"

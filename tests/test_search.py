@@ -18,15 +18,7 @@ META = {"backbone": "resnet50", "weights_sha256": "ab12", "pooling": "gem", "poo
 QUIET = {"log": lambda s: None}
 
 
-@pytest.fixture(autouse=True)
-def one_faiss_thread():
-    # faiss's OpenMP threads spin; on a busy 2-core machine two of them run far slower than one.
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def _store(path, ids, x, **meta):
