@@ -157,7 +157,9 @@ class Backbone(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, 3, H, W) normalised -> (B, C, H/stride, W/stride), float32."""
         if self.layer is not None:
-            out = self.model.forward_intermediates(x, indices=[self.layer], intermediates_only=True)[0]
+            # stop_early: the stages after the requested one are never computed.
+            out = self.model.forward_intermediates(x, indices=[self.layer], intermediates_only=True,
+                                                   stop_early=True)[0]
         elif self.is_transformer:
             grid = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
             out = tokens_to_grid(self.model.forward_features(x), self.model.num_prefix_tokens, grid)

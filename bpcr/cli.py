@@ -430,14 +430,15 @@ def score(
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     table = Table(title=f"mAP@7 ({variant}) against {gt.name}")
     for column in ("run", "mAP@7", "95% CI", "P@1", "hit@7", "acc@100", "vs baseline"):
-        table.add_column(column, justify="left" if column in ("run", "vs baseline") else "right")
+        table.add_column(column, justify="left" if column in ("run", "vs baseline") else "right",
+                         no_wrap=column != "vs baseline")
     for s in scores:
         c = s.comparison
         versus = f"{c.delta:+.4f} vs {c.baseline} (p={c.p_holm:.3g})" if c else ""
         acc100 = "—" if s.top_k[100] is None else f"{s.top_k[100]:.4f}"
         table.add_row(s.name, f"{s.map7:.4f}", f"[{s.ci95[0]:.3f}, {s.ci95[1]:.3f}]", f"{s.p_at_1:.4f}",
                       f"{s.hit_at_7:.4f}", acc100, versus)
-    Console().print(table)
+    Console(width=max(Console().width, 140)).print(table)
     written = write_outputs(scores, gt, None if no_leaderboard else leaderboard, json_out, per_query)
     for kind, path in written.items():
         typer.echo(f"wrote {kind}: {path}")

@@ -272,7 +272,9 @@ def search(
         inputs += [fs.queries.path / n for n in ("ids.txt", "meta.json", "features.npy")]
     inputs = list(dict.fromkeys(inputs))  # a query store shared by two sets is hashed once
     method = "search" if n_sets == 1 else f"search+fusion-{fuse.name}"
-    summary = " + ".join(f"{fs.distance.name} {fs.loaded.kind} on {fs.loaded.store.path.name}" for fs in sets)
+    summary = " + ".join(
+        f"{fs.loaded.store.meta.get('backbone', '?')} {fs.loaded.store.meta.get('pooling', fs.loaded.store.path.name)}"
+        f"@{fs.loaded.store.meta.get('input_size', '?')}, {fs.distance.name} {fs.loaded.kind}" for fs in sets)
     if n_sets > 1:
         summary += f", {fuse.name} fusion ({fuse.equation}) weights {weights_arr.tolist()}"
     prov = provenance(name, method, params, inputs,
