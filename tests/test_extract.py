@@ -259,3 +259,32 @@ def test_cli(data, cli):
     ]:
         result = cli("extract", data / "db.csv", "--out", data / "cli-bad", *args)
         assert result.code == 2 and message in result.err and result.err.count("\n") == 1, (args, result.err)
+
+
+def test_killed_run_resumes_to_identical_bytes(reference, data):
+    """A real SIGKILL (no cleanup runs) after two chunks: the re-run finishes the rest, same bytes."""
+    import signal
+    import subprocess
+    import sys
+
+    out = data / "killed"
+    script = (
+        "import os, signal, sys\n"
+        "from bpcr.extract import extract\n"
+        "seen = []\n"
+        "def hook(chunk):\n"
+        "    seen.append(chunk)\n"
+        "    if len(seen) == 2:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"extract({str(data / 'db.csv')!r}, {str(out)!r}, 'efficientnet_lite0', ['gem', 'mac', 'srmac'],\n"
+        f"        on_chunk=hook, **{FAST!r})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not out.exists()
+    assert len(list((data / ".killed.partial").glob("chunk-*"))) == 2
+    again = []
+    stores = extract(data / "db.csv", out, "efficientnet_lite0", ["gem", "mac", "srmac"], on_chunk=again.append, **FAST)
+    assert again == [2, 3]
+    for name in ("gem", "mac", "srmac"):
+        assert _bytes(stores[name]) == _bytes(reference[name])
