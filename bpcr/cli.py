@@ -56,6 +56,9 @@ def prepare(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding processes (default: one per CPU)."),
     demo: bool = typer.Option(False, "--demo", help="Generate the synthetic demo dataset into OUT, then prepare it."),
     seed: int = typer.Option(0, "--seed", help="Seed of the demo dataset (with --demo)."),
+    n_products: int = typer.Option(200, "--n-products", help="Demo: target products (1-6 shop images each)."),
+    n_distractors: int = typer.Option(2500, "--n-distractors", help="Demo: distractor database images."),
+    n_queries: int = typer.Option(100, "--n-queries", help="Demo: query photos."),
 ) -> None:
     """Check every image, write manifests (database.csv, queries.csv), rejected.csv and summary.json.
 
@@ -74,7 +77,8 @@ def prepare(
             raise BadInput(None, None, f"--demo makes its own dataset; drop {', '.join(given)}")
         from .demo import generate_demo
 
-        generate_demo(out, seed=seed, workers=workers)
+        generate_demo(out, seed=seed, n_products=n_products, n_distractors=n_distractors, n_queries=n_queries,
+                      workers=workers)
         summary = run_prepare(out / "database", out / "descriptions.csv", out / "queries", out / "ground_truth.csv",
                               out / "prepared", workers=workers)
     else:

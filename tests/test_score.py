@@ -139,3 +139,28 @@ def test_version(cli):
 
     result = cli("--version")
     assert result.code == 0 and result.out.strip() == f"bpcr {__version__}"
+
+
+def test_demo_then_score_hand_written_runs(cli, tmp_path):
+    """The first thing a new user does: make the demo, then score a few runs written by hand."""
+    from bpcr.gt import read_ground_truth
+    from bpcr.manifest import read_manifest
+
+    demo = tmp_path / "demo"
+    made = cli("prepare", "--demo", "--out", demo, "--n-products", 6, "--n-distractors", 20, "--n-queries", 5,
+               "--workers", 1)
+    assert made.code == 0, made.err
+    gt = read_ground_truth(demo / "prepared" / "ground_truth.csv")
+    db_ids = read_manifest(demo / "prepared" / "database.csv").ids
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    perfect = {q: (rel + [d for d in db_ids if d not in rel])[:7] for q, rel in gt.items()}
+    wrong = {q: [d for d in db_ids if d not in rel][:7] for q, rel in gt.items()}
+    (runs / "oracle.csv").write_text("".join(f"{q},{','.join(ids)}\n" for q, ids in sorted(perfect.items())))
+    (runs / "wrong.csv").write_text("".join(f"{q},{','.join(ids)}\n" for q, ids in sorted(wrong.items())))
+    board = tmp_path / "leaderboard.md"
+    result = cli("score", runs, "--gt", demo / "ground_truth.csv", "--leaderboard", board, "--resamples", 500)
+    assert result.code == 0, result.err
+    text = board.read_text()
+    assert "| 1 | `oracle` | 1.0000 |" in text and "| 2 | `wrong` | 0.0000 |" in text
+    assert cli("check", runs / "oracle.csv", "--manifest", demo / "prepared" / "database.csv").code == 0
