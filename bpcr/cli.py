@@ -42,6 +42,16 @@ def _root(
     pass
 
 
+def _parse_weights(weights: Optional[str]) -> Optional[List[float]]:
+    """``--weights 0.6,0.4`` -> [0.6, 0.4]; None stays None."""
+    if weights is None:
+        return None
+    try:
+        return [float(w) for w in weights.split(",")]
+    except ValueError:
+        raise BadInput(None, None, f"--weights {weights!r}: expected comma-separated numbers such as 0.6,0.4") from None
+
+
 def _not_built(command: str) -> None:
     raise BadInput(None, None, f"`bpcr {command}` is not built yet in bpcr {__version__}")
 
@@ -212,12 +222,7 @@ def search_command(
     """
     from .search import search
 
-    parsed = None
-    if weights is not None:
-        try:
-            parsed = [float(w) for w in weights.split(",")]
-        except ValueError:
-            raise BadInput(None, None, f"--weights {weights!r}: expected comma-separated numbers such as 0.6,0.4") from None
+    parsed = _parse_weights(weights)
     csv_path = search(index, queries, name, out_dir=out, k=k, weights=parsed, fusion=fusion, exhaustive=exhaustive,
                       shortlist=shortlist, log=typer.echo)
     for suffix in (".csv", ".trec", ".json"):
@@ -351,12 +356,7 @@ def ensemble(
     """
     from .ensemble import ensemble as run_ensemble
 
-    given = None
-    if weights is not None:
-        try:
-            given = [float(w) for w in weights.split(",")]
-        except ValueError:
-            raise BadInput(None, None, f"--weights {weights!r} is not a comma-separated list of numbers") from None
+    given = _parse_weights(weights)
     result = run_ensemble(runs, method, name, out_dir=out, weights=given, k=k, norm=norm, rank_score=rank_score,
                           depth=depth, strict=strict, tune_on=tune_on, folds=folds, seed=seed, steps=steps)
     for warning in result.warnings:

@@ -234,7 +234,7 @@ def test_cli_bad_input_is_one_line(dataset, cli, tmp_path):
     assert result.code == 2
     assert result.err.strip().splitlines() == [f"error: {dataset['descriptions']}:3: not valid UTF-8 (byte 0xff)"]
     result = cli("prepare", "--demo", "--db", dataset["db"], "--out", dataset["out"])
-    assert (result.code, result.err.strip()) == (2, "error: <input>: --demo makes its own dataset; drop --db")
+    assert (result.code, result.err.strip()) == (2, "error: --demo makes its own dataset; drop --db")
     result = cli("prepare", "--out", dataset["out"])
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1
     (dataset["queries"] / "v1.jpg").unlink()
