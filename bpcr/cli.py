@@ -114,7 +114,7 @@ def extract_command(
     layer: Optional[int] = typer.Option(None, "--layer", help="Feature stage to pool (0 first, -1 last stage) instead of the final map; 003 §3.4 middle features."),
     param: List[str] = typer.Option([], "--param", help="Pooling parameter POOLING.KEY=VALUE, e.g. gem.p=4 (repeatable)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: one per CPU core; 0 decodes in the main process)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: one per core with a GPU, a quarter of the cores on the CPU; 0 decodes in the main process)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the model (default: every core)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: extract the I-th of N contiguous slices (1-based); join them with --merge."),
