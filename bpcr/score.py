@@ -161,9 +161,8 @@ def score_runs(paths: Sequence[str | Path], gt_path: str | Path, baseline: str |
     pairs: list[tuple[str, str]] = []
     for run in runs:
         if baseline_stem is not None:
-            base = load_run(baseline_stem).name
-            if run.name != base:
-                pairs.append((run.name, base))
+            if run.name != baseline_stem.name:
+                pairs.append((run.name, baseline_stem.name))
         else:
             # a derived run is compared with its best-scoring input among the runs scored here
             inputs = [n for n in _input_run_names(run) if n in scores and n != run.name]
