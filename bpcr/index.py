@@ -26,7 +26,6 @@ they are ranked, so scores never depend on the kernel or the thread count.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -41,7 +40,7 @@ from . import __version__
 from .errors import BadInput
 from .fileio import replace_dir, sha256_file, write_json_atomic
 from .store import FeatureStore, open_store
-from .textio import read_lines
+from .textio import read_json
 
 INDEX_FORMAT = "bpcr-index/1"
 INDEX_JSON = "index.json"
@@ -528,10 +527,7 @@ def load_index(path: str | Path, with_faiss: bool = True) -> LoadedIndex:
     side_path = path / INDEX_JSON
     if not side_path.is_file():
         raise BadInput(path, None, "no bpcr index here (expected a folder with index.json; build one with `bpcr index`)")
-    try:
-        sidecar = json.loads("\n".join(read_lines(side_path)))
-    except json.JSONDecodeError as exc:
-        raise BadInput(side_path, exc.lineno, f"invalid JSON: {exc.msg}") from None
+    sidecar = read_json(side_path)
     if not isinstance(sidecar, dict) or sidecar.get("format") != INDEX_FORMAT:
         raise BadInput(side_path, None, f"not a {INDEX_FORMAT} index file")
     for key in ("store", "store_abs", "ids_sha256", "count", "dim", "distance", "kind", "params"):

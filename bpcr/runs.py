@@ -10,7 +10,6 @@ repeated IDs are warnings, more than 7 is truncated with a warning (errors under
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -22,7 +21,7 @@ from . import __version__
 from .errors import BadInput
 from .fileio import sha256_file, write_json_atomic, write_text_atomic
 from .ids import check_id
-from .textio import read_lines
+from .textio import read_json, read_lines
 
 SUBMISSION_DEPTH = 7
 RUN_SUFFIXES = (".csv", ".trec", ".json")
@@ -144,15 +143,7 @@ def read_trec(path: str | Path) -> tuple[dict[str, list[str]], dict[str, list[fl
 
 
 def read_provenance(path: str | Path) -> dict:
-    path = Path(path)
-    text = "\n".join(read_lines(path))
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInput(path, exc.lineno, f"invalid JSON: {exc.msg}") from None
-    if not isinstance(obj, dict):
-        raise BadInput(path, 1, "run provenance must be a JSON object")
-    return obj
+    return read_json(path, "run provenance")
 
 
 def run_files(path: str | Path) -> dict[str, Path]:

@@ -24,7 +24,7 @@ import numpy as np
 from .errors import BadInput
 from .fileio import atomic_path, replace_dir, write_json_atomic
 from .ids import check_id
-from .textio import read_lines
+from .textio import read_json, read_lines
 
 
 @dataclass
@@ -51,10 +51,7 @@ def open_store(path: str | Path) -> FeatureStore:
     ids = [check_id(line, ids_path, i) for i, line in enumerate(read_lines(ids_path), start=1)]
     if len(set(ids)) != len(ids):
         raise BadInput(path / "ids.txt", None, "an ID appears twice")
-    try:
-        meta = json.loads("\n".join(read_lines(path / "meta.json")))
-    except json.JSONDecodeError as exc:
-        raise BadInput(path / "meta.json", exc.lineno, f"invalid JSON: {exc.msg}") from None
+    meta = read_json(path / "meta.json", "feature store meta")
     try:
         features = np.load(path / "features.npy", mmap_mode="r", allow_pickle=False)
     except ValueError as exc:

@@ -27,7 +27,6 @@ and ``meta.json``. It is read with ``allow_pickle=False``.
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -44,7 +43,7 @@ from .errors import BadInput
 from .fileio import replace_dir, sha256_file, write_json_atomic
 from .ids import check_id
 from .manifest import read_manifest
-from .textio import read_lines
+from .textio import read_json, read_lines
 
 FORMAT = "bpcr-text-index/1"
 # Bump when preprocessing changes, so a stored index built the old way is rebuilt.
@@ -390,13 +389,7 @@ def _write_index(out: Path, ids: list[str], indptr: np.ndarray, indices: np.ndar
 
 
 def _read_meta(path: Path) -> dict:
-    try:
-        meta = json.loads("\n".join(read_lines(path / "meta.json")))
-    except json.JSONDecodeError as exc:
-        raise BadInput(path / "meta.json", exc.lineno, f"invalid JSON: {exc.msg}") from None
-    if not isinstance(meta, dict):
-        raise BadInput(path / "meta.json", 1, "text index meta must be a JSON object")
-    return meta
+    return read_json(path / "meta.json", "text index meta")
 
 
 def load_text_index(path: str | Path) -> TextIndex:

@@ -5,7 +5,9 @@ can trust (binary junk, invalid UTF-8), always naming file and line.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from .errors import BadInput
 
@@ -40,3 +42,15 @@ def read_lines(path: str | Path) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return lines
+
+
+def read_json(path: str | Path, what: str | None = None) -> Any:
+    """Parse a UTF-8 JSON file; with ``what``, it must hold an object ("<what> must be a JSON object")."""
+    path = Path(path)
+    try:
+        obj = json.loads("\n".join(read_lines(path)))
+    except json.JSONDecodeError as exc:
+        raise BadInput(path, exc.lineno, f"invalid JSON: {exc.msg}") from None
+    if what is not None and not isinstance(obj, dict):
+        raise BadInput(path, 1, f"{what} must be a JSON object")
+    return obj

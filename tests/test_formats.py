@@ -188,3 +188,13 @@ def test_malformed_gt_cli(cli, good_run, name, line, reason):
 def test_missing_run_file_cli(cli, good_gt, tmp_path):
     result = cli("score", tmp_path / "absent.csv", "--gt", good_gt, "--no-leaderboard")
     assert result.code == 2 and "file not found" in result.err
+
+
+@pytest.mark.parametrize("content,line,reason", [
+    (b'{"method": "x",\n  oops}\n', 2, "invalid JSON"),
+    (b"[1, 2]\n", 1, "run provenance must be a JSON object"),
+])
+def test_malformed_provenance_cli(cli, good_gt, good_run, content, line, reason):
+    path = good_run.with_suffix(".json")
+    path.write_bytes(content)
+    _one_line_error(cli("score", good_run, "--gt", good_gt, "--no-leaderboard"), path, line, reason)
