@@ -287,10 +287,8 @@ class Pipeline:
             self.keys[f"run:{name}"] = key
             self.result.runs.append(self.run_path(name))
 
-    def _input_run(self, table: str, entry: Mapping[str, Any]) -> tuple[Path, str]:
-        source = entry.get("input")
-        if f"run:{source}" not in self.keys:
-            raise BadInput(self.config_path, None, f"[{table}] input {source!r} is not a run made earlier in this config")
+    def _input_run(self, source: str) -> tuple[Path, str]:
+        """An earlier run's path and key (``validate`` has checked it exists)."""
         return self.run_path(source), self.keys[f"run:{source}"]
 
     def refine(self) -> None:
@@ -307,7 +305,7 @@ class Pipeline:
                    lambda: build_text_index(self.manifests["database"], text_dir, force=True, **text_options))
         for entry in entries:
             name = self._run_name("refine", entry)
-            run, run_key = self._input_run(f"refine {name}", entry)
+            run, run_key = self._input_run(entry["input"])
             extract_name, pooling = self._features(f"refine {name}", entry.get("features", ""))
             options = {k: v for k, v in entry.items() if k not in ("name", "input", "features")}
             key = _key("refine", options, run_key, text_key, self.keys[f"extract:{extract_name}:database"],
@@ -323,7 +321,7 @@ class Pipeline:
 
         for entry in self.config.get("rerank", []):
             name = self._run_name("rerank", entry)
-            run, run_key = self._input_run(f"rerank {name}", entry)
+            run, run_key = self._input_run(entry["input"])
             options = {k: v for k, v in entry.items() if k not in ("name", "input")}
             key = _key("rerank", options, run_key, self.keys["prepare"])
             self._step("rerank", name, key, [self.run_path(name)],
@@ -341,7 +339,7 @@ class Pipeline:
             inputs = entry.get("inputs", [])
             paths, keys = [], []
             for source in inputs:
-                path, key = self._input_run(f"ensemble {name}", {"input": source})
+                path, key = self._input_run(source)
                 paths.append(path)
                 keys.append(key)
             options = {k: v for k, v in entry.items() if k not in ("name", "inputs", "tune")}
