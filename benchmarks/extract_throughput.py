@@ -31,7 +31,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bpcr.backbones import load_backbone  # noqa: E402
-from bpcr.extract import PoolingSpec, _describe, _device, _keep_freed_memory, extract  # noqa: E402
+from bpcr.extract import PoolingSpec, _describe, extract  # noqa: E402
+from bpcr.loader import keep_freed_memory, resolve_device  # noqa: E402
 from bpcr.images import load_rgb  # noqa: E402
 from bpcr.manifest import write_manifest  # noqa: E402
 from bpcr.pooling import check_params  # noqa: E402
@@ -60,7 +61,7 @@ def make_jpegs(folder: Path, n: int, seed: int = 0) -> tuple[list[str], list[Pat
 def model_only(backbone: str, paths: list[Path], size: int, batch_size: int, dev: torch.device, threads: int) -> float:
     torch.set_num_threads(threads)
     if dev.type == "cpu":
-        _keep_freed_memory()  # as extract does, so both sides allocate the same way
+        keep_freed_memory()  # as extract does, so both sides allocate the same way
     net = load_backbone(backbone).to(dev)
     if dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
@@ -131,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     threads = args.threads or cores
-    dev = _device(args.device)
+    dev = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "images").mkdir()

@@ -17,7 +17,6 @@ so the input mAP@7 is low and any gain is the re-ranker's own.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -40,13 +39,10 @@ from bpcr.runs import load_run, write_run  # noqa: E402
 def demo_manifests(data: Path, workers: int | None) -> tuple[Path, Path, Path]:
     prepared = data / "prepared"
     if not (prepared / "database.csv").is_file():
-        from bpcr.demo import generate_demo
-        from bpcr.prepare import prepare
+        from bpcr.demo import prepare_demo
 
         print(f"generating the demo dataset into {data} ...", flush=True)
-        generate_demo(data, seed=0, workers=workers)
-        prepare(data / "database", data / "descriptions.csv", data / "queries", data / "ground_truth.csv",
-                prepared, workers=workers, progress=False)
+        prepare_demo(data, seed=0, workers=workers)
     return prepared / "database.csv", prepared / "queries.csv", prepared / "ground_truth.csv"
 
 
@@ -133,19 +129,19 @@ def main() -> None:
                 for matcher in args.matchers.split(","):
                     name = f"sift-{cap}-{scorer}-{matcher}"
                     started, cpu = time.perf_counter(), cpu_seconds()
-                    trec = rerank(tmp_path / "input.trec", db_manifest, query_manifest, name, tmp_path, top=args.top,
+                    result = rerank(tmp_path / "input.trec", db_manifest, query_manifest, name, tmp_path, top=args.top,
                                   scorer=scorer, max_keypoints=cap, max_side=args.max_side, matcher=matcher,
-                                  workers=args.workers, cache_dir=cache, progress=False)
+                                  workers=args.workers, cache_dir=cache)
                     cold, cpu = time.perf_counter() - started, cpu_seconds() - cpu
-                    prov = json.loads(trec.with_suffix(".json").read_text())
+                    prov = result.provenance
                     warm = warm_cpu = float("nan")
                     if not args.no_warm:
                         started, warm_cpu = time.perf_counter(), cpu_seconds()
                         rerank(tmp_path / "input.trec", db_manifest, query_manifest, name + "-warm", tmp_path,
                                top=args.top, scorer=scorer, max_keypoints=cap, max_side=args.max_side,
-                               matcher=matcher, workers=args.workers, cache_dir=cache, progress=False)
+                               matcher=matcher, workers=args.workers, cache_dir=cache)
                         warm, warm_cpu = time.perf_counter() - started, cpu_seconds() - warm_cpu
-                    after = load_run(trec)
+                    after = load_run(result.written[".trec"])
                     map_after = map_at_k(after.top(7), gt)
                     p1 = float(np.mean([precision_at_1(after.ranking[q], gt[q]) for q in query_ids]))
                     sec = prov["seconds"]

@@ -115,7 +115,7 @@ def child_exact(folder: Path, k: int) -> dict:
     t0 = time.perf_counter()
     build_index(folder / "db", folder / "flat", kind="flat", log=lambda s: None)
     t1 = time.perf_counter()
-    search(folder / "flat", folder / "queries", "exact", folder / "runs", k=k, log=lambda s: None)
+    search(folder / "flat", folder / "queries", "exact", folder / "runs", depth=k, log=lambda s: None)
     t2 = time.perf_counter()
     return {"build_seconds": t1 - t0, "seconds": t2 - t1}
 
@@ -130,7 +130,7 @@ def child_ann(folder: Path, k: int, nlist: int | None, train_size: int | None) -
     info = build_index(folder / "db", folder / "ivf", kind="ivf", nlist=nlist, train_size=train_size,
                        log=lambda s: print(f"    {s}", file=sys.stderr, flush=True))
     t1 = time.perf_counter()
-    search(folder / "ivf", folder / "queries", "ann", folder / "runs", k=k, log=lambda s: None)
+    search(folder / "ivf", folder / "queries", "ann", folder / "runs", depth=k, log=lambda s: None)
     t2 = time.perf_counter()
     return {"build_seconds": t1 - t0, "seconds": t2 - t1, "recall_db": info.recall_at_100, "params": info.params}
 

@@ -146,7 +146,7 @@ def _child_compare(manifest: str) -> None:
     import scipy.sparse as sp
 
     from bpcr.manifest import read_manifest
-    from bpcr.textindex import DEFAULT_TAU, is_english, similar_pairs, tfidf_vectors
+    from bpcr.tfidf import DEFAULT_TAU, is_english, similar_pairs, tfidf_vectors
 
     texts = [t for t in read_manifest(manifest).descriptions if is_english(t)]
     x, _ = tfidf_vectors(texts)

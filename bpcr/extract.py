@@ -7,8 +7,8 @@ manifest's order; unreadable images go to ``failed.csv`` and are skipped.
 
 How a descriptor is made (per image, never across a batch):
 
-1. the image is decoded (``bpcr.images.load_rgb``) and resized in a loader
-   worker, to ``size x size`` (``resize="square"``, the papers' 224 or 480) or
+1. the image is decoded and resized in a loader worker (:mod:`bpcr.loader`),
+   to ``size x size`` (``resize="square"``, the papers' 224 or 480) or
    with its longer side to ``size`` and the shorter side rounded to a
    multiple of the backbone's stride (``resize="aspect"``; images of equal
    resized shape are batched together, so no padding ever reaches a pooling);
@@ -19,8 +19,8 @@ How a descriptor is made (per image, never across a batch):
    view's descriptor is L2-normalised, the views are summed and the sum is
    L2-normalised again (the multi-scale descriptor of the retrieval
    literature, e.g. Radenovic et al.'s cirtorch); one view is L2-normalised once;
-4. optionally PCA-whitening (scikit-learn ``PCA(whiten=True)``) learned on
-   this store, or applied from a database store's ``pca.npz``, then L2 again.
+4. optionally PCA-whitening (:mod:`bpcr.whitening`) learned on this store,
+   or applied from a database store's ``pca.npz``, then L2 again.
 
 Resuming and sharding. Rows are cut into chunks of ``batch_size *
 chunk_batches`` rows, fixed by manifest position; a chunk's batches are
@@ -35,11 +35,7 @@ exactly the bytes a single run writes (``ids.txt``, ``features.npy``).
 """
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import shutil
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -49,19 +45,19 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
 from . import __version__
 from .backbones import Backbone, load_backbone
 from .errors import BadInput
 from .fileio import sha256_file
-from .images import ImageError, load_rgb
+from .loader import (RESIZE_MODES, batch_loader, batches_of_chunk, cpu_threads, deterministic, resolve_device,
+                     target_shape)
 from .manifest import Manifest, read_manifest
 from .pooling import MASK_OPTIONAL, MASK_REQUIRED, POOLINGS, check_params, l2n
-from .store import Chunk, PartialStore, Whitening, iter_blocks, open_store, read_whitening, write_store_blocks
+from .progress import Advance, Progress, start
+from .store import Chunk, PartialStore, iter_blocks, open_store, write_store_blocks
+from .whitening import whiten_store
 
-RESIZE_MODES = ("square", "aspect")
 MULTISCALE = (1.0, 1.0 / math.sqrt(2.0), 0.5)
 DTYPES = ("float16", "float32")
 SALIENCY = ("spectral", "fine")
@@ -106,7 +102,7 @@ def extract(
     pca_whiten: bool = False,
     pca_from: str | Path | None = None,
     restart: bool = False,
-    progress: bool = False,
+    progress: Progress | None = None,
     on_chunk: Callable[[int], None] | None = None,
 ) -> dict[str, Path]:
     """Extract one store per pooling into ``out/<pooling>/``; returns pooling -> store folder.
@@ -116,18 +112,18 @@ def extract(
     as Ctrl-C would). ``threads`` is torch's CPU thread count during the run
     (default: every core this process may use). ``restart`` discards an
     unfinished extraction made with other settings instead of refusing to mix
-    the two. ``progress`` shows a rich progress bar with images/s on stderr.
+    the two. ``progress`` is told of every image done (:mod:`bpcr.progress`).
     """
     out = Path(out)
     _check_options(size, resize, dtype, batch_size, chunk_batches, scales, saliency, shard, pca_whiten, pca_from)
     specs = _pooling_specs(poolings, pooling_params or {}, saliency)
     man = read_manifest(manifest)
-    dev = _device(device)
+    dev = resolve_device(device)
     net = load_backbone(backbone, weights, layer)
     rows_total = len(man)
     chunk_rows = batch_size * chunk_batches
     first, last = _shard_chunks(rows_total, chunk_rows, shard)
-    shapes = [_target_shape(w, h, size, resize, net.stride) for w, h in zip(man.widths, man.heights)]
+    shapes = [target_shape(w, h, size, resize, net.stride) for w, h in zip(man.widths, man.heights)]
     precision = "float16" if dev.type == "cuda" else "float32"
     config = {
         **net.meta(), "input_size": size, "resize": resize, "interpolation": "bicubic",
@@ -142,20 +138,15 @@ def extract(
     chunks = range(first, last)
     todo = [c for c in chunks if c not in partial.done()]
     if todo:
-        saved_threads = torch.get_num_threads()
-        if dev.type == "cpu":
-            torch.set_num_threads(max(1, threads or _cores()))
-            _keep_freed_memory()
         shard_rows = _rows_in(chunks, chunk_rows, rows_total)
         try:
-            _run_chunks(man, shapes, net, specs, todo, chunk_rows, batch_size, scales, flip, dev, precision, partial,
-                        workers, _Progress(progress, shard_rows, shard_rows - _rows_in(todo, chunk_rows, rows_total)),
-                        on_chunk)
+            with cpu_threads(dev, threads), start(progress, "extract", shard_rows,
+                                                  shard_rows - _rows_in(todo, chunk_rows, rows_total)) as advance:
+                _run_chunks(man, shapes, net, specs, todo, chunk_rows, batch_size, scales, flip, dev, precision,
+                            partial, workers, advance, on_chunk)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"finished chunks are kept in {partial.path}; "
                                     "run the same command again to resume") from None
-        finally:
-            torch.set_num_threads(saved_threads)
     rows = [min(first * chunk_rows, rows_total), min(last * chunk_rows, rows_total)]
     meta = {**config, "compute": {"device": dev.type, "precision": precision, "torch": torch.__version__},
             "bpcr_version": __version__,
@@ -215,136 +206,29 @@ def merge(
     return result
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"I/N"`` -> (I, N), 1 <= I <= N; BadInput otherwise."""
-    try:
-        i, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise BadInput(None, None, f"--shard must look like I/N (e.g. 2/4), got {text!r}") from None
-    if not 1 <= i <= n:
-        raise BadInput(None, None, f"--shard I/N needs 1 <= I <= N, got {text!r}")
-    return i, n
-
-
-def parse_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``["gem.p=4", "grmaac.q=[0.5,0.5,1]"]`` -> {"gem": {"p": 4}, ...}; values read as JSON, else text."""
-    import json
-
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        pooling, dot, name = key.partition(".")
-        if not sep or not dot or not pooling or not name:
-            raise BadInput(None, None, f"--param must look like POOLING.KEY=VALUE (e.g. gem.p=4), got {item!r}")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        out.setdefault(pooling.strip(), {})[name.strip()] = parsed
-    return out
-
-
 # --------------------------------------------------------------------------
 # the forward loop
 # --------------------------------------------------------------------------
 
-class _Images(Dataset):
-    """Decodes, resizes and (when asked) computes saliency, in a loader worker."""
-
-    def __init__(self, paths: Sequence[Path], shapes: Sequence[tuple[int, int]], saliency: str | None) -> None:
-        self.paths = paths
-        self.shapes = shapes
-        self.saliency = saliency
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, row: int) -> tuple[int, torch.Tensor | None, np.ndarray | None, str]:
-        try:
-            image = load_rgb(self.paths[row])
-        except ImageError as exc:
-            return row, None, None, exc.reason
-        h, w = self.shapes[row]
-        # reducing_gap=3 shrinks big images by a box filter first: several
-        # times faster, visually the same as a direct bicubic resize.
-        pixels = np.asarray(image.resize((w, h), Image.BICUBIC, reducing_gap=3.0))
-        sal = None
-        if self.saliency is not None:
-            from .saliency import saliency_map
-
-            sal = saliency_map(pixels, self.saliency)
-        return row, torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), sal, ""
-
-
-@dataclass
-class _Batch:
-    """One planned batch after decoding: its readable rows stacked, its unreadable rows with reasons."""
-
-    rows: list[int]
-    images: torch.Tensor | None  # (b, 3, H, W) uint8
-    maps: np.ndarray | None  # (b, H, W) float32 saliency
-    failed: dict[int, str]
-
-    def pin_memory(self) -> "_Batch":
-        # DataLoader(pin_memory=True) calls this, so the copy to the GPU can overlap.
-        if self.images is not None:
-            self.images = self.images.pin_memory()
-        return self
-
-
-def _collate(items: list) -> _Batch:
-    # Stacking here, in the worker, sends one shared-memory tensor per batch
-    # to the main process instead of one per image. A planned batch holds one
-    # resized shape only, so the images always stack.
-    good = [it for it in items if it[1] is not None]
-    return _Batch(rows=[it[0] for it in good],
-                  images=torch.stack([it[1] for it in good]) if good else None,
-                  maps=np.stack([it[2] for it in good]) if good and good[0][2] is not None else None,
-                  failed={it[0]: it[3] for it in items if it[1] is None})
-
-
-def _init_worker(_: int) -> None:
-    # The main process owns the cores for the model; each worker decodes on one.
-    torch.set_num_threads(1)
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:
-        pass
-
-
 def _run_chunks(man: Manifest, shapes: list[tuple[int, int]], net: Backbone, specs: list[PoolingSpec],
                 todo: list[int], chunk_rows: int, batch_size: int, scales: Sequence[float], flip: bool,
-                dev: torch.device, precision: str, partial: PartialStore, workers: int | None, bar: "_Progress",
+                dev: torch.device, precision: str, partial: PartialStore, workers: int | None, advance: Advance,
                 on_chunk: Callable[[int], None] | None) -> None:
     batches: list[list[int]] = []
     owner: list[int] = []
     for c in todo:
-        for batch in _chunk_batches(c, chunk_rows, batch_size, len(man), shapes):
+        for batch in batches_of_chunk(c, chunk_rows, batch_size, len(man), shapes):
             batches.append(batch)
             owner.append(c)
     left = Counter(owner)
     mask_method = next((s.mask for s in specs if s.mask), None)
-    if workers is None:
-        # On the CPU the model's threads already use every core, and a decoding worker
-        # that preempts one of them stalls the whole batch: on 2 cores, decoding in the
-        # main process measured 0.79-0.97 of model-only speed, two workers 0.72-0.76.
-        # Workers pay off once there are cores to spare, or when the model is on a GPU.
-        workers = _cores() if dev.type != "cpu" else _cores() // 4
-    workers = max(0, workers)
-    # forkserver, not fork: forking a process whose torch/OpenMP threads hold locks can leave
-    # a worker deadlocked on a lock no thread will ever release.
-    loader = DataLoader(_Images(man.paths, shapes, mask_method), batch_sampler=batches, num_workers=workers,
-                        collate_fn=_collate, worker_init_fn=_init_worker if workers else None,
-                        multiprocessing_context="forkserver" if workers else None,
-                        pin_memory=dev.type == "cuda", prefetch_factor=4 if workers else None)
+    loader = batch_loader(man.paths, shapes, batches, mask_method, workers, dev)
     net = net.to(dev)
     if dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     done: dict[int, list[tuple[list[int], dict[str, np.ndarray]]]] = {c: [] for c in todo}
     fails: dict[int, dict[int, str]] = {c: {} for c in todo}
-    with bar, _deterministic(dev):
+    with deterministic(dev):
         for number, batch in enumerate(loader):
             c = owner[number]
             fails[c].update(batch.failed)
@@ -352,7 +236,7 @@ def _run_chunks(man: Manifest, shapes: list[tuple[int, int]], net: Backbone, spe
                 x = batch.images.to(dev, non_blocking=True)
                 maps = torch.from_numpy(batch.maps).to(dev) if batch.maps is not None else None
                 done[c].append((batch.rows, _describe(net, x, maps, specs, scales, flip, dev, precision)))
-            bar.advance(len(batch.rows) + len(batch.failed))
+            advance(len(batch.rows) + len(batch.failed))
             left[c] -= 1
             if left[c] == 0:
                 partial.write_chunk(_gather(c, done.pop(c), fails.pop(c), man, specs, net.dim))
@@ -420,28 +304,6 @@ def _rows_in(chunks: Sequence[int] | range, chunk_rows: int, rows: int) -> int:
     return sum(max(0, min((c + 1) * chunk_rows, rows) - c * chunk_rows) for c in chunks)
 
 
-def _chunk_batches(c: int, chunk_rows: int, batch_size: int, rows: int,
-                   shapes: Sequence[tuple[int, int]]) -> list[list[int]]:
-    """The batches of chunk ``c``: equal resized shapes together, manifest order within a shape."""
-    members = sorted(range(c * chunk_rows, min((c + 1) * chunk_rows, rows)), key=lambda r: (shapes[r], r))
-    batches: list[list[int]] = []
-    for r in members:
-        if batches and len(batches[-1]) < batch_size and shapes[batches[-1][0]] == shapes[r]:
-            batches[-1].append(r)
-        else:
-            batches.append([r])
-    return batches
-
-
-def _target_shape(width: int, height: int, size: int, resize: str, stride: int) -> tuple[int, int]:
-    """(h, w) an image is resized to; "aspect": longer side = size, shorter rounded to the stride."""
-    if resize == "square" or width <= 0 or height <= 0:
-        return size, size
-    short = max(stride, round(size * min(width, height) / max(width, height) / stride) * stride)
-    short = min(short, size)
-    return (size, short) if height >= width else (short, size)
-
-
 def _pooling_specs(names: Sequence[str], params: Mapping[str, Mapping[str, Any]],
                    saliency: str | None) -> list[PoolingSpec]:
     if not names:
@@ -485,118 +347,16 @@ def _check_options(size: int, resize: str, dtype: str, batch_size: int, chunk_ba
         raise BadInput(None, None, "--pca-whiten learns a whitening, --pca-from applies one: choose one")
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInput(None, None, f"device {device!r} asked for, but no CUDA GPU is available")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise BadInput(None, None, f"unknown device {device!r}; use auto, cpu or cuda[:N]") from None
-
-
-def _keep_freed_memory() -> None:
-    """Stop glibc from handing large freed blocks back to the OS after every forward pass.
-
-    A CNN's activations are large, short-lived blocks; by default glibc serves them
-    with mmap and returns them with munmap, so each batch page-faults (and zeroes)
-    its activations anew. Measured on 2 CPU cores with EfficientNet-Lite0 at 224 px:
-    27 -> 68 images/s, system time 7 s -> 1 s per 160 images. No effect off glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, 1 << 30)
-    mallopt(m_trim_threshold, (1 << 31) - 1)
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
-class _deterministic:
-    """cuDNN picks algorithms by timing unless told not to, which changes result bits between runs."""
-
-    def __init__(self, dev: torch.device) -> None:
-        self.cuda = dev.type == "cuda"
-
-    def __enter__(self) -> None:
-        if self.cuda:
-            self.saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
-
-    def __exit__(self, *exc: object) -> None:
-        if self.cuda:
-            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = self.saved
-
-
 # --------------------------------------------------------------------------
-# finishing a store: assembly, whitening, merge checks
+# finishing a store, merge checks
 # --------------------------------------------------------------------------
 
 def _finish_store(dest: Path, ids: list[str], blocks, dim: int, dtype: str, meta: dict, failed: dict[str, str],
                   pca_whiten: bool, pca_from: str | Path | None, pooling: str) -> None:
-    if not (pca_whiten or pca_from):
-        write_store_blocks(dest, ids, blocks, dim, dtype, meta, failed)
-        return
-    # The whitening is learned from the store as saved (after the dtype cast),
-    # so a single run and merged shards learn exactly the same one.
-    raw = write_store_blocks(dest.with_name(f".{dest.name}.raw"), ids, blocks, dim, dtype, meta, failed)
-    if pca_whiten:
-        whitening = learn_whitening(raw.features)
-        origin = "this store"
+    if pca_whiten or pca_from:
+        whiten_store(dest, ids, blocks, dim, dtype, meta, failed, None if pca_whiten else pca_from, pooling)
     else:
-        source = Path(pca_from)  # type: ignore[arg-type]
-        whitening = read_whitening(source / pooling if (source / pooling).is_dir() else source)
-        origin = str(source)
-        if whitening.mean.shape[0] != dim:
-            raise BadInput(source, None, f"whitening is for {whitening.mean.shape[0]}-d features, these have {dim}")
-    data = whitening.to_bytes()
-    meta = {**meta, "normalisation": "l2, pca-whiten, l2",
-            "whitening": {"learned_on": origin, "sha256": hashlib.sha256(data).hexdigest(), "dim_in": dim}}
-    write_store_blocks(dest, ids, (apply_whitening(b, whitening) for b in iter_blocks(raw.features, 4096)),
-                       whitening.components.shape[0], dtype, meta, failed, extra_files={"pca.npz": data})
-    shutil.rmtree(raw.path)
-
-
-def learn_whitening(features: np.ndarray, max_dim: int | None = None) -> Whitening:
-    """PCA-whitening learned on a store's rows, (N, D) -> :class:`Whitening` with K <= min(D, N-1) components.
-
-    scikit-learn ``PCA(whiten=True)``; components whose variance is
-    numerically zero (N <= D leaves some) are dropped, since whitening would
-    blow them up.
-    """
-    from sklearn.decomposition import PCA
-
-    x = np.asarray(features, dtype=np.float32)
-    n, d = x.shape
-    if n < 2:
-        raise BadInput(None, None, f"PCA-whitening needs at least 2 images, the store has {n}")
-    k = min(d, n - 1, max_dim or d)
-    pca = PCA(n_components=k, whiten=True, svd_solver="covariance_eigh" if n > d else "full", random_state=0).fit(x)
-    var = pca.explained_variance_.astype(np.float64)
-    keep = var > var.max() * 1e-10
-    return Whitening(pca.mean_.astype(np.float64), pca.components_[keep].astype(np.float64), var[keep])
-
-
-def apply_whitening(x: np.ndarray, w: Whitening) -> np.ndarray:
-    """(N, D) -> (N, K): (x - mean) @ components.T / sqrt(variance), then L2-normalised, in float64."""
-    y = (np.asarray(x, dtype=np.float64) - w.mean) @ w.components.T / np.sqrt(w.explained_variance)
-    norms = np.linalg.norm(y, axis=1, keepdims=True)
-    return (y / np.maximum(norms, 1e-12)).astype(np.float32)
+        write_store_blocks(dest, ids, blocks, dim, dtype, meta, failed)
 
 
 def _stores_in(path: Path) -> dict[str, Path]:
@@ -642,33 +402,3 @@ def _jsonable(value: Any) -> Any:
 def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
-
-class _Progress:
-    """A rich progress bar with images/s on stderr, or nothing."""
-
-    def __init__(self, enabled: bool, total: int, completed: int) -> None:
-        self.enabled = enabled
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                                console=Console(stderr=True))
-            self.task = self.bar.add_task("extract", total=total, completed=completed, rate="")
-            self.start, self.count = time.perf_counter(), 0
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)
-
-    def advance(self, n: int) -> None:
-        if self.enabled:
-            self.count += n
-            rate = self.count / max(time.perf_counter() - self.start, 1e-9)
-            self.bar.update(self.task, advance=n, rate=f"{rate:.1f} images/s")

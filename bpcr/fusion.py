@@ -1,18 +1,29 @@
-"""Fusion kernels: reciprocal rank fusion, Borda count, CombSUM and CombMNZ.
+"""Fusion kernels, in two families: similarity fusions and run fusions.
 
-Each method is a pure function of one query's :class:`QueryTable` (the candidates
-every input run lists for that query) and a weight matrix ``weights: (W, R)``
-(W weightings of R runs at once, so a weight grid is scored in one pass); it
-returns fused scores ``(W, C)``, higher is better. Methods are looked up by name
-in :data:`FUSIONS`, so ``--method rrf`` and a config's ``method = "rrf"`` reach
-the same code.
+**Similarity fusions** combine, per database image, the similarities S_s that S
+feature sets give it (``bpcr search`` with several indexes). They are looked up
+by name in :data:`SIMILARITY_FUSIONS`:
+
+- ``sum``: S = sum_s p_s * S_s, paper 003 (``seeds/003_*.txt``) eq 16;
+- ``product``: S = prod_s (1 + alpha_s * S_s), paper 001 (``seeds/001_*.txt``) eq 8,
+  defined there on cosine similarities, so only cosine indexes may be multiplied
+  (with negative distances a factor can change sign and invert the order).
+
+**Run fusions** combine finished runs (``bpcr ensemble``): reciprocal rank
+fusion, Borda count, CombSUM and CombMNZ. Each is a pure function of one query's
+:class:`QueryTable` (the candidates every input run lists for that query) and a
+weight matrix ``weights: (W, R)`` (W weightings of R runs at once, so a weight
+grid is scored in one pass); it returns fused scores ``(W, C)``, higher is
+better. They are looked up by name in :data:`RUN_FUSIONS`, so ``--method rrf``
+and a config's ``method = "rrf"`` reach the same code.
 
 For run r with weight w_r, a document d at 1-based position rank_r(d) of a list
 of depth n_r, in a query whose candidate pool (all distinct documents any input
 lists) has size C:
 
 - ``rrf``     (Cormack et al., SIGIR 2009): score = sum_r w_r / (k + rank_r(d));
-  a run that does not list d adds 0.
+  a run that does not list d adds 0. Its constant k is ``rrf_k`` in Python APIs
+  and ``"k"`` (:data:`RRF_K_KEY`) in a method's parameters and in the JSON written.
 - ``borda``   (Aslam & Montague, SIGIR 2001, as in ranx's BordaFuse): a listed
   document gets C - rank + 1 points (the top gets C); the C - n_r documents the
   run does not list share the remaining points 1..C - n_r equally, i.e. each gets
@@ -43,9 +54,56 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from .errors import BadInput
+
 # Below this a fused score is float noise from cancellation (z-scores), not a preference.
 _ZERO = 1e-12
 _DIGITS = 8
+
+
+# ---------------------------------------------------------------- similarity fusions
+
+
+def fuse_sum(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Paper 003 eq 16: S = sum_s p_s * S_s. scores (S, ...), weights (S,) -> (...)."""
+    scores = np.asarray(scores)
+    return np.tensordot(np.asarray(weights, dtype=scores.dtype), scores, axes=1)
+
+
+def fuse_product(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Paper 001 eq 8: S = prod_s (1 + alpha_s * S_s). scores (S, ...), weights (S,) -> (...).
+
+    The paper prints one alpha but sets it per network (3 for DenseNet201, 1 for
+    SE-ResNet152), so alpha is a weight per feature set.
+    """
+    scores = np.asarray(scores)
+    w = np.asarray(weights, dtype=scores.dtype).reshape((-1,) + (1,) * (scores.ndim - 1))
+    return np.prod(1.0 + w * scores, axis=0)
+
+
+@dataclass(frozen=True)
+class SimilarityFusion:
+    """A similarity fusion: its equation, its combining function, and whether it needs cosine similarities."""
+
+    name: str
+    equation: str
+    combine: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    cosine_only: bool
+
+
+SIMILARITY_FUSIONS: dict[str, SimilarityFusion] = {
+    "sum": SimilarityFusion("sum", "003 eq 16", fuse_sum, cosine_only=False),
+    "product": SimilarityFusion("product", "001 eq 8", fuse_product, cosine_only=True),
+}
+
+
+def get_similarity_fusion(name: str) -> SimilarityFusion:
+    if name not in SIMILARITY_FUSIONS:
+        raise BadInput(None, None, f"unknown fusion {name!r}; choose one of {', '.join(SIMILARITY_FUSIONS)}")
+    return SIMILARITY_FUSIONS[name]
+
+
+# ---------------------------------------------------------------- run fusions: normalisation
 
 
 def minmax(scores: np.ndarray) -> np.ndarray:
@@ -97,6 +155,9 @@ RANK_SCORES: dict[str, tuple[Callable[[int], np.ndarray], str]] = {
     "linear": (rank_linear, "(n - rank + 1) / n"),
     "reciprocal": (rank_reciprocal, "1 / rank"),
 }
+
+
+# ---------------------------------------------------------------- run fusions: tables and kernels
 
 
 @dataclass(frozen=True)
@@ -206,9 +267,14 @@ def combmnz(table: QueryTable, weights: np.ndarray) -> np.ndarray:
     return combsum(table, weights) * _listing_runs(table, weights)
 
 
+# RRF's constant k under its paper's name: the key of RunFusion.defaults and .grid,
+# and of the params and grid in the JSON written; Python APIs call it rrf_k.
+RRF_K_KEY = "k"
+
+
 @dataclass(frozen=True)
-class Fusion:
-    """A fusion method: its kernel, whether it reads scores (else only ranks), and
+class RunFusion:
+    """A run fusion method: its kernel, whether it reads scores (else only ranks), and
     the parameters tuned beside the weights with their grids and defaults."""
 
     name: str
@@ -218,12 +284,21 @@ class Fusion:
     grid: Mapping[str, tuple] = field(default_factory=dict)
 
 
-FUSIONS: dict[str, Fusion] = {
-    "rrf": Fusion("rrf", rrf, False, {"k": 60}, {"k": (10, 30, 60, 100)}),
-    "borda": Fusion("borda", borda, False),
-    "combsum": Fusion("combsum", combsum, True),
-    "combmnz": Fusion("combmnz", combmnz, True),
+RUN_FUSIONS: dict[str, RunFusion] = {
+    "rrf": RunFusion("rrf", rrf, False, {RRF_K_KEY: 60}, {RRF_K_KEY: (10, 30, 60, 100)}),
+    "borda": RunFusion("borda", borda, False),
+    "combsum": RunFusion("combsum", combsum, True),
+    "combmnz": RunFusion("combmnz", combmnz, True),
 }
+
+
+def get_run_fusion(method: str) -> RunFusion:
+    if method not in RUN_FUSIONS:
+        raise BadInput(None, None, f"unknown fusion method {method!r}; choose from {', '.join(RUN_FUSIONS)}")
+    return RUN_FUSIONS[method]
+
+
+# ---------------------------------------------------------------- run fusions: fused order
 
 
 def settle(scores: np.ndarray) -> np.ndarray:
@@ -237,19 +312,20 @@ def settle(scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def _raw(table: QueryTable, method: str, weights: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+def _raw(table: QueryTable, fusion: RunFusion, weights: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    scores = FUSIONS[method].kernel(table, weights, **params)
+    scores = fusion.kernel(table, weights, **params)
     return np.where(_listing_runs(table, weights) > 0, scores, -np.inf)
 
 
-def fuse_table(table: QueryTable, method: str, weights: np.ndarray, **params: float) -> np.ndarray:
+def fuse_table(table: QueryTable, fusion: RunFusion, weights: np.ndarray, **params: float) -> np.ndarray:
     """Settled fused scores (W, C) for W weightings ``weights: (W, R)``; -inf marks a
     document no nonzero-weight run lists (it is not in that fused list)."""
-    return settle(_raw(table, method, weights, params))
+    return settle(_raw(table, fusion, weights, params))
 
 
-def top_columns(table: QueryTable, method: str, weights: np.ndarray, n: int = 7, **params: float) -> np.ndarray:
+def top_columns(table: QueryTable, fusion: RunFusion, weights: np.ndarray, n: int = 7,
+                **params: float) -> np.ndarray:
     """The first ``n`` columns of ``order(fuse_table(...))``, -1 past the fused list's end: (W, *B, n).
 
     Equal to the full sort, but settles and sorts only the documents that can
@@ -257,7 +333,7 @@ def top_columns(table: QueryTable, method: str, weights: np.ndarray, n: int = 7,
     unit of its 8th digit, so only scores within that of the n-th raw score can
     tie with it or pass it.
     """
-    raw = _raw(table, method, weights, params)
+    raw = _raw(table, fusion, weights, params)
     if raw.shape[-1] <= n:
         near = np.ones(raw.shape, dtype=bool)
     else:

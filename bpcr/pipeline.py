@@ -15,7 +15,9 @@ Layout under the work folder ``WORK`` (``work`` in the config):
 
 - ``WORK/prepared/`` manifests (``database.csv``, ``queries.csv``), and for the
   demo the generated dataset itself in ``WORK/``;
-- ``WORK/features/<extract name>/{database,queries}/<pooling>/`` feature stores;
+- ``WORK/features/<extract name>/{database,queries}/<pooling>/`` feature stores
+  (an ``[[extract]]`` with ``database_parts = [...]`` merges shard folders made by
+  ``bpcr extract --shard I/N`` into its database stores instead of extracting them);
 - ``WORK/indexes/<extract name>-<pooling>-<metric>/`` search indexes;
 - ``WORK/text-index/``, ``WORK/sift-cache/``;
 - runs in ``submissions`` (config key, default ``submissions/``), the
@@ -33,6 +35,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import BadInput
 from .fileio import sha256_file, write_json_atomic
+from .progress import Progress
 
 STAGES = ("prepare", "extract", "search", "refine", "rerank", "ensemble", "score")
 SETS = ("database", "queries")
@@ -96,7 +99,8 @@ def _check_kwargs(config_path: Path, table: str, func: Callable, options: Mappin
 
 
 class Pipeline:
-    def __init__(self, config_path: str | Path, force: bool = False, log: Callable[[str], None] = print) -> None:
+    def __init__(self, config_path: str | Path, force: bool = False, log: Callable[[str], None] = print,
+                 progress: Progress | None = None) -> None:
         self.config_path = Path(config_path)
         self.config = load_config(self.config_path)
         # Relative paths in a config are relative to the current folder, like the CLI's.
@@ -105,6 +109,7 @@ class Pipeline:
         self.leaderboard = Path(self.config.get("leaderboard", "leaderboard.md"))
         self.force = force
         self.log = log
+        self.progress = progress
         self.keys: dict[str, str] = {}
         self.result = PipelineResult()
         self.gt: Path | None = None
@@ -153,41 +158,43 @@ class Pipeline:
 
     def validate(self) -> None:
         """Check the whole config before any stage runs: option names, references, run names."""
-        from .demo import generate_demo
+        from .demo import prepare_demo
         from .ensemble import ensemble
         from .extract import extract
         from .index import build_index
+        from .prepare import prepare
         from .refine import refine
         from .rerank import rerank
         from .search import search
         from .textindex import build_text_index
 
-        prepare = dict(self.config.get("prepare", {}))
-        if prepare.pop("demo", False):
-            _check_kwargs(self.config_path, "prepare", generate_demo, prepare, {"out"})
+        options = dict(self.config.get("prepare", {}))
+        if options.pop("demo", False):
+            _check_kwargs(self.config_path, "prepare", prepare_demo, options, {"out", "progress"})
         else:
             for required in ("db", "queries"):
-                if required not in prepare:
+                if required not in options:
                     raise BadInput(self.config_path, None, f"[prepare] needs {required!r} (or demo = true)")
-            extra = sorted(set(prepare) - {"db", "descriptions", "queries", "gt"})
-            if extra:
-                raise BadInput(self.config_path, None, f"[prepare] unknown option {extra[0]!r}")
-        _check_kwargs(self.config_path, "index", build_index, self.config.get("index", {}), {"store_path", "out", "log"})
+            _check_kwargs(self.config_path, "prepare", prepare, options, {"out", "progress"})
+        _check_kwargs(self.config_path, "index", build_index, self.config.get("index", {}), {"store", "out", "log"})
         _check_kwargs(self.config_path, "text_index", build_text_index, self.config.get("text_index", {}),
-                      {"manifest_path", "out", "force"})
+                      {"manifest", "out", "force"})
         for entry in self.config.get("extract", []):
             name = self._run_name("extract", entry)
             if "poolings" not in entry or "backbone" not in entry:
                 raise BadInput(self.config_path, None, f"[extract {name}] needs backbone and poolings")
-            _check_kwargs(self.config_path, f"extract {name}", extract, _without(entry, "name"),
+            parts = entry.get("database_parts", [])
+            if not isinstance(parts, list) or not all(isinstance(part, str) for part in parts):
+                raise BadInput(self.config_path, None, f"[extract {name}] database_parts must be a list of folders")
+            _check_kwargs(self.config_path, f"extract {name}", extract, _without(entry, "name", "database_parts"),
                           {"manifest", "out", "progress", "on_chunk"})
         runs: set[str] = set()
-        tables = [("search", search, {"indexes", "queries", "name", "out_dir", "log"}, ("name", "features")),
-                  ("refine", refine, {"run_path", "text_index", "db_store", "query_store", "name", "out_dir"},
+        tables = [("search", search, {"indexes", "queries", "name", "out", "log"}, ("name", "features")),
+                  ("refine", refine, {"run_path", "text_index", "db_store", "query_store", "name", "out"},
                    ("name", "input", "features")),
-                  ("rerank", rerank, {"run_path", "db_manifest", "query_manifest", "name", "out_dir", "cache_dir"},
-                   ("name", "input")),
-                  ("ensemble", ensemble, {"run_paths", "name", "out_dir", "tune_on"}, ("name", "inputs", "tune"))]
+                  ("rerank", rerank, {"run_path", "db_manifest", "query_manifest", "name", "out", "cache_dir",
+                                      "progress"}, ("name", "input")),
+                  ("ensemble", ensemble, {"run_paths", "name", "out", "tune_on"}, ("name", "inputs", "tune"))]
         for table, func, reserved, own in tables:
             for entry in self.config.get(table, []):
                 name = self._run_name(table, entry)
@@ -212,50 +219,53 @@ class Pipeline:
     # ------------------------------------------------------------ stages
 
     def prepare(self) -> None:
-        from .prepare import prepare
-
         options = dict(self.config.get("prepare", {}))
         prepared = self.work / "prepared"
         outputs = [prepared / "database.csv", prepared / "queries.csv", prepared / "summary.json"]
         if options.pop("demo", False):
-            from .demo import generate_demo
-
-            def action() -> None:
-                generate_demo(self.work, **options)
-                prepare(self.work / "database", self.work / "descriptions.csv", self.work / "queries",
-                        self.work / "ground_truth.csv", prepared)
+            from .demo import generator_digest, prepare_demo
 
             # The generator's own source is part of the key: a changed generator is a changed dataset.
-            generator = sha256_file(inspect.getsourcefile(generate_demo))
-            self._step("prepare", "demo", _key("demo", options, generator), outputs, action)
+            self._step("prepare", "demo", _key("demo", options, generator_digest()), outputs,
+                       lambda: prepare_demo(self.work, progress=self.progress, **options))
             self.gt = self.work / "ground_truth.csv"
         else:
-            gt = options.get("gt")
+            from .prepare import prepare
+
+            paths = {k: Path(v) if k in ("db", "descriptions", "queries", "gt") else v for k, v in options.items()}
             # A real dataset is always re-checked: prepare's own cache makes that fast.
             start = time.perf_counter()
-            prepare(Path(options["db"]), Path(options["descriptions"]) if options.get("descriptions") else None,
-                    Path(options["queries"]), Path(gt) if gt else None, prepared)
+            prepare(out=prepared, progress=self.progress, **paths)
             self.result.times.append(StageTime("prepare", "dataset", time.perf_counter() - start, False))
-            self.gt = Path(gt) if gt else None
+            self.gt = paths.get("gt")
         self.keys["prepare"] = _key(*(sha256_file(p) for p in outputs[:2]))
         self.manifests = {"database": prepared / "database.csv", "queries": prepared / "queries.csv"}
 
     def extract(self) -> None:
-        from .extract import extract
+        from .extract import extract, merge
 
         for entry in self.config.get("extract", []):
             name = self._run_name("extract", entry)
-            options = {k: v for k, v in entry.items() if k != "name"}
+            options = {k: v for k, v in entry.items() if k not in ("name", "database_parts")}
+            parts = entry.get("database_parts")
             for which in SETS:
                 kwargs = dict(options)
                 if which == "queries" and kwargs.get("pca_whiten"):
                     kwargs["pca_whiten"] = False
                     kwargs["pca_from"] = str(self.work / "features" / name / "database")
-                key = _key("extract", kwargs, self.keys["prepare"], which)
                 outputs = [self.store(name, which, p) / "meta.json" for p in options["poolings"]]
                 out = self.work / "features" / name / which
-                self._step("extract", f"{name}-{which}", key, outputs,
-                           lambda out=out, which=which, kwargs=kwargs: extract(self.manifests[which], out, progress=True, **kwargs))
+                if which == "database" and parts:
+                    # Shards made elsewhere (`bpcr extract --shard I/N`): their stores are the key.
+                    shard_files = sorted(str(f) for part in parts for f in Path(part).glob("*/meta.json"))
+                    key = _key("merge", kwargs, parts, [sha256_file(f) for f in shard_files])
+                    action = lambda out=out, kwargs=kwargs: merge(
+                        parts, out, pca_whiten=bool(kwargs.get("pca_whiten")))
+                else:
+                    key = _key("extract", kwargs, self.keys["prepare"], which)
+                    action = lambda out=out, which=which, kwargs=kwargs: extract(
+                        self.manifests[which], out, progress=self.progress, **kwargs)
+                self._step("extract", f"{name}-{which}", key, outputs, action)
                 self.keys[f"extract:{name}:{which}"] = key
 
     def search(self) -> None:
@@ -283,7 +293,8 @@ class Pipeline:
             key = _key("search", options, upstream)
             self._step("search", name, key, [self.run_path(name)],
                        lambda i=indexes, q=queries, n=name, o=options: search(
-                           i if len(i) > 1 else i[0], q if len(q) > 1 else q[0], n, self.submissions, log=self.log, **o))
+                           i if len(i) > 1 else i[0], q if len(q) > 1 else q[0], n, self.submissions, log=self.log,
+                           **o))
             self.keys[f"run:{name}"] = key
             self.result.runs.append(self.run_path(name))
 
@@ -327,7 +338,7 @@ class Pipeline:
             self._step("rerank", name, key, [self.run_path(name)],
                        lambda r=run, n=name, o=options: rerank(
                            r, self.manifests["database"], self.manifests["queries"], n, self.submissions,
-                           cache_dir=self.work / "sift-cache", **o))
+                           cache_dir=self.work / "sift-cache", progress=self.progress, **o))
             self.keys[f"run:{name}"] = key
             self.result.runs.append(self.run_path(name))
 
@@ -349,7 +360,7 @@ class Pipeline:
                 options["tune_on"] = self.gt
             key = _key("ensemble", options, keys)
             self._step("ensemble", name, key, [self.run_path(name)],
-                       lambda p=paths, n=name, o=options: ensemble(p, name=n, out_dir=self.submissions, **o))
+                       lambda p=paths, n=name, o=options: ensemble(p, name=n, out=self.submissions, **o))
             self.keys[f"run:{name}"] = key
             self.result.runs.append(self.run_path(name))
 
@@ -376,6 +387,10 @@ class Pipeline:
         return self.result
 
 
-def run_pipeline(config: str | Path, force: bool = False, log: Callable[[str], None] = print) -> PipelineResult:
-    """Run every stage of ``config`` in order; returns the runs written and the time per stage."""
-    return Pipeline(config, force=force, log=log).run()
+def run_pipeline(config: str | Path, force: bool = False, log: Callable[[str], None] = print,
+                 progress: Progress | None = None) -> PipelineResult:
+    """Run every stage of ``config`` in order; returns the runs written and the time per stage.
+
+    ``progress`` (see :mod:`bpcr.progress`) is passed to the stages that report it.
+    """
+    return Pipeline(config, force=force, log=log, progress=progress).run()

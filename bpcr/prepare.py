@@ -25,27 +25,8 @@ Image folders:
   is meant cannot be known.
 - Every other file is decoded in full by :func:`bpcr.images.check_image`.
 
-Descriptions CSV (read strictly as UTF-8; bad bytes are :class:`BadInput`):
-
-- The first non-blank record is the header. It must have at least two non-empty
-  cells; a first record starting with the ID of a database file means the header
-  is missing. Both are :class:`BadInput`.
-- Column 1 is the image ID (spaces around it stripped), column 2 the
-  description; further columns are ignored. Quoted commas and quoted line
-  breaks are kept; runs of whitespace, line breaks included, become one space.
-- Non-English text is kept as it is (``non_ascii`` counts it); filtering by
-  language is a later stage's choice.
-- A record shorter than the header has its missing cells taken as empty (writers
-  drop trailing empty cells). With a two-column header, a longer record holds an
-  unquoted comma: its extra cells are joined back with ``,`` and counted. With a
-  wider header a longer record is ambiguous and skipped (``bad_columns``).
-- A record with an invalid ID is skipped and counted; a repeated ID keeps its
-  first record and the repeats are counted. If more than half of the records are
-  skipped, the file is not an ``id,description`` CSV: :class:`BadInput` naming
-  the first bad line.
-- Empty descriptions are kept and counted; a usable database image with no
-  record gets an empty description (counted); records whose ID has no usable
-  database image are counted.
+Descriptions CSV (optional): read and checked by :mod:`bpcr.descriptions`,
+whose docstring gives every rule.
 
 Ground truth (optional) is read with :func:`bpcr.gt.read_ground_truth` (its
 format errors are :class:`BadInput`); queries without a usable query image and
@@ -65,13 +46,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import __version__
+from .descriptions import DescriptionStats, description_warnings, link_descriptions, read_descriptions
 from .errors import BadInput
 from .fileio import atomic_path, write_json_atomic, write_text_atomic
 from .gt import read_ground_truth
 from .ids import is_valid_id
 from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, check_image
 from .manifest import write_manifest
-from .textio import read_lines
+from .progress import Progress, start
 
 CACHE_NAME = ".check_cache.json"
 CACHE_VERSION = 1
@@ -89,29 +71,6 @@ class SetSummary:
     usable: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     notes: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class DescriptionStats:
-    """What the descriptions CSV held; ``*_first_line`` is 1-based, 0 when none."""
-
-    file: str | None = None
-    rows: int = 0
-    used: int = 0
-    empty: int = 0
-    non_ascii: int = 0
-    invalid_id: int = 0
-    invalid_id_first_line: int = 0
-    bad_columns: int = 0
-    bad_columns_first_line: int = 0
-    unquoted_commas: int = 0
-    unquoted_commas_first_line: int = 0
-    duplicates: int = 0
-    duplicates_first_line: int = 0
-    without_image: int = 0
-    without_image_examples: list[str] = field(default_factory=list)
-    images_without_description: int = 0
-    images_without_description_examples: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -160,28 +119,30 @@ class _File:
     key: str  # path relative to the output folder, POSIX separators
 
 
-def prepare(db_dir: Path, descriptions: Path | None, queries_dir: Path, gt: Path | None, out: Path,
-            workers: int | None = None, progress: bool = True, max_pixels: int = MAX_PIXELS) -> PrepareSummary:
+def prepare(db: Path, descriptions: Path | None, queries: Path, gt: Path | None, out: Path,
+            workers: int | None = None, progress: Progress | None = None,
+            max_pixels: int = MAX_PIXELS) -> PrepareSummary:
     """Check every image of a dataset and write manifests and reports to ``out``.
 
-    ``workers`` processes decode images (default: one per CPU). See the module
+    ``workers`` processes decode images (default: one per CPU); ``progress``
+    is told of every image checked (:mod:`bpcr.progress`). See the module
     docstring for every rule applied to files, descriptions and ground truth.
     """
     started = time.perf_counter()
-    db_dir, queries_dir, out = Path(db_dir), Path(queries_dir), Path(out)
-    for folder in (db_dir, queries_dir):
+    db, queries, out = Path(db), Path(queries), Path(out)
+    for folder in (db, queries):
         _check_folder(folder)
     out_resolved = out.resolve()
-    if out_resolved in (db_dir.resolve(), queries_dir.resolve()):
+    if out_resolved in (db.resolve(), queries.resolve()):
         raise BadInput(out, None, "output folder must not be an image folder")
     if out.exists() and not out.is_dir():
         raise BadInput(out, None, "output path exists and is not a folder")
 
-    db_set, db_files, db_rejected = _scan(db_dir, "database", out_resolved)
-    q_set, q_files, q_rejected = _scan(queries_dir, "queries", out_resolved)
+    db_set, db_files, db_rejected = _scan(db, "database", out_resolved)
+    q_set, q_files, q_rejected = _scan(queries, "queries", out_resolved)
     # Text inputs are read before any image is decoded, so their errors come in seconds.
     db_stems = {f.path.stem for f in db_files} | {r[1] for r in db_rejected if r[1]}
-    desc_map, desc_stats = (_read_descriptions(Path(descriptions), db_stems) if descriptions is not None
+    desc_map, desc_stats = (read_descriptions(Path(descriptions), db_stems) if descriptions is not None
                             else ({}, DescriptionStats()))
     gt_data = read_ground_truth(gt) if gt is not None else None
 
@@ -206,7 +167,7 @@ def prepare(db_dir: Path, descriptions: Path | None, queries_dir: Path, gt: Path
         summary.notes = dict(sorted(Counter(n for f in usable[name] for n in infos[f.key]["notes"]).items()))
 
     db_ids = {f.id for f in usable["database"]}
-    _link_descriptions(desc_map, desc_stats, db_ids)
+    link_descriptions(desc_map, desc_stats, db_ids, EXAMPLES)
     for name, manifest_name in (("database", "database.csv"), ("queries", "queries.csv")):
         chosen = usable[name]
         write_manifest(out / manifest_name, [f.id for f in chosen], [f.path for f in chosen],
@@ -282,7 +243,7 @@ def _kind(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-def _check_all(files: list[_File], out: Path, workers: int | None, progress: bool,
+def _check_all(files: list[_File], out: Path, workers: int | None, progress: Progress | None,
                max_pixels: int) -> tuple[dict[str, dict[str, Any]], int, int]:
     """Check result per file key, from the cache or by decoding; also how many of each."""
     cache_path = out / CACHE_NAME
@@ -319,24 +280,18 @@ def _check_all(files: list[_File], out: Path, workers: int | None, progress: boo
     return results, len(todo), len(files) - len(todo) - failed_stat
 
 
-def _run_checks(todo: list[tuple[str, str]], workers: int | None, progress: bool,
+def _run_checks(todo: list[tuple[str, str]], workers: int | None, progress: Progress | None,
                 max_pixels: int) -> Iterable[tuple[str, dict[str, Any]]]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     workers = max(1, workers or os.cpu_count() or 1)
     # Small sets still spread over every worker; large ones go in CHUNK-sized tasks.
     size = max(1, min(CHUNK, -(-len(todo) // (4 * workers))))
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     workers = min(workers, max(1, len(chunks)))
-    bar = Progress(TextColumn("checking images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), console=Console(stderr=True), disable=not progress or not todo)
-    with bar:
-        task = bar.add_task("check", total=len(todo))
+    with start(progress, "checking images", len(todo)) as advance:
         if workers == 1:
             for chunk in chunks:
                 done = _check_chunk(chunk, max_pixels)
-                bar.advance(task, len(done))
+                advance(len(done))
                 yield from done
             return
         import multiprocessing
@@ -348,7 +303,7 @@ def _run_checks(todo: list[tuple[str, str]], workers: int | None, progress: bool
             try:
                 for future in as_completed(futures):
                     done = future.result()
-                    bar.advance(task, len(done))
+                    advance(len(done))
                     yield from done
             finally:
                 for future in futures:
@@ -401,108 +356,6 @@ def _cached(entry: Any, size: int, mtime_ns: int) -> dict[str, Any] | None:
     return result if ok else None
 
 
-def _read_descriptions(path: Path, db_stems: set[str]) -> tuple[dict[str, str], DescriptionStats]:
-    stats = DescriptionStats(file=str(path))
-    lines = read_lines(path)
-    reader = csv.reader(io.StringIO("\n".join(lines) + "\n"))
-    header: list[str] | None = None
-    descriptions: dict[str, str] = {}
-    first_bad: tuple[int, str] | None = None
-    bad = 0
-    line = last_start = 1
-    try:
-        for record in reader:
-            start, line = line, reader.line_num + 1
-            last_start = start
-            if not record or all(cell.strip() == "" for cell in record):
-                continue
-            if header is None:
-                header = _check_header(path, start, record, db_stems)
-                continue
-            stats.rows += 1
-            problem = _take_record(record, len(header), start, stats, descriptions)
-            if problem is not None:
-                bad += 1
-                first_bad = first_bad or (start, problem)
-    except csv.Error as exc:
-        raise BadInput(path, line, f"malformed CSV: {exc}") from None
-    if header is None:
-        raise BadInput(path, None, "empty file; expected a header row and one row per image")
-    _check_last_quote(path, lines, last_start)
-    if first_bad is not None and 2 * bad > stats.rows:
-        raise BadInput(path, first_bad[0], f"not an ID,description CSV: {bad} of {stats.rows} rows are malformed, "
-                                           f"the first: {first_bad[1]}")
-    return descriptions, stats
-
-
-def _check_last_quote(path: Path, lines: list[str], start: int) -> None:
-    # Python's lenient csv reader lets a quote that is never closed swallow every
-    # later row into one description; only the final record can have done so.
-    if start >= len(lines):
-        return
-    try:
-        list(csv.reader(io.StringIO("\n".join(lines[start - 1:]) + "\n"), strict=True))
-    except csv.Error as exc:
-        if "unexpected end of data" in str(exc):
-            raise BadInput(path, start, "a quote opened on this line is never closed") from None
-
-
-def _check_header(path: Path, line: int, record: list[str], db_stems: set[str]) -> list[str]:
-    cells = [cell.strip() for cell in record]
-    if cells[0] in db_stems:
-        raise BadInput(path, line, f"missing header row: the first row is data for image {cells[0]!r}")
-    if len(cells) < 2:
-        raise BadInput(path, line, "header has 1 column; expected at least 2 comma-separated columns "
-                                   "(image ID, description)")
-    if not cells[0] or not cells[1] or not all(cell.isprintable() for cell in cells):
-        raise BadInput(path, line, "garbled header row; expected column names such as 'id,description'")
-    return cells
-
-
-def _take_record(record: list[str], width: int, line: int, stats: DescriptionStats,
-                 descriptions: dict[str, str]) -> str | None:
-    """Store one record's description; return why it was skipped, or None."""
-    image_id = record[0].strip()
-    if not is_valid_id(image_id):
-        stats.invalid_id += 1
-        stats.invalid_id_first_line = stats.invalid_id_first_line or line
-        return f"invalid ID {image_id[:40]!r}"
-    cells = list(record)
-    while len(cells) > width and cells[-1].strip() == "":
-        cells.pop()
-    if len(cells) > width:
-        if width != 2:
-            stats.bad_columns += 1
-            stats.bad_columns_first_line = stats.bad_columns_first_line or line
-            return f"{len(cells)} columns, header has {width}"
-        cells = [cells[0], ",".join(cells[1:])]
-        stats.unquoted_commas += 1
-        stats.unquoted_commas_first_line = stats.unquoted_commas_first_line or line
-    if image_id in descriptions:
-        stats.duplicates += 1
-        stats.duplicates_first_line = stats.duplicates_first_line or line
-        return None
-    text = " ".join(cells[1].split()) if len(cells) > 1 else ""
-    descriptions[image_id] = text
-    if text == "":
-        stats.empty += 1
-    elif not text.isascii():
-        stats.non_ascii += 1
-    return None
-
-
-def _link_descriptions(descriptions: dict[str, str], stats: DescriptionStats, db_ids: set[str]) -> None:
-    if stats.file is None:
-        return
-    orphans = sorted(set(descriptions) - db_ids)
-    stats.without_image = len(orphans)
-    stats.without_image_examples = orphans[:EXAMPLES]
-    missing = sorted(db_ids - set(descriptions))
-    stats.images_without_description = len(missing)
-    stats.images_without_description_examples = missing[:EXAMPLES]
-    stats.used = len(db_ids) - len(missing)
-
-
 def _check_ground_truth(path: Path, gt: dict[str, list[str]], query_ids: set[str],
                         db_ids: set[str]) -> GroundTruthStats:
     relevant = {r for rel in gt.values() for r in rel}
@@ -530,16 +383,7 @@ def _warnings(summary: PrepareSummary) -> list[str]:
     for s in (summary.database, summary.queries):
         if s.usable == 0:
             found.append(f"{s.folder}: no usable image")
-    d = summary.descriptions
-    if d.file is not None:
-        if d.invalid_id:
-            found.append(f"{d.file}: {d.invalid_id} rows with an invalid ID skipped (first on line {d.invalid_id_first_line})")
-        if d.bad_columns:
-            found.append(f"{d.file}: {d.bad_columns} rows with too many columns skipped "
-                         f"(first on line {d.bad_columns_first_line})")
-        if d.duplicates:
-            found.append(f"{d.file}: {d.duplicates} repeated IDs, first row kept (first repeat on line "
-                         f"{d.duplicates_first_line})")
+    found += description_warnings(summary.descriptions)
     g = summary.ground_truth
     if g is not None:
         if g.queries_without_image:
@@ -552,34 +396,3 @@ def _warnings(summary: PrepareSummary) -> list[str]:
             found.append(f"{g.file}: {g.queries_without_usable_relevant} queries have no usable relevant image "
                          "and always score 0")
     return found
-
-
-def render_summary(summary: PrepareSummary) -> list[Any]:
-    """Rich renderables for the terminal: images per set, descriptions, timing (warnings are separate)."""
-    from rich.table import Table
-
-    images = Table(title=f"bpcr prepare -> {summary.out}", title_justify="left")
-    for column in ("set", "files", "usable", "rejected", "top rejection reasons", "notes"):
-        images.add_column(column, justify="right" if column in ("files", "usable", "rejected") else "left")
-    for name, s in (("database", summary.database), ("queries", summary.queries)):
-        reasons = sorted(s.rejected.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
-        notes = sorted(s.notes.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
-        images.add_row(name, str(s.seen), str(s.usable), str(sum(s.rejected.values())),
-                       "\n".join(f"{r} ({n})" for r, n in reasons) or "-",
-                       "\n".join(f"{r} ({n})" for r, n in notes) or "-")
-    rendered: list[Any] = [images]
-    d = summary.descriptions
-    if d.file is not None:
-        text = Table(title="descriptions", title_justify="left", show_header=False)
-        text.add_column("what")
-        text.add_column("count", justify="right")
-        for label, value in (("rows", d.rows), ("attached to usable images", d.used),
-                             ("usable images without a row", d.images_without_description),
-                             ("rows without a usable image", d.without_image), ("empty", d.empty),
-                             ("non-ASCII (kept)", d.non_ascii), ("unquoted commas joined", d.unquoted_commas),
-                             ("repeated IDs (first kept)", d.duplicates), ("invalid IDs (skipped)", d.invalid_id),
-                             ("too many columns (skipped)", d.bad_columns)):
-            text.add_row(label, str(value))
-        rendered.append(text)
-    rendered.append(f"decoded {summary.decoded} images, {summary.cached} from cache, {summary.seconds:.1f} s")
-    return rendered

@@ -2,9 +2,9 @@
 
 Paper ``001_5e68fe888a05688c.txt`` §2.3, Algorithm 1. The input run is the
 first stage (the query searched in the whole database). For each query the
-first ``k`` results are kept; the query's visual feature is searched again
-inside I_subset, the union of the textual neighbours D(.) (eq 7) of those k
-images; ranks k+1..7 are filled from that second search.
+first ``k_keep`` results (the paper's k) are kept; the query's visual feature is searched again
+inside I_subset, the union of the textual neighbours D(.) (eq 7) of those
+images; ranks k_keep+1..7 are filled from that second search.
 
 Decisions the paper leaves open:
 
@@ -20,8 +20,9 @@ Decisions the paper leaves open:
 - Scores are reciprocal ranks, 1/rank: the input run's scores and the second
   search's cosines are on different scales, so keeping either would misorder
   the list; fusion of refined runs should therefore be rank-based.
-- Visual similarity is cosine (eq 6), computed explicitly so a store that is
-  not L2-normalised still gives cosines; equal cosines break by ID.
+- Visual similarity is cosine (eq 6, ``bpcr.distances``' exact kernel), which
+  normalises both sides, so a store that is not L2-normalised still gives
+  cosines; equal cosines break by ID.
 """
 from __future__ import annotations
 
@@ -32,20 +33,16 @@ from typing import Sequence
 
 import numpy as np
 
+from .distances import DISTANCES
 from .errors import BadInput
 from .fileio import sha256_file
 from .ids import check_id
-from .runs import SUBMISSION_DEPTH, load_run, provenance, run_files, write_run
-from .store import FeatureStore, open_store
+from .runs import SUBMISSION_DEPTH, RunResult, load_run, provenance, run_files, write_run
+from .store import FeatureStore, check_same_extraction, open_store
 from .textindex import TextIndex, load_text_index
 
 MODES = ("fill", "rerank-union")
-# Extraction options that must agree between the query and database stores.
-STORE_FIELDS = (
-    "backbone", "weights", "weights_source", "weights_sha256", "layer", "pooling", "pooling_params", "mask",
-    "saliency", "size", "input_size", "image_size", "resize", "scales", "flip", "dim", "normalisation",
-    "normalization", "whitening", "pca",
-)
+COSINE = DISTANCES["cosine"]
 
 
 @dataclass
@@ -57,20 +54,6 @@ class QueryRefinement:
     fallback: int  # slots of the first 7 taken from the input ranking because I_subset ran out
 
 
-def check_stores(db: FeatureStore, queries: FeatureStore) -> None:
-    """Refuse stores extracted with different options (backbone, pooling, size, dim, ...)."""
-    for name in STORE_FIELDS:
-        if (name in db.meta or name in queries.meta) and db.meta.get(name) != queries.meta.get(name):
-            raise BadInput(
-                queries.path / "meta.json", None,
-                f"{name} is {queries.meta.get(name)!r} but the database store {db.path} has {name} "
-                f"{db.meta.get(name)!r}; query and database features must be extracted with the same options",
-            )
-    if queries.features.shape[1] != db.features.shape[1]:
-        raise BadInput(queries.path / "features.npy", None,
-                       f"dim is {queries.features.shape[1]} but the database store {db.path} has dim {db.features.shape[1]}")
-
-
 def cosine_order(query: np.ndarray, ids: Sequence[str], vectors: np.ndarray) -> list[str]:
     """``ids`` sorted by cosine with ``query`` (best first), equal cosines by ID.
 
@@ -78,10 +61,7 @@ def cosine_order(query: np.ndarray, ids: Sequence[str], vectors: np.ndarray) -> 
     """
     if not ids:
         return []
-    v = np.asarray(vectors, dtype=np.float64)
-    q = np.asarray(query, dtype=np.float64)
-    norms = np.linalg.norm(v, axis=1) * np.linalg.norm(q)
-    sims = np.divide(v @ q, norms, out=np.zeros(len(ids)), where=norms > 0)
+    sims = COSINE.exact(np.asarray(query, dtype=np.float64), np.asarray(vectors, dtype=np.float64))
     return [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-sims[i], ids[i]))]
 
 
@@ -91,7 +71,7 @@ def refine_query(
     text_index: TextIndex,
     db_rows: dict[str, int],
     db_features: np.ndarray,
-    k: int = 3,
+    k_keep: int = 3,
     mode: str = "fill",
 ) -> QueryRefinement:
     """Algorithm 1 for one query.
@@ -100,7 +80,7 @@ def refine_query(
     ``db_features: (N, D)`` with ``db_rows`` mapping ID -> row. Raises KeyError
     for a kept ID missing from the text index (the caller names the files).
     """
-    top = list(dict.fromkeys(ranking))[:k]
+    top = list(dict.fromkeys(ranking))[:k_keep]
     kept = set(top)
     subset: dict[str, None] = {}
     for image_id in top:
@@ -140,32 +120,32 @@ def refine(
     db_store: str | Path | FeatureStore,
     query_store: str | Path | FeatureStore,
     name: str,
-    out_dir: str | Path = "submissions",
-    k: int = 3,
+    out: str | Path = "submissions",
+    k_keep: int = 3,
     mode: str = "fill",
-) -> Path:
-    """Refine every query of the run at ``run_path`` (Algorithm 1) and write run ``name`` into ``out_dir``.
+) -> RunResult:
+    """Refine every query of the run at ``run_path`` (Algorithm 1) and write run ``name`` into ``out``.
 
-    Returns the path of the written submission CSV; its JSON names the input
-    run (files and sha256), the text index, both stores, every parameter, and
-    counts the queries whose top 7 changed.
+    ``k_keep``: results kept from the input run (paper 001's k). Returns what was
+    written; its JSON names the input run (files and sha256), the text index, both
+    stores, every parameter, and counts the queries whose top 7 changed.
     """
     started = time.perf_counter()
     check_id(name)
     if mode not in MODES:
         raise BadInput(None, None, f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    if not 1 <= k <= SUBMISSION_DEPTH:
-        raise BadInput(None, None, f"k must be between 1 and {SUBMISSION_DEPTH}, got {k}")
+    if not 1 <= k_keep <= SUBMISSION_DEPTH:
+        raise BadInput(None, None, f"k_keep must be between 1 and {SUBMISSION_DEPTH}, got {k_keep}")
     files = run_files(run_path)
-    out_dir = Path(out_dir)
+    out = Path(out)
     any_file = next(iter(files.values()))
-    if any_file.stem == name and any_file.parent.resolve() == out_dir.resolve():
+    if any_file.stem == name and any_file.parent.resolve() == out.resolve():
         raise BadInput(any_file, None, f"output run {name!r} would overwrite its input; choose another --name")
     run = load_run(run_path)
     index = _open(text_index, load_text_index)
     db = _open(db_store, open_store)
     queries = _open(query_store, open_store)
-    check_stores(db, queries)
+    check_same_extraction(db, queries, f"the database store {db.path}")
     db_rows = {image_id: row for row, image_id in enumerate(db.ids)}
     query_rows = {image_id: row for row, image_id in enumerate(queries.ids)}
     loaded = time.perf_counter()
@@ -178,14 +158,14 @@ def refine(
             raise BadInput(queries.path / "ids.txt", None,
                            f"query {query_id!r} of run {run.name} has no feature in this query store")
         first = run.ranking[query_id]
-        for image_id in first[:k]:
+        for image_id in first[:k_keep]:
             if image_id not in index:
                 raise BadInput(index.path, None, f"result {image_id!r} of query {query_id!r} in run {run.name} is not "
                                "in the text index; build it from the same database manifest as the run")
             if mode == "rerank-union" and image_id not in db_rows:
                 raise BadInput(db.path / "ids.txt", None, f"result {image_id!r} of query {query_id!r} in run "
                                f"{run.name} has no feature in the database store")
-        result = refine_query(first, queries.features[query_rows[query_id]], index, db_rows, db.features, k, mode)
+        result = refine_query(first, queries.features[query_rows[query_id]], index, db_rows, db.features, k_keep, mode)
         ranking[query_id] = result.ranking
         scores[query_id] = [1.0 / rank for rank in range(1, len(result.ranking) + 1)]
         changed += result.ranking[:SUBMISSION_DEPTH] != first[:SUBMISSION_DEPTH]
@@ -198,9 +178,9 @@ def refine(
     if index.path is not None:
         inputs += [index.path / n for n in ("ids.txt", "neighbours.npz", "meta.json")]
     inputs += [s.path / n for s in (db, queries) for n in ("ids.txt", "meta.json")]
-    params = {"k": k, "mode": mode, "tau": index.meta.get("tau"), "scores": "1/rank",
+    params = {"k": k_keep, "mode": mode, "tau": index.meta.get("tau"), "scores": "1/rank",
               "fallback": "input run order", "depth": max((len(r) for r in ranking.values()), default=0)}
-    summary = f"refine {run.name}: Algorithm 1 (paper 001), k={k}, mode={mode}, {changed}/{n_queries} queries changed"
+    summary = f"refine {run.name}: Algorithm 1 (paper 001), k={k_keep}, mode={mode}, {changed}/{n_queries} queries changed"
     prov = provenance(name, "refine", params, inputs,
                       {"load": loaded - started, "refine": refined - loaded}, summary)
     prov["input_run"] = {"name": run.name, "files": [{"path": str(p), "sha256": sha256_file(p)} for p in files.values()]}
@@ -214,5 +194,5 @@ def refine(
         "with_fallback": with_fallback,
         "mean_subset": round(subset_total / n_queries, 3) if n_queries else 0.0,
     }
-    written = write_run(out_dir, name, ranking, scores, prov, depth=params["depth"] or SUBMISSION_DEPTH)
-    return written[".csv"]
+    written = write_run(out, name, ranking, scores, prov, depth=params["depth"] or SUBMISSION_DEPTH)
+    return RunResult(name, written, prov)

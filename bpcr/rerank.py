@@ -26,8 +26,6 @@ re-ranked order):
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import multiprocessing
 import os
 import time
@@ -39,10 +37,13 @@ import cv2
 import numpy as np
 
 from .errors import BadInput
-from .fileio import atomic_path, sha256_file
+from .fileio import sha256_file
 from .ids import check_id
 from .manifest import read_manifest
-from .runs import Run, load_run, order_by_score, provenance, run_files, write_run
+from .progress import Progress
+from .progress import start as start_progress
+from .runs import Run, RunResult, load_run, order_by_score, provenance, run_files, write_run
+from .sift_cache import SiftOptions, cache_file, load_keypoints, save_keypoints
 from .sift import (FLANN_CHECKS, FLANN_TREES, MATCHERS, SIFT_VERSION, Keypoints, extract_sift, local_score, match,
                    to_gray, verify_homography)
 
@@ -76,57 +77,12 @@ LOCAL_SCORERS = ("matches", "inliers")
 
 
 @dataclass(frozen=True)
-class SiftOptions:
-    """Everything that changes a database image's cached descriptors."""
-
-    max_side: int
-    max_keypoints: int
-
-
-@dataclass(frozen=True)
 class MatchOptions:
     ratio: float
     matcher: str
     geometry: bool
     ransac_threshold: float
     seed: int
-
-
-# ---------------------------------------------------------------- descriptor cache
-
-
-def cache_file(cache_dir: Path, image_path: Path, sift: SiftOptions) -> Path:
-    """Where ``image_path``'s descriptors live; the key covers path, size, mtime and SIFT options.
-
-    Raises OSError when the image cannot be stat'ed.
-    """
-    st = image_path.stat()
-    key = {
-        "path": str(image_path.resolve()),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "max_side": sift.max_side,
-        "max_keypoints": sift.max_keypoints,
-        "sift_version": SIFT_VERSION,
-        "opencv": cv2.__version__,
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
-    return cache_dir / digest[:2] / f"{digest}.npz"
-
-
-def save_keypoints(path: Path, keypoints: Keypoints) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npz" to the temp name
-            np.savez(handle, xy=keypoints.xy, desc=keypoints.desc)
-
-
-def load_keypoints(path: Path) -> Keypoints:
-    with np.load(path, allow_pickle=False) as data:
-        xy = np.asarray(data["xy"], dtype=np.float32).reshape(-1, 2)
-        desc = np.asarray(data["desc"], dtype=np.uint8).reshape(-1, 128)
-    if xy.shape[0] != desc.shape[0]:
-        raise ValueError("keypoint and descriptor counts differ")
-    return Keypoints(xy, desc)
 
 
 # ---------------------------------------------------------------- workers
@@ -275,19 +231,14 @@ def _check_options(name: str, top: int, scorer: str, ratio: float, max_keypoints
         raise BadInput(None, None, f"RANSAC threshold must be positive, got {ransac_threshold}")
 
 
-def _pool_map(fn: Callable, tasks: list, pool, label: str, progress: bool) -> Iterator:
-    """Results of ``fn`` over ``tasks`` (completion order), with a progress bar on stderr."""
+def _pool_map(fn: Callable, tasks: list, pool, label: str, progress: Progress | None) -> Iterator:
+    """Results of ``fn`` over ``tasks`` (completion order), reported to ``progress``."""
     results: Iterable = (fn(t) for t in tasks) if pool is None else pool.imap_unordered(fn, tasks, chunksize=1)
-    if not progress or not tasks:
-        yield from results
+    if not tasks:
         return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=False) as bar:
-        job = bar.add_task(label, total=len(tasks))
+    with start_progress(progress, label, len(tasks)) as advance:
         for result in results:
-            bar.advance(job)
+            advance(1)
             yield result
 
 
@@ -296,7 +247,7 @@ def rerank(
     db_manifest: str | Path,
     query_manifest: str | Path,
     name: str,
-    out_dir: str | Path = "submissions",
+    out: str | Path = "submissions",
     top: int = DEFAULT_TOP,
     scorer: str = "matches",
     ratio: float = 0.8,
@@ -309,23 +260,24 @@ def rerank(
     seed: int = 0,
     workers: int | None = None,
     cache_dir: str | Path = DEFAULT_CACHE_DIR,
-    progress: bool = True,
-) -> Path:
+    progress: Progress | None = None,
+) -> RunResult:
     """Re-rank the top ``top`` of every query of a run by SIFT matching (paper 000 §3.4.2).
 
     Database descriptors are computed once per image (only for images in some
     shortlist) and cached under ``cache_dir`` as ``.npz`` (no pickle), keyed by
     image path, size, mtime and the SIFT options. Queries run in ``workers``
     processes (default: every core). Writes ``NAME.csv``, ``NAME.trec`` (as
-    deep as the input run) and ``NAME.json`` into ``out_dir``; returns the
-    ``.trec`` path. Scores are described in the module docstring.
+    deep as the input run) and ``NAME.json`` into ``out``; returns what was
+    written. Scores are described in the module docstring. ``progress``: see
+    :mod:`bpcr.progress`.
     """
     _check_options(name, top, scorer, ratio, max_keypoints, max_side, blend_weight, blend_of, matcher, ransac_threshold)
     started = time.perf_counter()
     files = run_files(run_path)
     run = load_run(run_path)
-    out_dir = Path(out_dir)
-    if any(f.resolve() == (out_dir / f"{name}{suffix}").resolve() for suffix, f in files.items()):
+    out = Path(out)
+    if any(f.resolve() == (out / f"{name}{suffix}").resolve() for suffix, f in files.items()):
         raise BadInput(run_path, None, f"output run {name!r} would overwrite the input run; choose another --name")
     db = read_manifest(db_manifest)
     queries = read_manifest(query_manifest)
@@ -439,5 +391,5 @@ def rerank(
     prov["warnings"] = {**counts, "examples": examples}
     prov["queries"] = {"total": len(run.ranking), "reranked": len(matched)}
     depth = max(run.depth, 1)
-    written = write_run(out_dir, name, ranking, scores, prov, depth=depth)
-    return written[".trec"]
+    written = write_run(out, name, ranking, scores, prov, depth=depth)
+    return RunResult(name, written, prov, warnings=examples)

@@ -53,6 +53,25 @@ class Run:
         return max((len(ids) for ids in self.ranking.values()), default=0)
 
 
+@dataclass
+class RunResult:
+    """What every stage that writes a run returns (search, refine, rerank, ensemble).
+
+    ``written``: the files by suffix (``.csv``, ``.trec``, ``.json``); ``provenance``:
+    the JSON written, with the stage's counts and parameters, so a caller shows
+    them without reading the file back; ``warnings``: what the caller should show.
+    """
+
+    name: str
+    written: dict[str, Path]
+    provenance: dict
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def csv(self) -> Path:
+        return self.written[".csv"]
+
+
 # ---------------------------------------------------------------- reading
 
 

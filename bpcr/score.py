@@ -136,17 +136,17 @@ def compare(score: RunScore, baseline: RunScore, seed: int = 0, n_resamples: int
     )
 
 
-def score_runs(paths: Sequence[str | Path], gt_path: str | Path, baseline: str | Path | None = None,
+def score_runs(run_paths: Sequence[str | Path], gt_path: str | Path, baseline: str | Path | None = None,
                strict: bool = False, seed: int = 0, n_resamples: int = 10_000,
                variant: str = "challenge") -> list[RunScore]:
-    """Score every run named by ``paths`` (files or folders), sorted by mAP@7 (ties by name).
+    """Score every run named by ``run_paths`` (files or folders), sorted by mAP@7 (ties by name).
 
     With ``baseline`` every other run is compared with it; without, a run whose
     provenance names input runs that are also being scored (refine, rerank,
     ensemble) is compared with the best-scoring of them.
     """
     gt = read_ground_truth(gt_path)
-    stems = expand_run_paths(paths)
+    stems = expand_run_paths(run_paths)
     baseline_stem = None
     if baseline is not None:
         baseline_stem = expand_run_paths([baseline])[0]

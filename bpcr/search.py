@@ -1,7 +1,8 @@
 """`bpcr search`: top-K database images per query, written as a run (DESIGN.md "Runs").
 
 One feature set is an (index, query store) pair. With several, their similarities
-are fused per database image by a fusion from the registry ``FUSIONS``:
+are fused per database image by a similarity fusion from
+``bpcr.fusion.SIMILARITY_FUSIONS``:
 
 - ``sum``: S = sum_s p_s * S_s, paper 003 (``seeds/003_*.txt``) eq 16;
 - ``product``: S = prod_s (1 + alpha_s * S_s), paper 001 (``seeds/001_*.txt``) eq 8,
@@ -12,12 +13,12 @@ Search is exact over a shortlist: each set's index proposes its best
 ``shortlist`` images, and every image in the union is re-scored exactly (float64,
 from the feature stores) by every set before fusing and ranking. ``exhaustive``
 instead scores every database image with every set in row chunks (float32), then
-re-scores the best ``k + TIE_MARGIN`` exactly.
+re-scores the best ``depth + TIE_MARGIN`` exactly.
 
 Ties: equal scores (as written, 8 significant digits) are ordered by database
-ID. Each query's ranking is cut from ``k + TIE_MARGIN`` exactly scored candidates
-or more, so the order is independent of the kernel; the one residual case is more
-than ``TIE_MARGIN`` images tied at the k-th place, where which of them the kernel
+ID. Each query's ranking is cut from ``depth + TIE_MARGIN`` exactly scored
+candidates or more, so the order is independent of the kernel; the one residual
+case is more than ``TIE_MARGIN`` images tied at the last place, where which of them the kernel
 proposed decides which appear.
 """
 from __future__ import annotations
@@ -29,81 +30,15 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from .distances import Distance, default_chunk_rows, gather_rows, iter_chunks, merge_topk, prepare_queries, rescore
+from .fusion import SimilarityFusion, get_similarity_fusion
 from .errors import BadInput
 from .ids import check_id
-from .index import (Distance, LoadedIndex, candidates, default_chunk_rows, gather_rows, iter_chunks, load_index,
-                    prepare_queries, rescore)
-from .runs import provenance, write_run
-from .store import FeatureStore, open_store
+from .index import LoadedIndex, candidates, load_index
+from .runs import RunResult, provenance, write_run
+from .store import FeatureStore, check_same_extraction, open_store
 
 TIE_MARGIN = 16
-
-# Meta fields that define what a feature means (as `bpcr extract` writes them): a query store
-# must match its index's store on every one present in either. Fields that legitimately differ
-# (manifest, count, created, compute, batch size) are not compared.
-EXTRACTION_FIELDS = (
-    "backbone", "weights", "weights_source", "weights_sha256", "layer", "mean", "std",
-    "pooling", "pooling_params", "mask", "input_size", "size", "resize", "interpolation", "scales", "flip",
-    "dim", "normalisation", "whitening",
-)
-
-
-# ---------------------------------------------------------------- fusions
-
-
-def fuse_sum(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Paper 003 eq 16: S = sum_s p_s * S_s. scores (S, ...), weights (S,) -> (...)."""
-    scores = np.asarray(scores)
-    return np.tensordot(np.asarray(weights, dtype=scores.dtype), scores, axes=1)
-
-
-def fuse_product(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Paper 001 eq 8: S = prod_s (1 + alpha_s * S_s). scores (S, ...), weights (S,) -> (...).
-
-    The paper prints one alpha but sets it per network (3 for DenseNet201, 1 for
-    SE-ResNet152), so alpha is a weight per feature set.
-    """
-    scores = np.asarray(scores)
-    w = np.asarray(weights, dtype=scores.dtype).reshape((-1,) + (1,) * (scores.ndim - 1))
-    return np.prod(1.0 + w * scores, axis=0)
-
-
-@dataclass(frozen=True)
-class Fusion:
-    name: str
-    equation: str
-    combine: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    cosine_only: bool
-
-
-FUSIONS: dict[str, Fusion] = {
-    "sum": Fusion("sum", "003 eq 16", fuse_sum, cosine_only=False),
-    "product": Fusion("product", "001 eq 8", fuse_product, cosine_only=True),
-}
-
-
-def get_fusion(name: str) -> Fusion:
-    if name not in FUSIONS:
-        raise BadInput(None, None, f"unknown fusion {name!r}; choose one of {', '.join(FUSIONS)}")
-    return FUSIONS[name]
-
-
-# ---------------------------------------------------------------- checks
-
-
-def check_compatible(loaded: LoadedIndex, queries: FeatureStore) -> None:
-    """Refuse a query store extracted with other options than the index's store."""
-    db_meta, q_meta = loaded.store.meta, queries.meta
-    for name in EXTRACTION_FIELDS:
-        if (name in db_meta or name in q_meta) and db_meta.get(name) != q_meta.get(name):
-            raise BadInput(
-                queries.path / "meta.json", None,
-                f"{name} is {q_meta.get(name)!r} but the index {loaded.path} was built on features with "
-                f"{name} {db_meta.get(name)!r}; extract the queries with the same options",
-            )
-    if queries.features.shape[1] != loaded.store.features.shape[1]:
-        raise BadInput(queries.path / "features.npy", None,
-                       f"dim is {queries.features.shape[1]} but the index {loaded.path} has dim {loaded.store.features.shape[1]}")
 
 
 def _as_list(value: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -176,22 +111,22 @@ def search(
     indexes: str | Path | Sequence[str | Path],
     queries: str | Path | Sequence[str | Path],
     name: str,
-    out_dir: str | Path = "submissions",
-    k: int = 100,
+    out: str | Path = "submissions",
+    depth: int = 100,
     weights: Sequence[float] | None = None,
     fusion: str = "sum",
     exhaustive: bool = False,
     shortlist: int | None = None,
     chunk_rows: int | None = None,
     log: Callable[[str], None] = print,
-) -> Path:
-    """Search every query of ``queries`` in ``indexes`` and write run ``name`` to ``out_dir``.
+) -> RunResult:
+    """Search every query of ``queries`` in ``indexes`` and write run ``name`` to ``out``.
 
     ``indexes`` and ``queries`` are one path each, or equal-length lists (one query
     store per index) whose similarities are fused by ``fusion`` with ``weights``
     (default all 1). ``shortlist``: candidates taken from each index (default
-    ``k + TIE_MARGIN``). Writes ``name.csv`` (top 7), ``name.trec`` (top ``k``) and
-    ``name.json``; returns the ``.csv`` path.
+    ``depth + TIE_MARGIN``). Writes ``name.csv`` (top 7), ``name.trec`` (top ``depth``)
+    and ``name.json``; returns what was written.
     """
     started = time.perf_counter()
     check_id(name)  # before any work: the run's files are named after it
@@ -201,20 +136,20 @@ def search(
     if len(index_paths) != len(query_paths):
         raise BadInput(None, None, f"give one --queries store per --index: {len(index_paths)} indexes, "
                                    f"{len(query_paths)} query stores")
-    if k < 1:
-        raise BadInput(None, None, f"--k must be at least 1, got {k}")
+    if depth < 1:
+        raise BadInput(None, None, f"--depth must be at least 1, got {depth}")
     n_sets = len(index_paths)
     weights_arr = np.ones(n_sets) if weights is None else np.asarray(list(weights), dtype=np.float64)
     if len(weights_arr) != n_sets or not np.all(np.isfinite(weights_arr)):
         raise BadInput(None, None, f"--weights needs {n_sets} finite numbers, one per --index; got {list(weights or [])}")
-    fuse = get_fusion(fusion)
-    shortlist = max(k + TIE_MARGIN, shortlist or 0)
+    fuse = get_similarity_fusion(fusion)
+    shortlist = max(depth + TIE_MARGIN, shortlist or 0)
 
     pairs = []
     for ip, qp in zip(index_paths, query_paths):
         loaded = load_index(ip, with_faiss=not exhaustive)
         qstore = open_store(qp)
-        check_compatible(loaded, qstore)
+        check_same_extraction(loaded.store, qstore, f"the index {loaded.path}")
         if n_sets > 1 and fuse.cosine_only and loaded.distance.name != "cosine":
             raise BadInput(ip, None, f"the {fuse.name} fusion ({fuse.equation}) multiplies cosine similarities; "
                                      f"this index uses {loaded.distance.name}")
@@ -228,7 +163,7 @@ def search(
     t_load = time.perf_counter()
 
     if exhaustive:
-        shared = _exhaustive_candidates(sets, fuse, weights_arr, k + TIE_MARGIN, chunk_rows)
+        shared = _exhaustive_candidates(sets, fuse, weights_arr, depth + TIE_MARGIN, chunk_rows)
     else:
         shared = _union_candidates(sets, shortlist, chunk_rows)
     t_search = time.perf_counter()
@@ -254,7 +189,7 @@ def search(
         "index_params": [fs.loaded.sidecar["params"] for fs in sets],
         "index_recall_at_100": [fs.loaded.sidecar.get("recall_at_100") for fs in sets],
         "stores": [str(fs.loaded.store.path) for fs in sets],
-        "k": k,
+        "k": depth,
         "shortlist": None if exhaustive else shortlist,
         "tie_margin": TIE_MARGIN,
         "exhaustive": exhaustive,
@@ -280,8 +215,8 @@ def search(
     prov = provenance(name, method, params, inputs,
                       {"load": t_load - started, "search": t_search - t_load, "rescore": t_rescore - t_search},
                       summary)
-    written = write_run(out_dir, name, ranking, scores, prov, depth=k)
-    return written[".csv"]
+    written = write_run(out, name, ranking, scores, prov, depth=depth)
+    return RunResult(name, written, prov)
 
 
 def _union_candidates(sets: list[FeatureSet], shortlist: int, chunk_rows: int | None) -> list[np.ndarray]:
@@ -298,28 +233,20 @@ def _union_candidates(sets: list[FeatureSet], shortlist: int, chunk_rows: int | 
     return out
 
 
-def _exhaustive_candidates(sets: list[FeatureSet], fuse: Fusion, weights: np.ndarray, kk: int,
+def _exhaustive_candidates(sets: list[FeatureSet], fuse: SimilarityFusion, weights: np.ndarray, kk: int,
                            chunk_rows: int | None) -> list[np.ndarray]:
     """Per query: the ``kk`` best shared positions by the fused float32 score of every image."""
     n_db = len(sets[0].db_rows)
     kk = min(kk, n_db)
     chunk_rows = chunk_rows or default_chunk_rows(max(fs.prepared.shape[1] for fs in sets))
-    best_s = best_r = None
+    best = None
     start = 0
     for blocks in zip(*(_shared_blocks(fs, chunk_rows) for fs in sets)):
         per_set = [fs.distance.fast(fs.prepared, block) for fs, block in zip(sets, blocks)]
         fused = per_set[0] if len(sets) == 1 else fuse.combine(np.stack(per_set), weights)
         m = fused.shape[1]
-        rows = np.arange(start, start + m, dtype=np.int64)
-        if best_s is not None:
-            fused = np.concatenate([best_s, fused], axis=1)
-            rows = np.concatenate([best_r, np.broadcast_to(rows, (fused.shape[0], m))], axis=1)
-        else:
-            rows = np.broadcast_to(rows, fused.shape)
-        if fused.shape[1] > kk:
-            part = np.argpartition(-fused, kk - 1, axis=1)[:, :kk]
-            fused, rows = np.take_along_axis(fused, part, axis=1), np.take_along_axis(rows, part, axis=1)
-        best_s, best_r = fused, np.ascontiguousarray(rows)
+        rows = np.broadcast_to(np.arange(start, start + m, dtype=np.int64), fused.shape)
+        best = merge_topk(best, fused, rows, kk)
         start += m
-    assert best_r is not None and start == n_db
-    return [np.sort(r) for r in best_r]
+    assert best is not None and start == n_db
+    return [np.sort(r) for r in best[1]]

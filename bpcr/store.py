@@ -5,9 +5,9 @@ A store is a folder: ``ids.txt`` (one ID per line, row order), ``features.npy``
 (``id,reason``). A store is written into a hidden sibling folder and renamed
 into place in one step, so a folder under the final name is always complete.
 
-Also here: the streaming writer (:func:`write_store_blocks`), the PCA-whitening
-file a store may carry (``pca.npz``, :class:`Whitening`), and the resumable
-partial folder an extraction fills chunk by chunk (:class:`PartialStore`).
+Also here: the streaming writer (:func:`write_store_blocks`) and the resumable
+partial folder an extraction fills chunk by chunk (:class:`PartialStore`). The
+PCA-whitening file a store may carry (``pca.npz``) is :mod:`bpcr.whitening`'s.
 """
 from __future__ import annotations
 
@@ -65,6 +65,38 @@ def open_store(path: str | Path) -> FeatureStore:
         rows = list(csv.reader(io.StringIO("\n".join(read_lines(path / "failed.csv")))))
         failed = {row[0]: row[1] if len(row) > 1 else "" for row in rows[1:] if row}
     return FeatureStore(path=path, ids=ids, features=features, meta=meta, failed=failed)
+
+
+# Meta fields that define what a feature means: two stores are comparable (a query store searched
+# in an index, a store refined against another) only when they agree on every field present in
+# either. Fields that legitimately differ (manifest, count, created, compute, batch size, shard)
+# are not compared. `bpcr extract` writes backbone, weights, layer, mean, std, input_size, resize,
+# interpolation, scales, flip, normalisation, pooling, pooling_params, mask (which names the
+# saliency method) and whitening; the other names are spellings a hand-made store may carry.
+EXTRACTION_FIELDS = (
+    "backbone", "weights", "weights_source", "weights_sha256", "layer", "mean", "std",
+    "pooling", "pooling_params", "mask", "saliency", "input_size", "size", "image_size", "resize", "interpolation",
+    "scales", "flip", "dim", "normalisation", "normalization", "whitening", "pca",
+)
+
+
+def check_same_extraction(reference: FeatureStore, other: FeatureStore, reference_label: str | None = None) -> None:
+    """Refuse ``other`` when it was extracted with other settings than ``reference``.
+
+    ``reference_label`` names the reference in the message (default: the store's path),
+    e.g. "the index work/indexes/gem". Raises BadInput naming ``other``'s meta.json.
+    """
+    label = reference_label or f"the store {reference.path}"
+    for name in EXTRACTION_FIELDS:
+        if (name in reference.meta or name in other.meta) and reference.meta.get(name) != other.meta.get(name):
+            raise BadInput(
+                other.path / "meta.json", None,
+                f"{name} is {other.meta.get(name)!r} but {label} has {name} {reference.meta.get(name)!r}; "
+                "query and database features must be extracted with the same options",
+            )
+    if other.features.shape[1] != reference.features.shape[1]:
+        raise BadInput(other.path / "features.npy", None,
+                       f"dim is {other.features.shape[1]} but {label} has dim {reference.features.shape[1]}")
 
 
 def write_store(
@@ -146,50 +178,6 @@ def iter_blocks(features: np.ndarray, rows: int = 65536) -> Iterator[np.ndarray]
     """Consecutive row blocks of a (memory-mapped) matrix, each as float32."""
     for start in range(0, features.shape[0], rows):
         yield np.asarray(features[start:start + rows], dtype=np.float32)
-
-
-# --------------------------------------------------------------------------
-# PCA-whitening learned on a store (saved as pca.npz, never pickled)
-# --------------------------------------------------------------------------
-
-WHITENING_FILE = "pca.npz"
-
-
-@dataclass(frozen=True)
-class Whitening:
-    """PCA-whitening: x -> (x - mean) @ components.T / sqrt(explained_variance).
-
-    mean: (D,), components: (K, D), explained_variance: (K,), all float64.
-    """
-
-    mean: np.ndarray
-    components: np.ndarray
-    explained_variance: np.ndarray
-
-    def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        np.savez(buf, mean=self.mean, components=self.components, explained_variance=self.explained_variance)
-        return buf.getvalue()
-
-
-def read_whitening(path: str | Path) -> Whitening:
-    """Read ``pca.npz`` (a store folder or the file itself), checking shapes; BadInput otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / WHITENING_FILE
-    if not path.is_file():
-        raise BadInput(path, None, "no PCA-whitening here (learn one with --pca-whiten on the database store)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k], dtype=np.float64) for k in ("mean", "components", "explained_variance")}
-    except (KeyError, ValueError, OSError) as exc:
-        raise BadInput(path, None, f"not a PCA-whitening file (mean, components, explained_variance): {exc}") from None
-    mean, comps, var = arrays["mean"], arrays["components"], arrays["explained_variance"]
-    if mean.ndim != 1 or comps.ndim != 2 or comps.shape[1] != mean.shape[0] or var.shape != (comps.shape[0],):
-        raise BadInput(path, None, f"inconsistent shapes: mean {mean.shape}, components {comps.shape}, variance {var.shape}")
-    if not (np.all(np.isfinite(comps)) and np.all(np.isfinite(mean)) and np.all(var > 0)):
-        raise BadInput(path, None, "non-finite values or a non-positive variance")
-    return Whitening(mean, comps, var)
 
 
 # --------------------------------------------------------------------------

@@ -43,3 +43,19 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture
+def good_gt(tmp_path: Path) -> Path:
+    """A valid ground truth: v1 -> n1, n2; v2 -> n3."""
+    path = tmp_path / "gt.csv"
+    path.write_text("Validation Image ID,Training Image ID\nv1,n1,n2\nv2,n3\n")
+    return path
+
+
+@pytest.fixture
+def good_run(tmp_path: Path) -> Path:
+    """A valid submission answering v1 and v2 of ``good_gt``."""
+    path = tmp_path / "good.csv"
+    path.write_text("v1,n1,n2,n3,n4,n5,n6,n7\nv2,n3,n1,n2,n4,n5,n6,n7\n")
+    return path

@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import csv
 import io
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
 from bpcr import demo
+from bpcr.demo.catalogue import CATEGORIES, HARD_NEGATIVE_SHARE, _product
+from bpcr.demo.drawing import DRAWERS, _sprite
+from bpcr.demo.generate import _plan
+from bpcr.demo.messy import _bomb_png
+from bpcr.demo.photo import _jpeg
 from bpcr.errors import BadInput
 from bpcr.fileio import sha256_file
 from bpcr.gt import read_ground_truth
@@ -125,7 +132,7 @@ def test_exif_jpeg_round_trip_restores_the_upright_pixels(orientation: int) -> N
     # left third bright, the rest dark: any wrong turn moves the bright block elsewhere
     pixels = np.zeros((60, 90, 3), np.uint8)
     pixels[:, :30] = 255
-    with Image.open(io.BytesIO(demo._jpeg(pixels, 95, orientation))) as image:
+    with Image.open(io.BytesIO(_jpeg(pixels, 95, orientation))) as image:
         stored = np.asarray(image.convert("L"), np.float32)
         upright = np.asarray(ImageOps.exif_transpose(image).convert("L"), np.float32)
     assert upright.shape == (60, 90)
@@ -159,7 +166,7 @@ def test_messy_files_are_the_documented_kinds(tiny: demo.DemoSummary) -> None:
 
 
 def test_bomb_png_declares_its_size_in_a_valid_header() -> None:
-    data = demo._bomb_png(64)
+    data = _bomb_png(64)
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     assert int.from_bytes(data[16:20], "big") == 64 and int.from_bytes(data[20:24], "big") == 64
     with Image.open(io.BytesIO(data)) as image:
@@ -167,12 +174,12 @@ def test_bomb_png_declares_its_size_in_a_valid_header() -> None:
 
 
 def test_plan_puts_siblings_among_distractors_at_the_default_size() -> None:
-    images, picks = demo._plan(0, 200, 2500, 100)
+    images, picks = _plan(0, 200, 2500, 100)
     shop = [im for im in images if im.role == "shop"]
     distractors = [im for im in images if im.role != "shop"]
     assert len(distractors) == 2500 and len(picks) == len(set(picks)) == 100
     regular = 2500 - len(demo.MESSY_KINDS)
-    assert sum(im.sibling for im in images) == round(regular * demo.HARD_NEGATIVE_SHARE)
+    assert sum(im.sibling for im in images) == round(regular * HARD_NEGATIVE_SHARE)
     target_families = {im.product[0] for im in shop}
     assert all(im.product[0] in target_families for im in images if im.sibling)
     assert not {im.product for im in shop} & {im.product for im in distractors}
@@ -183,9 +190,52 @@ def test_plan_puts_siblings_among_distractors_at_the_default_size() -> None:
 
 
 def test_family_siblings_share_line_and_type_but_not_identity() -> None:
-    base = demo._product(0, 5, 0)
+    base = _product(0, 5, 0)
     for member in range(1, 6):
-        sibling = demo._product(0, 5, member)
+        sibling = _product(0, 5, member)
         assert (sibling["line"], sibling["type"], sibling["category"]) == (base["line"], base["type"], base["category"])
         assert (sibling["brand"], sibling["variant"]) != (base["brand"], base["variant"])
         assert sibling["body"] != base["body"]
+
+
+def test_every_category_has_a_drawer_and_draws_on_its_canvas() -> None:
+    assert set(DRAWERS) == set(CATEGORIES)
+    seen = set()
+    for family in range(200):
+        spec = _product(0, family, 0)
+        if spec["category"] in seen:
+            continue
+        seen.add(spec["category"])
+        rgb, alpha = _sprite(spec)
+        assert rgb.dtype == np.uint8 and alpha.dtype == np.float32 and rgb.shape[:2] == alpha.shape
+        assert rgb.shape[:2] == ((360, 170) if spec["tall"] else (230, 300))
+        assert 0.1 < alpha.mean() < 1.0 and alpha.min() == 0.0 and alpha.max() == 1.0
+    assert seen == set(CATEGORIES)
+
+
+def test_generator_digest_covers_every_source_file_in_name_order() -> None:
+    import hashlib
+
+    folder = Path(demo.__file__).parent
+    files = sorted(folder.glob("*.py"), key=lambda p: p.name)
+    assert {p.name for p in files} >= {"__init__.py", "catalogue.py", "drawing.py", "generate.py"}
+    assert demo.generator_digest() == hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+
+
+def test_prepare_demo_generates_the_same_files_then_prepares_them(tiny: demo.DemoSummary, tmp_path: Path) -> None:
+    told = []
+
+    @contextmanager
+    def progress(label: str, total: int, done: int = 0) -> Iterator[Callable[[int], None]]:
+        yield told.append
+
+    summary = demo.prepare_demo(tmp_path / "demo", seed=3, workers=1, progress=progress, **TINY)
+    out = tmp_path / "demo"
+    assert sorted(p.name for p in out.iterdir()) == ["database", "descriptions.csv", "ground_truth.csv", "prepared",
+                                                     "queries"]
+    made = {k: v for k, v in _hashes(out).items() if not k.startswith("prepared")}
+    assert made == _hashes(tiny.out)
+    assert (out / "prepared" / "database.csv").is_file() and (out / "prepared" / "queries.csv").is_file()
+    assert summary.database.usable == tiny.n_database - len(tiny.unusable)
+    assert summary.queries.usable == tiny.n_queries
+    assert sum(told) > 0  # the callback reaches prepare

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from bpcr.errors import BadInput
-from bpcr.extract import (_chunk_batches, _shard_chunks, _target_shape, apply_whitening, extract,
-                          learn_whitening, merge, parse_params, parse_shard)
+from bpcr.extract import _shard_chunks, extract, merge
+from bpcr.loader import batches_of_chunk as _chunk_batches, target_shape as _target_shape
 from bpcr.manifest import write_manifest
 from bpcr.store import open_store
 
@@ -204,15 +204,6 @@ def test_pca_whitening_learned_and_applied(reference, data):
     assert np.array_equal(np.asarray(q.features), np.asarray(store.features))  # same images, same whitening
 
 
-def test_learn_and_apply_whitening_by_hand():
-    # two points on a line: one component, whitened to +-1 (variance 2 with ddof=1)
-    x = np.array([[1.0, 1.0], [3.0, 3.0]], dtype=np.float32)
-    w = learn_whitening(x)
-    assert w.components.shape == (1, 2) and np.allclose(w.mean, [2.0, 2.0]) and np.allclose(w.explained_variance, [4.0])
-    y = apply_whitening(x, w)
-    assert np.allclose(np.abs(y), 1.0) and y[0, 0] == -y[1, 0]
-
-
 def test_planning_by_hand():
     assert _shard_chunks(13, 4, None) == (0, 4)
     assert [_shard_chunks(13, 4, (i, 3)) for i in (1, 2, 3)] == [(0, 1), (1, 2), (2, 4)]
@@ -230,17 +221,6 @@ def test_aspect_mode_runs_and_is_recorded(data):
     store = open_store(extract(data / "db.csv", data / "aspect", "efficientnet_lite0", ["gem"], resize="aspect",
                                **FAST)["gem"])
     assert len(store) == 12 and store.meta["resize"] == "aspect"
-
-
-def test_options_parsing():
-    assert parse_shard("2/4") == (2, 4)
-    for bad in ("0/4", "5/4", "2-4", "a/b"):
-        with pytest.raises(BadInput, match="--shard"):
-            parse_shard(bad)
-    assert parse_params(["gem.p=4", "grmaac.q=[0.5,0.5,1]", "ramac.region_l2=false"]) == {
-        "gem": {"p": 4}, "grmaac": {"q": [0.5, 0.5, 1]}, "ramac": {"region_l2": False}}
-    with pytest.raises(BadInput, match="POOLING.KEY=VALUE"):
-        parse_params(["p=4"])
 
 
 def test_cli(data, cli):

@@ -43,9 +43,9 @@ def _index(neighbours: dict[str, list[str]], ids: list[str] = DB_IDS) -> TextInd
                      sims=np.full(len(indices), 0.9, dtype=np.float32), meta={"tau": 0.6})
 
 
-def _refine(neighbours, k=3, mode="fill", ranking=INPUT):
+def _refine(neighbours, k_keep=3, mode="fill", ranking=INPUT):
     rows = {image_id: r for r, image_id in enumerate(DB_IDS)}
-    return refine_query(ranking, np.array([1.0, 0.0]), _index(neighbours), rows, _features(DB_IDS), k, mode)
+    return refine_query(ranking, np.array([1.0, 0.0]), _index(neighbours), rows, _features(DB_IDS), k_keep, mode)
 
 
 def test_fill_hand_example():
@@ -79,9 +79,9 @@ def test_rerank_union_reorders_the_first_k_too():
 def test_no_duplicates_and_k7_changes_nothing():
     for k in range(1, 8):
         for mode in ("fill", "rerank-union"):
-            ranking = _refine(NEIGHBOURS, k=k, mode=mode).ranking
+            ranking = _refine(NEIGHBOURS, k_keep=k, mode=mode).ranking
             assert len(ranking) == len(set(ranking))
-    assert _refine(NEIGHBOURS, k=7).ranking == INPUT
+    assert _refine(NEIGHBOURS, k_keep=7).ranking == INPUT
     # Neighbours without a database feature are skipped.
     rows = {i: r for r, i in enumerate(DB_IDS) if i != "n12"}
     result = refine_query(INPUT, np.array([1.0, 0.0]), _index(NEIGHBOURS), rows, _features(DB_IDS), 3, "fill")
@@ -110,8 +110,9 @@ def setup(tmp_path):
 
 
 def test_refine_writes_run_with_provenance(setup):
-    csv_path = refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "refined",
-                      out_dir=setup / "out", k=3)
+    result = refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "refined",
+                    out=setup / "out", k_keep=3)
+    csv_path = result.csv
     run = load_run(csv_path)
     assert run.submission["v01"] == ["n01", "n02", "n03", "n12", "n10", "n13", "n15"]
     # v02's first k (n08, n07, n06) have no textual neighbours: the input run, unchanged.
@@ -119,6 +120,7 @@ def test_refine_writes_run_with_provenance(setup):
     assert run.ranking["v01"] == ["n01", "n02", "n03", "n12", "n10", "n13", "n15", "n04"]
     assert run.scores["v01"] == pytest.approx([1 / r for r in range(1, 9)], rel=1e-7)
     prov = json.loads(csv_path.with_suffix(".json").read_text())
+    assert prov == result.provenance
     assert prov["params"]["k"] == 3 and prov["params"]["mode"] == "fill" and prov["params"]["tau"] == 0.6
     assert prov["input_run"]["name"] == "base"
     trec = next(f for f in prov["input_run"]["files"] if f["path"].endswith("base.trec"))
@@ -130,11 +132,11 @@ def test_mismatched_stores_are_refused(setup):
     write_store(setup / "q2", ["v01", "v02"], np.eye(2, dtype=np.float32),
                 {"backbone": "vgg16", "pooling": "gem", "input_size": 480})
     with pytest.raises(BadInput, match="backbone"):
-        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q2", "r", out_dir=setup / "out")
+        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q2", "r", out=setup / "out")
     write_store(setup / "q3", ["v01", "v02"], np.eye(2, 3, dtype=np.float32),
                 {"backbone": "resnet50", "pooling": "gem", "input_size": 480})
     with pytest.raises(BadInput, match="dim"):
-        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q3", "r", out_dir=setup / "out")
+        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q3", "r", out=setup / "out")
     assert not (setup / "out").exists()
 
 
@@ -142,20 +144,20 @@ def test_bad_inputs(setup):
     write_store(setup / "q1", ["v01"], np.array([[1.0, 0.0]], dtype=np.float32),
                 {"backbone": "resnet50", "pooling": "gem", "input_size": 480})
     with pytest.raises(BadInput, match="'v02'.*no feature"):
-        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q1", "r", out_dir=setup / "out")
+        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q1", "r", out=setup / "out")
     with pytest.raises(BadInput, match="overwrite"):
-        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "base", out_dir=setup / "runs")
-    with pytest.raises(BadInput, match="k must be"):
-        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "r", out_dir=setup / "out", k=0)
+        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "base", out=setup / "runs")
+    with pytest.raises(BadInput, match="k_keep must be"):
+        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "r", out=setup / "out", k_keep=0)
     write_run(setup / "runs", "stray", {"v01": ["zz9"]}, None, None)
     with pytest.raises(BadInput, match="not in the text index"):
-        refine(setup / "runs" / "stray.csv", setup / "ti", setup / "db", setup / "q", "r", out_dir=setup / "out")
+        refine(setup / "runs" / "stray.csv", setup / "ti", setup / "db", setup / "q", "r", out=setup / "out")
     assert not (setup / "out").exists()
 
 
 def test_cli_refine(setup, cli):
     result = cli("refine", setup / "runs" / "base.trec", "--text-index", setup / "ti", "--db-features", setup / "db",
-                 "--query-features", setup / "q", "--k", "3", "--mode", "rerank-union", "--name", "union",
+                 "--query-features", setup / "q", "--k-keep", "3", "--mode", "rerank-union", "--name", "union",
                  "--out", setup / "out")
     assert result.code == 0, result.err
     assert "2 queries" in result.out and (setup / "out" / "union.trec").is_file()

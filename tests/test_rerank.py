@@ -1,4 +1,4 @@
-"""SIFT re-ranking: ratio test, matching, RANSAC, scores and order, the stage end to end."""
+"""SIFT re-ranking: scores and order, the stage end to end (its kernels: tests/test_sift.py)."""
 from __future__ import annotations
 
 import json
@@ -6,146 +6,14 @@ import os
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
-from bpcr import sift
 from bpcr.manifest import write_manifest
 from bpcr.rerank import blend_scores, finish_query, rerank, sift_scores
 from bpcr.runs import load_run, write_run
-
-# ---------------------------------------------------------------- synthetic images
-
-
-def textured(seed: int, width: int = 220, height: int = 180) -> np.ndarray:
-    """A product-label-like BGR image: shapes, letters and lines that give SIFT corners."""
-    rng = np.random.default_rng(seed)
-    img = np.full((height, width, 3), 255, np.uint8)
-    for _ in range(18):
-        colour = tuple(int(c) for c in rng.integers(0, 230, 3))
-        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
-        if rng.random() < 0.5:
-            cv2.rectangle(img, (x, y), (x + int(rng.integers(8, 50)), y + int(rng.integers(8, 50))), colour, -1)
-        else:
-            cv2.circle(img, (x, y), int(rng.integers(4, 25)), colour, -1)
-    for _ in range(4):
-        text = "".join(chr(int(c)) for c in rng.integers(65, 91, 4))
-        org = (int(rng.integers(0, width - 60)), int(rng.integers(20, height)))
-        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, float(rng.uniform(0.5, 1.0)), (0, 0, 0), 2)
-    return img
-
-
-KNOWN_H = np.array([[0.9, 0.08, 12.0], [-0.05, 0.95, 8.0], [0.0002, 0.0001, 1.0]])
-
-
-def photo_of(img: np.ndarray, H: np.ndarray = KNOWN_H) -> np.ndarray:
-    """The label seen under a perspective change, on a grey background."""
-    return cv2.warpPerspective(img, H, (img.shape[1] + 40, img.shape[0] + 40), borderValue=(128, 128, 128))
-
-
-def keypoints_of(img: np.ndarray, cap: int = 500) -> sift.Keypoints:
-    return sift.extract_sift(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cap)
-
-
-# ---------------------------------------------------------------- kernels
-
-
-def test_ratio_test_on_hand_made_distances():
-    nearest = [1.0, 4.0, 9.0, 0.0, 3.0, 0.0]
-    second = [2.0, 5.0, 10.0, 0.0, 3.0, 7.0]
-    # ratios 0.5, 0.8 (kept: only > 0.8 is rejected), 0.9, undefined, 1.0, 0.0
-    assert sift.ratio_test(nearest, second, 0.8).tolist() == [True, True, False, False, False, True]
-    assert sift.ratio_test(nearest, second, 0.5).tolist() == [True, False, False, False, False, True]
-
-
-@pytest.mark.parametrize("matcher", ["flann", "bf"])
-def test_match_on_hand_made_descriptors(matcher):
-    db = np.zeros((3, 128), np.uint8)
-    db[0, 0], db[1, 1], db[2, 2] = 100, 100, 100
-    query = np.zeros((2, 128), np.uint8)
-    query[0, 0] = 90  # distances 10 to db 0, ~134.5 to db 1 and 2: ratio 0.07, kept
-    query[1, 0], query[1, 1] = 50, 50  # equidistant from db 0 and db 1: ratio 1, rejected
-    xy = np.zeros((3, 2), np.float32)
-    found = sift.match(sift.Keypoints(xy[:2], query), sift.Keypoints(xy, db), ratio=0.8, matcher=matcher)
-    assert found.query_idx.tolist() == [0]
-    assert found.db_idx.tolist() == [0]
-    assert found.distance.tolist() == pytest.approx([10.0])
-
-
-def test_match_needs_a_second_neighbour():
-    one = sift.Keypoints(np.zeros((1, 2), np.float32), np.full((1, 128), 7, np.uint8))
-    assert len(sift.match(one, one)) == 0
-
-
-def test_flann_knn_equals_opencv_flann_based_matcher():
-    """Cross-check against the textbook cv2.FlannBasedMatcher with the same RNG seed."""
-    query, db = keypoints_of(photo_of(textured(1))), keypoints_of(textured(1))
-    idx, dist = sift.knn2(query.desc, db.desc, "flann", seed=3)
-    cv2.setRNGSeed(3)
-    reference = cv2.FlannBasedMatcher(dict(algorithm=1, trees=5), dict(checks=50)).knnMatch(
-        query.desc.astype(np.float32), db.desc.astype(np.float32), k=2)
-    assert idx.tolist() == [[m.trainIdx, n.trainIdx] for m, n in reference]
-    assert dist == pytest.approx(np.array([[m.distance, n.distance] for m, n in reference]), rel=1e-5)
-
-
-def test_flann_is_deterministic_whatever_ran_before():
-    query, db = keypoints_of(photo_of(textured(2))), keypoints_of(textured(2))
-    first = sift.knn2(query.desc, db.desc, "flann", seed=0)
-    cv2.setRNGSeed(12345)
-    cv2.randu(np.zeros((10, 10), np.float32), 0, 1)  # consume the global RNG
-    second = sift.knn2(query.desc, db.desc, "flann", seed=0)
-    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
-
-
-def test_extract_caps_keypoints_and_stores_integers():
-    kp = keypoints_of(textured(3), cap=40)
-    assert len(kp) == 40 and kp.desc.dtype == np.uint8 and kp.xy.shape == (40, 2)
-    full = keypoints_of(textured(3), cap=5000)
-    assert len(full) > 40
-
-
-def test_to_gray_shrinks_only():
-    from PIL import Image
-
-    big = Image.new("RGB", (1000, 400), (10, 20, 30))
-    assert sift.to_gray(big, 500).shape == (200, 500)
-    small = Image.new("RGB", (120, 80))
-    assert sift.to_gray(small, 500).shape == (80, 120)
-
-
-def test_ransac_recovers_a_known_homography():
-    label = textured(4, 300, 240)
-    query, db = keypoints_of(label), keypoints_of(photo_of(label))
-    found = sift.match(query, db)
-    inliers, H = sift.verify_homography(query, db, found)
-    assert H is not None
-    assert inliers.sum() >= 30 and inliers.mean() > 0.7
-    # at the inlier keypoints the estimate agrees with the known H within the RANSAC threshold
-    points = query.xy[found.query_idx[inliers]].reshape(-1, 1, 2).astype(np.float64)
-    error = np.linalg.norm(cv2.perspectiveTransform(points, H) - cv2.perspectiveTransform(points, KNOWN_H), axis=2)
-    assert np.median(error) < 1.0 and error.max() < 5.0
-    # a tighter threshold pins the whole label, corners included, to within 2 px
-    inliers, H = sift.verify_homography(query, db, found, threshold=2.0)
-    corners = np.array([[[0, 0]], [[299, 0]], [[299, 239]], [[0, 239]]], np.float64)
-    error = cv2.perspectiveTransform(corners, H) - cv2.perspectiveTransform(corners, KNOWN_H)
-    assert np.abs(error).max() < 2.0
-
-
-def test_ransac_needs_four_matches():
-    kp = sift.Keypoints(np.zeros((3, 2), np.float32), np.zeros((3, 128), np.uint8))
-    three = sift.Matches(np.arange(3), np.arange(3), np.ones(3, np.float32))
-    mask, H = sift.verify_homography(kp, kp, three)
-    assert H is None and mask.tolist() == [False, False, False]
-
+from test_sift import photo_of, textured
 
 # ---------------------------------------------------------------- scores and order
-
-
-def test_local_score_hand_values():
-    assert sift.local_score(3, 256.0) == 3.375
-    assert sift.local_score(3, 0.0) == 3.5
-    assert sift.local_score(2, 5000.0) == 2.0  # distance clipped to the bound
-    assert sift.local_score(0, 10.0) == 0.0
 
 
 def test_ties_break_by_distance_then_id():
@@ -195,8 +63,8 @@ def dataset(tmp_path):
 
 
 def _rerank(d, name="sift", **kw):
-    kw = {"top": 4, "workers": 1, "progress": False, "cache_dir": d["cache"], **kw}
-    return rerank(d["run"], d["root"] / "database.csv", d["root"] / "queries.csv", name, d["out"], **kw)
+    kw = {"top": 4, "workers": 1, "cache_dir": d["cache"], **kw}
+    return rerank(d["run"], d["root"] / "database.csv", d["root"] / "queries.csv", name, d["out"], **kw).written[".trec"]
 
 
 def test_matching_image_outranks_non_matching_and_tail_keeps_order(dataset):
@@ -282,8 +150,9 @@ def test_cli_rerank_and_bad_input(dataset, cli, tmp_path):
 def test_database_image_missing_from_manifest_scores_unmatched(dataset, tmp_path):
     write_run(tmp_path / "runs", "odd", {"v0": ["n9", "n3", "n0"]}, {"v0": [0.9, 0.8, 0.7]}, {"run": "odd"})
     trec = rerank(tmp_path / "runs" / "odd.trec", dataset["root"] / "database.csv", dataset["root"] / "queries.csv",
-                  "odd-sift", dataset["out"], top=3, workers=1, progress=False, cache_dir=dataset["cache"])
-    run = load_run(trec)
+                  "odd-sift", dataset["out"], top=3, workers=1, cache_dir=dataset["cache"])
+    run = load_run(trec.csv)
+    assert trec.provenance == run.provenance
     assert run.ranking["v0"][0] == "n0"
     assert run.provenance["warnings"]["db_not_in_manifest"] == 1
 
@@ -291,9 +160,10 @@ def test_database_image_missing_from_manifest_scores_unmatched(dataset, tmp_path
 def test_cli_defaults_match_the_library():
     import inspect
 
-    from bpcr import cli, rerank as stage
+    from bpcr import rerank as stage
+    from bpcr.cli import stages
 
-    params = inspect.signature(cli.rerank).parameters
+    params = inspect.signature(stages.rerank).parameters
     assert params["max_keypoints"].default.default == stage.DEFAULT_MAX_KEYPOINTS
     assert params["max_side"].default.default == stage.DEFAULT_MAX_SIDE
     assert params["top"].default.default == stage.DEFAULT_TOP

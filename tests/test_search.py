@@ -10,7 +10,7 @@ import pytest
 from bpcr.errors import BadInput
 from bpcr.index import build_index
 from bpcr.runs import load_run
-from bpcr.search import FUSIONS, fuse_product, fuse_sum, search
+from bpcr.search import search
 from bpcr.store import write_store
 
 META = {"backbone": "resnet50", "weights_sha256": "ab12", "pooling": "gem", "pooling_params": {"p": 3.0},
@@ -25,22 +25,6 @@ def _store(path, ids, x, **meta):
     return write_store(path, ids, np.asarray(x), {**META, **meta})
 
 
-# ---------------------------------------------------------------- fusions by hand
-
-
-def test_fusions_by_hand():
-    scores = np.array([[0.5, 0.2, -0.1],
-                       [0.1, 0.4, 0.3]])
-    # eq 16: 0.6*0.5 + 0.4*0.1 = 0.34; 0.6*0.2 + 0.4*0.4 = 0.28; -0.06 + 0.12 = 0.06
-    assert fuse_sum(scores, [0.6, 0.4]) == pytest.approx([0.34, 0.28, 0.06], abs=1e-12)
-    # eq 8, alpha = (3, 1) as in paper 001: (1+1.5)(1+0.1) = 2.75; (1+0.6)(1+0.4) = 2.24; (0.7)(1.3) = 0.91
-    assert fuse_product(scores, [3.0, 1.0]) == pytest.approx([2.75, 2.24, 0.91], abs=1e-12)
-    # Over (sets, queries, images) blocks, as the exhaustive search calls them.
-    block = np.stack([scores, scores], axis=1)  # (sets, queries, images), both queries alike
-    assert fuse_product(block, [3.0, 1.0])[1] == pytest.approx([2.75, 2.24, 0.91], abs=1e-12)
-    assert set(FUSIONS) == {"sum", "product"}
-
-
 # ---------------------------------------------------------------- single feature set
 
 
@@ -50,8 +34,9 @@ def test_cosine_run_by_hand(tmp_path):
     _store(tmp_path / "db", db_ids, x)
     _store(tmp_path / "q", ["v2", "v1"], np.array([[0.0, 2.0], [1.0, 0.0]], dtype=np.float32))
     build_index(tmp_path / "db", tmp_path / "idx", **QUIET)
-    csv_path = search(tmp_path / "idx", tmp_path / "q", "hand", tmp_path / "sub", k=3, **QUIET)
-    run = load_run(csv_path)
+    result = search(tmp_path / "idx", tmp_path / "q", "hand", tmp_path / "sub", depth=3, **QUIET)
+    run = load_run(result.csv)
+    assert result.provenance == json.loads((tmp_path / "sub" / "hand.json").read_text())
     assert run.ranking == {"v1": ["n3", "n1", "n2"], "v2": ["n2", "n1", "n3"]}
     assert run.scores == {"v1": [1.0, 0.6, 0.0], "v2": [1.0, 0.8, 0.0]}
     assert (tmp_path / "sub" / "hand.csv").read_text() == "v1,n3,n1,n2\nv2,n2,n1,n3\n"
@@ -70,7 +55,7 @@ def test_exact_ties_break_by_id(tmp_path, kind, exhaustive):
     _store(tmp_path / "db", ids, x)
     _store(tmp_path / "q", ["v1"], tied[:1] * 2)
     build_index(tmp_path / "db", tmp_path / "idx", metric="l2", kind=kind, **QUIET)
-    run = load_run(search(tmp_path / "idx", tmp_path / "q", "ties", tmp_path / "sub", k=3, exhaustive=exhaustive, **QUIET))
+    run = load_run(search(tmp_path / "idx", tmp_path / "q", "ties", tmp_path / "sub", depth=3, exhaustive=exhaustive, **QUIET).csv)
     assert run.ranking["v1"] == ["t1", "t3", "t5"]
     assert len(set(run.scores["v1"])) == 1
 
@@ -83,7 +68,7 @@ def test_float16_store_gives_the_float32_run(tmp_path):
         _store(tmp_path / f"db{dtype}", ids, x.astype(dtype))
         _store(tmp_path / f"q{dtype}", ["a", "b", "c", "d"], q.astype(dtype))
         build_index(tmp_path / f"db{dtype}", tmp_path / f"i{dtype}", metric="l1", **QUIET)
-        search(tmp_path / f"i{dtype}", tmp_path / f"q{dtype}", f"r{dtype}", tmp_path / "sub", k=20, **QUIET)
+        search(tmp_path / f"i{dtype}", tmp_path / f"q{dtype}", f"r{dtype}", tmp_path / "sub", depth=20, **QUIET)
     assert (tmp_path / "sub" / "rfloat16.trec").read_text().replace("rfloat16", "R") == \
         (tmp_path / "sub" / "rfloat32.trec").read_text().replace("rfloat32", "R")
 
@@ -136,8 +121,8 @@ def _two_sets(tmp_path, permute_second: bool = False):
 def test_fused_scores_are_the_equations(tmp_path, fusion, exhaustive):
     ids, expected = _two_sets(tmp_path, permute_second=True)
     run = load_run(search([tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"], "fused",
-                          tmp_path / "sub", k=10, weights=[0.6, 0.4], fusion=fusion, exhaustive=exhaustive,
-                          shortlist=120, **QUIET))
+                          tmp_path / "sub", depth=10, weights=[0.6, 0.4], fusion=fusion, exhaustive=exhaustive,
+                          shortlist=120, **QUIET).csv)
     for query, (sa, sb) in expected.items():
         fused = 0.6 * sa + 0.4 * sb if fusion == "sum" else (1 + 0.6 * sa) * (1 + 0.4 * sb)
         order = sorted(range(len(ids)), key=lambda i: (-float(f"{fused[i]:.8g}"), ids[i]))[:10]
@@ -149,7 +134,7 @@ def test_fused_scores_are_the_equations(tmp_path, fusion, exhaustive):
 
 def test_union_shortlist_equals_exhaustive_when_it_covers_everything(tmp_path):
     _two_sets(tmp_path)
-    common = dict(weights=[1.0, 2.0], fusion="sum", k=15, **QUIET)
+    common = dict(weights=[1.0, 2.0], fusion="sum", depth=15, **QUIET)
     search([tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"], "u", tmp_path / "s", shortlist=120, **common)
     search([tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"], "x", tmp_path / "s", exhaustive=True, **common)
     assert load_run(tmp_path / "s" / "u.trec").ranking == load_run(tmp_path / "s" / "x.trec").ranking
@@ -165,7 +150,7 @@ def test_ids_missing_from_one_set_are_left_out_and_recorded(tmp_path):
     build_index(tmp_path / "dbB", tmp_path / "iB", **QUIET)
     lines: list[str] = []
     run = load_run(search([tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"], "m", tmp_path / "s",
-                          k=3, log=lines.append))
+                          depth=3, log=lines.append).csv)
     assert run.ranking == {"v1": ["a", "c", "d"]}
     assert run.scores["v1"] == [2.0, 0.0, 0.0]
     assert run.provenance["params"]["left_out_ids"] == {"queries": [1, 0], "database": [1, 0]}
@@ -190,7 +175,7 @@ def test_cli_index_and_fused_search(tmp_path, cli):
     result = cli("index", tmp_path / "dbA", "--out", tmp_path / "cliA", "--metric", "cosine")
     assert result.code == 0 and "flat cosine index of 120 x 6" in result.out
     args = ["search", "--index", tmp_path / "cliA", "--queries", tmp_path / "qA", "--index", tmp_path / "iB",
-            "--queries", tmp_path / "qB", "--name", "f", "--out", tmp_path / "sub", "--k", "7"]
+            "--queries", tmp_path / "qB", "--name", "f", "--out", tmp_path / "sub", "--depth", "7"]
     result = cli(*args, "--weights", "0.6,0.4", "--fusion", "product")
     assert result.code == 0, result.err
     run = load_run(tmp_path / "sub" / "f.csv")
@@ -200,6 +185,10 @@ def test_cli_index_and_fused_search(tmp_path, cli):
                          (["--fusion", "max"], "unknown fusion 'max'")):
         result = cli(*args, *bad)
         assert result.code == 2 and message in result.err and len(result.err.strip().splitlines()) == 1
+    # The old name of --depth still works, with a warning.
+    result = cli(*args[:-2], "--k", "7", "--weights", "0.6,0.4", "--fusion", "product", "--name", "old")
+    assert result.code == 0 and "--k is deprecated; use --depth" in result.err
+    assert load_run(tmp_path / "sub" / "old.csv").ranking == run.ranking
     result = cli("search", "--index", tmp_path / "cliA", "--index", tmp_path / "iB", "--queries", tmp_path / "qA",
                  "--name", "g", "--out", tmp_path / "sub")
     assert result.code == 2 and "one --queries store per --index" in result.err

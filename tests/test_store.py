@@ -1,12 +1,11 @@
-"""Feature stores: round trip, streaming writer, whitening file, resumable partial folder."""
+"""Feature stores: round trip, streaming writer, resumable partial folder."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from bpcr.errors import BadInput
-from bpcr.store import (Chunk, PartialStore, Whitening, open_store, read_whitening, write_store,
-                        write_store_blocks)
+from bpcr.store import Chunk, PartialStore, open_store, write_store, write_store_blocks
 
 
 def test_round_trip(tmp_path):
@@ -41,23 +40,6 @@ def test_incomplete_store_is_refused(tmp_path):
     (tmp_path / "s" / "meta.json").unlink()
     with pytest.raises(BadInput, match="missing: the feature store is incomplete"):
         open_store(tmp_path / "s")
-
-
-def test_whitening_file(tmp_path):
-    w = Whitening(np.array([1.0, 2.0]), np.array([[0.0, 1.0]]), np.array([4.0]))
-    (tmp_path / "pca.npz").write_bytes(w.to_bytes())
-    back = read_whitening(tmp_path)
-    assert back.mean.tolist() == [1.0, 2.0] and back.components.tolist() == [[0.0, 1.0]]
-    assert back.explained_variance.tolist() == [4.0]
-    np.savez(tmp_path / "bad.npz", mean=np.zeros(3), components=np.zeros((1, 2)), explained_variance=np.ones(1))
-    with pytest.raises(BadInput, match="inconsistent shapes"):
-        read_whitening(tmp_path / "bad.npz")
-    np.savez(tmp_path / "obj.npz", mean=np.array([{"x": 1}], dtype=object), components=np.zeros((1, 1)),
-             explained_variance=np.ones(1))
-    with pytest.raises(BadInput, match="not a PCA-whitening file"):  # object arrays need pickle: refused
-        read_whitening(tmp_path / "obj.npz")
-    with pytest.raises(BadInput, match="no PCA-whitening here"):
-        read_whitening(tmp_path / "nowhere")
 
 
 def test_partial_store_resumes_only_the_same_plan(tmp_path):

@@ -1,0 +1,111 @@
+"""The command line's shared parts: the Typer app, option parsing and the lists of choices."""
+from __future__ import annotations
+
+import json
+from typing import Any, List, Optional, Sequence
+
+import typer
+
+from .. import __version__
+from ..errors import BadInput
+
+app = typer.Typer(
+    name="bpcr",
+    help=(
+        "Submission and leaderboard kit for beauty and personal-care product retrieval "
+        "(AI Meets Beauty / Perfect-500K).\n\n"
+        "Pipeline: prepare -> extract -> index -> search -> refine -> rerank -> ensemble -> score."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bpcr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    pass
+
+
+def parse_weights(weights: Optional[str]) -> Optional[List[float]]:
+    """``--weights 0.6,0.4`` -> [0.6, 0.4]; None stays None."""
+    if weights is None:
+        return None
+    try:
+        return [float(w) for w in weights.split(",")]
+    except ValueError:
+        raise BadInput(None, None, f"--weights {weights!r}: expected comma-separated numbers such as 0.6,0.4") from None
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N), 1 <= I <= N; BadInput otherwise."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise BadInput(None, None, f"--shard must look like I/N (e.g. 2/4), got {text!r}") from None
+    if not 1 <= i <= n:
+        raise BadInput(None, None, f"--shard I/N needs 1 <= I <= N, got {text!r}")
+    return i, n
+
+
+def parse_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["gem.p=4", "grmaac.q=[0.5,0.5,1]"]`` -> {"gem": {"p": 4}, ...}; values read as JSON, else text."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        pooling, dot, name = key.partition(".")
+        if not sep or not dot or not pooling or not name:
+            raise BadInput(None, None, f"--param must look like POOLING.KEY=VALUE (e.g. gem.p=4), got {item!r}")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(pooling.strip(), {})[name.strip()] = parsed
+    return out
+
+
+
+# The CLI's lists of choices, spelled here so that `bpcr --help` stays fast (no torch or faiss
+# import); tests/test_cli.py proves each equals its registry.
+POOLINGS = ("mac", "spoc", "gem", "rmac", "ramac", "grmac", "vamac", "grmaac", "srmac")  # bpcr.pooling.POOLINGS
+DISTANCES = ("cosine", "l2", "l1")  # bpcr.distances.DISTANCES
+INDEX_KINDS = ("flat", "ivf", "hnsw")  # bpcr.index.KINDS
+SIMILARITY_FUSIONS = ("sum", "product")  # bpcr.fusion.SIMILARITY_FUSIONS
+RUN_FUSIONS = ("rrf", "borda", "combsum", "combmnz")  # bpcr.fusion.RUN_FUSIONS
+NORMALISERS = ("minmax", "zscore")  # bpcr.fusion.NORMALISERS
+RANK_SCORES = ("linear", "reciprocal")  # bpcr.fusion.RANK_SCORES
+REFINE_MODES = ("fill", "rerank-union")  # bpcr.refine.MODES
+SCORERS = ("matches", "inliers", "blend")  # bpcr.rerank.SCORERS
+MATCHERS = ("flann", "bf")  # bpcr.sift.MATCHERS
+VARIANTS = ("challenge", "nrel", "cutoff-mean")  # bpcr.metrics.VARIANTS
+
+
+def choices(names: tuple[str, ...]) -> str:
+    return ", ".join(names)
+
+
+def renamed(old: str, new: str, old_value, new_value, default):
+    """The value of an option given under its deprecated name ``old`` (with a warning), else ``new_value``."""
+    if old_value is None:
+        return new_value
+    from ..display import warn
+
+    warn(f"{old} is deprecated; use {new}")
+    if new_value != default:
+        raise BadInput(None, None, f"give {new} or its old name {old}, not both")
+    return old_value
+
+
+def not_built(command: str) -> None:
+    raise BadInput(None, None, f"`bpcr {command}` is not built yet in bpcr {__version__}")
+
+

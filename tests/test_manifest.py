@@ -1,0 +1,48 @@
+"""Manifests (bpcr/manifest.py): rows sorted by ID, paths relative to the manifest's folder."""
+from __future__ import annotations
+
+import pytest
+
+from bpcr.errors import BadInput
+from bpcr.manifest import read_manifest, write_manifest
+
+
+def test_round_trip_sorted_with_relative_paths(tmp_path):
+    images = tmp_path / "data" / "db"
+    path = tmp_path / "prepared" / "database.csv"
+    path.parent.mkdir()
+    write_manifest(path, ["n2", "n1"], [images / "n2.png", images / "n1.jpg"], [30, 10], [40, 20],
+                   ["blue, shampoo", 'say "red"'])
+    assert path.read_text() == ("id,path,width,height,description\n"
+                                "n1,../data/db/n1.jpg,10,20,\"say \"\"red\"\"\"\n"
+                                "n2,../data/db/n2.png,30,40,\"blue, shampoo\"\n")
+    manifest = read_manifest(path)
+    assert manifest.ids == ["n1", "n2"]
+    assert manifest.paths == [images / "n1.jpg", images / "n2.png"]
+    assert (manifest.widths, manifest.heights) == ([10, 30], [20, 40])
+    assert manifest.descriptions == ['say "red"', "blue, shampoo"]
+    assert manifest.index() == {"n1": 0, "n2": 1} and len(manifest) == 2
+
+
+def test_moved_together_the_paths_follow(tmp_path):
+    path = tmp_path / "a" / "database.csv"
+    path.parent.mkdir()
+    write_manifest(path, ["n1"], [tmp_path / "a" / "img" / "n1.jpg"], [1], [1], [""])
+    moved = tmp_path / "b"
+    (tmp_path / "a").rename(moved)
+    assert read_manifest(moved / "database.csv").paths == [moved / "img" / "n1.jpg"]
+
+
+def test_crlf_bom_and_blank_lines_tolerated(tmp_path):
+    path = tmp_path / "database.csv"
+    path.write_bytes(b"\xef\xbb\xbfid,path,width,height,description\r\nn1,n1.jpg,1,2,\"two\r\nlines\"\r\n\r\n")
+    manifest = read_manifest(path)
+    assert manifest.ids == ["n1"] and manifest.descriptions == ["two\nlines"]
+
+
+def test_error_names_file_and_line(tmp_path):
+    path = tmp_path / "database.csv"
+    path.write_text("id,path,width,height,description\nn1,n1.jpg,1,1,\nn1,n1.png,1,1,\n")
+    with pytest.raises(BadInput) as info:
+        read_manifest(path)
+    assert (info.value.file, info.value.line) == (str(path), 3) and "listed twice" in info.value.reason
