@@ -73,14 +73,17 @@ def run_side(rev: str, dest: Path, config: str) -> float:
     return seconds
 
 
-def _stable_json(obj):
-    """Drop timestamps, timings and the hashes of JSON inputs (which hold timestamps)."""
+def _stable_json(obj, root: str):
+    """Drop timestamps, timings and the hashes of JSON inputs (which hold timestamps); ``root``, the side's
+    own folder, becomes ROOT in absolute paths."""
     if isinstance(obj, dict):
         path = obj.get("path")
-        return {k: _stable_json(v) for k, v in obj.items()
+        return {k: _stable_json(v, root) for k, v in obj.items()
                 if k not in VOLATILE and not (k == "sha256" and isinstance(path, str) and path.endswith(".json"))}
     if isinstance(obj, list):
-        return [_stable_json(v) for v in obj]
+        return [_stable_json(v, root) for v in obj]
+    if isinstance(obj, str):
+        return obj.replace(root, "ROOT")
     return obj
 
 
@@ -93,8 +96,11 @@ def compare(a: Path, b: Path) -> list[str]:
         if not (fa.is_file() and fb.is_file()):
             problems.append(f"submissions/{name}: only in {'before' if fa.is_file() else 'after'}")
         elif name.endswith(".json"):
-            if _stable_json(json.loads(fa.read_text())) != _stable_json(json.loads(fb.read_text())):
-                problems.append(f"submissions/{name}: provenance differs beyond timestamps and timings")
+            ja, jb = _stable_json(json.loads(fa.read_text()), str(a)), _stable_json(json.loads(fb.read_text()), str(b))
+            if ja != jb:
+                keys = sorted(k for k in set(ja) | set(jb) if ja.get(k) != jb.get(k))
+                problems.append(f"submissions/{name}: provenance differs beyond timestamps and timings in "
+                                f"{', '.join(keys)}")
         elif fa.read_bytes() != fb.read_bytes():
             problems.append(f"submissions/{name}: bytes differ")
     for name in ("leaderboard.md", "leaderboard.svg", "work/demo/per_query.csv", "work/demo/scores.json"):

@@ -160,13 +160,20 @@ class Backbone(nn.Module):
             # stop_early: the stages after the requested one are never computed.
             out = self.model.forward_intermediates(x, indices=[self.layer], intermediates_only=True,
                                                    stop_early=True)[0]
-        elif self.is_transformer:
-            grid = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
-            out = tokens_to_grid(self.model.forward_features(x), self.model.num_prefix_tokens, grid)
-        else:
-            out = self.model.forward_features(x)
-            if getattr(self.model, "output_fmt", "NCHW") == "NHWC":
-                out = out.permute(0, 3, 1, 2)
+            return out.float()
+        return self.as_map(self.model.forward_features(x), x.shape[-2:])
+
+    def as_map(self, out: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+        """The model's ``forward_features`` output for inputs of ``size`` (H, W) -> (B, C, h, w), float32.
+
+        What :meth:`forward` returns, with gradients: ``bpcr.train`` runs
+        ``forward_features`` itself, since its ImageNet head reads the same output.
+        """
+        if self.is_transformer:
+            grid = (size[0] // self.stride, size[1] // self.stride)
+            out = tokens_to_grid(out, self.model.num_prefix_tokens, grid)
+        elif getattr(self.model, "output_fmt", "NCHW") == "NHWC":
+            out = out.permute(0, 3, 1, 2)
         return out.float()
 
     def meta(self) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def read_descriptions(path: Path, db_stems: set[str]) -> tuple[dict[str, str], D
     ``db_stems``: the file stems of the database folder, to recognise a missing header row.
     """
     stats = DescriptionStats(file=str(path))
-    lines = read_lines(path)
+    lines = read_lines(path, "descriptions")
     reader = csv.reader(io.StringIO("\n".join(lines) + "\n"))
     header: list[str] | None = None
     descriptions: dict[str, str] = {}

@@ -43,8 +43,13 @@ def _echo(message: str, err: bool = False) -> None:
 
 
 def warn(message: str) -> None:
-    """One warning, one line on stderr, whatever the terminal's width."""
-    _echo(f"warning: {message}", err=True)
+    """One warning, one line on stderr, whatever the terminal's width (never wrapped, line breaks joined)."""
+    _echo(f"warning: {_one_line(message)}", err=True)
+
+
+def _one_line(message: str) -> str:
+    """Line breaks inside a message become spaces: one message, one line."""
+    return " ".join(str(message).splitlines())
 
 
 def show_written(paths) -> None:
@@ -85,8 +90,10 @@ def show_run(result) -> None:
         if total > len(counted["examples"]):
             warn(f"{total - len(counted['examples'])} more warnings counted in {result.written['.json']}")
         cache = prov["sift_cache"]
+        invalid = cache.get("recomputed_invalid", 0)
         _echo(f"re-ranked {prov['queries']['reranked']}/{prov['queries']['total']} queries "
-              f"(database descriptors: {cache['computed']} computed, {cache['reused']} cached)")
+              f"(database descriptors: {cache['computed']} computed, {cache['reused']} cached"
+              f"{f', {invalid} invalid in the cache and computed again' if invalid else ''})")
     elif method.startswith("ensemble:"):
         _show_ensemble(result)
     show_written(result.written.values())
@@ -151,7 +158,10 @@ def show_prepare(summary) -> None:
 
     console = Console()
     for renderable in _prepare_tables(summary):
-        console.print(renderable, highlight=False)
+        if isinstance(renderable, str):
+            _echo(renderable)  # a line of text is never wrapped; only tables fit the terminal
+        else:
+            console.print(renderable, highlight=False)
     for message in summary.warnings:
         warn(message)
 
@@ -170,14 +180,12 @@ def show_pipeline(result) -> None:
     table.add_row("total", "", f"{sum(t.seconds for t in result.times):.1f}", "")
     console.print(table)
     if result.leaderboard is not None:
-        console.print(f"leaderboard: {result.leaderboard}")
+        _echo(f"leaderboard: {result.leaderboard}")
 
 
 def pipeline_log(message: str) -> None:
-    """The pipeline's log lines, printed as given (no markup)."""
-    from rich.console import Console
-
-    Console().print(message, highlight=False, markup=False)
+    """The pipeline's log lines, printed as given: no markup, one line, never wrapped at the terminal's width."""
+    _echo(_one_line(message))
 
 
 def show_scores(scores, variant: str, gt_name: str) -> None:
@@ -188,16 +196,24 @@ def show_scores(scores, variant: str, gt_name: str) -> None:
     for s in scores:
         for warning in s.warnings:
             warn(warning)
-    table = Table(title=f"mAP@7 ({variant}) against {gt_name}")
-    for column in ("run", "mAP@7", "95% CI", "P@1", "hit@7", "acc@100", "vs baseline"):
-        table.add_column(column, justify="left" if column in ("run", "vs baseline") else "right",
-                         no_wrap=column != "vs baseline")
+    table = Table(title=f"mAP@7 ({variant}) against {gt_name}, ranked by the private half")
+    for column in ("run", "private", "95% CI", "public", "all", "P@1", "acc@100", "vs baseline (private)"):
+        table.add_column(column, justify="left" if column in ("run", "vs baseline (private)") else "right",
+                         no_wrap=not column.startswith("vs baseline"))
+
+    def half(s, name: str) -> tuple[str, str]:
+        h = s.halves.get(name)
+        if h is None or h.map7 is None:
+            return "—", "—"
+        return f"{h.map7:.4f}{' *' if h.in_sample else ''}", f"[{h.ci95[0]:.3f}, {h.ci95[1]:.3f}]"
+
     for s in scores:
         c = s.comparison
         versus = f"{c.delta:+.4f} vs {c.baseline} (p={c.p_holm:.3g})" if c else ""
         acc100 = "—" if s.top_k[100] is None else f"{s.top_k[100]:.4f}"
-        table.add_row(s.name, f"{s.map7:.4f}", f"[{s.ci95[0]:.3f}, {s.ci95[1]:.3f}]", f"{s.p_at_1:.4f}",
-                      f"{s.hit_at_7:.4f}", acc100, versus)
+        private, private_ci = half(s, "private")
+        table.add_row(s.name, private, private_ci, half(s, "public")[0],
+                      f"{s.map7:.4f}{' *' if s.in_sample else ''}", f"{s.p_at_1:.4f}", acc100, versus)
     Console(width=max(Console().width, 140)).print(table)
 
 
@@ -209,3 +225,10 @@ def show_check(submission, report) -> None:
         _echo(f"{submission}{'' if line is None else f':{line}'}: {reason}", err=True)
     if report.ok:
         _echo(f"{submission}: OK, {report.n_lines} queries, {len(report.warnings)} warnings")
+
+
+def show_sweep(result) -> None:
+    """``sweep``: the table of points, then where the chosen config went."""
+    _echo(result.table.read_text(encoding="utf-8").rstrip())
+    _echo(f"wrote {result.table}")
+    _echo(f"wrote {result.config_out} (chosen on the public half)")

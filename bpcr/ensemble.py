@@ -32,10 +32,11 @@ from .errors import BadInput
 from .fusion import (NORMALISERS, RANK_SCORES, RRF_K_KEY, RUN_FUSIONS, QueryTable, RunFusion, build_table,
                      fuse_table, get_run_fusion)
 from .gt import read_ground_truth
-from .ids import check_id
 from .metrics import per_query_ap
-from .runs import (SUBMISSION_DEPTH, Run, RunResult, expand_run_paths, load_run, order_by_score, provenance, run_files,
-                   write_run)
+from .ranges import TUNING_STEPS_MAX, check_range, check_seed, check_weights
+from .runs import (SUBMISSION_DEPTH, Run, RunResult, check_run_output, expand_run_paths, load_run, order_by_score,
+                   provenance, run_files, write_run)
+from .split import DEFAULT_PUBLIC_SHARE, DEFAULT_SEED, QuerySplit, tuning_queries
 from .tuning import tune
 
 
@@ -169,8 +170,7 @@ def _check_weights(weights: Sequence[float] | None, n_runs: int) -> list[float]:
     weights = [float(w) for w in weights]
     if len(weights) != n_runs:
         raise BadInput(None, None, f"--weights gives {len(weights)} weights for {n_runs} runs")
-    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
-        raise BadInput(None, None, "weights must be finite, non-negative, and not all 0")
+    check_weights(weights)
     total = sum(weights)
     return [w / total for w in weights]
 
@@ -221,18 +221,26 @@ def ensemble(
     folds: int = 5,
     seed: int = 0,
     steps: int = 10,
+    tune_half: str = "public",
+    allow_private: bool = False,
+    split_seed: int = DEFAULT_SEED,
+    public_share: float = DEFAULT_PUBLIC_SHARE,
 ) -> RunResult:
     """Fuse the runs at ``run_paths`` with ``method`` and write NAME.csv, NAME.trec and NAME.json.
 
-    With ``tune_on`` (a ground-truth file) the weights (and RRF's k) are tuned on
-    it and cross-validated; otherwise ``weights`` (default equal) and ``rrf_k``
-    (RRF's constant, default 60) are used.
+    With ``tune_on`` (a ground-truth file) the weights (and RRF's k) are tuned
+    and cross-validated on its public half (``bpcr.split``: ``split_seed``,
+    ``public_share``, as ``bpcr score`` splits); ``tune_half`` "private" or
+    "all" needs ``allow_private``. The run's JSON lists the queries it was tuned
+    on (``tuned_on``), so ``bpcr score`` can tell in-sample scores from
+    held-out ones. Otherwise ``weights`` (default equal) and ``rrf_k`` (RRF's
+    constant, default 60) are used.
     Weights follow the order of ``run_paths`` (a folder's runs sorted by name) and
     are scaled to sum to 1.
     """
     times: dict[str, float] = {}
     start = time.perf_counter()
-    check_id(name)
+    check_run_output(out, name)  # before any work: the run's files are named after it
     fusion = get_run_fusion(method)
     if depth < SUBMISSION_DEPTH:
         raise BadInput(None, None, f"--depth must be at least {SUBMISSION_DEPTH}, got {depth}")
@@ -240,6 +248,12 @@ def ensemble(
         raise BadInput(None, None, "give --weights or --tune-on, not both")
     if tune_on is not None and rrf_k is not None:
         raise BadInput(None, None, "--tune-on chooses RRF's k from its grid; drop --rrf-k")
+    if weights is not None:
+        check_weights(weights)
+    check_range("--folds", folds, 2, integer=True)
+    check_range("--steps", steps, 1, TUNING_STEPS_MAX, integer=True)
+    check_seed(seed)
+    QuerySplit(split_seed, public_share)  # refuses a bad split before any run is read
     params = _params(fusion, {RRF_K_KEY: rrf_k} if rrf_k is not None else None)
     stems = _ordered_run_paths(run_paths)
     if len(stems) < 2:
@@ -253,7 +267,10 @@ def ensemble(
     tuning = None
     if tune_on is not None:
         start = time.perf_counter()
-        gt = read_ground_truth(tune_on)
+        gt_all = read_ground_truth(tune_on)
+        split = QuerySplit(split_seed, public_share)
+        tuned_ids = tuning_queries(gt_all, split, tune_half, allow_private)
+        gt = {q: gt_all[q] for q in tuned_ids}
         unanswered = [q for q in gt if q not in aligned.tables]
         unknown = [q for q in aligned.tables if q not in gt]
         if unanswered:
@@ -265,7 +282,8 @@ def ensemble(
             if strict:
                 raise BadInput(tune_on, None, f"{len(unknown)} fused queries are not in the ground truth "
                                               f"(e.g. {unknown[0]!r})")
-            warnings.append(f"{len(unknown)} fused queries are not in the ground truth; tuning ignores them")
+            warnings.append(f"{len(unknown)} fused queries are not among the {len(gt)} {tune_half} ground-truth "
+                            "queries; tuning ignores them")
         tuning = tune(aligned, fusion, gt, folds=folds, seed=seed, steps=steps)
         tuning.ground_truth = str(tune_on)
         weights_used = list(tuning.weights)
@@ -291,7 +309,7 @@ def ensemble(
         run_params["weights_given"] = [float(w) for w in weights]
     summary = f"{method} of {len(runs)} runs"
     if tuning is not None:
-        summary += (f", weights tuned on {Path(tune_on).name}: tuned mAP@7 {tuning.tuned_map7:.4f} (optimistic), "
+        summary += (f", weights tuned on the {tune_half} queries of {Path(tune_on).name}: tuned mAP@7 {tuning.tuned_map7:.4f} (optimistic), "
                     f"{len(tuning.folds)}-fold CV mAP@7 {tuning.cv_map7:.4f} "
                     f"[{tuning.cv_ci95[0]:.4f}, {tuning.cv_ci95[1]:.4f}]")
     hashed = [p for f in files for p in f.values()] + ([Path(tune_on)] if tune_on is not None else [])
@@ -302,5 +320,7 @@ def ensemble(
     prov["warnings"] = warnings
     if tuning is not None:
         prov["tuning"] = tuning.to_json()
+        prov["tuned_on"] = {"ground_truth": str(tune_on), "split": split.describe(), "half": tune_half,
+                            "allow_private": allow_private, "query_ids": tuned_ids}
     written = write_run(out, name, ranking, scores, prov, depth)
     return RunResult(name, written, prov, warnings=warnings)

@@ -29,7 +29,10 @@ results depend on batch composition, and identical batches give identical
 bytes. Finished chunks are files in a hidden ``.OUT.partial`` folder beside
 ``OUT``; a re-run with the same settings skips them, and the stores appear only
 when every chunk is there, so an interrupted run (Ctrl-C, kill -9) never leaves
-a store that looks complete. ``shard=(i, n)`` (1-based) takes the i-th of n
+a store that looks complete. A damaged leftover never blocks a re-run: a
+chunk file that is not exactly its rows' features is computed again, and an
+unreadable ``plan.json`` starts the partial folder afresh, each with a warning
+(:class:`bpcr.store.PartialStore`). ``shard=(i, n)`` (1-based) takes the i-th of n
 contiguous runs of whole chunks; :func:`merge` joins the shards' stores into
 exactly the bytes a single run writes (``ids.txt``, ``features.npy``).
 """
@@ -50,13 +53,15 @@ from . import __version__
 from .backbones import Backbone, load_backbone
 from .errors import BadInput
 from .fileio import sha256_file
+from .folders import FEATURE_STORE, UNFINISHED_EXTRACTION, check_output_folder
 from .loader import (RESIZE_MODES, batch_loader, batches_of_chunk, cpu_threads, deterministic, resolve_device,
                      target_shape)
 from .manifest import Manifest, read_manifest
 from .pooling import MASK_OPTIONAL, MASK_REQUIRED, POOLINGS, check_params, l2n
 from .progress import Advance, Progress, start
+from .ranges import check_range
 from .store import Chunk, PartialStore, iter_blocks, open_store, write_store_blocks
-from .whitening import whiten_store
+from .whitening import read_whitening, whiten_store
 
 MULTISCALE = (1.0, 1.0 / math.sqrt(2.0), 0.5)
 DTYPES = ("float16", "float32")
@@ -104,6 +109,7 @@ def extract(
     restart: bool = False,
     progress: Progress | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Extract one store per pooling into ``out/<pooling>/``; returns pooling -> store folder.
 
@@ -113,10 +119,14 @@ def extract(
     (default: every core this process may use). ``restart`` discards an
     unfinished extraction made with other settings instead of refusing to mix
     the two. ``progress`` is told of every image done (:mod:`bpcr.progress`).
+    ``on_warning(message)`` hears of damaged leftovers of an interrupted run
+    that are computed again (default: :func:`warnings.warn`).
     """
     out = Path(out)
-    _check_options(size, resize, dtype, batch_size, chunk_batches, scales, saliency, shard, pca_whiten, pca_from)
+    _check_options(size, resize, dtype, batch_size, chunk_batches, scales, saliency, shard, pca_whiten, pca_from,
+                   workers=workers, threads=threads, poolings=poolings)
     specs = _pooling_specs(poolings, pooling_params or {}, saliency)
+    out = _check_outputs(out, [s.name for s in specs], pca_whiten or bool(pca_from), partial=True)
     man = read_manifest(manifest)
     dev = resolve_device(device)
     net = load_backbone(backbone, weights, layer)
@@ -133,10 +143,13 @@ def extract(
     }
     plan = {"config": config, "poolings": [s.meta() for s in specs], "shard": list(shard) if shard else None,
             "chunks": [first, last], "device": dev.type, "precision": precision}
-    partial = PartialStore(out.with_name(f".{out.name}.partial"))
+    partial = PartialStore(out.with_name(f".{out.name}.partial"), on_warning=on_warning)
     partial.start(plan, restart=restart)
     chunks = range(first, last)
-    todo = [c for c in chunks if c not in partial.done()]
+    # A chunk file is trusted only when it holds exactly this chunk's rows; any other is done again.
+    finished = partial.usable_chunks({c: man.ids[c * chunk_rows:(c + 1) * chunk_rows] for c in chunks},
+                                     [s.name for s in specs], net.dim)
+    todo = [c for c in chunks if c not in finished]
     if todo:
         shard_rows = _rows_in(chunks, chunk_rows, rows_total)
         try:
@@ -188,6 +201,7 @@ def merge(
         if sorted(stores) != names:
             raise BadInput(path, None, f"holds poolings {', '.join(sorted(stores)) or 'none'}, "
                                        f"{layouts[0][0]} holds {', '.join(names)}")
+    out = _check_outputs(out, names, pca_whiten or bool(pca_from), partial=False)
     result: dict[str, Path] = {}
     for name in names:
         opened = [open_store(stores[name]) for _, stores in layouts]
@@ -326,7 +340,8 @@ def _pooling_specs(names: Sequence[str], params: Mapping[str, Mapping[str, Any]]
 
 def _check_options(size: int, resize: str, dtype: str, batch_size: int, chunk_batches: int, scales: Sequence[float],
                    saliency: str | None, shard: tuple[int, int] | None, pca_whiten: bool,
-                   pca_from: str | Path | None) -> None:
+                   pca_from: str | Path | None, workers: int | None = None, threads: int | None = None,
+                   poolings: Sequence[str] = ()) -> None:
     if not 16 <= size <= 4096:
         raise BadInput(None, None, f"--size must be between 16 and 4096, got {size}")
     if resize not in RESIZE_MODES:
@@ -345,6 +360,13 @@ def _check_options(size: int, resize: str, dtype: str, batch_size: int, chunk_ba
         raise BadInput(None, None, "PCA-whitening applies to the whole store: pass --pca-whiten/--pca-from to --merge")
     if pca_whiten and pca_from:
         raise BadInput(None, None, "--pca-whiten learns a whitening, --pca-from applies one: choose one")
+    check_range("--workers", workers, 0, integer=True, optional=True)
+    check_range("--threads", threads, 1, integer=True, optional=True)
+    if pca_from:
+        # Read now, as _finish_store will (its <pooling>/ when present), not after the whole extraction.
+        source = Path(pca_from)
+        for pooling in poolings or [""]:
+            read_whitening(source / pooling if pooling and (source / pooling).is_dir() else source)
 
 
 # --------------------------------------------------------------------------
@@ -357,6 +379,19 @@ def _finish_store(dest: Path, ids: list[str], blocks, dim: int, dtype: str, meta
         whiten_store(dest, ids, blocks, dim, dtype, meta, failed, None if pca_whiten else pca_from, pooling)
     else:
         write_store_blocks(dest, ids, blocks, dim, dtype, meta, failed)
+
+
+def _check_outputs(out: Path, poolings: Sequence[str], whiten: bool, partial: bool) -> Path:
+    """Refuse, before any work, an ``--out`` whose stores cannot be written or whose
+    ``OUT/<pooling>`` is not a store (a user's file or folder is never replaced)."""
+    out = check_output_folder(out, "--out")
+    if partial:
+        check_output_folder(out.with_name(f".{out.name}.partial"), "--out", UNFINISHED_EXTRACTION)
+    for name in poolings:
+        check_output_folder(out / name, "--out", FEATURE_STORE)
+        if whiten:
+            check_output_folder(out / f".{name}.raw", "--out", FEATURE_STORE)
+    return out
 
 
 def _stores_in(path: Path) -> dict[str, Path]:

@@ -9,16 +9,33 @@
 Tolerated: UTF-8 BOM, CRLF, spaces around commas, trailing empty cells, a
 missing header row. Errors: a query listed twice, a row with no relevant ID,
 a relevant ID listed twice in one row, an invalid ID.
+
+The header is recognised by its shape, not its text. The first non-blank row
+is the header when its first cell is not empty, holds no ASCII digit, and
+either
+
+- some cell of it is not a valid ID (column names with spaces, such as the
+  challenge's ``Validation Image ID,Training Image ID``), or
+- every later row's first cell holds a digit (column names that happen to be
+  valid IDs, such as ``query,relevant`` or ``qid,docid``, above image IDs such
+  as ``v000101``, which all carry a number).
+
+Otherwise it is data, read and checked like every other row: a file whose
+query IDs carry no digits (``alpha``, ``beta``) never loses its first row,
+and a first row such as ``v 1,n1`` is an invalid ID, not a header.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .errors import BadInput
-from .ids import check_id
+from .ids import check_id, is_valid_id
 from .textio import read_lines
 
 HEADER = "Validation Image ID,Training Image ID"
+
+_DIGIT = re.compile(r"[0-9]")
 
 
 def _cells(line: str) -> list[str]:
@@ -28,19 +45,24 @@ def _cells(line: str) -> list[str]:
     return cells
 
 
+def is_header(first: list[str], later_queries: list[str]) -> bool:
+    """The rule of the module docstring: is ``first`` (a row's cells) a header above rows whose first cells are ``later_queries``?"""
+    if not first or first[0] == "" or _DIGIT.search(first[0]):
+        return False
+    if not all(is_valid_id(cell) for cell in first):
+        return True
+    return all(_DIGIT.search(query) for query in later_queries)
+
+
 def read_ground_truth(path: str | Path) -> dict[str, list[str]]:
     """Read a ground-truth file into ``{query_id: [relevant db IDs]}``."""
     path = Path(path)
+    rows = [(number, _cells(line)) for number, line in enumerate(read_lines(path, "ground truth"), start=1)
+            if line.strip() != ""]
+    if rows and is_header(rows[0][1], [cells[0] for _, cells in rows[1:] if cells]):
+        rows = rows[1:]
     gt: dict[str, list[str]] = {}
-    first_row = True
-    for number, line in enumerate(read_lines(path), start=1):
-        if line.strip() == "":
-            continue
-        cells = _cells(line)
-        if first_row and cells and " " in cells[0]:
-            first_row = False
-            continue  # the header row: its first cell has a space, which no ID can
-        first_row = False
+    for number, cells in rows:
         if not cells or cells[0] == "":
             raise BadInput(path, number, "row has no query ID")
         query = check_id(cells[0], path, number)

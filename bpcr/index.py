@@ -38,9 +38,11 @@ from . import __version__
 from .distances import (Distance, default_chunk_rows, exact_top_rows, exact_topk, faiss_module, gather_rows,
                         get_distance, gpu_count, iter_chunks, prepare_queries)
 from .errors import BadInput
-from .fileio import replace_dir, sha256_file, write_json_atomic
-from .store import FeatureStore, open_store
-from .textio import read_json
+from .fileio import sha256_file, write_json_atomic
+from .folders import INDEX as INDEX_FOLDER, check_output_folder, replace_dir
+from .ranges import check_range, check_seed
+from .store import FeatureStore, check_finite, open_store
+from .textio import exists_as_input, read_json
 
 INDEX_FORMAT = "bpcr-index/1"
 INDEX_JSON = "index.json"
@@ -158,18 +160,26 @@ def build_index(
     distance = get_distance(metric)
     if kind not in KINDS:
         raise BadInput(None, None, f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if not 0.0 < target_recall <= 1.0:
-        raise BadInput(None, None, f"target recall {target_recall} must be in (0, 1]")
-    store = open_store(store)
+    check_range("--target-recall", target_recall, 0, 1, low_open=True)
+    check_range("--pq", pq, 1, integer=True, optional=True)
+    check_range("--nlist", nlist, 1, integer=True, optional=True)
+    check_range("--hnsw-m", hnsw_m, 2, integer=True)
+    check_range("--recall-sample", recall_sample, 1, integer=True)
+    check_range("train_size", train_size, 1, integer=True, optional=True)
+    check_range("chunk_rows", chunk_rows, 1, integer=True, optional=True)
+    check_seed(seed)
+    if pq is not None and kind == "flat":
+        raise BadInput(None, None, "--pq applies to --kind ivf or hnsw; a flat index is exact and not quantised")
+    if nlist is not None and kind != "ivf":
+        raise BadInput(None, None, f"--nlist applies to --kind ivf, not {kind}")
+    out = check_output_folder(out, "--out", INDEX_FOLDER)  # before any work: only an index is replaced
+    store = open_store(store, role="database")  # refuses a store without rows
     n, dim = store.features.shape
-    if n == 0:
-        raise BadInput(store.path / "ids.txt", None, "the feature store holds no rows")
-    out = Path(out)
-    if out.exists() and not (out / INDEX_JSON).is_file():
-        raise BadInput(out, None, "exists and is not a bpcr index folder; refusing to replace it")
     if kind != "flat":
         _factory_string(kind, dim, n, distance, pq, nlist, hnsw_m)  # refuse bad options before hashing the store
     chunk_rows = chunk_rows or default_chunk_rows(dim)
+    # Every row once, before any work: NaN or infinity would crash faiss's k-means and poison every distance.
+    check_finite(store, "database", iter_chunks(store.features, chunk_rows))
     store_abs = store.path.resolve()
     sidecar: dict = {
         "format": INDEX_FORMAT,
@@ -272,23 +282,62 @@ class LoadedIndex:
         return self.sidecar["kind"]
 
 
+_SIDECAR_FIELDS = {"store": str, "store_abs": str, "ids_sha256": str, "count": int, "dim": int, "distance": str,
+                   "kind": str, "params": dict}
+
+
+def _check_sidecar(side_path: Path, sidecar: dict) -> None:
+    """The fields load_index and search use, with their types: anything else is BadInput naming index.json."""
+    for key, wanted in _SIDECAR_FIELDS.items():
+        if key not in sidecar:
+            raise BadInput(side_path, None, f"missing field {key!r}")
+        value = sidecar[key]
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise BadInput(side_path, None, f"field {key!r} must be a {_TYPE_NAMES[wanted]}, found {value!r:.60}")
+        if wanted is str and (value == "" or "\x00" in value):
+            raise BadInput(side_path, None, f"field {key!r} must be a non-empty string without NUL")
+        if wanted is int and value < 0:
+            raise BadInput(side_path, None, f"field {key!r} must not be negative, found {value}")
+    if sidecar["kind"] not in KINDS:
+        raise BadInput(side_path, None, f"unknown index kind {sidecar['kind']!r}; one of {', '.join(KINDS)}")
+    if sidecar["kind"] != "flat":
+        param_name = "nprobe" if sidecar["kind"] == "ivf" else "efSearch"
+        for key in (param_name, "fetch_factor"):
+            value = sidecar["params"].get(key, 1)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise BadInput(side_path, None, f"params.{key} must be a positive integer, found {value!r:.60}")
+        if "index_bytes" in sidecar and (not isinstance(sidecar["index_bytes"], int)
+                                         or isinstance(sidecar["index_bytes"], bool)):
+            raise BadInput(side_path, None, "field 'index_bytes' must be an integer")
+
+
+_TYPE_NAMES = {str: "string", int: "integer", dict: "JSON object"}
+
+
+def _existing_dir(path: Path, resolve: bool = True) -> Path | None:
+    try:
+        found = path.resolve() if resolve else path
+        return found if found.is_dir() else None
+    except (OSError, ValueError, RuntimeError):  # a name too long, a NUL, a symlink loop
+        return None
+
+
 def load_index(path: str | Path, with_faiss: bool = True) -> LoadedIndex:
     """Open an index folder and its feature store, checking the store is the one indexed."""
     path = Path(path)
     side_path = path / INDEX_JSON
-    if not side_path.is_file():
+    if not exists_as_input(side_path):
         raise BadInput(path, None, "no bpcr index here (expected a folder with index.json; build one with `bpcr index`)")
     sidecar = read_json(side_path)
     if not isinstance(sidecar, dict) or sidecar.get("format") != INDEX_FORMAT:
         raise BadInput(side_path, None, f"not a {INDEX_FORMAT} index file")
-    for key in ("store", "store_abs", "ids_sha256", "count", "dim", "distance", "kind", "params"):
-        if key not in sidecar:
-            raise BadInput(side_path, None, f"missing field {key!r}")
-    distance = get_distance(sidecar["distance"])
-    store_path = (path.resolve() / sidecar["store"]).resolve()
-    if not store_path.is_dir():
-        store_path = Path(sidecar["store_abs"])
-    if not store_path.is_dir():
+    _check_sidecar(side_path, sidecar)
+    try:
+        distance = get_distance(sidecar["distance"])
+    except BadInput as exc:
+        raise BadInput(side_path, None, exc.reason) from None
+    store_path = _existing_dir(path.resolve() / sidecar["store"]) or _existing_dir(Path(sidecar["store_abs"]), False)
+    if store_path is None:
         raise BadInput(side_path, None,
                        f"the indexed feature store is gone: {sidecar['store']} (also tried {sidecar['store_abs']})")
     store = open_store(store_path)

@@ -4,7 +4,9 @@ The config names each stage's outputs, and the stages run in pipeline order:
 prepare -> extract -> index/search -> refine -> rerank -> ensemble -> score.
 Every table's keys are the keyword arguments of the stage's one public
 function (``bpcr.extract.extract``, ``bpcr.search.search``, ...), so the CLI,
-the config and a notebook reach the same code with the same names.
+the config and a notebook reach the same code with the same names. The whole
+config (names, types, references between tables) is checked before any stage
+runs (``bpcr.config``).
 
 Re-running skips a stage whose outputs exist and whose key is unchanged: the
 key hashes the stage's options and the keys of the stages it reads from, so
@@ -26,24 +28,19 @@ Layout under the work folder ``WORK`` (``work`` in the config):
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .config import check_features, entry_name, load_config, validate_config
 from .errors import BadInput
 from .fileio import sha256_file, write_json_atomic
 from .progress import Progress
 
 STAGES = ("prepare", "extract", "search", "refine", "rerank", "ensemble", "score")
 SETS = ("database", "queries")
-
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 
 @dataclass
@@ -61,41 +58,8 @@ class PipelineResult:
     leaderboard: Path | None = None
 
 
-def load_config(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(path, None, "config file not found") from None
-    except UnicodeDecodeError:
-        raise BadInput(path, None, "config is not valid UTF-8") from None
-    try:
-        config = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        raise BadInput(path, line, f"invalid TOML: {str(exc).split(' (at line')[0]}") from None
-    known = {"work", "submissions", "leaderboard", "index", "text_index", *STAGES}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise BadInput(path, None, f"unknown top-level key {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    return config
-
-
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _without(entry: Mapping[str, Any], *keys: str) -> dict:
-    return {k: v for k, v in entry.items() if k not in keys}
-
-
-def _check_kwargs(config_path: Path, table: str, func: Callable, options: Mapping[str, Any], reserved: set[str]) -> None:
-    """Reject keys the stage function does not take, naming the config table."""
-    accepted = set(inspect.signature(func).parameters) - reserved
-    for key in options:
-        if key not in accepted:
-            raise BadInput(config_path, None, f"[{table}] unknown option {key!r}; "
-                                              f"accepted: {', '.join(sorted(accepted))}")
 
 
 class Pipeline:
@@ -119,6 +83,9 @@ class Pipeline:
     def _stamp(self, stage: str, name: str) -> Path:
         return self.work / ".stamps" / stage / f"{name}.json"
 
+    def _warn(self, message: str) -> None:
+        self.log(f"warning: {message}")
+
     def _step(self, stage: str, name: str, key: str, outputs: list[Path], action: Callable[[], Any]) -> None:
         """Run ``action`` unless its stamp matches ``key`` and every output exists."""
         stamp = self._stamp(stage, name)
@@ -136,18 +103,12 @@ class Pipeline:
         self.log(f"[{stage}] {name}: done in {seconds:.1f} s")
 
     def _run_name(self, table: str, entry: Mapping[str, Any]) -> str:
-        name = entry.get("name")
-        if not isinstance(name, str) or not name:
-            raise BadInput(self.config_path, None, f"every [[{table}]] needs a name")
-        return name
+        return entry_name(self.config_path, table, entry)
 
     def _features(self, table: str, spec: str) -> tuple[str, str]:
         """``"<extract name>/<pooling>"`` -> (extract name, pooling), checked against the config."""
+        check_features(self.config_path, table, spec, {e["name"]: e for e in self.config.get("extract", [])})
         extract_name, _, pooling = spec.partition("/")
-        names = {e.get("name") for e in self.config.get("extract", [])}
-        if extract_name not in names or not pooling:
-            raise BadInput(self.config_path, None, f"[{table}] features {spec!r} must be '<extract name>/<pooling>' "
-                                                   f"with an extract name from: {', '.join(sorted(map(str, names)))}")
         return extract_name, pooling
 
     def store(self, extract_name: str, which: str, pooling: str) -> Path:
@@ -157,64 +118,8 @@ class Pipeline:
         return self.submissions / f"{name}.csv"
 
     def validate(self) -> None:
-        """Check the whole config before any stage runs: option names, references, run names."""
-        from .demo import prepare_demo
-        from .ensemble import ensemble
-        from .extract import extract
-        from .index import build_index
-        from .prepare import prepare
-        from .refine import refine
-        from .rerank import rerank
-        from .search import search
-        from .textindex import build_text_index
-
-        options = dict(self.config.get("prepare", {}))
-        if options.pop("demo", False):
-            _check_kwargs(self.config_path, "prepare", prepare_demo, options, {"out", "progress"})
-        else:
-            for required in ("db", "queries"):
-                if required not in options:
-                    raise BadInput(self.config_path, None, f"[prepare] needs {required!r} (or demo = true)")
-            _check_kwargs(self.config_path, "prepare", prepare, options, {"out", "progress"})
-        _check_kwargs(self.config_path, "index", build_index, self.config.get("index", {}), {"store", "out", "log"})
-        _check_kwargs(self.config_path, "text_index", build_text_index, self.config.get("text_index", {}),
-                      {"manifest", "out", "force"})
-        for entry in self.config.get("extract", []):
-            name = self._run_name("extract", entry)
-            if "poolings" not in entry or "backbone" not in entry:
-                raise BadInput(self.config_path, None, f"[extract {name}] needs backbone and poolings")
-            parts = entry.get("database_parts", [])
-            if not isinstance(parts, list) or not all(isinstance(part, str) for part in parts):
-                raise BadInput(self.config_path, None, f"[extract {name}] database_parts must be a list of folders")
-            _check_kwargs(self.config_path, f"extract {name}", extract, _without(entry, "name", "database_parts"),
-                          {"manifest", "out", "progress", "on_chunk"})
-        runs: set[str] = set()
-        tables = [("search", search, {"indexes", "queries", "name", "out", "log"}, ("name", "features")),
-                  ("refine", refine, {"run_path", "text_index", "db_store", "query_store", "name", "out"},
-                   ("name", "input", "features")),
-                  ("rerank", rerank, {"run_path", "db_manifest", "query_manifest", "name", "out", "cache_dir",
-                                      "progress"}, ("name", "input")),
-                  ("ensemble", ensemble, {"run_paths", "name", "out", "tune_on"}, ("name", "inputs", "tune"))]
-        for table, func, reserved, own in tables:
-            for entry in self.config.get(table, []):
-                name = self._run_name(table, entry)
-                _check_kwargs(self.config_path, f"{table} {name}", func, _without(entry, *own), reserved)
-                if "features" in own:
-                    specs = entry.get("features") or []
-                    specs = [specs] if isinstance(specs, str) else list(specs)
-                    if not specs or (table == "refine" and len(specs) != 1):
-                        raise BadInput(self.config_path, None, f"[{table} {name}] needs features = "
-                                       + ("['<extract name>/<pooling>', ...]" if table == "search" else "'<extract name>/<pooling>'"))
-                    for spec in specs:
-                        self._features(f"{table} {name}", spec)
-                sources = entry.get("inputs", []) if table == "ensemble" else [entry.get("input")]
-                for source in sources if table != "search" else []:
-                    if source not in runs:
-                        raise BadInput(self.config_path, None,
-                                       f"[{table} {name}] input {source!r} is not a run made earlier in this config")
-                if name in runs:
-                    raise BadInput(self.config_path, None, f"two runs are named {name!r}")
-                runs.add(name)
+        """Check the whole config before any stage runs: option names and types, names, references."""
+        validate_config(self.config_path, self.config)
 
     # ------------------------------------------------------------ stages
 
@@ -233,6 +138,8 @@ class Pipeline:
             from .prepare import prepare
 
             paths = {k: Path(v) if k in ("db", "descriptions", "queries", "gt") else v for k, v in options.items()}
+            paths.setdefault("descriptions", None)
+            paths.setdefault("gt", None)
             # A real dataset is always re-checked: prepare's own cache makes that fast.
             start = time.perf_counter()
             prepare(out=prepared, progress=self.progress, **paths)
@@ -264,7 +171,7 @@ class Pipeline:
                 else:
                     key = _key("extract", kwargs, self.keys["prepare"], which)
                     action = lambda out=out, which=which, kwargs=kwargs: extract(
-                        self.manifests[which], out, progress=self.progress, **kwargs)
+                        self.manifests[which], out, progress=self.progress, on_warning=self._warn, **kwargs)
                 self._step("extract", f"{name}-{which}", key, outputs, action)
                 self.keys[f"extract:{name}:{which}"] = key
 
@@ -317,13 +224,21 @@ class Pipeline:
         for entry in entries:
             name = self._run_name("refine", entry)
             run, run_key = self._input_run(entry["input"])
-            extract_name, pooling = self._features(f"refine {name}", entry.get("features", ""))
+            # Without features, the second search ranks with the input run's own (fused) similarity.
+            specs = entry.get("features") or []
+            specs = [specs] if isinstance(specs, str) else list(specs)
+            db_stores, query_stores, upstream = [], [], []
+            for spec in specs:
+                extract_name, pooling = self._features(f"refine {name}", spec)
+                db_stores.append(self.store(extract_name, "database", pooling))
+                query_stores.append(self.store(extract_name, "queries", pooling))
+                upstream += [self.keys[f"extract:{extract_name}:database"], self.keys[f"extract:{extract_name}:queries"],
+                             pooling]
             options = {k: v for k, v in entry.items() if k not in ("name", "input", "features")}
-            key = _key("refine", options, run_key, text_key, self.keys[f"extract:{extract_name}:database"],
-                       self.keys[f"extract:{extract_name}:queries"], pooling)
+            key = _key("refine", options, run_key, text_key, upstream)
             self._step("refine", name, key, [self.run_path(name)],
-                       lambda r=run, n=name, o=options, e=extract_name, p=pooling: refine(
-                           r, text_dir, self.store(e, "database", p), self.store(e, "queries", p), n, self.submissions, **o))
+                       lambda r=run, n=name, o=options, d=db_stores or None, q=query_stores or None: refine(
+                           r, text_dir, d, q, n, self.submissions, **o))
             self.keys[f"run:{name}"] = key
             self.result.runs.append(self.run_path(name))
 
@@ -365,7 +280,8 @@ class Pipeline:
             self.result.runs.append(self.run_path(name))
 
     def score(self) -> None:
-        from .score import score_runs, write_outputs
+        from .leaderboard import write_outputs
+        from .score import score_runs
 
         options = dict(self.config.get("score", {}))
         gt = Path(options.pop("gt")) if "gt" in options else self.gt
@@ -380,7 +296,11 @@ class Pipeline:
         self.scores = scores
 
     def run(self) -> PipelineResult:
+        from .leaderboard import check_outputs
+
         self.validate()
+        # The leaderboard's files are checked before the first stage, not after the last.
+        check_outputs(self.leaderboard, self.work / "scores.json", self.work / "per_query.csv")
         for stage in ("prepare", "extract", "search", "refine", "rerank", "ensemble", "score"):
             getattr(self, stage)()
         write_json_atomic(self.work / "timings.json", [t.__dict__ for t in self.result.times])

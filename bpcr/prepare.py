@@ -18,7 +18,9 @@ Output, all in ``out`` and each written atomically:
 
 Image folders:
 
-- Hidden files (``.*``) and subfolders are ignored (counted as ``ignored``).
+- Subfolders (and anything else that is not a file) are ignored (counted as
+  ``ignored``); hidden files (``.*``, e.g. ``.DS_Store``) are rejected unread,
+  so each is listed in ``rejected.csv``.
 - A file whose stem is not a valid ID, or whose suffix is not an image suffix
   (:data:`bpcr.images.IMAGE_SUFFIXES`), is rejected with that reason.
 - Two files with one ID (``n1.jpg`` and ``n1.png``) are both rejected: which one
@@ -49,10 +51,12 @@ from . import __version__
 from .descriptions import DescriptionStats, description_warnings, link_descriptions, read_descriptions
 from .errors import BadInput
 from .fileio import atomic_path, write_json_atomic, write_text_atomic
+from .folders import PREPARED, check_output_file, check_output_folder
 from .gt import read_ground_truth
 from .ids import is_valid_id
 from .images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, check_image
 from .manifest import write_manifest
+from .ranges import check_range
 from .progress import Progress, start
 
 CACHE_NAME = ".check_cache.json"
@@ -129,14 +133,15 @@ def prepare(db: Path, descriptions: Path | None, queries: Path, gt: Path | None,
     docstring for every rule applied to files, descriptions and ground truth.
     """
     started = time.perf_counter()
+    check_range("--workers", workers, 1, integer=True, optional=True)
+    check_range("max_pixels", max_pixels, 1, integer=True)
     db, queries, out = Path(db), Path(queries), Path(out)
     for folder in (db, queries):
         _check_folder(folder)
     out_resolved = out.resolve()
     if out_resolved in (db.resolve(), queries.resolve()):
         raise BadInput(out, None, "output folder must not be an image folder")
-    if out.exists() and not out.is_dir():
-        raise BadInput(out, None, "output path exists and is not a folder")
+    out = check_outputs(out)
 
     db_set, db_files, db_rejected = _scan(db, "database", out_resolved)
     q_set, q_files, q_rejected = _scan(queries, "queries", out_resolved)
@@ -193,6 +198,14 @@ def prepare(db: Path, descriptions: Path | None, queries: Path, gt: Path | None,
     return summary
 
 
+def check_outputs(out: Path) -> Path:
+    """Refuse, before any image is read, an ``--out`` that is not this stage's to write (module doc's files)."""
+    out = check_output_folder(out, "--out", PREPARED)
+    for name in ("database.csv", "queries.csv", "rejected.csv", "ground_truth.csv", "summary.json", CACHE_NAME):
+        check_output_file(out / name, "--out")
+    return out
+
+
 def _check_folder(folder: Path) -> None:
     if not folder.exists():
         raise BadInput(folder, None, "folder not found")
@@ -210,10 +223,8 @@ def _scan(folder: Path, name: str, out_resolved: Path) -> tuple[SetSummary, list
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
         raise BadInput(folder, None, f"cannot list folder: {exc.strerror}") from None
+    visible = 0
     for entry in entries:
-        if entry.name.startswith("."):
-            summary.ignored += 1
-            continue
         if not entry.is_file():
             summary.ignored += 1
             continue
@@ -221,6 +232,12 @@ def _scan(folder: Path, name: str, out_resolved: Path) -> tuple[SetSummary, list
         path = Path(entry.path)
         key = f"{rel_dir}/{entry.name}"
         stem, suffix = path.stem, path.suffix
+        if entry.name.startswith("."):
+            # Listed, never read: a hidden file is usually a system's (.DS_Store, ._n1.jpg), and an
+            # ID never starts with a dot, but a user looking for a missing image must find it here.
+            rejected.append((name, "", key, "hidden file: name starts with a dot"))
+            continue
+        visible += 1
         if not is_valid_id(stem):
             rejected.append((name, "", key, f"invalid ID in file name: {stem!r}"))
         elif suffix.lower() not in IMAGE_SUFFIXES:
@@ -234,7 +251,7 @@ def _scan(folder: Path, name: str, out_resolved: Path) -> tuple[SetSummary, list
             continue
         names = ", ".join(f.path.name for f in group)
         rejected.extend((name, image_id, f.key, f"ID has two files: {names}") for f in group)
-    if summary.seen == 0:
+    if visible == 0:
         raise BadInput(folder, None, "no image files found")
     return summary, files, rejected
 

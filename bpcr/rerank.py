@@ -23,15 +23,29 @@ re-ranked order):
 - Results below the shortlist keep the input order with scores ``-1, -2, ...``;
   a query that cannot be re-ranked (image unreadable or missing from the query
   manifest) keeps its whole input order with scores ``-rank``.
+
+Reproducible: the same inputs give the same bytes in ``NAME.csv`` and
+``NAME.trec`` with any number of workers, with a cold or a warm cache, and on
+any x86-64 machine with the same OpenCV build (:mod:`bpcr.sift`: OpenCV on one
+thread with its baseline code paths, canonical keypoint order, FLANN and
+RANSAC reseeded with ``seed`` on every pair, exact distances summed exactly;
+scores are sorted as written, ties by ID). With ``matcher="bf"`` the matches
+do not even depend on the OpenCV build's random number generator.
+
+Cached database descriptors (:mod:`bpcr.sift_cache`) are checked in this
+process before any matching starts; an entry that is damaged or was made
+from other image bytes is computed again and counted (``sift_cache`` in
+``NAME.json``: ``computed``, ``reused``, ``recomputed_invalid``) with a warning.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -42,10 +56,11 @@ from .ids import check_id
 from .manifest import read_manifest
 from .progress import Progress
 from .progress import start as start_progress
-from .runs import Run, RunResult, load_run, order_by_score, provenance, run_files, write_run
-from .sift_cache import SiftOptions, cache_file, load_keypoints, save_keypoints
-from .sift import (FLANN_CHECKS, FLANN_TREES, MATCHERS, SIFT_VERSION, Keypoints, extract_sift, local_score, match,
-                   to_gray, verify_homography)
+from .ranges import check_range, check_seed
+from .runs import Run, RunResult, check_run_output, load_run, order_by_score, provenance, run_files, write_run
+from .sift import FLANN_CHECKS, FLANN_TREES, MATCHERS, SIFT_VERSION, local_score, reproducible_opencv
+from .sift_cache import SiftOptions, cache_file, check_entry
+from .sift_tasks import MatchOptions, extract_task, init_worker, match_task
 
 # The keypoint cap was measured with benchmarks/rerank_cost.py on the demo data
 # (30 queries x top 100, FLANN, "matches"): mAP@7 0.371 / 0.256 / 0.246 / 0.237
@@ -74,77 +89,6 @@ SCORERS: dict[str, Scorer] = {
     "blend": Scorer("(1-λ)·input score + λ·SIFT score, both min-max normalised per shortlist", None),
 }
 LOCAL_SCORERS = ("matches", "inliers")
-
-
-@dataclass(frozen=True)
-class MatchOptions:
-    ratio: float
-    matcher: str
-    geometry: bool
-    ransac_threshold: float
-    seed: int
-
-
-# ---------------------------------------------------------------- workers
-
-
-def _init_worker() -> None:
-    # One OpenCV thread per process: the processes already use every core.
-    cv2.setNumThreads(1)
-
-
-def _image_keypoints(path: str, sift: SiftOptions) -> Keypoints:
-    from .images import load_rgb
-
-    return extract_sift(to_gray(load_rgb(Path(path)), sift.max_side), sift.max_keypoints)
-
-
-def _extract_task(task: tuple[str, str, SiftOptions]) -> tuple[str, str | None]:
-    """Compute and cache one database image; returns (cache file, failure reason or None)."""
-    from .images import ImageError
-
-    path, target, sift = task
-    try:
-        keypoints = _image_keypoints(path, sift)
-    except ImageError as exc:
-        return target, exc.reason
-    save_keypoints(Path(target), keypoints)
-    return target, None
-
-
-def _match_task(
-    task: tuple[str, str, list[str | None], SiftOptions, MatchOptions],
-) -> tuple[str, str | None, list[tuple[int, float]]]:
-    """Match one query against its shortlist's cached descriptors.
-
-    Returns (query ID, failure reason or None, [(count, mean distance)] per
-    shortlisted image, (0, 0.0) where its descriptors are unavailable).
-    """
-    from .images import ImageError
-
-    query_id, query_path, targets, sift, options = task
-    try:
-        query = _image_keypoints(query_path, sift)
-    except ImageError as exc:
-        return query_id, exc.reason, []
-    out: list[tuple[int, float]] = []
-    for target in targets:
-        if target is None:
-            out.append((0, 0.0))
-            continue
-        try:
-            db = load_keypoints(Path(target))
-        except (OSError, ValueError, KeyError):
-            out.append((0, 0.0))
-            continue
-        found = match(query, db, ratio=options.ratio, matcher=options.matcher, seed=options.seed)
-        distances = found.distance
-        if options.geometry:
-            inliers, _ = verify_homography(query, db, found, threshold=options.ransac_threshold, seed=options.seed)
-            distances = distances[inliers]
-        count = int(distances.shape[0])
-        out.append((count, float(distances.mean()) if count else 0.0))
-    return query_id, None, out
 
 
 # ---------------------------------------------------------------- scores and order
@@ -209,7 +153,8 @@ def _final_order(run: Run, matched: dict[str, list[tuple[int, float]]], top: int
 
 
 def _check_options(name: str, top: int, scorer: str, ratio: float, max_keypoints: int, max_side: int,
-                   blend_weight: float, blend_of: str, matcher: str, ransac_threshold: float) -> None:
+                   blend_weight: float, blend_of: str, matcher: str, ransac_threshold: float, seed: int = 0,
+                   workers: int | None = None) -> None:
     check_id(name)
     if scorer not in SCORERS:
         raise BadInput(None, None, f"unknown scorer {scorer!r}; choose from {', '.join(SCORERS)}")
@@ -219,8 +164,7 @@ def _check_options(name: str, top: int, scorer: str, ratio: float, max_keypoints
         raise BadInput(None, None, f"unknown matcher {matcher!r}; choose from {', '.join(MATCHERS)}")
     if top < 1:
         raise BadInput(None, None, f"--top must be at least 1, got {top}")
-    if not 0.0 < ratio <= 1.0:
-        raise BadInput(None, None, f"ratio must be in (0, 1], got {ratio}")
+    check_range("--ratio", ratio, 0, 1, low_open=True)
     if max_keypoints < 1:
         raise BadInput(None, None, f"--max-keypoints must be at least 1, got {max_keypoints}")
     if max_side < 32:
@@ -229,17 +173,37 @@ def _check_options(name: str, top: int, scorer: str, ratio: float, max_keypoints
         raise BadInput(None, None, f"--blend-weight must be in [0, 1], got {blend_weight}")
     if not ransac_threshold > 0:
         raise BadInput(None, None, f"RANSAC threshold must be positive, got {ransac_threshold}")
+    check_seed(seed)
+    check_range("--workers", workers, 1, integer=True, optional=True)
+
+
+def _remove_entry(target: Path) -> None:
+    """Delete a cache entry that failed its check, whatever it is (a folder only inside the cache)."""
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    else:
+        target.unlink(missing_ok=True)
 
 
 def _pool_map(fn: Callable, tasks: list, pool, label: str, progress: Progress | None) -> Iterator:
-    """Results of ``fn`` over ``tasks`` (completion order), reported to ``progress``."""
-    results: Iterable = (fn(t) for t in tasks) if pool is None else pool.imap_unordered(fn, tasks, chunksize=1)
+    """Results of ``fn`` over ``tasks`` (completion order), reported to ``progress``.
+
+    Without a pool each task runs here, with OpenCV set as in a worker (one
+    thread, baseline code paths) and restored after it.
+    """
     if not tasks:
         return
     with start_progress(progress, label, len(tasks)) as advance:
-        for result in results:
-            advance(1)
-            yield result
+        if pool is None:
+            for task in tasks:
+                with reproducible_opencv():
+                    result = fn(task)
+                advance(1)
+                yield result
+        else:
+            for result in pool.imap_unordered(fn, tasks, chunksize=1):
+                advance(1)
+                yield result
 
 
 def rerank(
@@ -272,7 +236,9 @@ def rerank(
     written. Scores are described in the module docstring. ``progress``: see
     :mod:`bpcr.progress`.
     """
-    _check_options(name, top, scorer, ratio, max_keypoints, max_side, blend_weight, blend_of, matcher, ransac_threshold)
+    check_run_output(out, name)  # before any work: the run's files are named after it
+    _check_options(name, top, scorer, ratio, max_keypoints, max_side, blend_weight, blend_of, matcher, ransac_threshold,
+                   seed=seed, workers=workers)
     started = time.perf_counter()
     files = run_files(run_path)
     run = load_run(run_path)
@@ -294,7 +260,8 @@ def rerank(
                            ransac_threshold=ransac_threshold, seed=seed)
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     cache_dir = Path(cache_dir)
-    counts = {"query_unreadable": 0, "query_not_in_manifest": 0, "db_unreadable": 0, "db_not_in_manifest": 0}
+    counts = {"query_unreadable": 0, "query_not_in_manifest": 0, "db_unreadable": 0, "db_not_in_manifest": 0,
+              "sift_cache_invalid": 0}
     examples: list[str] = []
 
     def warn(kind: str, message: str) -> None:
@@ -302,9 +269,11 @@ def rerank(
         if len(examples) < MAX_WARNING_EXAMPLES:
             examples.append(message)
 
-    # Database descriptors: reuse the cache, compute the rest.
+    # Database descriptors: reuse the cache where an entry passes its check, compute the rest.
+    t0 = time.perf_counter()
     target_of: dict[str, str | None] = {}
     to_compute: list[tuple[str, str, SiftOptions]] = []
+    invalid: set[str] = set()
     reused = 0
     for db_id in shortlisted:
         if db_id not in db_rows:
@@ -319,20 +288,36 @@ def rerank(
             target_of[db_id] = None
             continue
         target_of[db_id] = str(target)
-        if target.is_file():
-            reused += 1
-        else:
-            to_compute.append((str(path), str(target), sift))
+        if os.path.lexists(target):
+            try:
+                why = check_entry(target, path, sift) if target.is_file() else "not a regular file"
+            except OSError as exc:
+                warn("db_unreadable", f"database image {db_id}: cannot read: {exc.strerror}; scored as unmatched")
+                target_of[db_id] = None
+                continue
+            if why is None:
+                reused += 1
+                continue
+            warn("sift_cache_invalid", f"SIFT cache entry of database image {db_id} ({target}): {why}; "
+                                       "computed again")
+            _remove_entry(target)
+            invalid.add(str(target))
+        to_compute.append((str(path), str(target), sift))
     id_of_target = {t: d for d, t in target_of.items() if t is not None}
+    t_check = time.perf_counter() - t0
 
     context = multiprocessing.get_context("spawn")
-    pool = context.Pool(workers, initializer=_init_worker) if workers > 1 else None
+    pool = context.Pool(workers, initializer=init_worker) if workers > 1 else None
+    finished = False
     try:
         t0 = time.perf_counter()
-        computed = 0
-        for target, reason in _pool_map(_extract_task, to_compute, pool, "SIFT database", progress):
+        computed = recomputed = 0
+        for target, reason in _pool_map(extract_task, to_compute, pool, "SIFT database", progress):
             if reason is None:
-                computed += 1
+                if target in invalid:
+                    recomputed += 1
+                else:
+                    computed += 1
             else:
                 db_id = id_of_target[target]
                 warn("db_unreadable", f"database image {db_id}: {reason}; scored as unmatched")
@@ -349,15 +334,22 @@ def rerank(
             tasks.append((query_id, str(queries.paths[query_rows[query_id]]),
                           [target_of[d] for d in shortlist], sift, options))
         matched: dict[str, list[tuple[int, float]]] = {}
-        for query_id, reason, pairs in _pool_map(_match_task, tasks, pool, "SIFT matching", progress):
+        for query_id, reason, pairs, cache_failure in _pool_map(match_task, tasks, pool, "SIFT matching", progress):
+            if cache_failure is not None:
+                raise BadInput(cache_dir, None, f"a SIFT cache entry changed while re-ranking query {query_id} "
+                                                f"({cache_failure}); run again")
             if reason is not None:
                 warn("query_unreadable", f"query {query_id}: {reason}; input order kept")
             else:
                 matched[query_id] = pairs
         t_matching = time.perf_counter() - t0
+        finished = True
     finally:
         if pool is not None:
-            pool.close()
+            if finished:
+                pool.close()
+            else:
+                pool.terminate()
             pool.join()
 
     ranking, scores = _final_order(run, matched, top, scorer, blend_weight)
@@ -383,11 +375,12 @@ def rerank(
     summary = f"SIFT rerank ({scorer}{'/' + blend_of if scorer == 'blend' else ''}) of top {top} of {run.name}"
     inputs = [*files.values(), Path(db_manifest), Path(query_manifest)]
     prov = provenance(name, "rerank", params, inputs,
-                      {"descriptors": t_descriptors, "matching": t_matching, "total": time.perf_counter() - started},
+                      {"cache_check": t_check, "descriptors": t_descriptors, "matching": t_matching,
+                       "total": time.perf_counter() - started},
                       summary)
     prov["input_run"] = {"name": run.name,
                          "files": [{"path": str(f), "sha256": sha256_file(f)} for f in files.values()]}
-    prov["sift_cache"] = {"computed": computed, "reused": reused}
+    prov["sift_cache"] = {"computed": computed, "reused": reused, "recomputed_invalid": recomputed}
     prov["warnings"] = {**counts, "examples": examples}
     prov["queries"] = {"total": len(run.ranking), "reranked": len(matched)}
     depth = max(run.depth, 1)

@@ -5,12 +5,15 @@ A run ``NAME`` is up to three files sharing a name: ``NAME.csv`` (7 IDs per
 query, no header), ``NAME.trec`` (``qid Q0 docid rank score tag``, deep, with
 scores) and ``NAME.json`` (provenance). Readers tolerate what participants send
 (spaces after commas, BOM, CRLF, a trailing comma); fewer than 7 predictions and
-repeated IDs are warnings, more than 7 is truncated with a warning (errors under
-``strict``). Writers are deterministic: queries sorted, equal scores broken by ID.
+repeated IDs are warnings, more than 7 is truncated with a warning. Under
+``strict`` every tolerated problem is an error naming its line (see
+:func:`read_submission`, :func:`read_trec`). Numbers are ASCII decimal, as
+trec_eval reads them. Writers are deterministic: queries sorted, equal scores
+broken by ID.
 """
 from __future__ import annotations
 
-import math
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,9 +22,10 @@ from typing import Mapping, Sequence
 
 from . import __version__
 from .errors import BadInput
-from .fileio import sha256_file, write_json_atomic, write_text_atomic
-from .ids import check_id
-from .textio import read_json, read_lines
+from .fileio import json_text, recover_folder, sha256_file, write_group
+from .folders import check_output_file, check_output_folder
+from .ids import check_id, check_name
+from .textio import LineReader, check_regular, exists_as_input, parse_float, parse_int, read_json
 
 SUBMISSION_DEPTH = 7
 RUN_SUFFIXES = (".csv", ".trec", ".json")
@@ -42,6 +46,7 @@ class Run:
     provenance: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     submission: dict[str, list[str]] | None = None
+    files: dict[str, Path] = field(default_factory=dict)  # the files read, by suffix
 
     def top(self, k: int = SUBMISSION_DEPTH) -> dict[str, list[str]]:
         if k <= SUBMISSION_DEPTH and self.submission is not None:
@@ -75,22 +80,58 @@ class RunResult:
 # ---------------------------------------------------------------- reading
 
 
-def read_submission(path: str | Path, strict: bool = False, warnings: list[str] | None = None) -> dict[str, list[str]]:
-    """Read a challenge submission CSV into ``{query_id: [up to 7 IDs]}``."""
+def _refuse_strict(path: Path, line: int | None, problem: str) -> BadInput:
+    return BadInput(path, line, f"{problem}; tolerated, but refused under --strict")
+
+
+def _check_line_ends(path: Path, reader: LineReader) -> None:
+    """Under strict: a BOM, CRLF or CR line ends are departures from the format too."""
+    if reader.bom:
+        raise _refuse_strict(path, 1, "UTF-8 byte order mark at the start of the file")
+    if reader.first_crlf is not None:
+        raise _refuse_strict(path, reader.first_crlf, "CRLF line end")
+    if reader.first_cr is not None:
+        raise _refuse_strict(path, reader.first_cr, "CR line end")
+
+
+def read_submission(path: str | Path, strict: bool = False, warnings: list[str] | None = None,
+                    exact_depth: bool = False) -> dict[str, list[str]]:
+    """Read a challenge submission CSV into ``{query_id: [up to 7 IDs]}``.
+
+    Tolerated, with a warning where it changes what is scored: spaces around
+    commas, one trailing comma, blank lines, a BOM, CRLF line ends, lines not
+    sorted by query ID, fewer than 7 predictions, repeated predictions (they
+    count once) and more than 7 (truncated). Under ``strict`` each of them is
+    an error naming its line, except fewer than 7, which is an error only with
+    ``exact_depth`` too (the scorer's rule; a fusion input may be shorter).
+    """
     path = Path(path)
     warnings = warnings if warnings is not None else []
-    lines = read_lines(path)
+    reader = LineReader(path, "submission")
     out: dict[str, list[str]] = {}
     short = dup = long = 0
-    for number, line in enumerate(lines, start=1):
+    previous: str | None = None
+    for number, line in reader:
+        if strict:
+            _check_line_ends(path, reader)
         if line.strip() == "":
+            if strict:
+                raise _refuse_strict(path, number, "blank line")
             continue
-        cells = [c.strip() for c in line.split(",")]
+        raw_cells = line.split(",")
+        cells = [c.strip() for c in raw_cells]
+        if strict and cells != raw_cells:
+            raise _refuse_strict(path, number, "spaces around commas")
         if len(cells) > 1 and cells[-1] == "":
+            if strict:
+                raise _refuse_strict(path, number, "trailing comma")
             cells.pop()  # one trailing comma
         query = check_id(cells[0], path, number)
         if query in out:
             raise BadInput(path, number, f"query {query!r} listed twice")
+        if strict and previous is not None and query < previous:
+            raise _refuse_strict(path, number, f"lines not sorted by query ID: {query!r} comes after {previous!r}")
+        previous = query
         predictions = cells[1:]
         if not predictions:
             raise BadInput(path, number, f"query {query!r} has no predictions")
@@ -109,6 +150,9 @@ def read_submission(path: str | Path, strict: bool = False, warnings: list[str] 
             predictions = predictions[:SUBMISSION_DEPTH]
         elif len(predictions) < SUBMISSION_DEPTH:
             short += 1
+            if strict and exact_depth:
+                raise _refuse_strict(path, number, f"{len(predictions)} predictions for query {query!r}, "
+                                                   f"the challenge wants exactly {SUBMISSION_DEPTH}")
         out[query] = predictions
     if not out:
         raise BadInput(path, None, "empty submission: no query lines")
@@ -121,35 +165,53 @@ def read_submission(path: str | Path, strict: bool = False, warnings: list[str] 
     return out
 
 
-def read_trec(path: str | Path) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
-    """Read a TREC run; each query's list is ordered by score (higher first), ties by ID."""
+# trec_eval splits on C's ASCII white space; str.split alone would also split on Unicode spaces.
+_TREC_FIELDS = re.compile(r"[ \t]+")
+
+
+def read_trec(path: str | Path, strict: bool = False) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
+    """Read a TREC run; each query's list is ordered by score (higher first), ties by ID.
+
+    Ranks and scores are ASCII decimal numbers, as trec_eval reads them; the
+    ranks in the file are checked (integers from 1) but the order is the
+    scores', as in trec_eval. Under ``strict`` the file must also be what the
+    kit writes: no blank lines, BOM or CR line ends, ``Q0`` in column 2, and
+    each query's ranks 1, 2, 3, ... in file order with scores not increasing.
+    """
     path = Path(path)
     rows: dict[str, list[tuple[float, str]]] = {}
     seen: dict[str, set[str]] = {}
-    for number, line in enumerate(read_lines(path), start=1):
-        if line.strip() == "":
+    reader = LineReader(path, "trec")
+    for number, line in reader:
+        if strict:
+            _check_line_ends(path, reader)
+        stripped = line.strip(" \t")
+        if stripped == "":
+            if strict:
+                raise _refuse_strict(path, number, "blank line")
             continue
-        cells = line.split()
+        cells = stripped.split() if stripped.isascii() else _TREC_FIELDS.split(stripped)
         if len(cells) != 6:
             raise BadInput(path, number, f"expected 6 columns 'qid Q0 docid rank score tag', found {len(cells)}")
         query = check_id(cells[0], path, number)
         doc = check_id(cells[2], path, number)
-        try:
-            rank = int(cells[3])
-        except ValueError:
-            raise BadInput(path, number, f"rank {cells[3]!r} is not an integer") from None
+        text = cells[3]
+        rank = int(text) if text.isdigit() and text.isascii() and len(text) <= 18 else parse_int(text, "rank", path, number)
         if rank < 1:
             raise BadInput(path, number, f"rank {rank} is below 1")
-        try:
-            score = float(cells[4])
-        except ValueError:
-            raise BadInput(path, number, f"score {cells[4]!r} is not a number") from None
-        if not math.isfinite(score):
-            raise BadInput(path, number, f"score {cells[4]!r} is not finite")
+        score = parse_float(cells[4], "score", path, number)
         if doc in seen.setdefault(query, set()):
             raise BadInput(path, number, f"document {doc!r} listed twice for query {query!r}")
         seen[query].add(doc)
-        rows.setdefault(query, []).append((score, doc))
+        pairs = rows.setdefault(query, [])
+        if strict:
+            if cells[1] != "Q0":
+                raise _refuse_strict(path, number, f"column 2 is {cells[1]!r}, not 'Q0'")
+            if rank != len(pairs) + 1:
+                raise _refuse_strict(path, number, f"rank {rank} where query {query!r} is at rank {len(pairs) + 1}")
+            if pairs and score > pairs[-1][0]:
+                raise _refuse_strict(path, number, f"score {cells[4]} is above the score at rank {rank - 1}")
+        pairs.append((score, doc))
     if not rows:
         raise BadInput(path, None, "empty TREC run: no result lines")
     ranking: dict[str, list[str]] = {}
@@ -165,36 +227,61 @@ def read_provenance(path: str | Path) -> dict:
     return read_json(path, "run provenance")
 
 
+_RUN_FILE_KINDS = {".csv": "submission", ".trec": "trec", ".json": "json"}  # textio.LIMITS by suffix
+
+
 def run_files(path: str | Path) -> dict[str, Path]:
-    """The files of the run that ``path`` names (any of its files, or the stem)."""
+    """The files of the run that ``path`` names (any of its files, or the stem).
+
+    A run's file that is there but is not a regular file (a folder, a FIFO) is
+    returned all the same, so that its reader refuses it rather than the run
+    being read without it.
+    """
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in RUN_SUFFIXES else path
-    found = {s: stem.with_name(stem.name + s) for s in RUN_SUFFIXES if stem.with_name(stem.name + s).is_file()}
-    if path.suffix in RUN_SUFFIXES and not path.is_file():
-        raise BadInput(path, None, "file not found")
+    if path.suffix in RUN_SUFFIXES:
+        check_regular(path, _RUN_FILE_KINDS[path.suffix])
+    found = {s: stem.with_name(stem.name + s) for s in RUN_SUFFIXES if exists_as_input(stem.with_name(stem.name + s))}
     if ".csv" not in found and ".trec" not in found:
         raise BadInput(path, None, "no run here: expected NAME.csv or NAME.trec")
     return found
 
 
-def load_run(path: str | Path, strict: bool = False) -> Run:
-    """Load a run from any of its files (or its stem); the name is the file name without suffix."""
+def load_run(path: str | Path, strict: bool = False, exact_depth: bool = False) -> Run:
+    """Load a run from any of its files (or its stem); the name is the file name without suffix.
+
+    ``strict`` and ``exact_depth`` as in :func:`read_submission`; under
+    ``strict`` a ``.csv`` and ``.trec`` that answer different queries are an
+    error too, and with ``exact_depth`` a run with only a ``.trec`` must rank
+    at least 7 documents per query.
+    """
+    recover_folder(Path(path).parent)  # a run write cut short by a kill is completed first: old run or new
     files = run_files(path)
     any_file = next(iter(files.values()))
     name = any_file.stem
     warnings: list[str] = []
-    submission = read_submission(files[".csv"], strict, warnings) if ".csv" in files else None
+    submission = read_submission(files[".csv"], strict, warnings, exact_depth) if ".csv" in files else None
     ranking: dict[str, list[str]]
     scores = None
     if ".trec" in files:
-        ranking, scores = read_trec(files[".trec"])
+        ranking, scores = read_trec(files[".trec"], strict)
         if submission is not None and set(submission) != set(ranking):
+            if strict:
+                odd = sorted(set(submission) ^ set(ranking))[0]
+                raise _refuse_strict(files[".trec"], None, f"answers other queries than {files['.csv'].name} "
+                                                           f"(e.g. {odd!r} is in only one of them)")
             warnings.append(f"{name}: the .csv and .trec files cover different queries; the .csv is scored")
+        if submission is None and strict and exact_depth:
+            short = sorted(q for q, ids in ranking.items() if len(ids) < SUBMISSION_DEPTH)
+            if short:
+                raise _refuse_strict(files[".trec"], None, f"query {short[0]!r} has {len(ranking[short[0]])} results, "
+                                                           f"the challenge wants {SUBMISSION_DEPTH}")
     else:
         assert submission is not None
         ranking = submission
     provenance = read_provenance(files[".json"]) if ".json" in files else {}
-    return Run(name=name, ranking=ranking, scores=scores, provenance=provenance, warnings=warnings, submission=submission)
+    return Run(name=name, ranking=ranking, scores=scores, provenance=provenance, warnings=warnings,
+               submission=submission, files=files)
 
 
 def expand_run_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -229,6 +316,16 @@ def order_by_score(ids: Sequence[str], scores: Sequence[float]) -> tuple[list[st
     return [d for _, d in pairs], [s for s, _ in pairs]
 
 
+def check_run_output(out: str | Path, name: str, option: str = "--out") -> Path:
+    """Refuse, before any work, a run that cannot be written: a bad ``--name``, or ``out``
+    or one of ``NAME.csv``/``NAME.trec``/``NAME.json`` that is not a writable folder / file."""
+    check_name(name)
+    folder = check_output_folder(out, option)
+    for suffix in RUN_SUFFIXES:
+        check_output_file(folder / f"{name}{suffix}", option)
+    return folder
+
+
 def write_run(
     out_dir: str | Path,
     name: str,
@@ -240,11 +337,14 @@ def write_run(
     """Write ``NAME.csv`` (top 7), ``NAME.trec`` (top ``depth``, when scores are given) and ``NAME.json``.
 
     With scores, each list is re-sorted by (score desc, ID) so ties never depend on
-    the producer. Returns the written paths by suffix.
+    the producer. The files are written as one group (:func:`bpcr.fileio.write_group`):
+    a reader sees the old run or the new one, never a mix, and a ``.trec`` or
+    ``.json`` left from an earlier run of this name that this one lacks is removed
+    with it. Returns the written paths by suffix.
     """
-    check_id(name)
+    check_name(name)
     out_dir = Path(out_dir)
-    written: dict[str, Path] = {}
+    files: dict[str, str | None] = {}
     ordered: dict[str, tuple[list[str], list[float] | None]] = {}
     for query in sorted(ranking):
         ids = list(ranking[query])
@@ -256,20 +356,18 @@ def write_run(
         else:
             ordered[query] = (ids, None)
     csv_lines = [",".join([q, *ids[:SUBMISSION_DEPTH]]) for q, (ids, _) in ordered.items()]
-    written[".csv"] = out_dir / f"{name}.csv"
-    write_text_atomic(written[".csv"], "\n".join(csv_lines) + "\n")
+    files[".csv"] = "\n".join(csv_lines) + "\n"
+    files[".trec"] = None
     if scores is not None:
         trec_lines = [
             f"{q} Q0 {doc} {rank} {_score_text(s)} {name}"
             for q, (ids, sc) in ordered.items()
             for rank, (doc, s) in enumerate(zip(ids, sc), start=1)
         ]
-        written[".trec"] = out_dir / f"{name}.trec"
-        write_text_atomic(written[".trec"], "\n".join(trec_lines) + "\n")
-    if provenance is not None:
-        written[".json"] = out_dir / f"{name}.json"
-        write_json_atomic(written[".json"], dict(provenance))
-    return written
+        files[".trec"] = "\n".join(trec_lines) + "\n"
+    files[".json"] = None if provenance is None else json_text(dict(provenance))
+    write_group({out_dir / f"{name}{suffix}": text for suffix, text in files.items()})
+    return {suffix: out_dir / f"{name}{suffix}" for suffix, text in files.items() if text is not None}
 
 
 def provenance(

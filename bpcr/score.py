@@ -6,20 +6,27 @@ hit rate @7, top-k accuracy for k in 1, 7, 20, 100 where the run is deep
 enough, a seeded 95% bootstrap interval over queries, and against a baseline
 run the share of queries improved / impaired with a paired randomisation test,
 Holm-corrected over all comparisons made in one call.
+
+The leaderboard cannot flatter (``bpcr.split``): the ground truth's queries are
+split into a public and a private half; mAP@7 and its interval are shown on
+each half and on all queries. Choices are tuned on the public half only, so
+runs are ranked by their private mAP@7, and comparisons with a baseline are
+made on the private half. A run whose JSON lists the queries it was tuned on
+(``tuned_on``) is marked in-sample on every half that holds any of them, and
+a run tuned on private queries ranks after those that were not.
 """
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from .errors import BadInput
-from .fileio import write_json_atomic, write_text_atomic
 from .gt import read_ground_truth
 from .metrics import VARIANTS, hit_at_k, per_query_ap, precision_at_1
+from .ranges import RESAMPLES_MAX, check_range, check_seed
 from .runs import Run, expand_run_paths, load_run
+from .split import DEFAULT_PUBLIC_SHARE, DEFAULT_SEED, HALVES, QuerySplit
 from .stats import bootstrap_ci, holm, paired_randomisation_test
 
 TOP_K = (1, 7, 20, 100)
@@ -35,6 +42,16 @@ class Comparison:
     impaired: float
     p_value: float
     p_holm: float = 1.0
+
+
+@dataclass
+class HalfScore:
+    """mAP@7 on one half of the queries; ``in_sample`` when the run was tuned on any of them."""
+
+    map7: float | None
+    ci95: tuple[float, float] | None
+    n_queries: int
+    in_sample: bool = False
 
 
 @dataclass
@@ -55,6 +72,16 @@ class RunScore:
     created: str
     warnings: list[str] = field(default_factory=list)
     comparison: Comparison | None = None
+    halves: dict[str, HalfScore] = field(default_factory=dict)
+    in_sample: bool = False  # tuned on some of the queries scored
+    split: QuerySplit | None = None
+
+    def rank_key(self) -> tuple:
+        """Private mAP@7 first (runs tuned on private queries after the others), then all, then name."""
+        private = self.halves.get("private")
+        if private is None or private.map7 is None:
+            return (False, -self.map7, -self.map7, self.name)
+        return (private.in_sample, -private.map7, -self.map7, self.name)
 
 
 def _input_run_names(run: Run) -> list[str]:
@@ -83,16 +110,22 @@ def score_run(run: Run, gt: Mapping[str, Sequence[str]], strict: bool = False, s
     missing = sorted(set(gt) - set(submission))
     unknown = sorted(set(submission) - set(gt))
     warnings = list(run.warnings)
+    # Under strict every problem the scorer would tolerate is an error naming the run's file
+    # (the reader has already refused the file's own: see runs.read_submission).
+    where = run.files.get(".csv") or run.files.get(".trec") or run.name
     if missing:
-        message = f"{run.name}: {len(missing)} ground-truth queries missing from the run (scored 0), e.g. {missing[0]}"
         if strict:
-            raise BadInput(None, None, message)
-        warnings.append(message)
+            raise BadInput(where, None, f"{len(missing)} ground-truth queries missing from the run, e.g. "
+                                        f"{missing[0]!r}; refused under --strict")
+        warnings.append(f"{run.name}: {len(missing)} ground-truth queries missing from the run (scored 0), "
+                        f"e.g. {missing[0]}")
     if unknown:
-        message = f"{run.name}: {len(unknown)} queries not in the ground truth (ignored), e.g. {unknown[0]}"
         if strict:
-            raise BadInput(None, None, message)
-        warnings.append(message)
+            raise BadInput(where, None, f"{len(unknown)} queries not in the ground truth, e.g. {unknown[0]!r}; "
+                                        "refused under --strict")
+        warnings.append(f"{run.name}: {len(unknown)} queries not in the ground truth (ignored), e.g. {unknown[0]}")
+    if strict and warnings:  # a run loaded without strict: its warnings already name the file
+        raise BadInput(None, None, f"{warnings[0]}; refused under --strict")
     per_query = per_query_ap(submission, gt, 7, variant)
     values = [per_query[q] for q in sorted(per_query)]
     n = len(values)
@@ -122,29 +155,43 @@ def score_run(run: Run, gt: Mapping[str, Sequence[str]], strict: bool = False, s
     )
 
 
-def compare(score: RunScore, baseline: RunScore, seed: int = 0, n_resamples: int = 10_000) -> Comparison:
-    queries = sorted(score.per_query)
+def compare(score: RunScore, baseline: RunScore, seed: int = 0, n_resamples: int = 10_000,
+            queries: Sequence[str] | None = None) -> Comparison:
+    """``score`` against ``baseline`` on ``queries`` (default: all scored queries), paired per query."""
+    queries = sorted(score.per_query if queries is None else queries)
     a = [score.per_query[q] for q in queries]
     b = [baseline.per_query[q] for q in queries]
     n = len(queries)
     return Comparison(
         baseline=baseline.name,
-        delta=score.map7 - baseline.map7,
+        delta=(sum(a) - sum(b)) / n,
         improved=sum(x > y + AP_TOLERANCE for x, y in zip(a, b)) / n,
         impaired=sum(x < y - AP_TOLERANCE for x, y in zip(a, b)) / n,
         p_value=paired_randomisation_test(a, b, n_resamples=n_resamples, seed=seed),
     )
 
 
+def check_score_options(seed: int = 0, n_resamples: int = 10_000, variant: str = "challenge") -> None:
+    """Refuse option values score_runs cannot use (BadInput), before any file is read."""
+    check_seed(seed)
+    check_range("--resamples", n_resamples, 1, RESAMPLES_MAX, integer=True)
+    if variant not in VARIANTS:
+        raise BadInput(None, None, f"--variant {variant!r} is not a metric variant; choose from {', '.join(VARIANTS)}")
+
+
 def score_runs(run_paths: Sequence[str | Path], gt_path: str | Path, baseline: str | Path | None = None,
                strict: bool = False, seed: int = 0, n_resamples: int = 10_000,
-               variant: str = "challenge") -> list[RunScore]:
-    """Score every run named by ``run_paths`` (files or folders), sorted by mAP@7 (ties by name).
+               variant: str = "challenge", split_seed: int = DEFAULT_SEED,
+               public_share: float = DEFAULT_PUBLIC_SHARE) -> list[RunScore]:
+    """Score every run named by ``run_paths`` (files or folders), ranked as the module docstring says.
 
     With ``baseline`` every other run is compared with it; without, a run whose
     provenance names input runs that are also being scored (refine, rerank,
-    ensemble) is compared with the best-scoring of them.
+    ensemble) is compared with the best-scoring of them, on the private half.
+    ``split_seed`` and ``public_share`` define the halves (:mod:`bpcr.split`).
     """
+    split = QuerySplit(split_seed, public_share)
+    check_score_options(seed, n_resamples, variant)
     gt = read_ground_truth(gt_path)
     stems = expand_run_paths(run_paths)
     baseline_stem = None
@@ -152,12 +199,17 @@ def score_runs(run_paths: Sequence[str | Path], gt_path: str | Path, baseline: s
         baseline_stem = expand_run_paths([baseline])[0]
         if str(baseline_stem) not in {str(s) for s in stems}:
             stems.append(baseline_stem)
-    runs = [load_run(stem, strict=strict) for stem in stems]
+    runs = [load_run(stem, strict=strict, exact_depth=True) for stem in stems]
     names = [r.name for r in runs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise BadInput(None, None, f"two runs share the name {duplicates[0]!r}; run names must be unique")
     scores = {r.name: score_run(r, gt, strict, seed, n_resamples, variant) for r in runs}
+    halves = {h: split.half(gt, h) for h in HALVES}
+    for run in runs:
+        _score_halves(scores[run.name], run, gt, halves, seed, n_resamples)
+    # Comparisons on the private half, which nothing is tuned on (all queries when it is empty).
+    compared_on = halves["private"] or sorted(gt)
     pairs: list[tuple[str, str]] = []
     for run in runs:
         if baseline_stem is not None:
@@ -168,103 +220,36 @@ def score_runs(run_paths: Sequence[str | Path], gt_path: str | Path, baseline: s
             inputs = [n for n in _input_run_names(run) if n in scores and n != run.name]
             if inputs:
                 pairs.append((run.name, max(inputs, key=lambda n: (scores[n].map7, n))))
-    comparisons = [compare(scores[a], scores[b], seed, n_resamples) for a, b in pairs]
+    comparisons = [compare(scores[a], scores[b], seed, n_resamples, compared_on) for a, b in pairs]
     for (a, _), comparison, adjusted in zip(pairs, comparisons, holm([c.p_value for c in comparisons])):
         comparison.p_holm = adjusted
         scores[a].comparison = comparison
-    return sorted(scores.values(), key=lambda s: (-s.map7, s.name))
+    ranked = sorted(scores.values(), key=RunScore.rank_key)
+    for s in ranked:
+        s.split = split
+    return ranked
 
 
-# ---------------------------------------------------------------- outputs
+def tuned_query_ids(run: Run) -> set[str]:
+    """The queries the run's choices were tuned on, from its JSON's ``tuned_on`` (empty when none)."""
+    tuned = run.provenance.get("tuned_on")
+    ids = tuned.get("query_ids") if isinstance(tuned, dict) else None
+    if tuned is None:
+        return set()
+    if not isinstance(ids, list) or not all(isinstance(q, str) for q in ids):
+        raise BadInput(f"{run.name}.json", None, "tuned_on.query_ids must be a list of query IDs")
+    return set(ids)
 
 
-def _f(value: float | None, digits: int = 4) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def render_leaderboard(scores: Sequence[RunScore], gt_name: str, chart: str | None = None) -> str:
-    """Markdown leaderboard; the same scores always give the same bytes."""
-    n = scores[0].n_queries if scores else 0
-    lines = [
-        "# Leaderboard",
-        "",
-        f"Ground truth: `{gt_name}` ({n} queries). mAP@7 is the challenge definition; "
-        "the interval is a seeded 95% bootstrap over queries. Against a baseline: share of queries whose AP "
-        "improved / impaired, and a paired randomisation test (p with the +1 correction, Holm-adjusted).",
-        "",
-    ]
-    if chart:
-        lines += [f"![mAP@7 with 95% intervals]({chart})", ""]
-    lines += [
-        "| # | run | mAP@7 | 95% CI | P@1 | hit@7 | acc@20 | acc@100 | vs baseline | Δ mAP@7 | improved / impaired | p (Holm) | method | date |",
-        "|---:|---|---:|---|---:|---:|---:|---:|---|---:|---|---:|---|---|",
-    ]
-    for rank, s in enumerate(scores, start=1):
-        c = s.comparison
-        lines.append(
-            "| " + " | ".join([
-                str(rank), f"`{_cell(s.name)}`", _f(s.map7), f"[{_f(s.ci95[0])}, {_f(s.ci95[1])}]", _f(s.p_at_1),
-                _f(s.hit_at_7), _f(s.top_k.get(20)), _f(s.top_k.get(100)),
-                f"`{_cell(c.baseline)}`" if c else "—",
-                f"{c.delta:+.4f}" if c else "—",
-                f"{c.improved:.0%} / {c.impaired:.0%}" if c else "—",
-                f"{c.p_holm:.4f}" if c else "—",
-                _cell(s.summary) or "—", s.created or "—",
-            ]) + " |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def scores_json(scores: Sequence[RunScore]) -> dict:
-    """The ``--json`` document (DESIGN.md "Interfaces"), with extra keys beside the pinned ones."""
-    runs = {}
-    for s in scores:
-        entry = {
-            "map7": s.map7, "p_at_1": s.p_at_1, "hit_at_7": s.hit_at_7, "n_queries": s.n_queries,
-            "ci95": [s.ci95[0], s.ci95[1]],
-            "variants": s.variants, "top_k": {str(k): v for k, v in s.top_k.items()},
-            "missing_queries": s.missing, "unknown_queries": s.unknown,
-        }
-        if s.comparison:
-            c = s.comparison
-            entry["vs_baseline"] = {"baseline": c.baseline, "delta": c.delta, "improved": c.improved,
-                                    "impaired": c.impaired, "p_value": c.p_value, "p_holm": c.p_holm}
-        runs[s.name] = entry
-    return {"runs": runs}
-
-
-def per_query_csv(scores: Sequence[RunScore]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["run", "query_id", "ap"])
-    for s in sorted(scores, key=lambda s: s.name):
-        for query in sorted(s.per_query):
-            writer.writerow([s.name, query, f"{s.per_query[query]:.6f}"])
-    return buf.getvalue()
-
-
-def write_outputs(scores: Sequence[RunScore], gt_path: str | Path, leaderboard: Path | None,
-                  json_out: Path | None, per_query_out: Path | None, chart: bool = True) -> dict[str, Path]:
-    written: dict[str, Path] = {}
-    if leaderboard is not None:
-        chart_name = None
-        if chart:
-            from .chart import write_chart
-
-            chart_path = leaderboard.with_name(leaderboard.stem + ".svg")
-            write_chart(scores, chart_path)
-            written["chart"] = chart_path
-            chart_name = chart_path.name
-        write_text_atomic(leaderboard, render_leaderboard(scores, Path(gt_path).name, chart_name))
-        written["leaderboard"] = leaderboard
-    if json_out is not None:
-        write_json_atomic(json_out, scores_json(scores))
-        written["json"] = json_out
-    if per_query_out is not None:
-        write_text_atomic(per_query_out, per_query_csv(scores))
-        written["per_query"] = per_query_out
-    return written
+def _score_halves(score: RunScore, run: Run, gt: Mapping[str, Sequence[str]], halves: Mapping[str, list[str]],
+                  seed: int, n_resamples: int) -> None:
+    tuned = tuned_query_ids(run)
+    score.in_sample = bool(tuned & set(gt))
+    for half, queries in halves.items():
+        values = [score.per_query[q] for q in queries]
+        if not values:
+            score.halves[half] = HalfScore(None, None, 0)
+            continue
+        score.halves[half] = HalfScore(sum(values) / len(values),
+                                       bootstrap_ci(values, n_resamples=n_resamples, seed=seed), len(values),
+                                       bool(tuned & set(queries)))

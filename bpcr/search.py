@@ -33,9 +33,9 @@ import numpy as np
 from .distances import Distance, default_chunk_rows, gather_rows, iter_chunks, merge_topk, prepare_queries, rescore
 from .fusion import SimilarityFusion, get_similarity_fusion
 from .errors import BadInput
-from .ids import check_id
 from .index import LoadedIndex, candidates, load_index
-from .runs import RunResult, provenance, write_run
+from .ranges import check_range, check_weights
+from .runs import RunResult, check_run_output, provenance, write_run
 from .store import FeatureStore, check_same_extraction, open_store
 
 TIE_MARGIN = 16
@@ -129,7 +129,7 @@ def search(
     and ``name.json``; returns what was written.
     """
     started = time.perf_counter()
-    check_id(name)  # before any work: the run's files are named after it
+    check_run_output(out, name)  # before any work: the run's files are named after it
     index_paths, query_paths = _as_list(indexes), _as_list(queries)
     if not index_paths:
         raise BadInput(None, None, "give at least one --index")
@@ -139,16 +139,18 @@ def search(
     if depth < 1:
         raise BadInput(None, None, f"--depth must be at least 1, got {depth}")
     n_sets = len(index_paths)
-    weights_arr = np.ones(n_sets) if weights is None else np.asarray(list(weights), dtype=np.float64)
-    if len(weights_arr) != n_sets or not np.all(np.isfinite(weights_arr)):
-        raise BadInput(None, None, f"--weights needs {n_sets} finite numbers, one per --index; got {list(weights or [])}")
+    if weights is not None and len(weights) != n_sets:
+        raise BadInput(None, None, f"--weights needs {n_sets} finite numbers, one per --index; got {list(weights)}")
+    weights_arr = np.ones(n_sets) if weights is None else np.asarray(check_weights(weights), dtype=np.float64)
+    check_range("--shortlist", shortlist, 1, integer=True, optional=True)
+    check_range("chunk_rows", chunk_rows, 1, integer=True, optional=True)
     fuse = get_similarity_fusion(fusion)
     shortlist = max(depth + TIE_MARGIN, shortlist or 0)
 
     pairs = []
     for ip, qp in zip(index_paths, query_paths):
         loaded = load_index(ip, with_faiss=not exhaustive)
-        qstore = open_store(qp)
+        qstore = open_store(qp, role="query")  # rows needed, finite
         check_same_extraction(loaded.store, qstore, f"the index {loaded.path}")
         if n_sets > 1 and fuse.cosine_only and loaded.distance.name != "cosine":
             raise BadInput(ip, None, f"the {fuse.name} fusion ({fuse.equation}) multiplies cosine similarities; "

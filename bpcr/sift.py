@@ -8,18 +8,29 @@ breaking ties. §3.4.2 applies it to the top-100 shortlist. Spatial
 verification (a RANSAC homography, the "[23]" the paper cites for re-ranking)
 is the optional stronger score.
 
+Reproducibility. The same images give the same keypoints, matches and scores
+on any x86-64 machine and with any number of workers, for a given OpenCV
+build: every kernel here runs inside :func:`reproducible_opencv` (one OpenCV
+thread, OpenCV's CPU-specific AVX2/AVX-512 and IPP code paths off), keypoints
+are kept in a canonical order, FLANN and RANSAC are seeded on every call, and
+match distances are exact (see :func:`knn2`).
+
 Everything here works on plain arrays; :mod:`bpcr.rerank` is the stage.
 """
 from __future__ import annotations
 
+import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import cv2
 import numpy as np
 from PIL import Image
 
 # Bumped whenever keypoint extraction changes, so cached descriptors are rebuilt.
-SIFT_VERSION = 1
+# 2: baseline OpenCV code paths on one thread, canonical keypoint order.
+SIFT_VERSION = 2
 
 # OpenCV stores SIFT descriptors as integers in 0..255 with L2 norm ~512, so the
 # L2 distance of two descriptors is below 512*sqrt(2) ~ 724 (non-negative
@@ -61,6 +72,29 @@ class Matches:
         return int(self.query_idx.shape[0])
 
 
+@contextmanager
+def reproducible_opencv() -> Iterator[None]:
+    """Run OpenCV on one thread with only its baseline instructions; the settings before are restored.
+
+    Both matter to SIFT. Its detection is split over threads, and what it
+    returns (the keypoints' order and, under a cap, which ones) can change with
+    the thread count. And OpenCV dispatches to AVX2/AVX-512 (and IPP) code on
+    the CPUs that have them, whose float rounding differs from the baseline
+    path, so the same image gives other keypoints on another CPU.
+    ``setUseOptimized(False)`` turns the dispatch off and every x86-64 CPU runs
+    the same code (SIFT took ~20% longer on an AVX-512 machine). Switching costs
+    microseconds.
+    """
+    threads, optimized = cv2.getNumThreads(), cv2.useOptimized()
+    cv2.setNumThreads(1)
+    cv2.setUseOptimized(False)
+    try:
+        yield
+    finally:
+        cv2.setUseOptimized(optimized)
+        cv2.setNumThreads(threads)
+
+
 def to_gray(image: Image.Image, max_side: int) -> np.ndarray:
     """An RGB image to (H, W) uint8 grey, shrunk (never enlarged) so the long side is <= ``max_side``.
 
@@ -68,13 +102,14 @@ def to_gray(image: Image.Image, max_side: int) -> np.ndarray:
     label print into false keypoints.
     """
     rgb = np.asarray(image.convert("RGB"))
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    height, width = gray.shape
-    long_side = max(height, width)
-    if long_side > max_side:
-        scale = max_side / long_side
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    with reproducible_opencv():
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        height, width = gray.shape
+        long_side = max(height, width)
+        if long_side > max_side:
+            scale = max_side / long_side
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
     return gray
 
 
@@ -82,17 +117,22 @@ def extract_sift(gray: np.ndarray, max_keypoints: int) -> Keypoints:
     """SIFT keypoints and descriptors of a (H, W) uint8 image, at most ``max_keypoints``.
 
     OpenCV keeps every keypoint tied with the weakest retained response, so it can
-    return a few more than ``nfeatures``; the cap is enforced here by response
-    (strongest first), ties kept in OpenCV's order (a stable sort), which is
-    deterministic for a given image.
+    return a few more than ``nfeatures``; the cap is enforced here. Keypoints are
+    put in a canonical order that never depends on OpenCV's (strongest response
+    first, then x, y, size, angle, octave), so the kept set and the rows of
+    ``desc`` are the same whatever order detection produced them in.
     """
-    sift = cv2.SIFT_create(nfeatures=max_keypoints)
-    keypoints, desc = sift.detectAndCompute(gray, None)
+    with reproducible_opencv():
+        sift = cv2.SIFT_create(nfeatures=max_keypoints)
+        keypoints, desc = sift.detectAndCompute(gray, None)
     if desc is None or not keypoints:
         return Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
-    response = np.array([k.response for k in keypoints], dtype=np.float32)
-    keep = np.argsort(-response, kind="stable")[:max_keypoints]
-    xy = np.array([keypoints[i].pt for i in keep], dtype=np.float32).reshape(-1, 2)
+    fields = np.array([(k.response, k.pt[0], k.pt[1], k.size, k.angle, k.octave) for k in keypoints],
+                      dtype=np.float64).reshape(-1, 6)
+    # np.lexsort sorts by the last key first.
+    keep = np.lexsort((fields[:, 5], fields[:, 4], fields[:, 3], fields[:, 2], fields[:, 1], -fields[:, 0]))
+    keep = keep[:max_keypoints]
+    xy = fields[keep, 1:3].astype(np.float32).reshape(-1, 2)
     return Keypoints(xy, np.clip(np.rint(desc[keep]), 0, 255).astype(np.uint8))
 
 
@@ -116,22 +156,32 @@ def knn2(query_desc: np.ndarray, db_desc: np.ndarray, matcher: str = "flann", se
     query_desc: (Nq, 128), db_desc: (Nd, 128) with Nd >= 2.
     Returns indices (Nq, 2) int64 into db_desc and L2 distances (Nq, 2) float32.
 
-    ``flann``: FLANN randomised k-d forest (5 trees, 50 checks; paper 000 §3.1.1).
-    Its trees pick split dimensions at random from OpenCV's per-thread RNG, so
-    the RNG is reseeded with ``seed`` before every index build: the same pair
-    always gives the same neighbours, whatever ran before in the process.
-    ``bf``: exact brute force, for checking FLANN's approximation.
+    ``flann`` (the default, as in the paper): FLANN randomised k-d forest (5
+    trees, 50 checks; paper 000 §3.1.1). Its trees pick split dimensions and
+    shuffle rows with OpenCV's per-thread RNG, which is reseeded with ``seed``
+    right before every index build on the calling thread: the same pair always
+    gives the same neighbours, whatever ran before in the process and on any
+    machine with the same OpenCV build (another build may draw other trees).
+    ``bf``: exact brute force; its neighbours depend on nothing but the
+    descriptors, so it is the matcher to use where results must agree across
+    OpenCV builds, and the check of FLANN's approximation.
+
+    Distances are exact with either: descriptors are integers in 0..255, so a
+    squared distance is an integer below 128 * 255^2 < 2^24, exact in float32
+    whatever order SIMD code sums it in, and the square root is correctly rounded.
     """
     query = np.ascontiguousarray(query_desc, dtype=np.float32)
     db = np.ascontiguousarray(db_desc, dtype=np.float32)
     if matcher == "flann":
-        cv2.setRNGSeed(seed)
-        index = cv2.flann_Index(db, dict(algorithm=FLANN_INDEX_KDTREE, trees=FLANN_TREES))
-        idx, sq = index.knnSearch(query, 2, params=dict(checks=FLANN_CHECKS))
+        with reproducible_opencv():
+            cv2.setRNGSeed(seed)
+            index = cv2.flann_Index(db, dict(algorithm=FLANN_INDEX_KDTREE, trees=FLANN_TREES))
+            idx, sq = index.knnSearch(query, 2, params=dict(checks=FLANN_CHECKS))
         # FLANN's L2 returns squared distances.
         return idx.astype(np.int64), np.sqrt(np.maximum(sq, 0)).astype(np.float32)
     if matcher == "bf":
-        pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(query, db, k=2)
+        with reproducible_opencv():
+            pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(query, db, k=2)
         idx = np.array([[p[0].trainIdx, p[1].trainIdx] for p in pairs], dtype=np.int64).reshape(-1, 2)
         dist = np.array([[p[0].distance, p[1].distance] for p in pairs], dtype=np.float32).reshape(-1, 2)
         return idx, dist
@@ -177,11 +227,23 @@ def verify_homography(
         return none, None
     src = query.xy[matches.query_idx].reshape(-1, 1, 2)
     dst = db.xy[matches.db_idx].reshape(-1, 1, 2)
-    cv2.setRNGSeed(seed)
-    H, mask = cv2.findHomography(src, dst, cv2.RANSAC, threshold, maxIters=max_iters, confidence=confidence)
+    with reproducible_opencv():
+        cv2.setRNGSeed(seed)
+        H, mask = cv2.findHomography(src, dst, cv2.RANSAC, threshold, maxIters=max_iters, confidence=confidence)
     if H is None or mask is None:
         return none, None
     return mask.ravel().astype(bool), H
+
+
+def mean_match_distance(distances: np.ndarray) -> float:
+    """The mean of match distances, the same to the last bit whatever their order or the CPU.
+
+    distances: (M,) float32. Summed exactly (``math.fsum``, in float64, over the
+    sorted values), where numpy's float32 mean sums in an order that depends on
+    the array's length and the CPU's vector width. 0.0 for no match.
+    """
+    values = np.sort(np.asarray(distances, dtype=np.float64).ravel())
+    return math.fsum(values.tolist()) / values.size if values.size else 0.0
 
 
 def local_score(count: int, mean_distance: float) -> float:

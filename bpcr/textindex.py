@@ -22,12 +22,15 @@ import scipy.sparse as sp
 
 from . import __version__
 from .errors import BadInput
-from .fileio import replace_dir, sha256_file, write_json_atomic
+from .fileio import sha256_file, write_json_atomic
+from .folders import TEXT_INDEX as TEXT_INDEX_FOLDER, check_output_folder, replace_dir
 from .ids import check_id
 from .manifest import read_manifest
+from .ranges import check_range
 from .tfidf import (DEFAULT_CHUNK_ROWS, DEFAULT_MAX_CANDIDATES, DEFAULT_MAX_NON_LATIN, DEFAULT_TAU, PREPROCESSING, is_english,
                     row_of_entry, similar_pairs, tfidf_vectors)
-from .textio import read_json, read_lines
+from .npyio import read_npz
+from .textio import check_regular, exists_as_input, iter_lines, read_json
 
 FORMAT = "bpcr-text-index/1"
 
@@ -105,8 +108,10 @@ def build_text_index(
         raise BadInput(None, None, f"--tau must be in [0, 1), got {tau}")
     if not 0.0 <= max_non_latin <= 1.0:
         raise BadInput(None, None, f"--max-non-latin must be in [0, 1], got {max_non_latin}")
-    if not manifest.is_file():
-        raise BadInput(manifest, None, "file not found")
+    check_range("chunk_rows", chunk_rows, 1, integer=True)
+    check_range("max_candidates", max_candidates, 1, integer=True)
+    out = check_output_folder(out, "--out", TEXT_INDEX_FOLDER)  # before any work: only a text index is replaced
+    check_regular(manifest, "manifest")  # a FIFO or a folder is refused, never waited on
     manifest_sha = sha256_file(manifest)
     wanted = {
         "format": FORMAT,
@@ -182,37 +187,53 @@ def _read_meta(path: Path) -> dict:
 
 
 def load_text_index(path: str | Path) -> TextIndex:
-    """Open a stored TI folder, checking every array against the IDs (no pickle)."""
+    """Open a stored TI folder, checking every array against the IDs and the meta's numbers (no pickle)."""
     path = Path(path)
     if not path.is_dir():
         raise BadInput(path, None, "no text index here (expected a folder with ids.txt, neighbours.npz, meta.json)")
     for name in ("ids.txt", "neighbours.npz", "meta.json"):
-        if not (path / name).is_file():
+        if not exists_as_input(path / name):
             raise BadInput(path / name, None, "missing: the text index is incomplete")
     meta = _read_meta(path)
     if meta.get("format") != FORMAT:
         raise BadInput(path / "meta.json", None, f"not a text index of format {FORMAT}")
-    ids = [check_id(line, path / "ids.txt", n) for n, line in enumerate(read_lines(path / "ids.txt"), start=1)]
+    _check_meta_numbers(path / "meta.json", meta)
+    ids = [check_id(line, path / "ids.txt", n) for n, line in iter_lines(path / "ids.txt", "ids")]
     if len(set(ids)) != len(ids):
         raise BadInput(path / "ids.txt", None, "an ID appears twice")
     npz = path / "neighbours.npz"
-    try:
-        with np.load(npz, allow_pickle=False) as arrays:
-            indptr = np.asarray(arrays["indptr"], dtype=np.int64)
-            indices = np.asarray(arrays["indices"], dtype=np.int64)
-            sims = np.asarray(arrays["sims"], dtype=np.float32)
-    except (ValueError, KeyError, OSError) as exc:
-        raise BadInput(npz, None, f"not a text index array file: {exc}") from None
+    arrays = read_npz(npz, ("indptr", "indices", "sims"), "a text index array file (indptr, indices, sims)")
+    for name, kinds in (("indptr", "iu"), ("indices", "iu"), ("sims", "f")):
+        if arrays[name].ndim != 1 or arrays[name].dtype.kind not in kinds:
+            raise BadInput(npz, None, f"{name} must be a 1-D {'integer' if kinds == 'iu' else 'float'} array, "
+                                      f"found {arrays[name].dtype.str} of shape {arrays[name].shape}")
+    indptr = arrays["indptr"].astype(np.int64)
+    indices = arrays["indices"].astype(np.int64)
+    sims = arrays["sims"].astype(np.float32)
     n = len(ids)
     if indptr.shape != (n + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] != len(indices):
         raise BadInput(npz, None, f"indptr does not describe {n} rows of {len(indices)} entries")
     if sims.shape != indices.shape:
         raise BadInput(npz, None, "sims and indices differ in length")
+    if not np.all(np.isfinite(sims)):
+        raise BadInput(npz, None, "sims holds NaN or infinity")
     if len(indices) and (indices.min() < 0 or indices.max() >= n):
         raise BadInput(npz, None, "a neighbour index points outside ids.txt")
     if np.any(row_of_entry(indptr) == indices):
         raise BadInput(npz, None, "an image is listed as its own neighbour")
     return TextIndex(ids=ids, indptr=indptr, indices=indices, sims=sims, meta=meta, path=path)
+
+
+def _check_meta_numbers(meta_path: Path, meta: dict) -> None:
+    """tau in [0, 1) and max_non_latin in [0, 1], as build_text_index takes them; refined runs copy them."""
+    for key, upper_open in (("tau", True), ("max_non_latin", False)):
+        if key not in meta:
+            continue
+        value = meta[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise BadInput(meta_path, None, f"{key} {value!r:.60} is not a number")
+        if not (0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0):
+            raise BadInput(meta_path, None, f"{key} {value} is outside [0, 1{')' if upper_open else ']'}")
 
 
 def describe(index: TextIndex) -> str:

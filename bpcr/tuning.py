@@ -29,6 +29,7 @@ import numpy as np
 from .errors import BadInput
 from .fusion import RRF_K_KEY, QueryTable, RunFusion, stack_tables, top_columns
 from .metrics import ap_at_k, per_query_ap
+from .ranges import TUNING_STEPS_MAX, check_range, check_seed
 from .runs import SUBMISSION_DEPTH
 from .stats import bootstrap_ci
 
@@ -111,6 +112,7 @@ def cv_folds(query_ids: Sequence[str], n_folds: int = 5, seed: int = 0) -> list[
     round-robin; each fold is returned sorted.
     """
     ids = sorted(set(query_ids))
+    check_seed(seed)
     if n_folds < 2:
         raise BadInput(None, None, f"--folds must be at least 2, got {n_folds}")
     if n_folds > len(ids):
@@ -224,8 +226,8 @@ def _climb(ev: _Evaluator, columns: np.ndarray, current: Config, steps: int, rrf
 def tune(aligned: RunTables, fusion: RunFusion, gt: Mapping[str, Sequence[str]], folds: int = 5, seed: int = 0,
          steps: int = 10) -> Tuning:
     """Choose weights (and RRF's k) on ``gt`` and cross-validate the choice (module docstring)."""
-    if steps < 1:
-        raise BadInput(None, None, f"--steps must be at least 1, got {steps}")
+    check_range("--steps", steps, 1, TUNING_STEPS_MAX, integer=True)
+    check_seed(seed)
     queries = sorted(gt)
     fold_ids = cv_folds(queries, folds, seed)
     position = {q: i for i, q in enumerate(queries)}

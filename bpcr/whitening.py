@@ -19,6 +19,8 @@ import numpy as np
 
 from .errors import BadInput
 from .store import iter_blocks, write_store_blocks
+from .npyio import read_npz
+from .textio import exists_as_input
 
 WHITENING_FILE = "pca.npz"
 
@@ -41,21 +43,28 @@ class Whitening:
 
 
 def read_whitening(path: str | Path) -> Whitening:
-    """Read ``pca.npz`` (a store folder or the file itself), checking shapes; BadInput otherwise."""
+    """Read ``pca.npz`` (a store folder or the file itself), checking dtypes and shapes; BadInput otherwise.
+
+    mean (D,), components (K, D) with K >= 1 and explained_variance (K,), all
+    real numbers (integer or float), finite, the variances positive.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / WHITENING_FILE
-    if not path.is_file():
+    if not exists_as_input(path):
         raise BadInput(path, None, "no PCA-whitening here (learn one with --pca-whiten on the database store)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k], dtype=np.float64) for k in ("mean", "components", "explained_variance")}
-    except (KeyError, ValueError, OSError) as exc:
-        raise BadInput(path, None, f"not a PCA-whitening file (mean, components, explained_variance): {exc}") from None
-    mean, comps, var = arrays["mean"], arrays["components"], arrays["explained_variance"]
+    names = ("mean", "components", "explained_variance")
+    raw = read_npz(path, names, "a PCA-whitening file (mean, components, explained_variance)")
+    for name in names:
+        if raw[name].dtype.kind not in "iuf":
+            raise BadInput(path, None, f"{name} holds {raw[name].dtype.str} values; a PCA-whitening holds real numbers")
+    mean, comps, var = (np.asarray(raw[name], dtype=np.float64) for name in names)
     if mean.ndim != 1 or comps.ndim != 2 or comps.shape[1] != mean.shape[0] or var.shape != (comps.shape[0],):
         raise BadInput(path, None, f"inconsistent shapes: mean {mean.shape}, components {comps.shape}, variance {var.shape}")
-    if not (np.all(np.isfinite(comps)) and np.all(np.isfinite(mean)) and np.all(var > 0)):
+    if comps.shape[0] == 0 or comps.shape[1] == 0:
+        raise BadInput(path, None, f"components has shape {comps.shape}; a whitening keeps at least one component "
+                                   "of at least one dimension")
+    if not (np.all(np.isfinite(comps)) and np.all(np.isfinite(mean)) and np.all(np.isfinite(var)) and np.all(var > 0)):
         raise BadInput(path, None, "non-finite values or a non-positive variance")
     return Whitening(mean, comps, var)
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bpcr.cli import options
-from bpcr.cli.options import parse_params, parse_shard
+from bpcr.cli.options import parse_params, parse_shard, parse_weights
 from bpcr.errors import BadInput
 
 
@@ -67,3 +67,15 @@ def test_options_parsing():
         "gem": {"p": 4}, "grmaac": {"q": [0.5, 0.5, 1]}, "ramac": {"region_l2": False}}
     with pytest.raises(BadInput, match="POOLING.KEY=VALUE"):
         parse_params(["p=4"])
+    assert parse_weights("0.6,0.4") == [0.6, 0.4] and parse_weights("0,1") == [0.0, 1.0]
+    for bad in ("-1,1", "0,0", "nan,1", "inf", "1,"):
+        with pytest.raises(BadInput, match="--weights"):
+            parse_weights(bad)
+
+
+def test_usage_errors_are_one_line(cli):
+    for args, named in ((["search", "--depth", "0"], "'--depth'"), (["search", "--nope"], "--nope"),
+                        (["score", "--resamples", "x"], "'--resamples'")):
+        result = cli(*args)
+        assert result.code == 2 and result.out == ""
+        assert result.err.count("\n") == 1 and result.err.startswith("error: ") and named in result.err

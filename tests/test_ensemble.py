@@ -11,6 +11,7 @@ from bpcr.ensemble import align_runs, ensemble, fuse_runs
 from bpcr.errors import BadInput
 from bpcr.fusion import RUN_FUSIONS
 from bpcr.runs import Run, load_run, write_run
+from bpcr.split import QuerySplit
 from bpcr.tuning import cv_folds
 from test_tuning import _perfect_and_random
 
@@ -128,10 +129,29 @@ def test_cli_tune_prints_both_scores_and_records_folds(cli, tmp_path: Path):
     prov = json.loads((tmp_path / "out" / "tuned.json").read_text())
     tuning = prov["tuning"]
     assert tuning["seed"] == 4 and len(tuning["folds"]) == 3
-    assert tuning["folds"][0]["query_ids"] == cv_folds(list(gt), 3, 4)[0]
+    public = QuerySplit().half(gt, "public")
+    assert prov["tuned_on"]["query_ids"] == public and prov["tuned_on"]["half"] == "public"
+    assert tuning["folds"][0]["query_ids"] == cv_folds(public, 3, 4)[0]
     assert tuning["chosen"]["weights"][1] > tuning["chosen"]["weights"][0]
     assert prov["params"]["weights"] == tuning["chosen"]["weights"]
     assert tuning["tuned_map7"] == 1.0 and tuning["cv_map7"] == 1.0
+    assert tuning["n_queries"] == len(public) < len(gt)
+
+
+def test_tuning_refuses_the_private_half_unless_allowed(cli, tmp_path: Path):
+    gt, perfect, noise = _perfect_and_random(10)
+    subs = tmp_path / "in"
+    write_run(subs, "noise", noise.ranking, None, {})
+    write_run(subs, "perfect", perfect.ranking, None, {})
+    (tmp_path / "gt.csv").write_text("".join(f"{q},{','.join(r)}\n" for q, r in gt.items()))
+    args = ["ensemble", subs, "--method", "rrf", "--name", "t", "--out", tmp_path / "out", "--tune-on",
+            tmp_path / "gt.csv", "--folds", "2"]
+    result = cli(*args, "--tune-half", "all")
+    assert result.code == 2 and "--allow-private" in result.err and not (tmp_path / "out").exists()
+    result = cli(*args, "--tune-half", "all", "--allow-private")
+    assert result.code == 0, result.err
+    tuned_on = json.loads((tmp_path / "out" / "t.json").read_text())["tuned_on"]
+    assert tuned_on["query_ids"] == sorted(gt) and tuned_on["allow_private"] is True
 
 
 def test_cli_mismatched_queries_warn_or_fail_under_strict(cli, tmp_path: Path):

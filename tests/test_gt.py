@@ -46,3 +46,52 @@ def test_gt_malformed_reader(name, line, reason):
         read_ground_truth(MALFORMED / "gt" / name)
     assert info.value.line == line
     assert reason in info.value.reason
+
+
+# ---------------------------------------------------------------- the header, recognised by its shape
+
+
+@pytest.mark.parametrize("header", [
+    "Validation Image ID,Training Image ID",   # the challenge's: cells with spaces
+    "query,relevant", "qid,docid", "query_id,relevant_ids", "Query ID,Relevant", "#query,relevant",
+])
+def test_header_by_shape(tmp_path, header):
+    path = tmp_path / "gt.csv"
+    path.write_text(f"{header}\nv000101,n0292431\nv000104,n0185640,n0535953\n")
+    assert read_ground_truth(path) == {"v000101": ["n0292431"], "v000104": ["n0185640", "n0535953"]}
+
+
+def test_challenge_header_with_bom_and_crlf(tmp_path):
+    path = tmp_path / "gt.csv"
+    path.write_bytes(b"\xef\xbb\xbfValidation Image ID,Training Image ID\r\nv000101,n0292431\r\n")
+    assert read_ground_truth(path) == {"v000101": ["n0292431"]}
+
+
+def test_first_row_of_digit_free_ids_is_data(tmp_path):
+    # query IDs without digits: the first row is one of them, never dropped as a header
+    path = tmp_path / "gt.csv"
+    path.write_text("alpha,na\nbeta,nb\n")
+    assert read_ground_truth(path) == {"alpha": ["na"], "beta": ["nb"]}
+    path.write_text("query,relevant\nalpha,na\nv1,nb\n")  # 'alpha' has no digit either: 'query' is data
+    assert set(read_ground_truth(path)) == {"query", "alpha", "v1"}
+
+
+@pytest.mark.parametrize("first,line,reason", [
+    ("v 1,n1", 1, "invalid ID 'v 1'"),         # a digit: a broken data row, not a header
+    (",n1", 1, "row has no query ID"),
+    ("v/1,n1", 1, "looks like a path"),
+])
+def test_broken_first_row_is_an_error_not_a_header(tmp_path, first, line, reason):
+    path = tmp_path / "gt.csv"
+    path.write_text(f"{first}\nv2,n2\n")
+    with pytest.raises(BadInput) as info:
+        read_ground_truth(path)
+    assert info.value.line == line and reason in info.value.reason
+
+
+def test_header_is_only_the_first_row(tmp_path):
+    path = tmp_path / "gt.csv"
+    path.write_text("v1,n1\nquery,relevant\nv2 x,n2\n")
+    with pytest.raises(BadInput) as info:
+        read_ground_truth(path)
+    assert info.value.line == 3

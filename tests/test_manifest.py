@@ -46,3 +46,28 @@ def test_error_names_file_and_line(tmp_path):
     with pytest.raises(BadInput) as info:
         read_manifest(path)
     assert (info.value.file, info.value.line) == (str(path), 3) and "listed twice" in info.value.reason
+
+
+HEADER = "id,path,width,height,description\n"
+
+
+@pytest.mark.parametrize("rows,line,reason", [
+    ('n1,a.jpg,4,4,"red\nn2,b.jpg,4,4,blue\nn3,c.jpg,4,4,green\n', 2, "a quote opened on this line is never closed"),
+    ('n1,a.jpg,4,4,"red"x\n', 2, "malformed CSV"),
+    ("n1,a.jpg,\uff14,4,red\n", 2, "width and height must be integers"),
+    ("n1,a.jpg,4,1_0,red\n", 2, "width and height must be integers"),
+    ("n1,a.jpg,4,0,red\n", 2, "width and height must be positive integers"),
+])
+def test_strict_rows(tmp_path, rows, line, reason):
+    path = tmp_path / "m.csv"
+    path.write_text(HEADER + rows, encoding="utf-8")
+    with pytest.raises(BadInput) as info:
+        read_manifest(path)
+    assert (info.value.file, info.value.line) == (str(path), line) and reason in info.value.reason
+
+
+def test_quoted_line_breaks_and_commas_are_kept(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text(HEADER + 'n1,a.jpg,4,4,"red,\nmatte"\nn2,b.jpg,+5,4,\n')
+    manifest = read_manifest(path)
+    assert manifest.descriptions == ["red,\nmatte", ""] and manifest.widths == [4, 5]

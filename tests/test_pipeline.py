@@ -80,15 +80,39 @@ def test_changed_option_reruns_only_downstream(first_run, tmp_path):
     assert ran == {"sift", "ens", "ens-tuned"}
 
 
+DEMO = "[prepare]\ndemo = true\nn_products = 2\nn_distractors = 3\nn_queries = 2\n"
+EXTRACT = "[[extract]]\nname = 'a'\nbackbone = 'tf_efficientnet_lite0'\npoolings = ['mac']\n"
+SEARCH = "[[search]]\nname = 's'\nfeatures = 'a/mac'\n"
+
+
 @pytest.mark.parametrize("text,reason", [
     ("[prepare]\ndemo = true\n[[search]]\nname = 'x'\nfeatures = 'nope/mac'\n", "must be '<extract name>/<pooling>'"),
     ("bogus = 1\n", "unknown top-level key 'bogus'"),
-    ("[prepare]\ndemo = true\nn_products = 2\n[[extract]]\nname='a'\nbackbone='tf_efficientnet_lite0'\npoolings=['mac']\nsizes=3\n", "unknown option 'sizes'"),
+    (DEMO + EXTRACT + "sizes = 3\n", "[extract a] unknown option 'sizes'"),
     ("[prepare\n", "invalid TOML"),
+    # each would be found only in a late stage (or never): refused before the demo is generated
+    ("work = 5\n" + DEMO, "work must be a string"),
+    (DEMO + EXTRACT + "size = '96'\n", "[extract a] size must be an integer, got '96' (a string)"),
+    (DEMO + EXTRACT.replace("'a'", "'../../escape'"), "[[extract]] name: ID '../../escape' looks like a path"),
+    (DEMO + EXTRACT + "[[search]]\nname = 's'\nfeatures = 5\n", "[search s] features must be a string or an array"),
+    (DEMO + EXTRACT + SEARCH + "[score]\nbogus = 1\n", "[score] unknown option 'bogus'"),
+    (DEMO + EXTRACT + SEARCH + "[score]\nn_resamples = 0\n", "[score] n_resamples: --resamples must be"),
+    (DEMO + EXTRACT + "[search]\nname = 's'\nfeatures = 'a/mac'\n", "one [[search]] per entry"),
 ])
-def test_bad_config_is_one_line(cli, tmp_path, text, reason):
+def test_bad_config_is_one_line_before_any_stage(cli, tmp_path, monkeypatch, text, reason):
     config = tmp_path / "bad.toml"
     config.write_text(text)
+    monkeypatch.chdir(tmp_path)
     result = cli("run", config)
     assert result.code == 2, result
-    assert reason in result.err and len(result.err.strip().splitlines()) == 1
+    assert reason in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.toml"]
+
+
+def test_a_dataset_without_descriptions_or_ground_truth(first_run, tmp_path, monkeypatch):
+    folder, _ = first_run
+    (tmp_path / "own.toml").write_text(f"work = 'w'\n[prepare]\ndb = '{folder / 'work' / 'database'}'\n"
+                                       f"queries = '{folder / 'work' / 'queries'}'\n")
+    monkeypatch.chdir(tmp_path)
+    result = run_pipeline("own.toml", log=lambda _: None)
+    assert (tmp_path / "w" / "prepared" / "database.csv").is_file() and result.runs == []

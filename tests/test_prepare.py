@@ -83,8 +83,8 @@ def test_counts_manifests_and_reports(dataset):
     summary = run(dataset, workers=2)  # the process pool path
     out = dataset["out"]
     db = summary.database
-    assert (db.seen, db.ignored, db.usable) == (15, 2, 7)
-    assert db.rejected == {"ID has two files": 2, "decompression bomb": 1, "invalid ID in file name": 1,
+    assert (db.seen, db.ignored, db.usable) == (16, 1, 7)  # the subfolder is ignored, .DS_Store is listed
+    assert db.rejected == {"ID has two files": 2, "decompression bomb": 1, "hidden file": 1, "invalid ID in file name": 1,
                            "not an image (or not a supported format)": 1, "not an image suffix": 1,
                            "truncated image data": 1, "zero-byte file": 1}
     assert db.notes == {"CMYK converted": 1, "EXIF-rotated": 1, "I;16 scaled to 8-bit": 1,
@@ -109,6 +109,7 @@ def test_counts_manifests_and_reports(dataset):
         rows = list(csv.reader(handle))
     assert rows[0] == ["set", "id", "path", "reason"]
     assert rows[1:] == [
+        ["database", "", "../data/database/.DS_Store", "hidden file: name starts with a dot"],
         ["database", "", "../data/database/bad name.jpg", "invalid ID in file name: 'bad name'"],
         ["database", "n10", "../data/database/n10.png", f"decompression bomb: 225000000 pixels > limit {MAX_PIXELS}"],
         ["database", "n11", "../data/database/n11.jpg", "not an image (or not a supported format)"],
@@ -202,6 +203,30 @@ def test_cli_bad_input_is_one_line(dataset, cli, tmp_path):
     (dataset["queries"] / "v3.jpg").unlink()
     result = cli("prepare", "--db", dataset["db"], "--queries", dataset["queries"], "--out", dataset["out"])
     assert (result.code, result.err.strip()) == (2, f"error: {dataset['queries']}: no image files found")
+
+
+def test_hidden_files_are_listed_in_rejected_csv_never_read(dataset):
+    Image.fromarray(noise(16, 16, 9)).save(dataset["queries"] / ".v9.jpg")  # a real image, hidden
+    (dataset["queries"] / "._v1.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (dataset["queries"] / ".thumbnails").mkdir()  # a hidden folder is a folder: ignored
+    summary = run(dataset)
+    q = summary.queries
+    assert (q.seen, q.ignored, q.usable) == (5, 1, 2)
+    assert q.rejected == {"hidden file": 2, "truncated image data": 1}
+    assert summary.decoded == 14  # hidden files are never decoded
+    with open(dataset["out"] / "rejected.csv", newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.reader(handle) if row[0] == "queries"]
+    assert rows == [["queries", "", "../data/queries/._v1.jpg", "hidden file: name starts with a dot"],
+                    ["queries", "", "../data/queries/.v9.jpg", "hidden file: name starts with a dot"],
+                    ["queries", "v3", "../data/queries/v3.jpg", "truncated image data"]]
+    assert read_manifest(dataset["out"] / "queries.csv").ids == ["v1", "v2"]
+
+
+def test_a_folder_of_hidden_files_only_has_no_images(dataset):
+    for path in dataset["queries"].iterdir():
+        path.rename(path.with_name(f".{path.name}"))
+    with pytest.raises(BadInput, match="no image files found"):
+        run(dataset)
 
 
 def test_python_m_bpcr_exit_code(tmp_path):

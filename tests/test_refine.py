@@ -43,9 +43,12 @@ def _index(neighbours: dict[str, list[str]], ids: list[str] = DB_IDS) -> TextInd
                      sims=np.full(len(indices), 0.9, dtype=np.float32), meta={"tau": 0.6})
 
 
-def _refine(neighbours, k_keep=3, mode="fill", ranking=INPUT):
-    rows = {image_id: r for r, image_id in enumerate(DB_IDS)}
-    return refine_query(ranking, np.array([1.0, 0.0]), _index(neighbours), rows, _features(DB_IDS), k_keep, mode)
+def _cosine(ids):
+    return np.array([COSINE[i] for i in ids])
+
+
+def _refine(neighbours, k_keep=3, mode="fill", ranking=INPUT, known=frozenset(DB_IDS)):
+    return refine_query(ranking, _index(neighbours), known.__contains__, _cosine, k_keep, mode)
 
 
 def test_fill_hand_example():
@@ -83,8 +86,7 @@ def test_no_duplicates_and_k7_changes_nothing():
             assert len(ranking) == len(set(ranking))
     assert _refine(NEIGHBOURS, k_keep=7).ranking == INPUT
     # Neighbours without a database feature are skipped.
-    rows = {i: r for r, i in enumerate(DB_IDS) if i != "n12"}
-    result = refine_query(INPUT, np.array([1.0, 0.0]), _index(NEIGHBOURS), rows, _features(DB_IDS), 3, "fill")
+    result = _refine(NEIGHBOURS, known=frozenset(DB_IDS) - {"n12"})
     assert "n12" not in result.ranking and result.ranking[3] == "n10"
 
 
@@ -165,3 +167,56 @@ def test_cli_refine(setup, cli):
     bad = cli("refine", setup / "runs" / "base.trec", "--text-index", setup / "ti", "--db-features", setup / "db",
               "--query-features", setup / "q", "--mode", "best", "--name", "x", "--out", setup / "out")
     assert bad.code == 2 and bad.err.count("\n") == 1 and "mode" in bad.err
+
+
+# ---------------------------------------------------------------- the second search ranks as the first did
+
+
+def _unit(c: float) -> list[float]:
+    return [c, math.sqrt(1 - c * c)]
+
+
+def test_refine_ranks_with_the_input_runs_fused_similarity(tmp_path):
+    from bpcr.index import build_index
+    from bpcr.search import search
+
+    # Cosines with the query (1, 0) in two networks A and B. Product fusion (001 eq 8, alpha 1):
+    # t (1+1)(1+1) = 4, y (1.8)(1.9) = 3.42, x (1.9)(1.1) = 2.09, fillers (1+0.05)^2 = 1.1025.
+    cos = {"A": {"t": 1.0, "x": 0.9, "y": 0.8}, "B": {"t": 1.0, "x": 0.1, "y": 0.9}}
+    ids = ["f1", "f2", "f3", "f4", "f5", "f6", "t", "x", "y"]
+    for net in ("A", "B"):
+        meta = {"backbone": f"net{net}", "pooling": "gem"}
+        write_store(tmp_path / f"db{net}", ids, np.array([_unit(cos[net].get(i, 0.05)) for i in ids], np.float32), meta)
+        write_store(tmp_path / f"q{net}", ["v1"], np.array([[1.0, 0.0]], np.float32), meta)
+        build_index(tmp_path / f"db{net}", tmp_path / f"i{net}", log=lambda m: None)
+    search([tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"], "fused", tmp_path / "runs",
+           depth=9, fusion="product", log=lambda m: None)
+    assert load_run(tmp_path / "runs" / "fused.trec").ranking["v1"][:3] == ["t", "y", "x"]
+    # The text index makes x and y the neighbours of t, and the fused input's order is the fused one.
+    ti = tmp_path / "ti"
+    ti.mkdir()
+    np.savez(ti / "neighbours.npz", indptr=np.array([0, 0, 0, 0, 0, 0, 0, 2, 2, 2]), indices=np.array([7, 8], np.int32),
+             sims=np.full(2, 0.9, np.float32))
+    (ti / "ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    (ti / "meta.json").write_text(json.dumps({"format": "bpcr-text-index/1", "tau": 0.6}))
+    # Reverse the input's list below t, so only the second search decides the order of x and y.
+    write_run(tmp_path / "runs", "flat", {"v1": ["t", "f1", "f2", "f3", "f4", "f5", "f6", "x", "y"]},
+              {"v1": [9.0 - r for r in range(9)]},
+              json.loads((tmp_path / "runs" / "fused.json").read_text()))
+    fused = refine(tmp_path / "runs" / "flat.trec", ti, None, None, "r-fused", out=tmp_path / "out", k_keep=1)
+    assert load_run(fused.csv).ranking["v1"][:3] == ["t", "y", "x"]
+    assert fused.provenance["similarity"]["fusion"] == "product" and fused.provenance["similarity"]["source"] == "input run"
+    # One network's cosine alone (given explicitly) orders them the other way: x .9 before y .8.
+    single = refine(tmp_path / "runs" / "flat.trec", ti, tmp_path / "dbA", tmp_path / "qA", "r-single",
+                    out=tmp_path / "out", k_keep=1)
+    assert load_run(single.csv).ranking["v1"][:3] == ["t", "x", "y"]
+    # A refine of the refined run still finds the search behind it.
+    again = refine(fused.written[".trec"], ti, None, None, "r-again", out=tmp_path / "out", k_keep=1)
+    assert again.provenance["similarity"]["fusion"] == "product"
+
+
+def test_input_without_a_search_behind_it_needs_stores(setup):
+    with pytest.raises(BadInput, match="give --db-features and --query-features"):
+        refine(setup / "runs" / "base.trec", setup / "ti", None, None, "r", out=setup / "out")
+    with pytest.raises(BadInput, match="both"):
+        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", None, "r", out=setup / "out")

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from bpcr.manifest import write_manifest
@@ -89,25 +90,48 @@ def test_rows_beyond_top_keep_input_order(dataset):
     assert run.scores["v0"][1:] == [-1.0, -2.0, -3.0, -4.0]
 
 
-def test_deterministic_across_runs_and_workers(dataset):
-    a = _rerank(dataset, name="a")
-    b = _rerank(dataset, name="b", workers=2)
-    for suffix in (".csv", ".trec"):
-        assert a.with_suffix(suffix).read_text().replace(" a\n", "\n") == b.with_suffix(suffix).read_text().replace(" b\n", "\n")
+@pytest.mark.parametrize("scorer", ["matches", "inliers"])
+def test_byte_identical_across_workers_repeats_and_cache_states(dataset, tmp_path, scorer):
+    """Every .csv and .trec byte agrees: 1 or 2 workers, a cold or a warm cache (made by either), run after run,
+    whatever OpenCV thread count the calling process had set; the caller's OpenCV settings are restored."""
+    plan = [(1, "a", "cold"), (2, "b", "cold"), (1, "b", "warm"), (2, "a", "warm"), (1, "a", "warm"), (2, "b", "warm")]
+    before = (cv2.getNumThreads(), cv2.useOptimized())
+    written = []
+    for k, (workers, cache, state) in enumerate(plan):
+        cv2.setNumThreads(1 + k % 3)
+        result = rerank(dataset["run"], dataset["root"] / "database.csv", dataset["root"] / "queries.csv", "sift",
+                        tmp_path / f"out{k}", top=4, scorer=scorer, workers=workers, cache_dir=tmp_path / cache)
+        assert (cv2.getNumThreads(), cv2.useOptimized()) == (1 + k % 3, True)
+        reused = result.provenance["sift_cache"]["reused"]
+        assert reused == (4 if state == "warm" else 0), (k, result.provenance["sift_cache"])
+        written.append({suffix: result.written[suffix].read_bytes() for suffix in (".csv", ".trec")})
+    cv2.setNumThreads(before[0])
+    assert all(w == written[0] for w in written[1:])
+    assert load_run(tmp_path / "out0" / "sift.trec").ranking["v0"][0] == "n0"
+
+
+def test_scores_do_not_depend_on_the_order_of_match_distances():
+    from bpcr.sift import mean_match_distance
+
+    rng = np.random.default_rng(0)
+    distances = (rng.random(997) * 300).astype(np.float32)
+    means = {mean_match_distance(distances[rng.permutation(997)]) for _ in range(5)}
+    assert len(means) == 1
+    assert means.pop() == pytest.approx(float(np.mean(distances.astype(np.float64))), rel=1e-15)
 
 
 def test_cache_reuse_and_invalidation(dataset):
     first = json.loads(_rerank(dataset, name="one").with_suffix(".json").read_text())
-    assert first["sift_cache"] == {"computed": 4, "reused": 0}  # n4 is in no shortlist
+    assert first["sift_cache"] == {"computed": 4, "reused": 0, "recomputed_invalid": 0}  # n4 is in no shortlist
     second = json.loads(_rerank(dataset, name="two").with_suffix(".json").read_text())
-    assert second["sift_cache"] == {"computed": 0, "reused": 4}
+    assert second["sift_cache"] == {"computed": 0, "reused": 4, "recomputed_invalid": 0}
     capped = json.loads(_rerank(dataset, name="three", max_keypoints=100).with_suffix(".json").read_text())
-    assert capped["sift_cache"] == {"computed": 4, "reused": 0}
+    assert capped["sift_cache"] == {"computed": 4, "reused": 0, "recomputed_invalid": 0}
     path = dataset["root"] / "db" / "n2.png"
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     touched = json.loads(_rerank(dataset, name="four").with_suffix(".json").read_text())
-    assert touched["sift_cache"] == {"computed": 1, "reused": 3}
+    assert touched["sift_cache"] == {"computed": 1, "reused": 3, "recomputed_invalid": 0}
     files = list(dataset["cache"].rglob("*"))
     assert all(f.suffix == ".npz" for f in files if f.is_file())
 
@@ -168,3 +192,109 @@ def test_cli_defaults_match_the_library():
     assert params["max_side"].default.default == stage.DEFAULT_MAX_SIDE
     assert params["top"].default.default == stage.DEFAULT_TOP
     assert params["cache_dir"].default.default == stage.DEFAULT_CACHE_DIR
+
+
+# ---------------------------------------------------------------- a cache that lies
+
+
+def _entries(d, max_keypoints=250):
+    """Cache file of each shortlisted database image (n0..n3) for the default SIFT options."""
+    from bpcr.sift_cache import SiftOptions, cache_file
+
+    sift = SiftOptions(max_side=512, max_keypoints=max_keypoints)
+    return {f"n{i}": cache_file(d["cache"], d["root"] / "db" / f"n{i}.png", sift) for i in range(4)}
+
+
+def _npz_with(path, **changes):
+    with np.load(path, allow_pickle=False) as saved:
+        arrays = {k: saved[k] for k in saved.files}
+    arrays.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del arrays[key]
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def test_junk_cache_is_recomputed_not_read_as_no_match(dataset, cli, monkeypatch):
+    """Every entry overwritten with junk: recomputed with a warning each, the same bytes as the honest run."""
+    honest = _rerank(dataset, name="sift")
+    expected = {s: honest.with_suffix(s).read_bytes() for s in (".csv", ".trec")}
+    for entry in _entries(dataset).values():
+        entry.write_bytes(b"junk" * 100)
+    monkeypatch.setenv("COLUMNS", "40")
+    args = ["rerank", dataset["run"], "--db-manifest", dataset["root"] / "database.csv", "--query-manifest",
+            dataset["root"] / "queries.csv", "--top", "4", "--workers", "1", "--cache-dir", dataset["cache"],
+            "--out", dataset["out"], "--name", "sift"]
+    result = cli(*args)
+    assert result.code == 0, result.err
+    warnings = [line for line in result.err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 4 and all("SIFT cache entry of database image n" in w for w in warnings), result.err
+    assert all(w.endswith("computed again") and "unreadable" in w for w in warnings)  # one line each, unwrapped
+    assert "4 invalid in the cache and computed again" in result.out
+    prov = json.loads((dataset["out"] / "sift.json").read_text())
+    assert prov["sift_cache"] == {"computed": 0, "reused": 0, "recomputed_invalid": 4}
+    assert prov["warnings"]["sift_cache_invalid"] == 4
+    for suffix, data in expected.items():
+        assert (dataset["out"] / f"sift{suffix}").read_bytes() == data
+    again = json.loads(_rerank(dataset, name="sift").with_suffix(".json").read_text())
+    assert again["sift_cache"] == {"computed": 0, "reused": 4, "recomputed_invalid": 0}
+
+
+def test_each_kind_of_bad_entry_is_caught(dataset):
+    honest = _rerank(dataset, name="sift")
+    expected = honest.read_bytes()
+    entries = _entries(dataset)
+    n0, n1, n2, n3 = (entries[f"n{i}"] for i in range(4))
+    n0.write_bytes(n1.read_bytes())  # a whole, well-formed entry of another image: only its image hash tells
+    _npz_with(n1, desc=np.zeros((3, 128), np.float32), xy=np.zeros((3, 2), np.float32))  # float descriptors
+    _npz_with(n2, image_sha256=None)  # no image hash (as an entry of an older kit)
+    n3.write_bytes(n3.read_bytes()[:200])  # torn
+    result = rerank(dataset["run"], dataset["root"] / "database.csv", dataset["root"] / "queries.csv", "sift",
+                    dataset["out"], top=4, workers=2, cache_dir=dataset["cache"])
+    prov = result.provenance
+    assert prov["sift_cache"] == {"computed": 0, "reused": 0, "recomputed_invalid": 4}
+    reasons = "\n".join(prov["warnings"]["examples"])
+    for needed in ("n0 (", "made from other image bytes", "desc is float32", "holds arrays desc, sift, xy",
+                   "unreadable (BadZipFile"):
+        assert needed in reasons, reasons
+    assert result.written[".trec"].read_bytes() == expected
+
+
+def test_entry_with_other_sift_settings_or_too_many_keypoints_is_caught(dataset):
+    _rerank(dataset, name="sift")
+    entries = _entries(dataset)
+    _npz_with(entries["n0"], sift=np.array([2, 256, 250], np.int64))
+    with np.load(entries["n1"], allow_pickle=False) as saved:
+        xy, desc = saved["xy"], saved["desc"]
+    _npz_with(entries["n1"], xy=np.concatenate([xy] * 20)[:251], desc=np.concatenate([desc] * 20)[:251])
+    prov = load_run(_rerank(dataset, name="again")).provenance
+    assert prov["sift_cache"]["recomputed_invalid"] == 2
+    reasons = " ".join(prov["warnings"]["examples"])
+    assert "made with SIFT settings [2, 256, 250]" in reasons and "251 keypoints, more than the cap of 250" in reasons
+
+
+def test_entry_that_turns_bad_after_its_check_is_an_error_not_zero_matches(dataset, monkeypatch):
+    """The parent checks every entry before matching; one unreadable at matching time changed during the run."""
+    from bpcr import rerank as stage
+    from bpcr.errors import BadInput
+
+    _rerank(dataset, name="sift")
+    for entry in _entries(dataset).values():
+        entry.write_bytes(b"junk")
+    monkeypatch.setattr(stage, "check_entry", lambda *args: None)  # as if the junk arrived after the check
+    with pytest.raises(BadInput, match=r"SIFT cache entry changed while re-ranking query v0 .*unreadable.*run again"):
+        _rerank(dataset, name="late")
+    assert not (dataset["out"] / "late.csv").exists()
+
+
+def test_match_task_reports_an_unreadable_entry(dataset, tmp_path):
+    from bpcr.sift_tasks import MatchOptions, match_task
+    from bpcr.sift_cache import SiftOptions
+
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"junk")
+    options = MatchOptions(ratio=0.8, matcher="flann", geometry=False, ransac_threshold=5.0, seed=0)
+    query_id, reason, pairs, failure = match_task(
+        ("v0", str(dataset["root"] / "q" / "v0.png"), [None, str(junk)], SiftOptions(512, 250), options))
+    assert (query_id, reason, pairs) == ("v0", None, [])
+    assert failure.startswith(f"{junk}: unreadable")

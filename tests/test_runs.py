@@ -66,3 +66,72 @@ def test_write_run_refuses_bad_name_and_repeats(tmp_path):
 def test_missing_run_file_cli(cli, good_gt, tmp_path):
     result = cli("score", tmp_path / "absent.csv", "--gt", good_gt, "--no-leaderboard")
     assert result.code == 2 and "file not found" in result.err
+
+
+# ---------------------------------------------------------------- strict: every tolerated problem is an error
+
+
+@pytest.mark.parametrize("content,line,reason", [
+    (b"v1,a,b,c,d,e,f,g,\n", 1, "trailing comma"),
+    (b"v1,a,b,c,d,e,f,g\n\nv2,a,b,c,d,e,f,g\n", 2, "blank line"),
+    (b"v1 ,a,b,c,d,e,f,g\n", 1, "spaces around commas"),
+    (b"\xef\xbb\xbfv1,a,b,c,d,e,f,g\n", 1, "byte order mark"),
+    (b"v1,a,b,c,d,e,f,g\r\nv2,a,b,c,d,e,f,g\r\n", 1, "CRLF line end"),
+    (b"v2,a,b,c,d,e,f,g\nv1,a,b,c,d,e,f,g\n", 2, "not sorted"),
+])
+def test_submission_strict_refuses_cosmetics_too(tmp_path, content, line, reason):
+    path = tmp_path / "r.csv"
+    path.write_bytes(content)
+    assert read_submission(path)  # tolerated
+    with pytest.raises(BadInput) as info:
+        read_submission(path, strict=True)
+    assert info.value.line == line and reason in info.value.reason and "--strict" in info.value.reason
+
+
+def test_fewer_than_seven_is_an_error_only_with_exact_depth(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("v1,a,b,c,d,e\n")
+    assert read_submission(path, strict=True) == {"v1": ["a", "b", "c", "d", "e"]}
+    with pytest.raises(BadInput, match="5 predictions for query 'v1', the challenge wants exactly 7"):
+        read_submission(path, strict=True, exact_depth=True)
+
+
+@pytest.mark.parametrize("score", ["1_000", "\u0661", "\uff11", "0x1", "1e999", "nan"])
+def test_trec_scores_are_ascii_decimal(tmp_path, score):
+    path = tmp_path / "r.trec"
+    path.write_text(f"v1 Q0 n1 1 {score} t\n", encoding="utf-8")
+    with pytest.raises(BadInput) as info:
+        read_trec(path)
+    assert info.value.line == 1 and info.value.reason.startswith(f"score {score!r} is not")
+
+
+@pytest.mark.parametrize("rank", ["\uff11", "\u0661", "1_0", "1.0", " "])
+def test_trec_ranks_are_ascii_decimal(tmp_path, rank):
+    path = tmp_path / "r.trec"
+    path.write_text(f"v1\tQ0\tn1\t{rank}\t0.5\tt\n", encoding="utf-8")
+    with pytest.raises(BadInput) as info:
+        read_trec(path)
+    assert info.value.line == 1
+
+
+def test_trec_strict_wants_what_the_kit_writes(tmp_path):
+    path = tmp_path / "r.trec"
+    path.write_text("v1 Q0 n1 1 0.9 t\nv1 Q0 n2 2 0.9 t\nv1 Q0 n3 3 0.1 t\n")
+    assert read_trec(path, strict=True)[0] == {"v1": ["n1", "n2", "n3"]}
+    path.write_text("v1 Q0 n1 2 0.9 t\n")
+    with pytest.raises(BadInput, match="rank 2 where query 'v1' is at rank 1"):
+        read_trec(path, strict=True)
+    assert read_trec(path)[0] == {"v1": ["n1"]}
+
+
+def test_a_run_file_that_is_not_regular_is_refused_not_skipped(tmp_path):
+    import os
+
+    (tmp_path / "r.csv").write_text("v1,a,b,c,d,e,f,g\n")
+    os.mkfifo(tmp_path / "r.json")
+    with pytest.raises(BadInput, match="named pipe"):
+        load_run(tmp_path / "r.csv")
+    os.unlink(tmp_path / "r.json")
+    (tmp_path / "r.trec").mkdir()
+    with pytest.raises(BadInput, match="is a folder"):
+        load_run(tmp_path / "r")

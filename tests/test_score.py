@@ -60,9 +60,11 @@ def test_leaderboard_sorted_deterministic(cli, scored: Path):
     text = first.decode()
     rows = [line for line in text.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
     assert rows[0].startswith("| 1 | `better` | 1.0000")
-    assert "SIFT rerank of base" in rows[0] and "2026-11-01" in rows[0] and "`base`" in rows[0]
-    assert rows[1].startswith("| 2 | `base` | 0.4444")
-    assert "(leaderboard.svg)" in text
+    # No date: a re-made run on another day gives the same leaderboard.
+    assert "SIFT rerank of base" in rows[0] and "2026-11-01" not in text and "`base`" in rows[0]
+    # The seed-0 split puts v1 and v3 in the private half: base scores (5/6 + 0) / 2 there, 1/2 on v2, 4/9 on all.
+    assert rows[1].startswith("| 2 | `base` | 0.4167 | ") and "| 0.5000 | 0.4444 |" in rows[1]
+    assert "(leaderboard.svg)" in text and "private half (2)" in text and "public half (1)" in text
 
 
 def test_explicit_baseline_and_holm(cli, scored: Path, tmp_path):
@@ -164,3 +166,86 @@ def test_demo_then_score_hand_written_runs(cli, tmp_path):
     text = board.read_text()
     assert "| 1 | `oracle` | 1.0000 |" in text and "| 2 | `wrong` | 0.0000 |" in text
     assert cli("check", runs / "oracle.csv", "--manifest", demo / "prepared" / "database.csv").code == 0
+
+
+def test_public_private_columns_and_in_sample_marks(cli, scored: Path):
+    subs = scored / "submissions"
+    # A run that says it was tuned on v2 (the public half) and v1 (private): in-sample on both halves and on all.
+    write_run(subs, "tuned", {"v1": ["a", "b"], "v2": ["c"], "v3": ["x"]}, None,
+              {"method": "ensemble:rrf", "tuned_on": {"query_ids": ["v1", "v2"], "half": "all"}})
+    # Tuned on the public half only: its private figure is held out.
+    write_run(subs, "honest", {"v1": ["a"], "v2": ["c"], "v3": ["x"]}, None,
+              {"method": "ensemble:rrf", "tuned_on": {"query_ids": ["v2"], "half": "public"}})
+    out = scored / "s.json"
+    result = cli("score", subs, "--gt", scored / "gt.csv", "--json", out, "--leaderboard", scored / "lb.md")
+    assert result.code == 0, result.err
+    data = json.loads(out.read_text())
+    runs = data["runs"]
+    assert data["split"] == {"method": "bpcr-split/1", "seed": 0, "public_share": 0.5}
+    assert runs["base"]["private"]["n_queries"] == 2 and runs["base"]["public"]["n_queries"] == 1
+    assert runs["base"]["private"]["map7"] == pytest.approx((5 / 6 + 0) / 2)
+    assert runs["base"]["in_sample"] is False
+    assert runs["tuned"]["in_sample"] and runs["tuned"]["private"]["in_sample"] and runs["tuned"]["public"]["in_sample"]
+    assert runs["honest"]["in_sample"] and runs["honest"]["public"]["in_sample"]
+    assert not runs["honest"]["private"]["in_sample"]
+    rows = {line.split("`")[1]: line for line in (scored / "lb.md").read_text().splitlines() if line.startswith("| ")
+            and "`" in line}
+    assert " *" in rows["tuned"].split("|")[3] and " *" in rows["honest"].split("|")[5]
+    assert " *" not in rows["honest"].split("|")[3] and " *" not in rows["base"]
+    # Tuned on private queries: ranked after every run that was not, whatever its score.
+    order = [line.split("`")[1] for line in (scored / "lb.md").read_text().splitlines() if line.startswith("| ")
+             and "`" in line]
+    assert order[-1] == "tuned"
+
+
+def test_split_options(cli, scored: Path):
+    out = scored / "s.json"
+    result = cli("score", scored / "submissions", "--gt", scored / "gt.csv", "--json", out, "--no-leaderboard",
+                 "--split-seed", "5", "--public-share", "0.9")
+    assert result.code == 0, result.err
+    assert json.loads(out.read_text())["split"]["seed"] == 5
+
+
+def _hand_made_scores():
+    from bpcr.score import Comparison, HalfScore, RunScore
+    from bpcr.split import QuerySplit
+
+    def run(name, private, public, all_, comparison=None, in_sample=False):
+        return RunScore(name=name, map7=all_, ci95=(all_ - 0.1, all_ + 0.1), p_at_1=0.5, hit_at_7=0.75, n_queries=4,
+                        variants={}, top_k={1: 0.5, 7: 0.75, 20: None, 100: None}, per_query={}, missing=0,
+                        unknown=0, depth=7, summary="a_b & c", created="", comparison=comparison,
+                        halves={"private": HalfScore(private, (private - 0.2, private + 0.2), 2),
+                                "public": HalfScore(public, (public, public), 2, in_sample)},
+                        in_sample=in_sample, split=QuerySplit())
+
+    better = run("fused_x", 0.75, 0.5, 0.625, Comparison("base", 0.25, 0.5, 0.0, 0.01, 0.02), in_sample=True)
+    return [better, run("base", 0.5, 0.25, 0.375)]
+
+
+def test_csv_and_latex_exports_by_hand():
+    from bpcr.leaderboard import leaderboard_csv, leaderboard_latex
+
+    rows = leaderboard_csv(_hand_made_scores()).splitlines()
+    header = rows[0].split(",")
+    first = dict(zip(header, rows[1].split(",")))
+    assert first["rank"] == "1" and first["run"] == "fused_x" and first["private_map7"] == "0.75"
+    assert first["private_ci95_low"] == "0.55" and first["public_in_sample"] == "True" and first["baseline"] == "base"
+    assert first["delta_private"] == "0.25" and first["p_holm"] == "0.02" and first["acc_at_20"] == ""
+    assert rows[2].split(",")[:3] == ["2", "base", "0.5"] and len(rows) == 3
+    tex = leaderboard_latex(_hand_made_scores(), "demo_gt.csv")
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "demo\\_gt.csv" in tex
+    line = next(x for x in tex.splitlines() if x.startswith("1 & "))
+    # Significantly better than its baseline (p 0.02 < 0.05): a dagger; its public figure is in-sample.
+    assert line == "1 & \\texttt{fused\\_x} & 0.7500$^{\\dagger}$ & 0.5000$^{*}$ & 0.6250$^{*}$ & \\texttt{base} \\\\"
+    assert next(x for x in tex.splitlines() if x.startswith("2 & ")).endswith("0.3750 & -- \\\\")
+
+
+def test_cli_writes_csv_and_latex_beside_the_leaderboard(cli, scored: Path):
+    result = cli("score", scored / "submissions", "--gt", scored / "gt.csv", "--leaderboard", scored / "lb.md",
+                 "--csv", scored / "lb.csv", "--latex", scored / "lb.tex")
+    assert result.code == 0, result.err
+    assert (scored / "lb.csv").read_text().splitlines()[1].startswith("1,better,1.0,")
+    assert "\\texttt{better}" in (scored / "lb.tex").read_text()
+    clash = cli("score", scored / "submissions", "--gt", scored / "gt.csv", "--leaderboard", scored / "lb.md",
+                "--csv", scored / "lb.md")
+    assert clash.code == 2 and "--csv" in clash.err and len(clash.err.strip().splitlines()) == 1

@@ -139,3 +139,44 @@ def test_local_score_hand_values():
     assert sift.local_score(3, 0.0) == 3.5
     assert sift.local_score(2, 5000.0) == 2.0  # distance clipped to the bound
     assert sift.local_score(0, 10.0) == 0.0
+
+
+# ---------------------------------------------------------------- reproducibility
+
+
+def test_keypoints_do_not_depend_on_the_callers_opencv_settings():
+    """Threads and CPU-specific code paths of the caller change nothing (a CPU without AVX-512 is simulated by
+    turning OpenCV's dispatch off); the caller's settings are back afterwards."""
+    before = (cv2.getNumThreads(), cv2.useOptimized())
+    images = [cv2.cvtColor(photo_of(textured(seed, 500, 400)), cv2.COLOR_BGR2GRAY) for seed in (7, 8, 9)]
+    seen = []
+    try:
+        for threads, optimized in ((1, False), (4, True), (4, False), (2, True)):
+            cv2.setNumThreads(threads)
+            cv2.setUseOptimized(optimized)
+            seen.append([sift.extract_sift(image, 250) for image in images])
+            assert (cv2.getNumThreads(), cv2.useOptimized()) == (threads, optimized)
+    finally:
+        cv2.setUseOptimized(before[1])
+        cv2.setNumThreads(before[0])
+    for other in seen[1:]:
+        for a, b in zip(seen[0], other):
+            assert np.array_equal(a.xy, b.xy) and np.array_equal(a.desc, b.desc)
+
+
+def test_reproducible_opencv_restores_settings_after_an_error():
+    before = (cv2.getNumThreads(), cv2.useOptimized())
+    with pytest.raises(RuntimeError):
+        with sift.reproducible_opencv():
+            assert (cv2.getNumThreads(), cv2.useOptimized()) == (1, False)
+            raise RuntimeError
+    assert (cv2.getNumThreads(), cv2.useOptimized()) == before
+
+
+def test_mean_match_distance_is_exact_and_order_free():
+    assert sift.mean_match_distance(np.array([1.0, 2.0, 3.0, 4.0], np.float32)) == 2.5
+    assert sift.mean_match_distance(np.zeros(0, np.float32)) == 0.0
+    # float32 sums lose the small terms: 1e8 + 1 + ... ; the exact mean keeps them
+    values = np.array([1e8] + [1.0] * 1000, np.float32)
+    assert sift.mean_match_distance(values) == (1e8 + 1000) / 1001
+    assert sift.mean_match_distance(values[::-1]) == sift.mean_match_distance(values)

@@ -62,3 +62,45 @@ def test_partial_store_resumes_only_the_same_plan(tmp_path):
     assert partial.done() == set()
     partial.remove()
     assert not partial.path.exists()
+
+
+# ---------------------------------------------------------------- what a store may hold
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_float_stores_open(tmp_path, dtype):
+    store = write_store(tmp_path / "s", ["a", "b"], np.eye(2, 3, dtype=dtype), {})
+    assert open_store(store.path, role="query").features.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("array,reason", [
+    (np.ones((2, 3), np.int8), "holds |i1 values"),
+    (np.ones((2, 3), np.bool_), "holds |b1 values"),
+    (np.ones((2, 3), np.complex128), "holds <c16 values"),
+    (np.ones((2, 0), np.float32), "0 columns"),
+    (np.ones((2, 3), ">f2"), "native byte order"),
+])
+def test_other_arrays_are_refused(tmp_path, array, reason):
+    store = write_store(tmp_path / "s", ["a", "b"], np.eye(2, 3, dtype=np.float32), {})
+    np.save(store.path / "features.npy", array)
+    (store.path / "meta.json").write_text("{}")
+    with pytest.raises(BadInput) as info:
+        open_store(store.path)
+    assert info.value.file == str(store.path / "features.npy") and reason in info.value.reason
+
+
+def test_rows_needed_and_finite(tmp_path):
+    from bpcr.store import check_finite
+
+    empty = write_store(tmp_path / "e", [], np.zeros((0, 3), np.float16), {})
+    assert len(open_store(empty.path)) == 0  # a store without rows is a store
+    with pytest.raises(BadInput, match="the query feature store holds no rows"):
+        open_store(empty.path, role="query")
+    x = np.eye(3, dtype=np.float32)
+    x[2, 1] = np.inf
+    bad = write_store(tmp_path / "b", ["a", "b", "c"], x, {})
+    assert len(open_store(bad.path, role="database")) == 3  # checked when indexed, in its one pass
+    with pytest.raises(BadInput, match=r"row 3 \(ID 'c'\) of the query store holds NaN or infinity"):
+        open_store(bad.path, role="query")
+    with pytest.raises(BadInput, match="row 3"):
+        check_finite(bad, "database", ((start, x[start:start + 2]) for start in (0, 2)))

@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import BadInput
+from ..ranges import RESAMPLES_MAX, SEED_MAX
 from .options import VARIANTS, app, choices, not_built
 
 
@@ -18,40 +20,63 @@ def score(
     no_leaderboard: bool = typer.Option(False, "--no-leaderboard", help="Do not write the leaderboard."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write scores as JSON: {runs: {name: {map7, p_at_1, hit_at_7, n_queries, ci95}}}."),
     per_query: Optional[Path] = typer.Option(None, "--per-query", help="Write per-query AP rows: run,query_id,ap."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the leaderboard as CSV (every figure unrounded)."),
+    latex_out: Optional[Path] = typer.Option(None, "--latex", help="Write the leaderboard as a LaTeX booktabs table, significance against the baseline marked."),
     variant: str = typer.Option("challenge", "--variant", help=f"Headline metric, one of {choices(VARIANTS)}: challenge is the default; the others are variants printed in papers."),
     strict: bool = typer.Option(False, "--strict", help="Missing or unknown queries and malformed-but-tolerated lines become errors."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and the randomisation test."),
-    resamples: int = typer.Option(10_000, "--resamples", help="Bootstrap / randomisation resamples."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the bootstrap and the randomisation test."),
+    resamples: int = typer.Option(10_000, "--resamples", min=1, max=RESAMPLES_MAX, help="Bootstrap / randomisation resamples."),
+    split_seed: int = typer.Option(0, "--split-seed", min=0, max=SEED_MAX, help="Seed of the public/private split of the queries (a hash of each query ID)."),
+    public_share: float = typer.Option(0.5, "--public-share", min=0.0, max=1.0, help="Share of queries in the public half, in (0, 1)."),
 ) -> None:
     """Score runs with the challenge's mAP@7 and write leaderboard.md.
+
+    The queries are split into a public half (where choices may be tuned) and a
+    private half (reported): runs are ranked by their private mAP@7.
 
     Example: bpcr score submissions/ --gt work/demo/ground_truth.csv --json scores.json
     """
     from ..display import show_scores, show_written
-    from ..score import score_runs, write_outputs
+    from ..leaderboard import check_outputs, write_outputs
+    from ..score import score_runs
 
-    scores = score_runs(runs, gt, baseline=baseline, strict=strict, seed=seed, n_resamples=resamples, variant=variant)
+    board = None if no_leaderboard else leaderboard
+    check_outputs(board, json_out, per_query, csv_out=csv_out, latex_out=latex_out)  # before any run is read
+    scores = score_runs(runs, gt, baseline=baseline, strict=strict, seed=seed, n_resamples=resamples, variant=variant,
+                        split_seed=split_seed, public_share=public_share)
     show_scores(scores, variant, gt.name)
-    written = write_outputs(scores, gt, None if no_leaderboard else leaderboard, json_out, per_query)
+    written = write_outputs(scores, gt, board, json_out, per_query, csv_out=csv_out, latex_out=latex_out)
     show_written(f"{kind}: {path}" for kind, path in written.items())
 
 
 @app.command(rich_help_panel="Evaluate")
 def check(
-    submission: Path = typer.Argument(..., help="The submission CSV to upload."),
-    manifest: Path = typer.Option(..., "--manifest", help="Database manifest from `bpcr prepare` (database.csv)."),
+    submission: Optional[Path] = typer.Argument(None, help="The submission CSV to upload."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Database manifest from `bpcr prepare` (database.csv); required for a submission."),
     queries: Optional[Path] = typer.Option(None, "--queries", help="Query manifest (default: queries.csv beside --manifest)."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Check this ground-truth file instead of a submission (against --manifest when given)."),
 ) -> None:
-    """Check a submission before upload: every query once, exactly 7 distinct known IDs, sorted, no header.
+    """Check a submission before upload (every query once, exactly 7 distinct known IDs, sorted, no header),
+    or a ground-truth file with --gt (a header, every query once, valid and known relevant IDs).
 
-    Exit code 2 when the file would be rejected. Example:
-    bpcr check submissions/mac.csv --manifest work/demo/prepared/database.csv
+    Exit code 2 when the file would be rejected. Examples:
+
+      bpcr check submissions/mac.csv --manifest work/demo/prepared/database.csv
+
+      bpcr check --gt ground_truth/val_2020.csv --manifest work/p500k/prepared/database.csv
     """
-    from ..check import check_submission, first_error
+    from ..check import check_ground_truth, check_submission, first_error
     from ..display import show_check
 
-    report = check_submission(submission, manifest, queries)
-    show_check(submission, report)
+    if (submission is None) == (gt is None):
+        raise BadInput(None, None, "give a SUBMISSION to check, or --gt FILE to check a ground truth")
+    if gt is not None:
+        report, checked = check_ground_truth(gt, manifest, queries), gt
+    else:
+        if manifest is None:
+            raise BadInput(None, None, "checking a submission needs --manifest (the database manifest)")
+        report, checked = check_submission(submission, manifest, queries), submission
+    show_check(checked, report)
     if not report.ok:
         raise first_error(report)
 

@@ -8,6 +8,7 @@ import typer
 
 from .. import __version__
 from ..errors import BadInput
+from ..ranges import check_weights
 
 app = typer.Typer(
     name="bpcr",
@@ -37,13 +38,14 @@ def _root(
 
 
 def parse_weights(weights: Optional[str]) -> Optional[List[float]]:
-    """``--weights 0.6,0.4`` -> [0.6, 0.4]; None stays None."""
+    """``--weights 0.6,0.4`` -> [0.6, 0.4]; None stays None. Each finite and >= 0, not all 0."""
     if weights is None:
         return None
     try:
-        return [float(w) for w in weights.split(",")]
+        values = [float(w) for w in weights.split(",")]
     except ValueError:
         raise BadInput(None, None, f"--weights {weights!r}: expected comma-separated numbers such as 0.6,0.4") from None
+    return check_weights(values)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

