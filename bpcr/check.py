@@ -69,12 +69,7 @@ def check_submission(path: str | Path, db_manifest: str | Path, query_manifest: 
         query = line.split(",", 1)[0].strip()
         if is_valid_id(query):
             previous = query
-    if reader.bom:
-        report.warnings.insert(0, (1, "UTF-8 byte order mark at the start of the file"))
-    if reader.first_crlf is not None:
-        report.warnings.append((reader.first_crlf, "CRLF line ends"))
-    if reader.first_cr is not None:
-        report.warnings.append((reader.first_cr, "CR line ends"))
+    _line_end_warnings(report, reader)
     if report.n_lines == 0:
         report.errors.append((None, "empty submission"))
     if query_ids is not None:
@@ -190,10 +185,7 @@ def check_ground_truth(path: str | Path, db_manifest: str | Path | None = None,
             report.errors.append((number, f"{unknown - MAX_PER_LINE} more relevant IDs not in the database manifest"))
         if len(met) > DEPTH:
             report.warnings.append((number, f"{len(met)} relevant IDs: AP@7 divides by min(|G|, 7) = 7"))
-    if reader.bom:
-        report.warnings.insert(0, (1, "UTF-8 byte order mark at the start of the file"))
-    if reader.first_crlf is not None:
-        report.warnings.append((reader.first_crlf, "CRLF line ends"))
+    _line_end_warnings(report, reader)
     if report.n_lines == 0:
         report.errors.append((None, "no ground-truth rows"))
     if query_ids is not None:
@@ -202,6 +194,16 @@ def check_ground_truth(path: str | Path, db_manifest: str | Path | None = None,
             report.warnings.append((None, f"{len(absent)} queries of the query set have no ground truth, "
                                           f"e.g. {absent[0]!r}"))
     return report
+
+
+def _line_end_warnings(report: CheckReport, reader: LineReader) -> None:
+    """What the reader tolerated of the file as a whole: a BOM, CRLF or CR line ends."""
+    if reader.bom:
+        report.warnings.insert(0, (1, "UTF-8 byte order mark at the start of the file"))
+    if reader.first_crlf is not None:
+        report.warnings.append((reader.first_crlf, "CRLF line ends"))
+    if reader.first_cr is not None:
+        report.warnings.append((reader.first_cr, "CR line ends"))
 
 
 def _shown(text: str) -> str:

@@ -116,12 +116,18 @@ def test_weights_follow_the_order_given(two_runs: Path, tmp_path: Path):
     assert load_run(tmp_path / "f").ranking["q1"] == ["d4", "d1", "d5"]
 
 
-def test_cli_tune_prints_both_scores_and_records_folds(cli, tmp_path: Path):
+def _tuning_inputs(tmp_path: Path) -> tuple[dict, Path]:
+    """A perfect and a random run over 10 queries, in tmp_path/in, and their ground truth in tmp_path/gt.csv."""
     gt, perfect, noise = _perfect_and_random(10)
     subs = tmp_path / "in"
     write_run(subs, "noise", noise.ranking, None, {})
     write_run(subs, "perfect", perfect.ranking, None, {})
     (tmp_path / "gt.csv").write_text("".join(f"{q},{','.join(r)}\n" for q, r in gt.items()))
+    return gt, subs
+
+
+def test_cli_tune_prints_both_scores_and_records_folds(cli, tmp_path: Path):
+    gt, subs = _tuning_inputs(tmp_path)
     result = cli("ensemble", subs, "--method", "rrf", "--name", "tuned", "--out", tmp_path / "out",
                  "--tune-on", tmp_path / "gt.csv", "--folds", "3", "--seed", "4")
     assert result.code == 0, result.err
@@ -139,11 +145,7 @@ def test_cli_tune_prints_both_scores_and_records_folds(cli, tmp_path: Path):
 
 
 def test_tuning_refuses_the_private_half_unless_allowed(cli, tmp_path: Path):
-    gt, perfect, noise = _perfect_and_random(10)
-    subs = tmp_path / "in"
-    write_run(subs, "noise", noise.ranking, None, {})
-    write_run(subs, "perfect", perfect.ranking, None, {})
-    (tmp_path / "gt.csv").write_text("".join(f"{q},{','.join(r)}\n" for q, r in gt.items()))
+    gt, subs = _tuning_inputs(tmp_path)
     args = ["ensemble", subs, "--method", "rrf", "--name", "t", "--out", tmp_path / "out", "--tune-on",
             tmp_path / "gt.csv", "--folds", "2"]
     result = cli(*args, "--tune-half", "all")

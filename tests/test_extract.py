@@ -241,26 +241,31 @@ def test_cli(data, cli):
         assert result.code == 2 and message in result.err and result.err.count("\n") == 1, (args, result.err)
 
 
-def test_killed_run_resumes_to_identical_bytes(reference, data):
-    """A real SIGKILL (no cleanup runs) after two chunks: the re-run finishes the rest, same bytes."""
+def kill_extraction(manifest, out, poolings, after_chunks: int) -> None:
+    """Extract in a child process that SIGKILLs itself (no cleanup runs) after ``after_chunks`` chunks."""
     import signal
     import subprocess
     import sys
 
-    out = data / "killed"
     script = (
-        "import os, signal, sys\n"
+        "import os, signal\n"
         "from bpcr.extract import extract\n"
         "seen = []\n"
         "def hook(chunk):\n"
         "    seen.append(chunk)\n"
-        "    if len(seen) == 2:\n"
+        f"    if len(seen) == {after_chunks}:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"extract({str(data / 'db.csv')!r}, {str(out)!r}, 'efficientnet_lite0', ['gem', 'mac', 'srmac'],\n"
+        f"extract({str(manifest)!r}, {str(out)!r}, 'efficientnet_lite0', {list(poolings)!r},\n"
         f"        on_chunk=hook, **{FAST!r})\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def test_killed_run_resumes_to_identical_bytes(reference, data):
+    """A real SIGKILL (no cleanup runs) after two chunks: the re-run finishes the rest, same bytes."""
+    out = data / "killed"
+    kill_extraction(data / "db.csv", out, ["gem", "mac", "srmac"], after_chunks=2)
     assert not out.exists()
     assert len(list((data / ".killed.partial").glob("chunk-*"))) == 2
     again = []

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,7 +19,7 @@ from bpcr.errors import BadInput
 from bpcr.extract import extract
 from bpcr.manifest import write_manifest
 from bpcr.store import Chunk, PartialStore
-from test_extract import FAST, N_IMAGES, _bytes, _write_images
+from test_extract import FAST, N_IMAGES, _bytes, _write_images, kill_extraction
 
 POOLINGS = ["gem", "srmac"]
 
@@ -46,20 +43,7 @@ def reference(data):
 @pytest.fixture(scope="module")
 def killed(data):
     """The partial folder a real SIGKILL left after chunks 0 and 1 (of 0..3) were written."""
-    out = data / "killed"
-    script = (
-        "import os, signal\n"
-        "from bpcr.extract import extract\n"
-        "seen = []\n"
-        "def hook(chunk):\n"
-        "    seen.append(chunk)\n"
-        "    if len(seen) == 2:\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"extract({str(data / 'db.csv')!r}, {str(out)!r}, 'efficientnet_lite0', {POOLINGS!r},\n"
-        f"        on_chunk=hook, **{FAST!r})\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    kill_extraction(data / "db.csv", data / "killed", POOLINGS, after_chunks=2)
     partial = data / ".killed.partial"
     assert sorted(p.name for p in partial.iterdir() if not p.name.startswith(".")) == [
         "chunk-000000.npz", "chunk-000001.npz", "plan.json"]
