@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from .errors import BadInput
 from .gt import is_header
@@ -42,20 +43,25 @@ class CheckReport:
         return not self.errors
 
 
-def check_submission(path: str | Path, db_manifest: str | Path, query_manifest: str | Path | None = None) -> CheckReport:
+def check_submission(path: str | Path, db_manifest: str | Path, query_manifest: str | Path | None = None,
+                     query_ids: Iterable[str] | None = None) -> CheckReport:
     """Check ``path`` against the database manifest and the query set.
 
-    The query set is ``query_manifest``, or ``queries.csv`` beside the database
-    manifest when that exists; without one, query coverage is not checked.
+    The query set is ``query_ids``, or ``query_manifest``'s IDs, or those of
+    ``queries.csv`` beside the database manifest when that exists; without one,
+    query coverage is not checked.
     The file is streamed once and each line is checked in time linear in its
     length; the reader's limits refuse absurd files and lines.
     """
     path = Path(path)
     db_manifest = Path(db_manifest)
     db_ids = set(read_manifest(db_manifest).ids)
-    if query_manifest is None and exists_as_input(db_manifest.parent / "queries.csv"):
-        query_manifest = db_manifest.parent / "queries.csv"
-    query_ids = set(read_manifest(query_manifest).ids) if query_manifest is not None else None
+    if query_ids is not None:
+        query_ids = set(query_ids)
+    else:
+        if query_manifest is None and exists_as_input(db_manifest.parent / "queries.csv"):
+            query_manifest = db_manifest.parent / "queries.csv"
+        query_ids = set(read_manifest(query_manifest).ids) if query_manifest is not None else None
     report = CheckReport(path=path)
     reader = LineReader(path, "submission")  # refuses a missing or special file, binary data, bad UTF-8
     seen: dict[str, int] = {}

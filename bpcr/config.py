@@ -256,6 +256,7 @@ def validate_config(config_path: Path, config: Mapping[str, Any]) -> None:
 
     ``config`` comes from :func:`load_config` (its top-level shape is checked there).
     """
+    from .dba import check_dba_options, dba
     from .demo import prepare_demo
     from .distances import DISTANCES
     from .ensemble import ensemble
@@ -306,8 +307,8 @@ def validate_config(config_path: Path, config: Mapping[str, Any]) -> None:
 
     # table: (stage function, parameters the pipeline passes itself, the pipeline's own keys and their types)
     tables = {
-        "search": (search, {"indexes", "queries", "name", "out", "log"}, {"features": str | list[str]}),
-        "refine": (refine, {"run_path", "text_index", "db_store", "query_store", "name", "out"},
+        "search": (search, {"indexes", "queries", "name", "out", "log"}, {"features": str | list[str], "dba": dict}),
+        "refine": (refine, {"run_path", "text_index", "db_store", "query_store", "name", "out", "graph_dir", "log"},
                    {"input": str, "features": str | list[str]}),
         "rerank": (rerank, {"run_path", "db_manifest", "query_manifest", "name", "out", "cache_dir", "progress"},
                    {"input": str}),
@@ -322,6 +323,14 @@ def validate_config(config_path: Path, config: Mapping[str, Any]) -> None:
                 if key in entry:
                     check_value(path, label, key, entry[key], expected)
             check_options(path, label, func, _without(entry, "name", *own), reserved)
+            if table == "refine":
+                check_refine_method(path, label, _without(entry, "name", *own))
+            if table == "search" and "dba" in entry:
+                check_options(path, f"{label} dba", dba, entry["dba"], {"store", "out", "index", "graph_dir", "log"})
+                try:
+                    check_dba_options(**entry["dba"])
+                except BadInput as exc:
+                    raise BadInput(path, None, f"[{label} dba] {exc.reason}") from None
             if "features" in own:
                 specs = entry.get("features") or []
                 specs = [specs] if isinstance(specs, str) else specs
@@ -363,6 +372,20 @@ def validate_config(config_path: Path, config: Mapping[str, Any]) -> None:
                 check_score_options(**{key: options[key]})
             except BadInput as exc:
                 raise BadInput(path, None, f"[score] {key}: {exc.reason}") from None
+
+
+def check_refine_method(config_path: Path, label: str, options: Mapping[str, Any]) -> None:
+    """A [[refine]]'s method is known, and its options are that method's and within their ranges."""
+    from .refine import METHODS, method_options
+
+    method = options.get("method", "text")
+    if method not in METHODS:
+        raise BadInput(config_path, None, f"[{label}] method {method!r} is not one of {', '.join(METHODS)}")
+    given = {k: v for k, v in options.items() if k not in ("method", "weights", "fusion")}
+    try:
+        method_options(METHODS[method], given)
+    except BadInput as exc:
+        raise BadInput(config_path, None, f"[{label}] {exc.reason}") from None
 
 
 def check_features(config_path: Path, label: str, spec: str, extracts: Mapping[str, Mapping[str, Any]]) -> None:

@@ -82,6 +82,8 @@ def show_run(result) -> None:
         _echo(f"refined {counts['queries']} queries (k={params['k']}, {params['mode']}): {counts['changed']} changed, "
               f"{counts['with_fallback']} filled partly from the input run, "
               f"{counts['mean_subset']:.1f} textual neighbours per query on average")
+    elif method.startswith("refine:"):
+        _echo(prov["summary"])
     elif method == "rerank":
         counted = prov["warnings"]
         for example in counted["examples"]:
@@ -183,6 +185,21 @@ def show_pipeline(result) -> None:
         _echo(f"leaderboard: {result.leaderboard}")
 
 
+def show_predict(result) -> None:
+    """``predict``: each rejected file, what answered the queries, the time per query, the files."""
+    for image_id, file, reason in result.rejected[:20]:
+        warn(f"{file or image_id}: {reason}" + ("; answered by the fallback" if image_id in result.fallback_queries
+                                                else ""))
+    if len(result.rejected) > 20:
+        warn(f"{len(result.rejected) - 20} more rejected files listed in {result.rejects}")
+    fallback = (f", {len(result.fallback_queries)} of them by the fallback ({', '.join(result.fallback)})"
+                if result.fallback_queries else "")
+    _echo(f"answered {len(result.queries)} queries with run {result.run}{fallback}")
+    _echo(f"time: {result.seconds:.1f} s in all, {result.seconds_per_query:.3f} s per query "
+          "(checks, model loading and every stage included)")
+    show_written([result.out_csv, result.rejects])
+
+
 def pipeline_log(message: str) -> None:
     """The pipeline's log lines, printed as given: no markup, one line, never wrapped at the terminal's width."""
     _echo(_one_line(message))
@@ -232,3 +249,13 @@ def show_sweep(result) -> None:
     _echo(result.table.read_text(encoding="utf-8").rstrip())
     _echo(f"wrote {result.table}")
     _echo(f"wrote {result.config_out} (chosen on the public half)")
+
+
+def show_report(result) -> None:
+    """``report``: warnings, then what the page shows and where it was written."""
+    for warning in result.warnings:
+        warn(warning)
+    _echo(f"{result.n_shown} of {result.n_queries} queries, {len(result.runs)} runs ({', '.join(result.runs)}); "
+          f"order: {result.order}")
+    _echo(f"{result.thumbnails} thumbnails" + (f", {result.missing_images} not shown" if result.missing_images else ""))
+    show_written([result.index])

@@ -7,7 +7,8 @@ the constant ``1 -``), the negative distance for ``l1`` and ``l2``.
 
 Below the registry: the chunked scan of a feature store (``iter_chunks``,
 ``gather_rows``: a float16 memory map is read through its file, one float32
-chunk at a time), the exhaustive top-k over it (``exact_topk``), and exact
+chunk at a time), the exhaustive top-k over it (``exact_topk``: on the CPU, or
+on a GPU through faiss or, without faiss-gpu, torch, :mod:`bpcr.torchscan`), and exact
 float64 re-scoring (``rescore``), which makes every written score independent
 of the kernel, the chunk size and the thread count. ``bpcr.index`` builds and
 loads indexes on top of these; ``bpcr.search`` and ``bpcr.refine`` rank with
@@ -25,6 +26,9 @@ from .errors import BadInput
 
 # A chunk of database rows converted to float32 at a time: 64 MiB, whatever the dimension.
 CHUNK_BYTES = 64 << 20
+# Candidates scored exactly beyond the depth a ranking is cut at, so the cut does not depend on the
+# float32 kernel that proposed them (bpcr.search, and the refinements that search again).
+TIE_MARGIN = 16
 
 
 def faiss_module():
@@ -131,19 +135,23 @@ def default_chunk_rows(dim: int) -> int:
     return max(256, CHUNK_BYTES // (4 * max(dim, 1)))
 
 
-def iter_chunks(features: np.ndarray, chunk_rows: int, normalise: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+def iter_chunks(features: np.ndarray, chunk_rows: int, normalise: bool = False,
+                widen: bool = True) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_row, block)``, block (m, D) float32, over the rows of ``features``.
 
     The block is a reused buffer, valid until the next step. A ``.npy`` memory map
     is read through its file: pages touched through a map stay resident in the
     process until it is unmapped, which would bring the whole matrix into memory.
+    ``widen=False`` yields the stored dtype as it is (for a GPU to widen).
     """
     n, dim = features.shape
     chunk_rows = max(1, min(chunk_rows, n))
-    out = np.empty((chunk_rows, dim), dtype=np.float32)
+    out = np.empty((chunk_rows, dim), dtype=np.float32 if widen else features.dtype)
+    if normalise and not widen:
+        raise ValueError("rows are normalised in float32: normalise needs widen")
     filename = getattr(features, "filename", None)
     if _whole_file_map(features):
-        raw = out if features.dtype == np.float32 else np.empty((chunk_rows, dim), dtype=features.dtype)
+        raw = out if features.dtype == out.dtype else np.empty((chunk_rows, dim), dtype=features.dtype)
         row_bytes = dim * features.dtype.itemsize
         with open(filename, "rb", buffering=0) as handle:
             for start in range(0, n, chunk_rows):
@@ -199,16 +207,56 @@ def gather_rows(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def top_k(scores: np.ndarray, rows: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``kk`` largest scores per query: scores, rows (NQ, M) -> (NQ, kk) each, order inside arbitrary.
+
+    Exact ties at the cut go to the lowest rows, so the rows kept do not depend on
+    the chunk size or on the kernel that scored them (the CPU's BLAS or a GPU's).
+    """
+    if scores.shape[1] <= kk:
+        return scores, rows
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    kept = np.take_along_axis(scores, part, axis=1)
+    cut = kept.min(axis=1, keepdims=True)
+    straddle = np.flatnonzero(np.count_nonzero(scores == cut, axis=1) > np.count_nonzero(kept == cut, axis=1))
+    for q in straddle:  # rare: more rows tie with the k-th score than fit
+        above = np.flatnonzero(scores[q] > cut[q, 0])
+        tied = np.flatnonzero(scores[q] == cut[q, 0])
+        tied = tied[np.argsort(rows[q, tied], kind="stable")][: kk - len(above)]
+        part[q] = np.concatenate([above, tied])
+    return np.take_along_axis(scores, part, axis=1), np.take_along_axis(rows, part, axis=1)
+
+
 def merge_topk(best: tuple[np.ndarray, np.ndarray] | None, scores: np.ndarray, rows: np.ndarray, kk: int):
-    """Keep the ``kk`` largest scores per query row; order inside is arbitrary."""
+    """Keep the ``kk`` largest scores per query row (ties to the lowest rows); order inside is arbitrary."""
     if best is not None:
         scores = np.concatenate([best[0], scores], axis=1)
         rows = np.concatenate([best[1], rows], axis=1)
-    if scores.shape[1] > kk:
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        scores = np.take_along_axis(scores, part, axis=1)
-        rows = np.take_along_axis(rows, part, axis=1)
-    return scores, rows
+    return top_k(scores, rows, kk)
+
+
+def search_device(device: str = "auto") -> str:
+    """Where exact search runs: ``"faiss-gpu"``, a torch CUDA device (``"cuda"``, ``"cuda:1"``) or ``"cpu"``.
+
+    ``"cpu"``: numpy and the BLAS; ``"cuda[:N]"``: torch on that GPU
+    (:mod:`bpcr.torchscan`); ``"auto"``: faiss's GPU kernel when faiss sees a GPU,
+    else torch's when torch sees CUDA, else the CPU.
+    """
+    if device == "cpu":
+        return "cpu"
+    if device == "auto":
+        if gpu_count() > 0:
+            return "faiss-gpu"
+        from .torchscan import cuda_available
+
+        return "cuda" if cuda_available() else "cpu"
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        from .torchscan import cuda_available
+
+        if not cuda_available():
+            raise BadInput(None, None, f"device {device!r} asked for, but torch sees no CUDA GPU")
+        return device
+    raise BadInput(None, None, f"unknown search device {device!r}; use auto, cpu or cuda[:N]")
 
 
 def exact_topk(
@@ -217,20 +265,24 @@ def exact_topk(
     kk: int,
     distance: Distance,
     chunk_rows: int | None = None,
-    use_gpu: bool | None = None,
+    device: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exhaustive search: the ``kk`` best database rows per query.
+    """Exhaustive search: the ``kk`` best database rows per query, on ``device`` (:func:`search_device`).
 
     features: (N, D) any float dtype (a float16 memory map is streamed in chunks);
     queries: (NQ, D) float32 prepared by :func:`prepare_queries`.
     Returns (scores (NQ, kk) float32, rows (NQ, kk) int64), unordered within a query;
-    float32 scores, to be re-scored exactly before ranking.
+    float32 scores, to be re-scored exactly before ranking. Exact ties at the cut keep
+    the lowest rows on the CPU and through torch (faiss's GPU kernel keeps any of them).
     """
+    where = search_device(device)
+    if where not in ("cpu", "faiss-gpu"):
+        return exact_topk_torch(features, queries, kk, distance, chunk_rows, where)
     n, dim = features.shape
     kk = min(kk, n)
     chunk_rows = chunk_rows or default_chunk_rows(dim)
     faiss = faiss_module()
-    gpu_res = faiss.StandardGpuResources() if (use_gpu if use_gpu is not None else gpu_count() > 0) else None
+    gpu_res = faiss.StandardGpuResources() if where == "faiss-gpu" else None
     best = None
     for start, block in iter_chunks(features, chunk_rows, normalise=distance.normalise and gpu_res is not None):
         m = block.shape[0]
@@ -239,14 +291,36 @@ def exact_topk(
             dist, idx = faiss.knn_gpu(gpu_res, queries, block, k_here, metric=getattr(faiss, distance.faiss_metric))
             scores, rows = distance.sign * dist, idx
         else:
-            all_scores = distance.fast(queries, block)
-            if m > k_here:
-                rows = np.argpartition(-all_scores, k_here - 1, axis=1)[:, :k_here]
-                scores = np.take_along_axis(all_scores, rows, axis=1)
-            else:
-                rows = np.broadcast_to(np.arange(m), all_scores.shape)
-                scores = all_scores
+            scores, rows = top_k(distance.fast(queries, block), np.broadcast_to(np.arange(m), (len(queries), m)),
+                                 k_here)
         best = merge_topk(best, np.asarray(scores, dtype=np.float32), rows.astype(np.int64) + start, kk)
+    assert best is not None
+    return best
+
+
+def exact_topk_torch(
+    features: np.ndarray,
+    queries: np.ndarray,
+    kk: int,
+    distance: Distance,
+    chunk_rows: int | None = None,
+    device: str = "cuda",
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`exact_topk` through torch on ``device`` (:mod:`bpcr.torchscan`); the same arguments and result.
+
+    The store's chunks reach the device in their stored dtype. Any torch device
+    works (the tests run it on the CPU); :func:`exact_topk` sends CUDA here.
+    """
+    from .torchscan import DEVICE_CHUNK_BYTES, DeviceScan
+
+    n, dim = features.shape
+    kk = min(kk, n)
+    chunk_rows = chunk_rows or max(1, DEVICE_CHUNK_BYTES // (features.dtype.itemsize * max(dim, 1)))
+    best = None
+    with DeviceScan(queries, distance.name, device) as scan:
+        for start, block in iter_chunks(features, chunk_rows, widen=False):
+            scores, rows = scan.topk(block, kk)
+            best = merge_topk(best, scores, rows + start, kk)
     assert best is not None
     return best
 
@@ -270,3 +344,4 @@ def exact_top_rows(distance: Distance, query: np.ndarray, features: np.ndarray, 
     scores = rescore(distance, query, features, rows)
     order = np.lexsort((rows, -scores))
     return rows[order[:k]]
+

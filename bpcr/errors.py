@@ -17,6 +17,10 @@ class BadInput(Exception):
         self.reason = reason
         super().__init__(str(self))
 
+    def __reduce__(self):
+        # Crosses process boundaries (loader workers, Ray tasks) as itself, not as a TypeError.
+        return (type(self), (self.file, self.line, self.reason))
+
     def __str__(self) -> str:
         if self.file is None:
             return self.reason if self.line is None else f"line {self.line}: {self.reason}"

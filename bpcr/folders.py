@@ -77,8 +77,9 @@ PREPARED = FolderKind("bpcr prepare output folder",
                       ("summary.json", "database.csv", "queries.csv", "rejected.csv", ".check_cache.json"),
                       any_marker=True, replaced=False)
 UNFINISHED_EXTRACTION = FolderKind("unfinished bpcr extraction", ("plan.json",), replaced=False)
+REPORT = FolderKind("bpcr report folder", ("report.json", "index.html"), format_prefix="bpcr-report/")
 # the kinds a finished folder handed to replace_dir can be (a text index is told by its format first)
-REPLACED_KINDS = (INDEX, TEXT_INDEX, FEATURE_STORE)
+REPLACED_KINDS = (INDEX, TEXT_INDEX, FEATURE_STORE, REPORT)
 
 
 def check_output_file(path: str | Path, option: str | None = None) -> Path:

@@ -357,16 +357,18 @@ def load_index(path: str | Path, with_faiss: bool = True) -> LoadedIndex:
     return LoadedIndex(path=path, sidecar=sidecar, store=store, distance=distance, faiss_index=faiss_index)
 
 
-def candidates(loaded: LoadedIndex, queries: np.ndarray, kk: int, chunk_rows: int | None = None) -> np.ndarray:
+def candidates(loaded: LoadedIndex, queries: np.ndarray, kk: int, chunk_rows: int | None = None,
+               device: str = "auto") -> np.ndarray:
     """Each query's ``kk`` best database rows by the index (exact for flat, else approximate).
 
     queries: (NQ, D) float32 from :func:`prepare_queries`. Returns (NQ, <=kk) int64
-    rows, unordered; -1 marks a slot an approximate index could not fill.
+    rows, unordered; -1 marks a slot an approximate index could not fill. ``device``
+    is where a flat index is scanned (:func:`bpcr.distances.search_device`).
     """
     n = len(loaded.store)
     kk = min(kk, n)
     if loaded.faiss_index is None:
-        _, rows = exact_topk(loaded.store.features, queries, kk, loaded.distance, chunk_rows)
+        _, rows = exact_topk(loaded.store.features, queries, kk, loaded.distance, chunk_rows, device)
         return rows
     faiss = faiss_module()
     params = loaded.sidecar["params"]

@@ -198,6 +198,40 @@ def prepare(db: Path, descriptions: Path | None, queries: Path, gt: Path | None,
     return summary
 
 
+@dataclass
+class QuerySet:
+    """A query folder checked alone by :func:`prepare_queries`."""
+
+    manifest: Path
+    ids: list[str]  # the usable images' IDs, sorted
+    rejected: list[tuple[str, str, str]]  # (ID, or "" when the file name is none; file name; reason), sorted
+
+
+def prepare_queries(queries: Path, out: Path, workers: int | None = None, progress: Progress | None = None,
+                    max_pixels: int = MAX_PIXELS) -> QuerySet:
+    """Check a folder of query images alone, by the rules of :func:`prepare`, and write ``out/queries.csv``.
+
+    For new queries answered against a database prepared before (``bpcr
+    predict``). Check results are cached in ``out`` as :func:`prepare` caches
+    them; nothing else is written there.
+    """
+    check_range("--workers", workers, 1, integer=True, optional=True)
+    queries, out = Path(queries), Path(out)
+    _check_folder(queries)
+    out = check_output_folder(out, "--out", PREPARED)
+    check_output_file(out / "queries.csv", "--out")
+    _, files, rejected = _scan(queries, "queries", out.resolve())
+    out.mkdir(parents=True, exist_ok=True)
+    results, _, _ = _check_all(files, out, workers, progress, max_pixels)
+    usable = [f for f in files if "reason" not in results[f.key]]
+    rejected += [(f.set, f.id, f.key, results[f.key]["reason"]) for f in files if "reason" in results[f.key]]
+    write_manifest(out / "queries.csv", [f.id for f in usable], [f.path for f in usable],
+                   [results[f.key]["width"] for f in usable], [results[f.key]["height"] for f in usable],
+                   [""] * len(usable))
+    return QuerySet(out / "queries.csv", sorted(f.id for f in usable),
+                    sorted((image_id, key.rsplit("/", 1)[-1], reason) for _, image_id, key, reason in rejected))
+
+
 def check_outputs(out: Path) -> Path:
     """Refuse, before any image is read, an ``--out`` that is not this stage's to write (module doc's files)."""
     out = check_output_folder(out, "--out", PREPARED)

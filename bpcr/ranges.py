@@ -22,6 +22,11 @@ RESAMPLES_MAX = 1_000_000
 TUNING_STEPS_MAX = 100
 # The demo's query IDs are "v" and six digits, drawn without repetition.
 DEMO_QUERIES_MAX = 1_000_000
+# Report thumbnails (longest side, pixels): below 16 nothing can be told apart; above 1024 the
+# report folder is no longer small enough to zip and share.
+THUMB_MIN, THUMB_MAX = 16, 1024
+# Queries shown in one report page.
+REPORT_LIMIT_MAX = 10_000_000
 
 
 def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:

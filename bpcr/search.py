@@ -30,15 +30,14 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .distances import Distance, default_chunk_rows, gather_rows, iter_chunks, merge_topk, prepare_queries, rescore
+from .distances import (TIE_MARGIN, Distance, default_chunk_rows, gather_rows, iter_chunks, merge_topk, prepare_queries,
+                        rescore, search_device)
 from .fusion import SimilarityFusion, get_similarity_fusion
 from .errors import BadInput
 from .index import LoadedIndex, candidates, load_index
 from .ranges import check_range, check_weights
 from .runs import RunResult, check_run_output, provenance, write_run
 from .store import FeatureStore, check_same_extraction, open_store
-
-TIE_MARGIN = 16
 
 
 def _as_list(value: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -119,6 +118,7 @@ def search(
     shortlist: int | None = None,
     chunk_rows: int | None = None,
     log: Callable[[str], None] = print,
+    device: str = "auto",
 ) -> RunResult:
     """Search every query of ``queries`` in ``indexes`` and write run ``name`` to ``out``.
 
@@ -126,7 +126,9 @@ def search(
     store per index) whose similarities are fused by ``fusion`` with ``weights``
     (default all 1). ``shortlist``: candidates taken from each index (default
     ``depth + TIE_MARGIN``). Writes ``name.csv`` (top 7), ``name.trec`` (top ``depth``)
-    and ``name.json``; returns what was written.
+    and ``name.json``; returns what was written. ``device`` is where flat indexes are
+    scanned (:func:`bpcr.distances.search_device`: auto, cpu or cuda[:N]); the run is
+    the same on each, since every candidate is re-scored exactly.
     """
     started = time.perf_counter()
     check_run_output(out, name)  # before any work: the run's files are named after it
@@ -144,6 +146,7 @@ def search(
     weights_arr = np.ones(n_sets) if weights is None else np.asarray(check_weights(weights), dtype=np.float64)
     check_range("--shortlist", shortlist, 1, integer=True, optional=True)
     check_range("chunk_rows", chunk_rows, 1, integer=True, optional=True)
+    search_device(device)  # an unknown device, or CUDA without a GPU, before any work
     fuse = get_similarity_fusion(fusion)
     shortlist = max(depth + TIE_MARGIN, shortlist or 0)
 
@@ -167,7 +170,7 @@ def search(
     if exhaustive:
         shared = _exhaustive_candidates(sets, fuse, weights_arr, depth + TIE_MARGIN, chunk_rows)
     else:
-        shared = _union_candidates(sets, shortlist, chunk_rows)
+        shared = _union_candidates(sets, shortlist, chunk_rows, device)
     t_search = time.perf_counter()
 
     ranking: dict[str, list[str]] = {}
@@ -221,11 +224,12 @@ def search(
     return RunResult(name, written, prov)
 
 
-def _union_candidates(sets: list[FeatureSet], shortlist: int, chunk_rows: int | None) -> list[np.ndarray]:
+def _union_candidates(sets: list[FeatureSet], shortlist: int, chunk_rows: int | None,
+                      device: str = "auto") -> list[np.ndarray]:
     """Per query: sorted shared positions proposed by any set's index."""
     per_set = []
     for fs in sets:
-        rows = candidates(fs.loaded, fs.prepared, shortlist, chunk_rows)
+        rows = candidates(fs.loaded, fs.prepared, shortlist, chunk_rows, device)
         shared = np.where(rows >= 0, fs.to_shared[np.maximum(rows, 0)], -1)
         per_set.append(shared)
     out = []

@@ -20,6 +20,8 @@ from bpcr.errors import BadInput
     ("NORMALISERS", "bpcr.fusion", "NORMALISERS"),
     ("RANK_SCORES", "bpcr.fusion", "RANK_SCORES"),
     ("REFINE_MODES", "bpcr.refine", "MODES"),
+    ("REFINE_METHODS", "bpcr.refine", "METHODS"),
+    ("DUP_BY", "bpcr.dupgroup", "DUP_BY_CHOICES"),
     ("SCORERS", "bpcr.rerank", "SCORERS"),
     ("MATCHERS", "bpcr.sift", "MATCHERS"),
     ("VARIANTS", "bpcr.metrics", "VARIANTS"),

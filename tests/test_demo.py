@@ -12,9 +12,11 @@ import pytest
 from PIL import Image, ImageOps
 
 from bpcr import demo
-from bpcr.demo.catalogue import CATEGORIES, HARD_NEGATIVE_SHARE, _product
+from bpcr.demo import photo
+from bpcr.demo.catalogue import _HANDHELD, _QUERY, _SHOP, CATEGORIES, HARD_NEGATIVE_SHARE, _product, _rng
 from bpcr.demo.drawing import DRAWERS, _sprite
 from bpcr.demo.generate import _plan
+from bpcr.demo.handheld import _handheld, _revision
 from bpcr.demo.messy import _bomb_png
 from bpcr.demo.photo import _jpeg
 from bpcr.errors import BadInput
@@ -174,10 +176,10 @@ def test_bomb_png_declares_its_size_in_a_valid_header() -> None:
 
 
 def test_plan_puts_siblings_among_distractors_at_the_default_size() -> None:
-    images, picks = _plan(0, 200, 2500, 100)
+    images, picks = _plan(0, 200, 2500, 200)
     shop = [im for im in images if im.role == "shop"]
     distractors = [im for im in images if im.role != "shop"]
-    assert len(distractors) == 2500 and len(picks) == len(set(picks)) == 100
+    assert len(distractors) == 2500 and len(picks) == len(set(picks)) == 200  # one query per target product
     regular = 2500 - len(demo.MESSY_KINDS)
     assert sum(im.sibling for im in images) == round(regular * HARD_NEGATIVE_SHARE)
     target_families = {im.product[0] for im in shop}
@@ -239,3 +241,44 @@ def test_prepare_demo_generates_the_same_files_then_prepares_them(tiny: demo.Dem
     assert summary.database.usable == tiny.n_database - len(tiny.unusable)
     assert summary.queries.usable == tiny.n_queries
     assert sum(told) > 0  # the callback reaches prepare
+
+
+def test_query_photos_show_the_package_in_hand_not_the_listing_artwork(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The calibration's direction (see bpcr.demo): local features must earn their matches. The same photos
+    # (pose, clutter, camera) printing the listing's exact artwork are the control; the package in hand
+    # (another print run, curved, softer, glossy, a sticker) must keep well under its SIFT matches.
+    from bpcr.sift import extract_sift, match, to_gray
+
+    seed, specs = 5, [_product(5, family, 0) for family in range(6)]
+
+    def keypoints(pixels: np.ndarray):
+        return extract_sift(to_gray(Image.fromarray(pixels), 512), 250)
+
+    def matches_with_listings() -> list[int]:
+        return [len(match(keypoints(photo._query_image(spec, seed, _rng(seed, _QUERY, i), _rng(seed, _HANDHELD, i))),
+                          listing, matcher="bf"))
+                for i, (spec, listing) in enumerate(zip(specs, listings))]
+
+    listings = [keypoints(photo._shop_image(spec, _rng(seed, _SHOP, i))) for i, spec in enumerate(specs)]
+    in_hand = matches_with_listings()
+    monkeypatch.setattr(photo, "_revision", lambda spec, rng: spec)
+    monkeypatch.setattr(photo, "_handheld", lambda spec, rng: None)
+    exact_artwork = matches_with_listings()
+    assert sum(exact_artwork) >= 25 * len(specs)  # the control matches: the listing's artwork is findable
+    assert sum(in_hand) < 0.6 * sum(exact_artwork), (in_hand, exact_artwork)
+
+
+def test_package_in_hand_differs_from_the_listing_beyond_geometry() -> None:
+    # Curvature off: what differs between the two front views is the print run, softness, gloss or a sticker.
+    from dataclasses import replace
+
+    changed = []
+    for family in range(12):
+        spec = _product(2, family, 0)
+        listed, alpha = _sprite(spec)
+        package = _rng(2, _HANDHELD, family)
+        held, held_alpha = _sprite(_revision(spec, package), replace(_handheld(spec, package), yaw=None))
+        assert np.array_equal(alpha, held_alpha)  # the silhouette is the product's own
+        inside = alpha > 0.5
+        changed.append(float(np.abs(listed.astype(np.int16) - held.astype(np.int16))[inside].mean()))
+    assert min(changed) > 2.0, changed

@@ -98,6 +98,12 @@ CASES = {
         (REFINE + ["--k-keep", "8"], "--k-keep"),
         (REFINE + ["--k", "9"], "--k"),
         (REFINE + ["--weights", "-1"], "--weights"),
+        (REFINE + ["--method", "kreciprocal", "--k1", "0"], "--k1"),
+        (REFINE + ["--method", "diffusion", "--shortlist", "3"], "--shortlist"),
+        (REFINE + ["--method", "diffusion", "--gamma", "0"], "--gamma"),
+        (REFINE + ["--method", "aqe", "--k1", "5"], "--k1"),  # an option of another method
+        (REFINE + ["--method", "dupgroup", "--dup-by", "colour"], "--dup-by"),
+        (REFINE + ["--method", "best"], "best"),
     ],
     "rerank": [
         (RERANK + ["--top", "0"], "--top"),

@@ -10,7 +10,8 @@ import pytest
 from bpcr.pipeline import run_pipeline
 
 CONFIG = Path(__file__).parent / "data" / "tiny_pipeline.toml"
-RUNS = ["mac", "grmac", "srmac", "fused", "refined", "sift", "ens", "ens-tuned"]
+RUNS = ["mac", "grmac", "srmac", "fused", "fused-dba", "refined", "fused-aqe", "fused-diffusion", "sift", "ens",
+        "ens-tuned"]
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,12 @@ def test_every_stage_writes_its_runs_and_the_leaderboard(first_run):
     assert all(0.0 <= s["map7"] <= 1.0 and s["n_queries"] == 6 for s in scores.values())
     # refinement, re-ranking and fusion are compared with their inputs
     assert scores["refined"]["vs_baseline"]["baseline"] == "fused"
+    assert scores["fused-diffusion"]["vs_baseline"]["baseline"] == "fused"
+    assert list((folder / "work" / "graphs").glob("knn-*.npz"))  # the graph is kept in the work folder
     assert scores["sift"]["vs_baseline"]["baseline"] == "fused"
     stages = {t.stage for t in result.times}
-    assert stages == {"prepare", "extract", "index", "search", "text-index", "refine", "rerank", "ensemble", "score"}
+    assert stages == {"prepare", "extract", "index", "search", "dba", "text-index", "refine", "rerank", "ensemble",
+                      "score"}
 
 
 def test_rerun_skips_everything_and_changes_no_byte(first_run):

@@ -149,7 +149,7 @@ def test_bad_inputs(setup):
         refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q1", "r", out=setup / "out")
     with pytest.raises(BadInput, match="overwrite"):
         refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "base", out=setup / "runs")
-    with pytest.raises(BadInput, match="k_keep must be"):
+    with pytest.raises(BadInput, match="k.keep must be"):
         refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "r", out=setup / "out", k_keep=0)
     write_run(setup / "runs", "stray", {"v01": ["zz9"]}, None, None)
     with pytest.raises(BadInput, match="not in the text index"):

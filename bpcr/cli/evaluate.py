@@ -1,13 +1,13 @@
-"""The commands that judge runs (score, check), and those not built yet."""
+"""The commands that judge runs (score, check, report), and those not built yet."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 
 from ..errors import BadInput
-from ..ranges import RESAMPLES_MAX, SEED_MAX
+from ..ranges import REPORT_LIMIT_MAX, RESAMPLES_MAX, SEED_MAX, THUMB_MAX, THUMB_MIN
 from .options import VARIANTS, app, choices, not_built
 
 
@@ -87,7 +87,32 @@ def train() -> None:
     not_built("train")
 
 
-@app.command(rich_help_panel="Not built yet", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def report() -> None:
-    """Not built yet: per-query visual reports of runs. Exits 2."""
-    not_built("report")
+@app.command(rich_help_panel="Evaluate")
+def report(
+    runs: List[Path] = typer.Argument(..., help="Run files (NAME.csv / NAME.trec / NAME.json) or folders of runs."),
+    gt: Path = typer.Option(..., "--gt", help="Ground truth in the challenge format."),
+    out: Path = typer.Option(..., "--out", help="Folder to write: index.html, leaderboard.svg, report.json and thumbs/ (a report folder there is replaced)."),
+    manifest_db: Optional[Path] = typer.Option(None, "--manifest-db", help="Database manifest from `bpcr prepare` (database.csv). Default: the one a run's JSON names (a re-ranked run's does); required otherwise."),
+    manifest_queries: Optional[Path] = typer.Option(None, "--manifest-queries", help="Query manifest (default: queries.csv beside --manifest-db, else the one a run's JSON names)."),
+    diff: Optional[Tuple[str, str]] = typer.Option(None, "--diff", metavar="A B", help="Show the queries where run B's AP@7 differs from run A's, by AP(B) - AP(A): largest gain first, largest loss last."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, max=REPORT_LIMIT_MAX, help="Show only the first N queries (with --diff: the N largest changes). Default: all."),
+    thumb: int = typer.Option(128, "--thumb", min=THUMB_MIN, max=THUMB_MAX, help="Thumbnail size in pixels (longest side)."),
+    split_seed: int = typer.Option(0, "--split-seed", min=0, max=SEED_MAX, help="Seed of the public/private split, as given to `bpcr score`."),
+    public_share: float = typer.Option(0.5, "--public-share", min=0.0, max=1.0, help="Share of queries in the public half, in (0, 1), as given to `bpcr score`."),
+) -> None:
+    """Write a per-query visual report of runs: a self-contained HTML page to open or zip and share.
+
+    For each query: the photo, each run's top 7 as thumbnails (relevant ones
+    framed green), the relevant images and each run's AP@7; worst queries first
+    (by the mean AP@7 over the runs). At the top: mAP@7 per run on the private
+    half, the public half and all queries, and the leaderboard chart.
+
+    Example: bpcr report submissions/ --gt work/demo/ground_truth.csv --manifest-db work/demo/prepared/database.csv --out work/demo/report
+    """
+    from ..display import rich_progress, show_report
+    from ..report import write_report
+
+    result = write_report(runs, gt, out, db_manifest=manifest_db, query_manifest=manifest_queries,
+                          diff=tuple(diff) if diff else None, limit=limit, thumb=thumb, split_seed=split_seed,
+                          public_share=public_share, progress=rich_progress)
+    show_report(result)

@@ -8,8 +8,9 @@ import typer
 
 from ..errors import BadInput
 from ..ranges import DEMO_QUERIES_MAX, SEED_MAX, TUNING_STEPS_MAX
-from .options import (DISTANCES, INDEX_KINDS, MATCHERS, NORMALISERS, POOLINGS, RANK_SCORES, REFINE_MODES, RUN_FUSIONS,
-                      SCORERS, SIMILARITY_FUSIONS, app, choices, parse_params, parse_shard, parse_weights, renamed)
+from .options import (DISTANCES, DUP_BY, INDEX_KINDS, MATCHERS, NORMALISERS, POOLINGS, RANK_SCORES, REFINE_METHODS,
+                      REFINE_MODES, RUN_FUSIONS, SCORERS, SIMILARITY_FUSIONS, app, choices, parse_params, parse_shard,
+                      parse_weights, renamed)
 
 
 @app.command(rich_help_panel="Pipeline")
@@ -157,6 +158,7 @@ def search_command(
     fusion: str = typer.Option("sum", "--fusion", help=f"Similarity fusion, one of {choices(SIMILARITY_FUSIONS)}: sum (paper 003 eq 16) or product (paper 001 eq 8, cosine only)."),
     exhaustive: bool = typer.Option(False, "--exhaustive", help="Score every database image with every feature set (in chunks)."),
     shortlist: Optional[int] = typer.Option(None, "--shortlist", min=1, help="Candidates taken from each index before exact re-scoring (default k+16)."),
+    device: str = typer.Option("auto", "--device", help="Where flat indexes are scanned: auto (faiss's GPU, else CUDA through torch, else the CPU), cpu or cuda[:N]."),
 ) -> None:
     """Search query features in one or more indexes and write a run.
 
@@ -172,7 +174,7 @@ def search_command(
 
     depth = renamed("--k", "--depth", k_old, depth, 100)
     show_run(search(index, queries, name, out=out, depth=depth, weights=parse_weights(weights), fusion=fusion,
-                    exhaustive=exhaustive, shortlist=shortlist, log=typer.echo))
+                    exhaustive=exhaustive, shortlist=shortlist, log=typer.echo, device=device))
 
 
 @app.command("text-index", rich_help_panel="Pipeline")
@@ -197,40 +199,83 @@ def text_index_command(
 @app.command("refine", rich_help_panel="Pipeline")
 def refine_command(
     run: Path = typer.Argument(..., help="Input run (NAME.trec for depth, or NAME.csv, or the stem)."),
-    text_index: Path = typer.Option(..., "--text-index", help="Text index folder from `bpcr text-index`."),
-    db_features: Optional[List[Path]] = typer.Option(None, "--db-features", help="Database feature store(s) to rank the second search with; default: those the input run was searched with, with its distances, weights and fusion (from its provenance). Repeat to fuse."),
+    method: str = typer.Option("text", "--method", help=f"Refinement, one of {choices(REFINE_METHODS)}: text (paper 001 Algorithm 1), query expansion (aqe, alpha-qe, qe-2020: the 2020 winner's q + 2/3 top1 + 1/3 top2), kreciprocal, diffusion, dupgroup."),
+    text_index: Optional[Path] = typer.Option(None, "--text-index", help="Text index folder from `bpcr text-index` (needed by text; dupgroup's description links)."),
+    db_features: Optional[List[Path]] = typer.Option(None, "--db-features", help="Database feature store(s) to rank with; default: those the input run was searched with, with its distances, weights and fusion (from its provenance). Repeat to fuse."),
     query_features: Optional[List[Path]] = typer.Option(None, "--query-features", help="Query feature store(s), one per --db-features (same extraction options)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="With --db-features: comma-separated weight per feature set (default all 1)."),
     fusion: Optional[str] = typer.Option(None, "--fusion", help=f"With several --db-features: {choices(SIMILARITY_FUSIONS)} (default sum)."),
-    k_keep: int = typer.Option(3, "--k-keep", min=1, max=7, help="Results kept from the input run: paper 001's k (1-7; it finds 3 best)."),
+    k_keep: Optional[int] = typer.Option(None, "--k-keep", min=1, max=7, help="text: results kept from the input run, paper 001's k (default 3, the paper's best)."),
     k_old: Optional[int] = typer.Option(None, "--k", min=1, max=7, hidden=True, help="Deprecated name of --k-keep."),
-    mode: str = typer.Option("fill", "--mode", help=f"{choices(REFINE_MODES)}. fill: ranks k+1..7 from the second search (Algorithm 1); "
-                             "rerank-union: re-rank the first k together with their textual neighbours."),
+    mode: Optional[str] = typer.Option(None, "--mode", help=f"text: {choices(REFINE_MODES)} (default fill). fill: ranks k+1..7 from the second search (Algorithm 1); "
+                                       "rerank-union: re-rank the first k together with their textual neighbours."),
+    qe_n: Optional[int] = typer.Option(None, "--qe-n", min=1, max=100, help="aqe, alpha-qe: results added to the query (default 1)."),
+    qe_alpha: Optional[float] = typer.Option(None, "--qe-alpha", min=0.0, max=100.0, help="alpha-qe: weight of result i is its cosine to the power alpha (default 1)."),
+    k1: Optional[int] = typer.Option(None, "--k1", min=1, max=1000, help="kreciprocal: k of the k-reciprocal sets (default 5; the paper used 20)."),
+    k2: Optional[int] = typer.Option(None, "--k2", min=1, max=1000, help="kreciprocal: neighbours averaged in the local query expansion (default 3)."),
+    kr_lambda: Optional[float] = typer.Option(None, "--kr-lambda", min=0.0, max=1.0, help="kreciprocal: weight of the original distance beside the Jaccard distance (default 0.5)."),
+    kq: Optional[int] = typer.Option(None, "--kq", min=1, max=1000, help="diffusion: the query's nearest the diffusion starts from (default 7)."),
+    kd: Optional[int] = typer.Option(None, "--kd", min=1, max=1000, help="diffusion: neighbours per database image in the graph (default 100)."),
+    gamma: Optional[float] = typer.Option(None, "--gamma", min=0.0, max=1000.0, help="diffusion: affinities are cosines to the power gamma, above 0 (default 30)."),
+    diffusion_alpha: Optional[float] = typer.Option(None, "--diffusion-alpha", min=0.0, max=1.0, help="diffusion: alpha of (I - alpha S) f = y, below 1 (default 0.99)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", min=1, max=1000, help="diffusion: conjugate-gradient steps at most (default 20)."),
+    dup_cosine: Optional[float] = typer.Option(None, "--dup-cosine", min=-1.0, max=1.0, help="dupgroup: images are near-duplicates above this cosine in every feature set (default 0.95)."),
+    dup_tau: Optional[float] = typer.Option(None, "--dup-tau", min=0.0, max=1.0, help="dupgroup: descriptions are near-duplicates above this TF-IDF cosine, at least the index's tau (default 0.7)."),
+    dup_by: Optional[str] = typer.Option(None, "--dup-by", help=f"dupgroup: which links make groups, {choices(DUP_BY)} (default either)."),
+    dup_expand: Optional[int] = typer.Option(None, "--dup-expand", min=1, max=7, help="dupgroup: the first hits expanded with their groups (default 3, the NTU team's)."),
+    dup_k: Optional[int] = typer.Option(None, "--dup-k", min=1, max=1000, help="dupgroup: nearest images examined for image links (default 10)."),
+    shortlist: Optional[int] = typer.Option(None, "--shortlist", min=7, help="kreciprocal, diffusion: results re-ranked per query (default: the whole input list)."),
+    graph_dir: Path = typer.Option(Path("work/cache/graphs"), "--graph-dir", help="Where the database's k-NN graphs are kept and reused (kreciprocal, diffusion, dupgroup)."),
     name: str = typer.Option(..., "--name", help="Name of the output run."),
     out: Path = typer.Option(Path("submissions"), "--out", help="Folder for NAME.csv, NAME.trec and NAME.json."),
 ) -> None:
-    """Refine a run with the textual index: two-stage search (paper 001 Algorithm 1).
+    """Rank a run again after the first search: textual two-stage search, query expansion, k-reciprocal or diffusion re-ranking, or duplicate groups.
 
-    Keeps each query's first k results and fills ranks k+1..7 with the images
-    visually closest to the query among the textual neighbours of those k,
-    by the same similarity as the input run's search (a fused run is refined
-    with its fused similarity); when too few, the input run's next results
-    fill the rest.
+    Every method ranks with the input run's own similarity (a fused run with its
+    fused similarity) and writes a run whose JSON holds every parameter.
 
     Examples:
 
-      bpcr text-index work/prepared/database.csv --out work/text-index
-
       bpcr refine submissions/fused.trec --text-index work/text-index --k-keep 3 --name fused-refined
 
-      bpcr refine submissions/grmac.trec --text-index work/text-index --db-features work/features/db-grmac --query-features work/features/q-grmac --mode rerank-union --name grmac-union
+      bpcr refine submissions/fused.trec --method aqe --name fused-aqe
+
+      bpcr refine submissions/fused.trec --method diffusion --kq 7 --kd 50 --name fused-diffusion
+
+      bpcr refine submissions/grmac.trec --method dupgroup --text-index work/text-index --dup-by either --name grmac-dup
     """
     from ..display import show_run
     from ..refine import refine
 
-    k_keep = renamed("--k", "--k-keep", k_old, k_keep, 3)
+    k_keep = renamed("--k", "--k-keep", k_old, k_keep, None)
     show_run(refine(run, text_index, db_features or None, query_features or None, name, out=out, k_keep=k_keep,
-                    mode=mode, weights=parse_weights(weights), fusion=fusion))
+                    mode=mode, weights=parse_weights(weights), fusion=fusion, method=method, qe_n=qe_n,
+                    qe_alpha=qe_alpha, k1=k1, k2=k2, kr_lambda=kr_lambda, kq=kq, kd=kd, gamma=gamma,
+                    diffusion_alpha=diffusion_alpha, iterations=iterations, dup_cosine=dup_cosine, dup_tau=dup_tau,
+                    dup_by=dup_by, dup_expand=dup_expand, dup_k=dup_k, shortlist=shortlist, graph_dir=graph_dir,
+                    log=typer.echo))
+
+
+@app.command("dba", rich_help_panel="Pipeline")
+def dba_command(
+    store: Path = typer.Argument(..., help="Database feature store to augment."),
+    out: Path = typer.Option(..., "--out", help="The augmented store to write (a new feature store)."),
+    n: int = typer.Option(1, "--n", min=1, max=100, help="Nearest database vectors added to each."),
+    alpha: float = typer.Option(3.0, "--alpha", min=0.0, max=100.0, help="Neighbour i weighs its cosine to the power alpha; 0 is the plain average."),
+    index: Optional[Path] = typer.Option(None, "--index", help="An approximate bpcr index of STORE to find neighbours with (default: exact scan)."),
+    graph_dir: Path = typer.Option(Path("work/cache/graphs"), "--graph-dir", help="Where the store's k-NN graph is kept and reused."),
+) -> None:
+    """Database-side augmentation (DBA): each database vector plus its n nearest, as a new feature store.
+
+    Index and search the new store as any other; the query side is unchanged.
+
+    Example: bpcr dba work/features/lite0/database/grmac --out work/features/lite0-dba/database/grmac --n 1
+    """
+    from ..dba import dba
+    from ..display import show_stores
+
+    show_stores({f"dba n={n} alpha={alpha:g}": dba(store, out, n=n, alpha=alpha, index=index, graph_dir=graph_dir,
+                                                   log=typer.echo).path})
 
 
 @app.command(rich_help_panel="Pipeline")
@@ -315,6 +360,25 @@ def run_command(
     from ..pipeline import run_pipeline
 
     show_pipeline(run_pipeline(config, force=force, log=pipeline_log, progress=rich_progress))
+
+
+@app.command("predict", rich_help_panel="Pipeline")
+def predict_command(
+    config: Path = typer.Argument(..., help="TOML config already run with `bpcr run CONFIG`: its database side is reused."),
+    test_dir: Path = typer.Argument(..., help="Folder of new query images named <id>.<ext>."),
+    out_csv: Path = typer.Argument(..., help="Submission to write, 7 answers per query; files that could not be used are listed in OUT.rejected.csv beside it."),
+    run: Optional[str] = typer.Option(None, "--run", help="The run whose answers are written (default: the config's last run)."),
+) -> None:
+    """Answer new query photos with a config's frozen pipeline: the challenge's `predict <test_dir> <out_csv>`.
+
+    The database's stores, indexes, text index and SIFT cache are those `bpcr run CONFIG` made, reused as they are; the query images are checked, described with the same extraction settings and sent through the config's chain. A query whose image cannot be used is answered by the fallback (the final run's 7 most common answers).
+
+    Example: bpcr predict configs/demo.toml photos/ answers.csv
+    """
+    from ..display import pipeline_log, rich_progress, show_predict
+    from ..predict import predict
+
+    show_predict(predict(config, test_dir, out_csv, run=run, log=pipeline_log, progress=rich_progress))
 
 
 @app.command("sweep", rich_help_panel="Pipeline")

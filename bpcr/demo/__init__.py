@@ -58,16 +58,20 @@ def generator_digest() -> str:
     return digest.hexdigest()
 
 
-def prepare_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors: int = 2500, n_queries: int = 100,
+def prepare_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors: int = 2500, n_queries: int = 200,
                  workers: int | None = None, progress: Progress | None = None) -> PrepareSummary:
     """Generate the demo into ``out`` (see :func:`generate_demo`) and prepare it into ``out/prepared``.
 
     ``workers`` processes render and then check the images (default: one per CPU); ``progress`` is told of
     every image checked (:mod:`bpcr.progress`).
     """
-    from ..prepare import prepare
+    from ..prepare import check_outputs, prepare
+    from ..ranges import DEMO_QUERIES_MAX, check_range
 
+    check_range("--n-queries", n_queries, 1, DEMO_QUERIES_MAX, integer=True)
+    check_range("--workers", workers, 1, integer=True, optional=True)
     out = Path(out)
+    check_outputs(out / "prepared")  # before the dataset is generated, not after
     generate_demo(out, seed=seed, n_products=n_products, n_distractors=n_distractors, n_queries=n_queries,
                   workers=workers)
     return prepare(out / "database", out / "descriptions.csv", out / "queries", out / "ground_truth.csv",

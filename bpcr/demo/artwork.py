@@ -106,9 +106,14 @@ def _contrast(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def _label(spec: dict, w: int, h: int, background: tuple[int, int, int] | None) -> np.ndarray:
-    """The label artwork (graphics, brand, logo, line, shade/variant, size) as an (h, w, 3) image."""
+    """The label artwork (graphics, brand, logo, line, shade/variant, size) as an (h, w, 3) image.
+
+    ``spec["print"]``, when present, is a print revision (:func:`.handheld._revision`): the same design with
+    its rows, margins, logo, lettering and size text a little different, and perhaps a new claim.
+    """
     if spec["vertical"] and h > w * 1.6:
         return np.ascontiguousarray(np.rot90(_label({**spec, "vertical": False}, h, w, background)))
+    revision = spec.get("print") or {}
     bg = background if background is not None else _hsv(*spec["label"])
     img = np.empty((h, w, 3), np.uint8)
     img[:] = bg
@@ -119,16 +124,28 @@ def _label(spec: dict, w: int, h: int, background: tuple[int, int, int] | None) 
         _pattern(img, spec["pattern"], tint, spec["density"], spec["phase"])
     if not spec["art_on_body"] or spec["top_view"]:
         _draw_art(img, spec["art"])
-    font = spec["font"] | (16 if spec["italic"] else 0)
-    m = max(2, w // 14)
+    brand_font = revision.get("font", spec["font"])
+    font = brand_font | (16 if spec["italic"] else 0)
+    m = max(2, int(w // 14 * revision.get("margin", 1.0)))
     rows = [0.0, 0.3, 0.62, 0.8, 1.0] if h > 0.6 * w else [0.0, 0.0, 0.62, 0.82, 1.0]
+    if revision:
+        moved = [r + d for r, d in zip(rows[1:4], revision["rows"])]
+        rows = [0.0, max(0.0, moved[0]) if rows[1] > 0 else 0.0, *moved[1:], 1.0]
     y = [int(r * h) for r in rows]
     if y[1] > y[0]:
-        _logo(img, spec["logo"], (w // 2, (y[0] + y[1]) // 2), int(min(w * 0.18, (y[1] - y[0]) * 0.38)), accent,
-              spec["brand"][0])
-    _fit_text(img, spec["brand"].split(" ")[0].upper(), (m, y[1] + 2, w - m, y[2]), font, spec["thickness"], ink)
-    _fit_text(img, spec["line"], (m + w // 8, y[2], w - m - w // 8, y[3]), spec["font"], 1, ink)
+        scale, dx, dy = revision.get("logo", (1.0, 0.0, 0.0))
+        _logo(img, spec["logo"], (int(w // 2 + dx * w), int((y[0] + y[1]) // 2 + dy * h)),
+              int(min(w * 0.18, (y[1] - y[0]) * 0.38) * scale), accent, spec["brand"][0])
+    brand = spec["brand"].split(" ")[0]
+    thickness = min(4, max(1, spec["thickness"] + revision.get("thickness", 0)))
+    _fit_text(img, brand if revision.get("title_case") else brand.upper(), (m, y[1] + 2, w - m, y[2]), font,
+              thickness, ink)
+    _fit_text(img, spec["line"], (m + w // 8, y[2], w - m - w // 8, y[3]), brand_font, 1, ink)
     size = f"{spec['size']:g} {spec['unit']}"
+    if revision.get("size_text"):
+        size = f"{spec['size']:g}{spec['unit'].upper()}" + (f" e {spec['size'] / 29.5735:.1f} FL OZ"
+                                                            if spec["unit"] == "ml" else "")
     _fit_text(img, f"{spec['variant']}  {size}", (m + w // 6, y[3], w - m - w // 6, y[4] - 2), 0, 1, ink)
+    if revision.get("claim"):
+        _fit_text(img, revision["claim"], (m, int(h * 0.01), w // 2, max(int(h * 0.09), y[1] // 3)), 0, 1, accent)
     return img
-

@@ -6,6 +6,7 @@ so every image and title of it can be rebuilt from the seed alone, in any proces
 from __future__ import annotations
 
 import colorsys
+import re
 from typing import Any
 
 import numpy as np
@@ -34,21 +35,39 @@ QUERY_SCALE = (0.65, 0.95)  # product's longer side / image side along it; small
 QUERY_ROTATION = 12.0  # degrees, in-plane; hand-held phones are rarely level
 QUERY_PERSPECTIVE = 0.05  # corner jitter as a share of the product's size
 CLUTTER_OBJECTS = (0, 1)  # other products beside the target; each costs global descriptors ~0.02 mAP
-OCCLUSION_PROB = 0.25  # share of queries with a hand or another product in front
+OCCLUSION_PROB = 0.18  # share of queries with a hand or another product in front
 OCCLUSION_AREA = (0.05, 0.25)  # share of the product's box covered
-QUERY_BLUR_SIGMA = (0.0, 1.0)  # defocus; stronger erases the label text that SIFT needs
+QUERY_BLUR_SIGMA = (0.0, 0.6)  # defocus; the label's own softness is PRINT_SOFTNESS
 QUERY_NOISE_SIGMA = (1.0, 4.0)  # sensor noise, grey levels
-QUERY_COLOUR_CAST = 0.1  # max per-channel gain deviation (white balance)
+QUERY_COLOUR_CAST = 0.05  # max per-channel gain deviation (white balance)
+QUERY_GLARE_PROB = 0.15  # a lamp's glare somewhere in the photo (the package's own gloss is in .handheld)
 QUERY_JPEG_QUALITY = (40, 85)  # phone uploads are recompressed
 BACKGROUND_BLUR = (0.8, 3.0)  # sigma; depth of field behind the product
+# The product in the user's hand is not the listing's artwork (see .handheld): another print run, a label
+# wrapped round a cylinder, softer print, gloss and stickers. Without these, shop renders and query photos
+# print the very same label, and SIFT re-ranking gains far more than the +0.03-0.10 of seeds/000.
+REVISION_SHARE = 0.85  # products photographed in another print run or packaging revision than listed
+REVISION_LAYOUT = 0.05  # text rows, logo and graphics move by up to this share of the label
+REVISION_RESTYLE = 0.35  # chance of each lettering change: brand case, typeface, stroke weight, size format
+REVISION_CLAIM = 0.5  # a new claim printed on the label ("NEW LOOK", "+20% FREE")
+WRAP_YAW = 0.3  # radians a cylindrical product is turned about its axis, either way
+PRINT_SOFTNESS = (0.5, 0.85)  # printed detail resolved, relative to the listing's crisp artwork
+GLOSS_PROB = 0.4  # a specular highlight across the package
+GLOSS_STRENGTH = (0.4, 0.9)  # share of the way to white at the highlight's centre
+GLOSS_WIDTH = (0.02, 0.07)  # of the package's width
+STICKER_PROB = 0.3  # a price or barcode sticker on the label
+STICKER_WIDTH = (0.3, 0.55)  # of the label's width
 EXIF_ROTATED_SHARE = 0.1
-NON_ENGLISH_SHARE = 0.07  # listings in Chinese, Korean, French or Spanish
+NON_ENGLISH_SHARE = 0.2  # listings in Chinese, Korean, French or Spanish
+UNNAMED_VARIANT_SHARE = 0.4  # listing titles that leave the shade or variant to the product page
 MISSING_DESCRIPTION_SHARE = 0.01
 EMPTY_DESCRIPTION_SHARE = 0.005
 LONG_SIDE = (256, 512)
 
 # RNG stream kinds: numpy.random.default_rng([seed, KIND, index...]).
-_PLAN, _FAMILY, _PRODUCT, _SHOP, _DISTRACTOR, _QUERY, _TEXT, _MESSY = range(8)
+# A query's package (print run, curvature, gloss, sticker) has its own stream, apart from the photo's pose,
+# clutter and camera.
+_PLAN, _FAMILY, _PRODUCT, _SHOP, _DISTRACTOR, _QUERY, _TEXT, _MESSY, _HANDHELD = range(9)
 
 
 # --- vocabulary ---------------------------------------------------------------
@@ -118,6 +137,8 @@ MARKETING = ("NEW", "best seller", "long-lasting", "hydrating", "gift set", "lim
 MARKETING_XX = {"zh": ("新品", "正品", "热卖"), "ko": ("정품", "신상", "무료배송"), "fr": ("nouveau", "authentique"),
                 "es": ("nuevo", "original")}
 FONTS = (0, 2, 3, 4, 6, 7)  # cv2 Hershey: simplex, duplex, complex, triplex, script simplex, script complex
+RESTYLED_FONT = {0: 2, 2: 0, 3: 4, 4: 3, 6: 7, 7: 6}  # a redesign keeps the typeface's family, not its strokes
+CLAIMS = ("NEW", "NEW LOOK", "IMPROVED", "+20% FREE", "REFILL", "LIMITED EDITION", "BEST SELLER", "VEGAN", "NEW FORMULA")
 
 
 # --- small helpers -------------------------------------------------------------
@@ -261,17 +282,26 @@ def _size_text(rng: np.random.Generator, value: float, unit: str) -> str:
     return _pick(rng, forms)
 
 
+def _tidy(title: str) -> str:
+    """A title with an empty field dropped: no doubled commas or spaces, no empty brackets or dashes."""
+    title = re.sub(r"\s*-\s*\(", " (", title.replace("()", ""))
+    title = re.sub(r"\s*,(\s*,)*", ",", title)
+    return re.sub(r"\s+", " ", title).strip(" ,-")
+
+
 def _describe(spec: dict, rng: np.random.Generator, lang: str, force_comma: bool) -> str:
     """A listing title as shops write them: same facts, different order, units, casing and extras."""
     brand, line, variant = spec["brand"], spec["line"], spec["variant"]
     size = _size_text(rng, spec["size"], spec["unit"])
+    if rng.random() < UNNAMED_VARIANT_SHARE:
+        variant = ""
     words = TYPES[spec["type"]]
     if lang != "en":
         kind = words[LANGS.index(lang)]
         extra = _pick(rng, MARKETING_XX[lang])
         forms = (f"{brand} {line} {kind} {variant} {size}", f"{extra} {brand} {kind}, {variant}, {size}",
                  f"{brand} {kind} {line} {size} {extra}")
-        return _pick(rng, forms[1:2] if force_comma else forms)
+        return _tidy(_pick(rng, forms[1:2] if force_comma else forms))
     kind = words[0]
     mkt = _pick(rng, MARKETING)
     with_commas = (f"{brand} {line} {kind}, {size}, {variant}", f"{mkt} {brand} {kind} {line} {variant}, {size}",
@@ -279,4 +309,4 @@ def _describe(spec: dict, rng: np.random.Generator, lang: str, force_comma: bool
     plain = (f"{brand} {line} {kind} {variant} {size}", f"{brand.upper()} {line} {kind} {size} {mkt}",
              f"{line} {kind} - {variant} ({size}) by {brand}", f"{brand} {kind} {variant}",
              f"{brand} {line} {kind.title()} {size}", f"{brand.lower()} {line.lower()} {kind} {variant.lower()}")
-    return _pick(rng, with_commas if force_comma or rng.random() < 0.35 else plain)
+    return _tidy(_pick(rng, with_commas if force_comma or rng.random() < 0.35 else plain))

@@ -6,12 +6,15 @@ colours, graphics, pattern, label and lighting) is applied after.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from .artwork import _draw_art, _label, _pattern
 from .catalogue import _hsv
+
+if TYPE_CHECKING:
+    from .handheld import Handheld
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 
@@ -222,14 +225,20 @@ VERTICAL_LABELS = ("lipstick",)  # the label's lettering runs along the case
 NO_BAND_LABELS = ("lipstick", "tube")  # labels printed straight on, never a wrapped band
 
 
-def _sprite(spec: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Front view of a product: RGB (H, W, 3) uint8 and coverage (H, W) float32 in [0, 1]."""
+def _sprite(spec: dict, hand: Handheld | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Front view of a product: RGB (H, W, 3) uint8 and coverage (H, W) float32 in [0, 1].
+
+    ``hand``: the package as photographed in a hand rather than listed (curved, softer, glossy, with a
+    sticker; :mod:`.handheld`).
+    """
     c = _Canvas(spec)
     body = DRAWERS[spec["category"]](c, spec)
     if spec["category"] in VERTICAL_LABELS:
         spec = {**spec, "vertical": True}
     img = _decorate(c, spec, body)
     _put_label(img, c, spec, body)
+    if hand is not None:
+        img = hand.on_surface(img, c.alpha, body)
     # shading: a cylinder lit from one side, or a flat top lit from one corner
     xs = np.linspace(0.0, 1.0, c.W, dtype=np.float32)
     if spec["top_view"]:
@@ -238,6 +247,8 @@ def _sprite(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     else:
         light = (0.72 + 0.36 * np.sin(np.pi * xs) + 0.25 * np.exp(-((xs - 0.3) / 0.06) ** 2))[None, :]
     out = np.clip(img.astype(np.float32) * light[..., None], 0, 255).astype(np.uint8)
+    if hand is not None:
+        out = hand.on_light(out, c.alpha, spec["top_view"])
     return out, c.alpha.astype(np.float32) / 255.0
 
 

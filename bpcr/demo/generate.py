@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import BadInput
 from ..fileio import atomic_path, write_text_atomic
 from ..gt import write_ground_truth
-from .catalogue import (_DISTRACTOR, _MESSY, _PLAN, _QUERY, _SHOP, _TEXT, DISTRACTOR_IMAGES_PER_PRODUCT,
+from .catalogue import (_DISTRACTOR, _HANDHELD, _MESSY, _PLAN, _QUERY, _SHOP, _TEXT, DISTRACTOR_IMAGES_PER_PRODUCT,
                         EMPTY_DESCRIPTION_SHARE, EXIF_ROTATED_SHARE, HARD_NEGATIVE_SHARE, LANGS,
                         MISSING_DESCRIPTION_SHARE, NON_ENGLISH_SHARE, QUERY_JPEG_QUALITY, SHOP_IMAGES_PER_PRODUCT,
                         TARGETS_PER_FAMILY, _describe, _pick, _product, _rng, _weighted)
@@ -113,7 +113,7 @@ def _render(task: tuple) -> int:
         data = _jpeg(_shop_image(spec, rng), int(rng.integers(82, 96)))
     elif kind == "query":
         rng = _rng(seed, _QUERY, index)
-        pixels = _query_image(spec, seed, rng)
+        pixels = _query_image(spec, seed, rng, _rng(seed, _HANDHELD, index))
         data = _jpeg(pixels, int(rng.integers(QUERY_JPEG_QUALITY[0], QUERY_JPEG_QUALITY[1] + 1)), extra)
     else:
         data = _messy_bytes(extra, spec, _rng(seed, _MESSY, index))
@@ -129,7 +129,7 @@ def _init_worker() -> None:
 
 
 def generate_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors: int = 2500,
-                  n_queries: int = 100, workers: int | None = None) -> DemoSummary:
+                  n_queries: int = 200, workers: int | None = None) -> DemoSummary:
     """Write the demo dataset under ``out`` (database/, queries/, descriptions.csv, ground_truth.csv).
 
     Files depend only on the arguments other than ``workers``: the same seed gives byte-identical files.

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from .catalogue import (BACKGROUND_BLUR, CLUTTER_OBJECTS, LONG_SIDE, OCCLUSION_AREA, OCCLUSION_PROB, QUERY_BLUR_SIGMA,
-                        QUERY_COLOUR_CAST, QUERY_NOISE_SIGMA, QUERY_PERSPECTIVE, QUERY_ROTATION, QUERY_SCALE,
-                        SHOP_CLOSEUP_PROB, SHOP_SCALE, SHOP_WITH_BOX_PROB, _hsv, _pick, _product)
+                        QUERY_COLOUR_CAST, QUERY_GLARE_PROB, QUERY_NOISE_SIGMA, QUERY_PERSPECTIVE, QUERY_ROTATION,
+                        QUERY_SCALE, SHOP_CLOSEUP_PROB, SHOP_SCALE, SHOP_WITH_BOX_PROB, _hsv, _pick, _product)
 from .drawing import _box_sprite, _sprite
+from .handheld import _handheld, _revision
 
 
 def _warp_onto(canvas: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, centre: tuple[float, float], extent: float,
@@ -126,8 +127,11 @@ def _clutter_spec(seed: int, rng: np.random.Generator) -> dict:
     return _product(seed, 10_000_000 + int(rng.integers(0, 1_000_000)), 0)
 
 
-def _query_image(spec: dict, seed: int, rng: np.random.Generator) -> np.ndarray:
-    """A user photo: clutter, pose, occlusion, lighting, colour cast, blur, noise."""
+def _query_image(spec: dict, seed: int, rng: np.random.Generator, package: np.random.Generator) -> np.ndarray:
+    """A user photo of the package in hand: clutter, pose, occlusion, lighting, colour cast, blur, noise.
+
+    ``package`` draws how the package differs from its listing (:mod:`.handheld`); ``rng`` everything else.
+    """
     # phones are held the way the product stands: portrait for bottles, landscape for palettes
     w, h = _size(rng, (0.75, 0.75, 1.0) if spec["tall"] else (1.333, 1.333, 1.0), (320, LONG_SIDE[1]))
     img = _texture(rng, h, w)
@@ -136,7 +140,7 @@ def _query_image(spec: dict, seed: int, rng: np.random.Generator) -> np.ndarray:
         x = _pick(rng, (rng.uniform(-0.05, 0.25), rng.uniform(0.75, 1.05)))  # around the product, not on it
         _warp_onto(img, crgb, calpha, (w * x, h * rng.uniform(0.1, 0.9)), min(h, w) * rng.uniform(0.3, 0.7),
                    rng.normal(0, 15), 0.05, rng, 0.3)
-    rgb, alpha = _sprite(spec)
+    rgb, alpha = _sprite(_revision(spec, package), _handheld(spec, package))
     height = (h if spec["tall"] else w) * rng.uniform(*QUERY_SCALE)
     centre = (w * rng.uniform(0.3, 0.7), h * rng.uniform(0.35, 0.65))
     cov = _warp_onto(img, rgb, alpha, centre, height, rng.uniform(-QUERY_ROTATION, QUERY_ROTATION),
@@ -185,7 +189,7 @@ def _camera(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     ramp = ((xx / w - 0.5) * d[0] + (yy / h - 0.5) * d[1]) * rng.uniform(0.1, 0.5)
     gain = 1 + rng.uniform(-QUERY_COLOUR_CAST, QUERY_COLOUR_CAST, 3).astype(np.float32)
     img = img * (rng.uniform(0.75, 1.15) + ramp)[..., None] * gain
-    if rng.random() < 0.3:  # glare
+    if rng.random() < QUERY_GLARE_PROB:
         glare = np.zeros((h, w), np.float32)
         cv2.circle(glare, (int(rng.integers(0, w)), int(rng.integers(0, h))), int(rng.integers(10, w // 4)), 1.0, -1)
         glare = cv2.GaussianBlur(glare, (0, 0), 15)
