@@ -100,7 +100,7 @@ class Affinity:
         inside = (ordered[at] == neighbours) & (self.weights[shortlist_rows] > 0) if m else np.zeros((0, 0), bool)
         left = np.repeat(np.arange(m), neighbours.shape[1]).reshape(neighbours.shape)[inside]
         right = order[at[inside]]
-        values = (self.weights[shortlist_rows][inside] * self.scale[shortlist_rows[left]]
+        values = (self.weights[shortlist_rows][inside].astype(np.float64) * self.scale[shortlist_rows[left]]
                   * self.scale[shortlist_rows[right]])
         matrix = sp.csr_matrix((values, (left, right)), shape=(m, m))
         return matrix.minimum(matrix.T).tocsr()  # a mutual pair is listed both ways; min keeps S symmetric
@@ -108,9 +108,11 @@ class Affinity:
 
 def normalised_affinity(rows: np.ndarray, scores: np.ndarray, gamma: float) -> Affinity:
     """The normalised mutual-neighbour affinity of a k-NN graph (eq 3-4): rows, scores (N, k)."""
-    mutual = mutual_mask(rows)
-    weights = np.where(mutual, np.maximum(scores.astype(np.float64), 0.0) ** gamma, 0.0)
-    degree = weights.sum(axis=1)
+    # float32, as the graph's scores ((N, k) float64 would double the largest array of a run at 500K);
+    # a weight below float32's range (a low score to a high gamma) counts as 0.
+    weights = np.maximum(scores, np.float32(0.0)) ** np.float32(gamma)
+    weights[~mutual_mask(rows)] = 0.0
+    degree = weights.sum(axis=1, dtype=np.float64)
     scale = np.zeros(len(degree))
     np.divide(1.0, np.sqrt(degree), out=scale, where=degree > 0)
     return Affinity(rows, weights, scale)

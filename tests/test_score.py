@@ -130,12 +130,6 @@ def test_cli_exit_code_in_subprocess(scored: Path):
     assert proc.stderr.strip().count("\n") == 0 and "bad.csv:1" in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["train"])
-def test_unbuilt_commands_say_so(cli, command):
-    result = cli(command)
-    assert result.code == 2 and "not built yet" in result.err
-
-
 def test_version(cli):
     from bpcr import __version__
 

@@ -198,3 +198,16 @@ def test_bad_options_are_one_line(dataset, tmp_path, option, message):
     with pytest.raises(BadInput, match=message) as err:
         train(dataset / "prepared" / "database.csv", tmp_path / "out", **{**FAST, **option})
     assert "\n" not in str(err.value)
+
+
+def test_cli_train_writes_weights_that_extract_loads(dataset, cli):
+    out = dataset / "cli-trained"
+    result = cli("train", dataset / "prepared" / "database.csv", "--out", out, "--backbone", "test_resnet",
+                 "--weights", "none", "--epochs", "1", "--size", "32", "--batch-size", "4", "--categories", "3",
+                 "--min-category-size", "3", "--device", "cpu")
+    assert result.code == 0, result.err
+    assert f"wrote {out / 'weights.pt'}" in result.out
+    state = torch.load(out / "weights.pt", weights_only=True)
+    assert list(state) == list(load_backbone("test_resnet", weights="none").model.state_dict())
+    bad = cli("train", dataset / "prepared" / "database.csv", "--out", dataset / "cli-bad", "--epochs", "0")
+    assert bad.code == 2 and "--epochs" in bad.err and len(bad.err.strip().splitlines()) == 1

@@ -8,7 +8,7 @@ import typer
 
 from ..errors import BadInput
 from ..ranges import REPORT_LIMIT_MAX, RESAMPLES_MAX, SEED_MAX, THUMB_MAX, THUMB_MIN
-from .options import VARIANTS, app, choices, not_built
+from .options import VARIANTS, app, choices
 
 
 @app.command(rich_help_panel="Evaluate")
@@ -79,12 +79,6 @@ def check(
     show_check(checked, report)
     if not report.ok:
         raise first_error(report)
-
-
-@app.command(rich_help_panel="Not built yet", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train() -> None:
-    """Not built yet: fine-tuning with the robust contrastive loss of paper 004. Exits 2."""
-    not_built("train")
 
 
 @app.command(rich_help_panel="Evaluate")

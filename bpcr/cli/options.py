@@ -107,9 +107,3 @@ def renamed(old: str, new: str, old_value, new_value, default):
     if new_value != default:
         raise BadInput(None, None, f"give {new} or its old name {old}, not both")
     return old_value
-
-
-def not_built(command: str) -> None:
-    raise BadInput(None, None, f"`bpcr {command}` is not built yet in bpcr {__version__}")
-
-
