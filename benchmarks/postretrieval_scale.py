@@ -24,7 +24,7 @@ wall time also counts other people's work) and peak GiB per step, their
 ratios to plain (IVF) search, and the BLAS library numpy calls
 (threadpoolctl), since the ratios depend on it.
 
-    .venv/bin/python benchmarks/postretrieval_scale.py              # 500K x 256, ~5 min on 2 cores
+    .venv/bin/python benchmarks/postretrieval_scale.py              # 500K x 256, ~6 min on 2 shared cores
     .venv/bin/python benchmarks/postretrieval_scale.py --n 50000    # quick look
 """
 from __future__ import annotations

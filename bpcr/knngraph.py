@@ -48,6 +48,7 @@ from .textio import exists_as_input, read_json
 GRAPH_FORMAT = "bpcr-knn-graph/1"
 # Working memory of one block: float32 query rows, their candidate scores, a chunk of the store.
 BLOCK_BYTES = 128 << 20
+PAIRS_PER_BLOCK = 4 << 20
 
 
 @dataclass
@@ -257,7 +258,9 @@ def _exact_lists(store: FeatureStore, distance: Distance, candidates: np.ndarray
                                                          "infinite numbers")
     out_rows = np.full((n, k), -1, dtype=np.int32)
     out_scores = np.full((n, k), -np.inf, dtype=np.float32)
-    block_rows = max(256, BLOCK_BYTES // (4 * dim))
+    # A block's float32 rows within BLOCK_BYTES, and its pairs within PAIRS_PER_BLOCK: a dozen (pairs,)
+    # arrays of 8-byte numbers live at once; every block reads the store once more.
+    block_rows = max(256, min(BLOCK_BYTES // (4 * dim), PAIRS_PER_BLOCK // max(fetch, 1)))
     for start, left in iter_chunks(features, block_rows):
         m = left.shape[0]
         cand = candidates[start:start + m].astype(np.int64)

@@ -49,7 +49,7 @@ def test_alpha_weighs_by_cosine(store, tmp_path):
 
 
 def test_the_new_store_is_indexed_and_searched_unchanged(store, tmp_path):
-    dba(store, tmp_path / "dba", n=1, log=lambda m: None)
+    dba(store, tmp_path / "dba", n=1, alpha=0.0, log=lambda m: None)
     write_store(tmp_path / "q", ["v1"], np.array([angle(7)], dtype=np.float32), META)  # the query side as it was
     build_index(tmp_path / "dba", tmp_path / "index", log=lambda m: None)
     search(tmp_path / "index", tmp_path / "q", "after", tmp_path / "runs", depth=4, log=lambda m: None)
@@ -66,7 +66,7 @@ def test_refusals(store, tmp_path):
 
 
 def test_cli_dba(store, tmp_path, cli):
-    result = cli("dba", store, "--out", tmp_path / "dba", "--n", "1", "--graph-dir", tmp_path / "graphs")
+    result = cli("dba", store, "--out", tmp_path / "dba", "--n", "1", "--alpha", "0", "--graph-dir", tmp_path / "graphs")
     assert result.code == 0, result.err
     assert "wrote" in result.out and _angles(tmp_path / "dba")[0] == pytest.approx(5, abs=1e-4)
     assert list((tmp_path / "graphs").glob("knn-*.json"))
