@@ -18,7 +18,7 @@ The papers the kit implements (their text is in ``shared/seeds/``), and where:
 | 001 | Attention-driven unsupervised retrieval with visual and textual clues | ``pooling`` (GRMAC eq 1-2), ``textindex`` (§2.2, eq 3-7), ``refine`` (Algorithm 1), ``fusion`` (product fusion, eq 8) |
 | 002 | Multi-attention cross-domain beauty product retrieval (MANet) | ``pooling`` (SR-MAC), ``saliency``, ``metrics`` (eq A1-A2, as a named variant), ``prepare`` (cleaning invalid images) |
 | 003 | VM-Net: variable attention and multi-feature combination | ``pooling`` (VAMAC eq 2-7, GRMAAC eq 8-12), ``extract`` (middle-layer features, §3.4), ``fusion`` (weighted-sum fusion, eq 16), ``saliency`` |
-| 004 | Matching user photos to online products with robust deep features | efficiency figures in ``benchmarks/`` (§4.5); its training (§3.2-3.3) is not built |
+| 004 | Matching user photos to online products with robust deep features | ``losses`` (contrastive eq 1, robust contrastive §3.2), ``pseudolabels`` + ``train`` + ``trainloop`` (pairs, hard negatives, multi-task, §3.2-3.3), efficiency figures in ``benchmarks/`` (§4.5) |
 """
 
 __version__ = "0.1.0"
