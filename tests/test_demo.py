@@ -21,7 +21,7 @@ from bpcr.demo.messy import _bomb_png
 from bpcr.demo.photo import _jpeg
 from bpcr.errors import BadInput
 from bpcr.fileio import sha256_file
-from bpcr.gt import read_ground_truth
+from bpcr.gt import read_ground_truth, write_ground_truth
 from bpcr.ids import is_valid_id
 
 TINY = dict(n_products=6, n_distractors=20, n_queries=5)
@@ -64,6 +64,20 @@ def test_ground_truth_is_valid_and_points_at_shop_images(tiny: demo.DemoSummary)
     assert not set(relevant) & set(tiny.messy)
     assert len(set(relevant)) == len(relevant)  # one query per product: no image serves two queries
     assert all((tiny.database_dir / f"{r}.jpg").is_file() for r in relevant)
+
+
+def test_ground_truth_without_rendering_is_the_generated_file_byte_for_byte(tiny: demo.DemoSummary,
+                                                                          tmp_path: Path) -> None:
+    write_ground_truth(tmp_path / "gt.csv", demo.demo_ground_truth(seed=3, **TINY))
+    assert (tmp_path / "gt.csv").read_bytes() == tiny.ground_truth_csv.read_bytes()
+
+
+def test_committed_demo_ground_truth_is_the_default_demo_s(tmp_path: Path) -> None:
+    """``ground_truth/demo.csv`` is what ``bpcr run configs/demo.toml`` scores against: seed 0, default sizes."""
+    write_ground_truth(tmp_path / "gt.csv", demo.demo_ground_truth(seed=0))
+    committed = Path(__file__).resolve().parents[1] / "ground_truth" / "demo.csv"
+    assert committed.read_bytes() == (tmp_path / "gt.csv").read_bytes()
+    assert len(read_ground_truth(committed)) == 200
 
 
 def test_descriptions_parse_with_commas_and_other_languages(tiny: demo.DemoSummary) -> None:

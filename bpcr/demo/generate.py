@@ -105,6 +105,40 @@ def _plan(seed: int, n_products: int, n_distractors: int, n_queries: int) -> tup
     return images, picks
 
 
+def _identities(seed: int, n_images: int, n_queries: int) -> tuple[list[str], list[str], dict[int, int]]:
+    """Database IDs, query IDs and the EXIF-rotated queries (index -> orientation); no pixels."""
+    rng = _rng(seed, _PLAN, 1)
+    db_numbers = rng.choice(10_000_000, size=n_images, replace=False)
+    db_order = rng.permutation(n_images)  # IDs in a shuffled order, so ID ranges reveal nothing
+    db_ids = [f"n{int(db_numbers[db_order[i]]):07d}" for i in range(n_images)]
+    query_ids = [f"v{int(n):06d}" for n in rng.choice(1_000_000, size=n_queries, replace=False)]
+    n_rotated = min(n_queries, max(1, int(round(n_queries * EXIF_ROTATED_SHARE)))) if n_queries else 0
+    rotated = {int(i): int(_pick(rng, (6, 6, 8, 8, 3))) for i in rng.permutation(n_queries)[:n_rotated]}
+    return db_ids, query_ids, rotated
+
+
+def _relevant(images: list, picks: list, db_ids: list[str], query_ids: list[str]) -> dict[str, list[str]]:
+    """Each query's relevant database IDs: every shop image of the product it shows."""
+    shop: dict[tuple[int, int], list[str]] = {}
+    for i, im in enumerate(images):
+        if im.role == "shop":
+            shop.setdefault(im.product, []).append(db_ids[i])
+    return {query_ids[i]: sorted(shop[p]) for i, p in enumerate(picks)}
+
+
+def demo_ground_truth(seed: int = 0, n_products: int = 200, n_distractors: int = 2500,
+                      n_queries: int = 200) -> dict[str, list[str]]:
+    """The ground truth :func:`generate_demo` writes for these arguments, without rendering an image.
+
+    ``ground_truth/demo.csv`` is this for the defaults; a test holds the two byte-identical.
+    """
+    if seed < 0 or n_products < 0 or n_distractors < 0 or n_queries < 0:
+        raise BadInput(None, None, "demo seed and sizes must be non-negative")
+    images, picks = _plan(seed, n_products, n_distractors, n_queries)
+    db_ids, query_ids, _ = _identities(seed, len(images), n_queries)
+    return _relevant(images, picks, db_ids, query_ids)
+
+
 def _render(task: tuple) -> int:
     """Render and write one file; returns its size in bytes. Depends only on the task tuple."""
     kind, seed, index, path, spec, extra = task
@@ -141,13 +175,7 @@ def generate_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors
         raise BadInput(None, None, "demo seed and sizes must be non-negative")
     out = Path(out)
     images, picks = _plan(seed, n_products, n_distractors, n_queries)
-    rng = _rng(seed, _PLAN, 1)
-    db_numbers = rng.choice(10_000_000, size=len(images), replace=False)
-    db_order = rng.permutation(len(images))  # IDs in a shuffled order, so ID ranges reveal nothing
-    db_ids = [f"n{int(db_numbers[db_order[i]]):07d}" for i in range(len(images))]
-    query_ids = [f"v{int(n):06d}" for n in rng.choice(1_000_000, size=n_queries, replace=False)]
-    n_rotated = min(n_queries, max(1, int(round(n_queries * EXIF_ROTATED_SHARE)))) if n_queries else 0
-    rotated = {int(i): int(_pick(rng, (6, 6, 8, 8, 3))) for i in rng.permutation(n_queries)[:n_rotated]}
+    db_ids, query_ids, rotated = _identities(seed, len(images), n_queries)
 
     database_dir, queries_dir = out / "database", out / "queries"
     names = {f"{db_ids[i]}{MESSY_KINDS[im.messy][0] if im.messy else '.jpg'}" for i, im in enumerate(images)}
@@ -209,11 +237,7 @@ def generate_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors
     writer.writerows(sorted(rows))
     write_text_atomic(out / "descriptions.csv", buffer.getvalue())
 
-    relevant: dict[tuple[int, int], list[str]] = {}
-    for i, im in enumerate(images):
-        if im.role == "shop":
-            relevant.setdefault(im.product, []).append(db_ids[i])
-    gt = {query_ids[i]: sorted(relevant[p]) for i, p in enumerate(picks)}
+    gt = _relevant(images, picks, db_ids, query_ids)
     if gt:
         with atomic_path(out / "ground_truth.csv") as tmp:
             write_ground_truth(tmp, gt)
