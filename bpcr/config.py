@@ -3,19 +3,21 @@
 Every table's keys are keyword arguments of a stage function; the type each
 key needs is read from that function's annotations, so a config is checked
 against exactly what the stage accepts. Every problem is a BadInput naming the
-config file, the table (``[extract lite0] size``) and what was expected.
+config file, the table (``[extract lite0] size``) and what was expected
+(the type checks live in :mod:`bpcr.configtypes`).
+
+Beyond the stage functions' own keys, tables refer to each other by name:
+``[[search]] features = "<extract name>/<pooling>"``, ``input``/``inputs`` name
+runs, ``[[extract]] weights = "train:<train name>"`` extracts with the weights
+a ``[[train]]`` writes, and ``[report] runs``/``diff`` name runs.
 """
 from __future__ import annotations
 
-import collections.abc
-import inspect
-import os
 import re
-import types
-import typing
-from pathlib import Path, PurePath
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Mapping
 
+from .configtypes import accepts, check_options, check_value, describe, shown  # noqa: F401 - accepts, describe: re-exported
 from .errors import BadInput
 from .ids import check_id
 
@@ -26,8 +28,12 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 # Top-level keys: paths, single tables ([prepare]) and arrays of tables ([[extract]]).
 PATH_KEYS = ("work", "submissions", "leaderboard")
-TABLES = ("prepare", "index", "text_index", "score")
-ARRAYS = ("extract", "search", "refine", "rerank", "ensemble")
+TABLES = ("prepare", "index", "text_index", "score", "report")
+ARRAYS = ("train", "extract", "search", "refine", "rerank", "ensemble")
+# An [[extract]]'s weights = "train:<name>": the weights.pt of the [[train]] of that name.
+TRAIN_REF = "train:"
+# Parameters of bpcr.train.train that the pipeline passes itself: the database manifest only, never the queries.
+TRAIN_RESERVED = {"manifest", "out", "queries", "ground_truth", "restart", "progress", "log", "on_epoch"}
 KNOWN = (*PATH_KEYS, *TABLES, *ARRAYS)
 
 # A config is a few kilobytes; anything far larger is not one, and is not read into memory.
@@ -68,168 +74,20 @@ def load_config(path: str | Path) -> dict:
         raise BadInput(path, None, f"unknown top-level key {unknown[0]!r}; known: {', '.join(sorted(KNOWN))}")
     for key in PATH_KEYS:
         if key in config and (not isinstance(config[key], str) or not config[key]):
-            raise BadInput(path, None, f"{key} must be a string (a path), got {_shown(config[key])}")
+            raise BadInput(path, None, f"{key} must be a string (a path), got {shown(config[key])}")
     for key in TABLES:
         if key in config and not isinstance(config[key], dict):
-            written = f"[[{key}]]" if _is_array_of_tables(config[key]) else _shown(config[key])
+            written = f"[[{key}]]" if _is_array_of_tables(config[key]) else shown(config[key])
             raise BadInput(path, None, f"{key} must be one table, written [{key}]; got {written}")
     for key in ARRAYS:
         if key in config and not _is_array_of_tables(config[key]):
-            written = f"one table [{key}]" if isinstance(config[key], dict) else _shown(config[key])
+            written = f"one table [{key}]" if isinstance(config[key], dict) else shown(config[key])
             raise BadInput(path, None, f"{key} must be an array of tables, one [[{key}]] per entry; got {written}")
     return config
 
 
 def _is_array_of_tables(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, dict) for item in value)
-
-
-# ---------------------------------------------------------------- options against a stage function
-
-
-def check_options(config_path: Path, table: str, func: Callable, options: Mapping[str, Any], reserved: set[str],
-                  required: bool = True) -> None:
-    """Refuse options ``func`` does not take or of the wrong type, and (``required``) missing ones.
-
-    ``reserved``: parameters the pipeline itself passes, which a config may not set.
-    """
-    params = {name: p for name, p in inspect.signature(func).parameters.items()
-              if name not in reserved and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    hints = _type_hints(func)
-    for key, value in options.items():
-        if key not in params:
-            raise BadInput(config_path, None, f"[{table}] unknown option {key!r}; accepted: {', '.join(sorted(params))}")
-        expected = hints.get(key, Any)
-        if not accepts(expected, value):
-            raise BadInput(config_path, None, f"[{table}] {key} must be {describe(expected)}, got {_shown(value)}")
-    for key, param in params.items():
-        if required and param.default is param.empty and key not in options and not accepts(hints.get(key, Any), None):
-            raise BadInput(config_path, None, f"[{table}] needs {key!r}")
-
-
-def check_value(config_path: Path, table: str, key: str, value: Any, expected: Any) -> None:
-    """Refuse ``value`` of ``[table] key`` unless it has the type ``expected``."""
-    if not accepts(expected, value):
-        raise BadInput(config_path, None, f"[{table}] {key} must be {describe(expected)}, got {_shown(value)}")
-
-
-def _type_hints(func: Callable) -> dict[str, Any]:
-    """Each parameter's annotation as a type; one that cannot be resolved here accepts anything."""
-    unresolved = (NameError, AttributeError, TypeError, SyntaxError)
-    try:
-        return typing.get_type_hints(func)
-    except unresolved:  # an annotation naming something imported only for type checkers
-        hints = {}
-        namespace = {**vars(typing), **getattr(func, "__globals__", {})}
-        for name, annotation in getattr(func, "__annotations__", {}).items():
-            try:
-                hints[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation
-            except unresolved:
-                hints[name] = Any
-        return hints
-
-
-_SEQUENCES = (list, tuple, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection)
-_MAPPINGS = (dict, collections.abc.Mapping)
-
-
-def _is_path(tp: Any) -> bool:
-    return (isinstance(tp, type) and issubclass(tp, PurePath)) or tp is os.PathLike or typing.get_origin(tp) is os.PathLike
-
-
-def accepts(tp: Any, value: Any) -> bool:
-    """Whether a TOML ``value`` can be passed where ``tp`` is annotated (a path is a string in TOML)."""
-    if tp is Any:
-        return True
-    if tp is type(None) or tp is None:
-        return value is None
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        return any(accepts(arg, value) for arg in args)
-    if origin is typing.Literal:
-        return value in args
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if _is_path(tp):
-        return isinstance(value, str)
-    if origin in _SEQUENCES or tp in _SEQUENCES:
-        if not isinstance(value, list):  # a string is a sequence in Python, never in a config
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(accepts(a, v) for a, v in zip(args, value))
-        item = args[0] if args else Any
-        return all(accepts(item, v) for v in value)
-    if origin in _MAPPINGS or tp in _MAPPINGS:
-        if not isinstance(value, dict):
-            return False
-        key_type, value_type = args if len(args) == 2 else (Any, Any)
-        return all(accepts(key_type, k) and accepts(value_type, v) for k, v in value.items())
-    if origin is collections.abc.Callable or tp is collections.abc.Callable:
-        return False  # a function: never written in a config
-    if isinstance(tp, type):
-        return isinstance(value, tp)
-    return True  # a form this check does not know: the stage itself decides
-
-
-def describe(tp: Any) -> str:
-    """``tp`` in a config's words: "an integer", "a string", "an array of numbers", "true or false"."""
-    words = _words(tp)
-    return " or ".join(words) if words else "a value the stage accepts"
-
-
-def _words(tp: Any, plural: bool = False) -> list[str]:
-    """Names of the TOML values ``tp`` accepts (None and Python-only objects left out)."""
-    if tp is Any:
-        return ["values" if plural else "any value"]
-    if tp is type(None) or tp is None:
-        return []
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        out: list[str] = []
-        for arg in args:
-            for word in _words(arg, plural):
-                if word not in out:
-                    out.append(word)
-        # str | Path: a path is a string in TOML
-        path_word = "paths" if plural else "a path (a string)"
-        string_word = "strings" if plural else "a string"
-        if path_word in out and string_word in out:
-            out.remove(path_word)
-        return out
-    if origin is typing.Literal:
-        return [" or ".join(repr(a) for a in args)]
-    simple = {bool: ("true or false", "true/false values"), int: ("an integer", "integers"),
-              float: ("a number", "numbers"), str: ("a string", "strings")}
-    if tp in simple:
-        return [simple[tp][plural]]
-    if _is_path(tp):
-        return ["paths" if plural else "a path (a string)"]
-    if origin in _SEQUENCES or tp in _SEQUENCES:
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            items = " or ".join(_words(args[0], True)) or "values"
-            return [f"arrays of {len(args)} {items}" if plural else f"an array of {len(args)} {items}"]
-        items = " or ".join(_words(args[0], True)) if args else "values"
-        return [f"arrays of {items or 'values'}" if plural else f"an array of {items or 'values'}"]
-    if origin in _MAPPINGS or tp in _MAPPINGS:
-        return ["tables" if plural else "a table"]
-    return []
-
-
-def _shown(value: Any) -> str:
-    """A config value and its TOML kind, for messages: ``'224' (a string)``."""
-    kinds = [(bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"), (list, "an array"),
-             (dict, "a table")]
-    kind = next((name for t, name in kinds if isinstance(value, t)), "a date or time")
-    text = str(value).lower() if isinstance(value, bool) else repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({kind})"
 
 
 # ---------------------------------------------------------------- the whole config
@@ -289,6 +147,7 @@ def validate_config(config_path: Path, config: Mapping[str, Any]) -> None:
         raise BadInput(path, None, f"[index] metric {index['metric']!r} is not one of {', '.join(DISTANCES)}")
     check_options(path, "text_index", build_text_index, config.get("text_index", {}), {"manifest", "out", "force"})
 
+    trains = _check_trains(path, config)
     extracts: dict[str, Mapping[str, Any]] = {}
     for entry in config.get("extract", []):
         name = entry_name(path, "extract", entry)
@@ -303,6 +162,8 @@ def validate_config(config_path: Path, config: Mapping[str, Any]) -> None:
             if pooling not in POOLINGS:
                 raise BadInput(path, None, f"[extract {name}] poolings: unknown pooling {pooling!r}; "
                                            f"choose from {', '.join(POOLINGS)}")
+        if train_name(entry.get("weights")) is not None:
+            _check_trained_extract(path, name, entry, trains)
         extracts[name] = entry
 
     # table: (stage function, parameters the pipeline passes itself, the pipeline's own keys and their types)
@@ -372,6 +233,95 @@ def validate_config(config_path: Path, config: Mapping[str, Any]) -> None:
                 check_score_options(**{key: options[key]})
             except BadInput as exc:
                 raise BadInput(path, None, f"[score] {key}: {exc.reason}") from None
+    if "report" in config:
+        _check_report(path, config["report"], runs, has_gt)
+
+
+def train_name(weights: Any) -> str | None:
+    """The [[train]] name of an [[extract]]'s ``weights = "train:<name>"``; None for weights of another kind."""
+    return weights[len(TRAIN_REF):] if isinstance(weights, str) and weights.startswith(TRAIN_REF) else None
+
+
+def _check_trains(path: Path, config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Every [[train]]: a name, keyword options of :func:`bpcr.train.train` within their ranges."""
+    from .train import check_train_options, train
+
+    trains: dict[str, Mapping[str, Any]] = {}
+    for entry in config.get("train", []):
+        name = entry_name(path, "train", entry)
+        label = f"train {name}"
+        if name in trains:
+            raise BadInput(path, None, f"two [[train]] are named {name!r}")
+        options = _without(entry, "name")
+        check_options(path, label, train, options, TRAIN_RESERVED)
+        if train_name(options.get("weights")) is not None:
+            raise BadInput(path, None, f"[{label}] weights {options['weights']!r}: training starts from bundled, "
+                                       "hub, none or a weights file, not from another [[train]]")
+        try:
+            check_train_options(options)
+        except BadInput as exc:
+            raise BadInput(path, None, f"[{label}] {exc.reason}") from None
+        trains[name] = entry
+    return trains
+
+
+def _check_trained_extract(path: Path, name: str, entry: Mapping[str, Any], trains: Mapping[str, Mapping[str, Any]]
+                           ) -> None:
+    """An [[extract]] with ``weights = "train:<name>"`` names a [[train]] of the same backbone."""
+    from .backbones import resolve_name
+    from .train import train
+
+    source = train_name(entry["weights"])
+    if source not in trains:
+        known = f"[[train]] names: {', '.join(sorted(trains))}" if trains else "the config has no [[train]]"
+        raise BadInput(path, None, f"[extract {name}] weights {entry['weights']!r} names no [[train]] of this "
+                                   f"config; {known}")
+    trained = trains[source].get("backbone", _default(train, "backbone"))
+    try:
+        same = resolve_name(entry["backbone"]) == resolve_name(trained)
+    except BadInput as exc:
+        raise BadInput(path, None, f"[extract {name}] {exc.reason}") from None
+    if not same:
+        raise BadInput(path, None, f"[extract {name}] backbone {entry['backbone']!r} cannot load the weights of "
+                                   f"[train {source}], which trains {trained!r}")
+
+
+def _check_report(path: Path, report: Mapping[str, Any], runs: set[str], has_gt: bool) -> None:
+    """[report]: :func:`bpcr.report.write_report`'s options, ``runs``/``diff`` naming runs of the config."""
+    from .ranges import REPORT_LIMIT_MAX, THUMB_MAX, THUMB_MIN, check_range
+    from .report import write_report
+
+    own = {"runs": list[str], "best": int}
+    for key, expected in own.items():
+        if key in report:
+            check_value(path, "report", key, report[key], expected)
+    # out has a default here: beside the leaderboard. The halves are [score]'s.
+    check_options(path, "report", write_report, _without(report, *own),
+                  {"run_paths", "gt_path", "db_manifest", "query_manifest", "split_seed", "public_share", "progress"},
+                  required=False)
+    if not has_gt:
+        raise BadInput(path, None, "[report] needs ground truth: give [prepare] gt or [score] gt (or demo = true)")
+    for key, low, high in (("best", 1, REPORT_LIMIT_MAX), ("limit", 1, REPORT_LIMIT_MAX),
+                           ("thumb", THUMB_MIN, THUMB_MAX)):
+        try:
+            check_range(key, report.get(key), low, high, integer=True, optional=True)
+        except BadInput as exc:
+            raise BadInput(path, None, f"[report] {exc.reason}") from None
+    for key in ("runs", "diff"):
+        for name in report.get(key, []):
+            if name not in runs:
+                raise BadInput(path, None, f"[report] {key}: {name!r} is not a run of this config")
+    diff = report.get("diff")
+    if diff is not None and diff[0] == diff[1]:
+        raise BadInput(path, None, f"[report] diff needs two different runs, got {diff[0]!r} twice")
+    if report.get("runs") == []:
+        raise BadInput(path, None, "[report] runs is empty; leave it out to report the best runs")
+
+
+def _default(func: Any, name: str) -> Any:
+    import inspect
+
+    return inspect.signature(func).parameters[name].default
 
 
 def check_refine_method(config_path: Path, label: str, options: Mapping[str, Any]) -> None:

@@ -15,21 +15,26 @@ from .progress import Advance
 
 @contextmanager
 def rich_progress(label: str, total: int, done: int = 0) -> Iterator[Advance]:
-    """A rich progress bar on stderr with items/s and the time left (a :class:`bpcr.progress.Progress`)."""
+    """A rich progress bar on stderr with items/s, the time left and the stage's live note (a
+    :class:`bpcr.progress.Progress`; training's note is its running loss)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), disable=total <= done)
+                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
+                   console=Console(stderr=True), disable=total <= done)
     with bar:
-        task = bar.add_task(label, total=total, completed=done, rate="")
+        task = bar.add_task(label, total=total, completed=done, rate="", note="")
         started, count = time.perf_counter(), 0
 
-        def advance(n: int = 1) -> None:
+        def advance(n: int = 1, note: str | None = None) -> None:
             nonlocal count
             count += n
             rate = count / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, advance=n, rate=f"{rate:.1f}/s")
+            fields = {"rate": f"{rate:.1f}/s"}
+            if note is not None:
+                fields["note"] = note
+            bar.update(task, advance=n, **fields)
 
         yield advance
 

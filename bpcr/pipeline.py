@@ -1,12 +1,14 @@
 """`bpcr run CONFIG`: the whole chain from one TOML file.
 
 The config names each stage's outputs, and the stages run in pipeline order:
-prepare -> extract -> index/search -> refine -> rerank -> ensemble -> score.
+prepare -> train -> extract -> index/search -> refine -> rerank -> ensemble -> score -> report.
 Every table's keys are the keyword arguments of the stage's one public
 function (``bpcr.extract.extract``, ``bpcr.search.search``, ...), so the CLI,
 the config and a notebook reach the same code with the same names. The whole
 config (names, types, references between tables) is checked before any stage
-runs (``bpcr.config``).
+runs (``bpcr.config``). This module runs the stages in order, keeps the stamps
+and freezes the database side for ``bpcr predict``; how each table becomes
+calls of its stage function is in :mod:`bpcr.pipeline_stages`.
 
 Re-running skips a stage whose outputs exist and whose key is unchanged: the
 key hashes the stage's options and the keys of the stages it reads from, so
@@ -17,6 +19,9 @@ Layout under the work folder ``WORK`` (``work`` in the config):
 
 - ``WORK/prepared/`` manifests (``database.csv``, ``queries.csv``), and for the
   demo the generated dataset itself in ``WORK/``;
+- ``WORK/train/<train name>/`` a ``[[train]]``'s ``weights.pt`` and ``train.json``
+  (:mod:`bpcr.train`, trained on the database manifest only), read by an
+  ``[[extract]]`` with ``weights = "train:<train name>"``;
 - ``WORK/features/<extract name>/{database,queries}/<pooling>/`` feature stores
   (an ``[[extract]]`` with ``database_parts = [...]`` merges shard folders made by
   ``bpcr extract --shard I/N`` into its database stores instead of extracting them);
@@ -26,7 +31,11 @@ Layout under the work folder ``WORK`` (``work`` in the config):
 - ``WORK/graphs/`` the database's k-NN graphs, kept for DBA and the refine methods that read them;
 - ``WORK/text-index/``, ``WORK/sift-cache/``;
 - runs in ``submissions`` (config key, default ``submissions/``), the
-  leaderboard where ``leaderboard`` says (default ``leaderboard.md``).
+  leaderboard where ``leaderboard`` says (default ``leaderboard.md``), and with a
+  ``[report]`` table, ``bpcr report``'s page (:mod:`bpcr.report`) in its ``out``
+  (default: ``report/`` beside the leaderboard) for the runs it lists in ``runs``
+  (default: the ``best`` = 3 best runs of the leaderboard, ranked by the private
+  half), ``diff = [A, B]`` ordering the queries by what B changed from A.
 
 ``bpcr predict`` runs the same stage methods on new queries with the database
 side frozen (:meth:`Pipeline.freeze`): query stores and runs go to a folder of
@@ -34,7 +43,6 @@ their own, and the database's stores, indexes and text index are only reused.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -44,11 +52,11 @@ from typing import Any, Callable, Mapping
 from .config import check_features, entry_name, load_config, validate_config
 from .errors import BadInput
 from .fileio import sha256_file, write_json_atomic
+from .pipeline_stages import SETS, StageRunners, _key
 from .progress import Progress
 
-STAGES = ("prepare", "extract", "search", "refine", "rerank", "ensemble", "score")
-TEXT_INDEX_METHODS = ("text", "dupgroup")  # the refine methods that read the textual index
-SETS = ("database", "queries")
+STAGES = ("prepare", "train", "extract", "search", "refine", "rerank", "ensemble", "score", "report")
+REPORT_BEST = 3  # runs a [report] shows by default: the leaderboard's best, ranked by the private half
 
 
 @dataclass
@@ -76,11 +84,7 @@ class PipelineResult:
     leaderboard: Path | None = None
 
 
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-class Pipeline:
+class Pipeline(StageRunners):
     def __init__(self, config_path: str | Path, force: bool = False, log: Callable[[str], None] = print,
                  progress: Progress | None = None) -> None:
         self.config_path = Path(config_path)
@@ -96,6 +100,8 @@ class Pipeline:
         self.result = PipelineResult()
         self.gt: Path | None = None
         self.frozen: Frozen | None = None
+        self.scores: list | None = None  # bpcr.score.RunScore per run, once scored
+        self.scored_gt: Path | None = None
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -222,185 +228,10 @@ class Pipeline:
 
     def _use_prepared(self, prepared: Path) -> None:
         manifests = [prepared / "database.csv", prepared / "queries.csv"]
-        self.keys["prepare"] = _key(*(sha256_file(p) for p in manifests))
+        digests = [sha256_file(p) for p in manifests]
+        self.keys["prepare"] = _key(*digests)
+        self.keys["database"] = digests[0]  # what training reads: the database alone
         self.manifests = dict(zip(SETS, manifests))
-
-    def extract(self) -> None:
-        from .extract import extract, merge
-
-        for entry in self.config.get("extract", []):
-            name = self._run_name("extract", entry)
-            options = {k: v for k, v in entry.items() if k not in ("name", "database_parts")}
-            parts = entry.get("database_parts")
-            for which in SETS:
-                kwargs = dict(options)
-                if which == "queries" and kwargs.get("pca_whiten"):
-                    kwargs["pca_whiten"] = False
-                    kwargs["pca_from"] = str(self.work / "features" / name / "database")
-                outputs = [self.store(name, which, p) / "meta.json" for p in options["poolings"]]
-                out = self.features_dir(name, which)
-                if which == "database" and parts:
-                    # Shards made elsewhere (`bpcr extract --shard I/N`): their stores are the key.
-                    shard_files = sorted(str(f) for part in parts for f in Path(part).glob("*/meta.json"))
-                    key = _key("merge", kwargs, parts, [sha256_file(f) for f in shard_files])
-                    action = lambda out=out, kwargs=kwargs: merge(
-                        parts, out, pca_whiten=bool(kwargs.get("pca_whiten")))
-                else:
-                    key = _key("extract", kwargs, self.keys["prepare"], which)
-                    action = lambda out=out, which=which, kwargs=kwargs: extract(
-                        self.manifests[which], out, progress=self.progress, on_warning=self._warn, **kwargs)
-                self._step("extract", f"{name}-{which}", key, outputs, action, database=which == "database")
-                self.keys[f"extract:{name}:{which}"] = key
-
-    def search(self) -> None:
-        from .index import build_index
-        from .search import search
-
-        index_options = dict(self.config.get("index", {}))
-        for entry in self.config.get("search", []):
-            name = self._run_name("search", entry)
-            options = {k: v for k, v in entry.items() if k not in ("name", "features", "dba")}
-            specs = entry.get("features")
-            specs = [specs] if isinstance(specs, str) else list(specs or [])
-            indexes, queries, upstream = [], [], []
-            for spec in specs:
-                extract_name, pooling = self._features(f"search {name}", spec)
-                db_key = self.keys[f"extract:{extract_name}:database"]
-                db_store, index_name = self.store(extract_name, "database", pooling), f"{extract_name}-{pooling}"
-                if entry.get("dba") is not None:
-                    db_store, db_key, index_name = self._dba(extract_name, pooling, db_store, db_key, entry["dba"])
-                index_dir = self.work / "indexes" / f"{index_name}-{index_options.get('metric', 'cosine')}"
-                index_key = _key("index", index_options, db_key, pooling)
-                self._step("index", index_dir.name, index_key, [index_dir],
-                           lambda s=db_store, d=index_dir: build_index(s, d, log=self.log, **index_options),
-                           database=True)
-                indexes.append(index_dir)
-                queries.append(self.store(extract_name, "queries", pooling))
-                upstream += [index_key, self.keys[f"extract:{extract_name}:queries"]]
-            key = _key("search", options, upstream)
-            self._step("search", name, key, [self.run_path(name)],
-                       lambda i=indexes, q=queries, n=name, o=options: search(
-                           i if len(i) > 1 else i[0], q if len(q) > 1 else q[0], n, self.submissions, log=self.log,
-                           **o))
-            self.keys[f"run:{name}"] = key
-            self.result.runs.append(self.run_path(name))
-
-    def _dba(self, extract_name: str, pooling: str, store: Path, key: str, options: Mapping[str, Any]
-             ) -> tuple[Path, str, str]:
-        """A [[search]]'s ``dba = {...}``: the augmented copy of a database store (:mod:`bpcr.dba`), made once.
-
-        Returns the new store, its key and the name its index goes by; the query store is unchanged.
-        """
-        from .dba import dba
-
-        tag = "dba-" + _key("dba", dict(options))[:8]
-        out = self.work / "features-dba" / extract_name / f"{pooling}-{tag}"
-        dba_key = _key("dba", dict(options), key, pooling)
-        self._step("dba", f"{extract_name}-{pooling}-{tag}", dba_key, [out / "meta.json"],
-                   lambda: dba(store, out, graph_dir=self.work / "graphs", log=self.log, **options), database=True)
-        return out, dba_key, f"{extract_name}-{pooling}-{tag}"
-
-    def _input_run(self, source: str) -> tuple[Path, str]:
-        """An earlier run's path and key (``validate`` has checked it exists)."""
-        return self.run_path(source), self.keys[f"run:{source}"]
-
-    def refine(self) -> None:
-        from .refine import refine
-        from .textindex import build_text_index
-
-        entries = self.config.get("refine", [])
-        if not entries:
-            return
-        text_dir = self.work / "text-index"
-        text_options = dict(self.config.get("text_index", {}))
-        text_key = _key("text-index", text_options, self.keys["prepare"])
-        # The textual index is built for the methods that read it (text; dupgroup's description links).
-        if any(entry.get("method", "text") in TEXT_INDEX_METHODS for entry in entries):
-            self._step("text-index", "database", text_key, [text_dir],
-                       lambda: build_text_index(self.manifests["database"], text_dir, force=True, **text_options),
-                       database=True)
-        for entry in entries:
-            name = self._run_name("refine", entry)
-            run, run_key = self._input_run(entry["input"])
-            # Without features, the second search ranks with the input run's own (fused) similarity.
-            specs = entry.get("features") or []
-            specs = [specs] if isinstance(specs, str) else list(specs)
-            db_stores, query_stores, upstream = [], [], []
-            for spec in specs:
-                extract_name, pooling = self._features(f"refine {name}", spec)
-                db_stores.append(self.store(extract_name, "database", pooling))
-                query_stores.append(self.store(extract_name, "queries", pooling))
-                upstream += [self.keys[f"extract:{extract_name}:database"], self.keys[f"extract:{extract_name}:queries"],
-                             pooling]
-            options = {k: v for k, v in entry.items() if k not in ("name", "input", "features")}
-            reads_text = options.get("method", "text") in TEXT_INDEX_METHODS
-            key = _key("refine", options, run_key, text_key if reads_text else None, upstream)
-            self._step("refine", name, key, [self.run_path(name)],
-                       lambda r=run, n=name, o=options, d=db_stores or None, q=query_stores or None, t=reads_text:
-                       refine(r, text_dir if t else None, d, q, n, self.submissions,
-                              graph_dir=self.work / "graphs", log=self.log, **o))
-            self.keys[f"run:{name}"] = key
-            self.result.runs.append(self.run_path(name))
-
-    def rerank(self) -> None:
-        from .rerank import rerank
-
-        cache_dir = self.work / "sift-cache"
-        if self.frozen is not None and self.config.get("rerank") and not cache_dir.is_dir():
-            raise BadInput(self.config_path, None, f"{cache_dir} is missing; run `bpcr run {self.config_path}` first")
-        for entry in self.config.get("rerank", []):
-            name = self._run_name("rerank", entry)
-            run, run_key = self._input_run(entry["input"])
-            options = {k: v for k, v in entry.items() if k not in ("name", "input")}
-            key = _key("rerank", options, run_key, self.keys["prepare"])
-            self._step("rerank", name, key, [self.run_path(name)],
-                       lambda r=run, n=name, o=options: rerank(
-                           r, self.manifests["database"], self.manifests["queries"], n, self.submissions,
-                           cache_dir=cache_dir, progress=self.progress, **o))
-            self.keys[f"run:{name}"] = key
-            self.result.runs.append(self.run_path(name))
-
-    def ensemble(self) -> None:
-        from .ensemble import ensemble
-
-        for entry in self.config.get("ensemble", []):
-            name = self._run_name("ensemble", entry)
-            inputs = entry.get("inputs", [])
-            paths, keys = [], []
-            for source in inputs:
-                path, key = self._input_run(source)
-                paths.append(path)
-                keys.append(key)
-            options = {k: v for k, v in entry.items() if k not in ("name", "inputs", "tune")}
-            if entry.get("tune") and self.frozen is not None:
-                options.update(self._tuned(name, inputs))
-            elif entry.get("tune"):
-                if self.gt is None:
-                    raise BadInput(self.config_path, None, f"[ensemble {name}] tune = true needs ground truth")
-                options["tune_on"] = self.gt
-            key = _key("ensemble", options, keys)
-            self._step("ensemble", name, key, [self.run_path(name)],
-                       lambda p=paths, n=name, o=options: ensemble(p, name=n, out=self.submissions, **o))
-            self.keys[f"run:{name}"] = key
-            self.result.runs.append(self.run_path(name))
-
-    def _tuned(self, name: str, inputs: list[str]) -> dict[str, Any]:
-        """The weights (and RRF's k) ``bpcr run`` tuned for ensemble ``name``, from its run's JSON."""
-        from .fusion import RRF_K_KEY
-        from .runs import read_provenance
-
-        assert self.frozen is not None
-        source = self.frozen.runs / f"{name}.json"
-        if not source.is_file():
-            raise BadInput(self.config_path, None, f"[ensemble {name}] {source} is missing: its tuned weights are "
-                                                   f"reused; run `bpcr run {self.config_path}` first")
-        prov = read_provenance(source)
-        params = prov.get("params", {})
-        fused = [i.get("name") for i in prov.get("fusion_inputs", [])]
-        if "tuning" not in prov or fused != list(inputs) or not isinstance(params.get("weights"), list):
-            raise BadInput(source, None, f"not tuned on the inputs {', '.join(inputs)} of [ensemble {name}]; "
-                                         f"run `bpcr run {self.config_path}` first")
-        return {"weights": params["weights"], "rrf_k": params.get(RRF_K_KEY)}
 
     def score(self) -> None:
         from .leaderboard import write_outputs
@@ -416,15 +247,48 @@ class Pipeline:
         write_outputs(scores, gt, self.leaderboard, self.work / "scores.json", self.work / "per_query.csv")
         self.result.times.append(StageTime("score", "leaderboard", time.perf_counter() - start, False))
         self.result.leaderboard = self.leaderboard
-        self.scores = scores
+        self.scores, self.scored_gt = scores, Path(gt)
+
+    def _report_out(self) -> Path:
+        report = self.config.get("report", {})
+        return Path(report["out"]) if "out" in report else self.leaderboard.parent / "report"
+
+    def report(self) -> None:
+        """[report]: ``bpcr report``'s page of the runs it names (default: the best ones), after scoring."""
+        from .report import write_report
+
+        if "report" not in self.config:
+            return
+        if self.scores is None or self.scored_gt is None:
+            self.log("[report] nothing was scored: no report")
+            return
+        options = {k: v for k, v in self.config["report"].items() if k not in ("runs", "best", "out")}
+        names = list(self.config["report"].get("runs") or
+                     [s.name for s in self.scores[:self.config["report"].get("best", REPORT_BEST)]])
+        if "diff" in options:
+            options["diff"] = tuple(options["diff"])
+            names += [n for n in options["diff"] if n not in names]
+        # The halves are the leaderboard's, so the page's figures are the leaderboard's.
+        split = {k: v for k, v in self.config.get("score", {}).items() if k in ("split_seed", "public_share")}
+        out, gt = self._report_out(), self.scored_gt
+        key = _key("report", options, split, names, [self.keys[f"run:{n}"] for n in names], sha256_file(gt),
+                   self.keys["prepare"])
+        self._step("report", out.name, key, [out / "index.html", out / "report.json"],
+                   lambda: write_report([self.run_path(n) for n in names], gt, out,
+                                        db_manifest=self.manifests["database"],
+                                        query_manifest=self.manifests["queries"], progress=self.progress,
+                                        **split, **options))
 
     def run(self) -> PipelineResult:
+        from .folders import REPORT, check_output_folder
         from .leaderboard import check_outputs
 
         self.validate()
-        # The leaderboard's files are checked before the first stage, not after the last.
+        # The leaderboard's files and the report's folder are checked before the first stage, not after the last.
         check_outputs(self.leaderboard, self.work / "scores.json", self.work / "per_query.csv")
-        for stage in ("prepare", "extract", "search", "refine", "rerank", "ensemble", "score"):
+        if "report" in self.config:
+            check_output_folder(self._report_out(), "[report] out", REPORT)
+        for stage in STAGES:
             getattr(self, stage)()
         write_json_atomic(self.work / "timings.json", [t.__dict__ for t in self.result.times])
         return self.result

@@ -43,12 +43,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import io
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -148,7 +149,8 @@ def train(
     discards a checkpoint made with other options. ``on_epoch(epoch)`` is called
     once that epoch's checkpoint is on disk. ``log`` hears what the run found and
     did (the categories, each epoch's losses and validation; None: silent);
-    ``progress`` is told of each epoch's training images (:mod:`bpcr.progress`).
+    ``progress`` is told of each epoch's training images, with the epoch's running loss as
+    its note (:mod:`bpcr.progress`).
     """
     started = time.perf_counter()
     say = log or (lambda message: None)
@@ -241,6 +243,13 @@ def train(
 
 
 # ---------------------------------------------------------------- options, checkpoint, output
+
+
+def check_train_options(options: Mapping[str, Any]) -> None:
+    """Refuse (BadInput) keyword options of :func:`train` out of their ranges, before any work (a config's
+    ``[[train]]``); options not given take their defaults."""
+    defaults = {n: p.default for n, p in inspect.signature(train).parameters.items() if p.default is not p.empty}
+    _check_options({**defaults, **options})
 
 
 def _check_options(o: dict[str, Any]) -> tuple[str | None, bool]:

@@ -37,6 +37,8 @@ BACKGROUND = 4  # background negatives per tuple: 004 §3.3's 1 : 1 : 4
 VAL_EPOCH = 1 << 30  # the "epoch" the fixed validation photos are drawn for
 VAL_CAP = 1000  # validation images used at most (a seeded sample of the held-out ones)
 MINE_POOL_CAP = 20000  # images embedded per epoch to mine negatives from, at most
+# The progress bar's running loss is read from a CUDA device every this many steps: each read waits for the GPU.
+NOTE_EVERY_CUDA = 20
 
 
 @dataclass
@@ -270,7 +272,10 @@ def run_epoch(network: Network, teacher: nn.Module | None, data: Data, opt: torc
                 sums[key] += parts[key].detach().float()
             counts["positive_pairs"] += n_pos
             counts["negative_pairs"] += n_neg
-            advance(images.shape[0])
+            note = None
+            if dev.type != "cuda" or (step + 1) % NOTE_EVERY_CUDA == 0 or step + 1 == steps:
+                note = running_loss(float(sums["loss"]) / (step + 1), float(total.detach()))
+            advance(images.shape[0], note=note)
     trained = time.perf_counter() - tic
     n_steps = max(1, len(tuples) // b)
     return {"epoch": epoch, "train": {k: float(v) / n_steps for k, v in sums.items()}, **counts,
@@ -279,6 +284,11 @@ def run_epoch(network: Network, teacher: nn.Module | None, data: Data, opt: torc
             "lr": [lr0 * 0.5 * (1 + math.cos(math.pi * (epoch - 1) * steps / total_steps)),
                    lr0 * 0.5 * (1 + math.cos(math.pi * (epoch * steps - 1) / total_steps))],
             "seconds": {"mine": mined, "train": trained, "total": mined + trained}}
+
+
+def running_loss(mean: float, last: float) -> str:
+    """The progress bar's note during training: the epoch's mean loss so far and the last step's."""
+    return f"loss {mean:.4f} (step {last:.4f})"
 
 
 def _batch_loss(emb: Tensor, logits: Tensor, rows: np.ndarray, data: Data, pair_name: str | None,

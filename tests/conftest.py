@@ -1,4 +1,4 @@
-"""Shared test helpers: run the CLI in-process and read its exit code and output."""
+"""Shared test helpers: run the CLI in-process and read its exit code and output; a tiny demo config."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,3 +59,39 @@ def good_run(tmp_path: Path) -> Path:
     path = tmp_path / "good.csv"
     path.write_text("v1,n1,n2,n3,n4,n5,n6,n7\nv2,n3,n1,n2,n4,n5,n6,n7\n")
     return path
+
+
+TINY_DEMO = """work = "work"
+submissions = "subs"
+leaderboard = "lb.md"
+[prepare]
+demo = true
+seed = 2
+n_products = 8
+n_distractors = 20
+n_queries = {n_queries}
+{prepare_workers}[[extract]]
+name = "lite0"
+backbone = "tf_efficientnet_lite0"
+size = 64
+poolings = ["mac"]
+{extract_workers}[[search]]
+name = "mac"
+features = "lite0/mac"
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_config():
+    """``make(n_queries, one_worker=False, then="")``: the text of a tiny demo config.
+
+    It writes into ``work/``, ``subs/`` and ``lb.md``: a generated demo of 8
+    products and 20 distractors, Lite0 at 64 px pooled with MAC, and one search
+    run ``mac``; ``then`` is appended (more tables). ``one_worker``: one process
+    renders the demo and extraction decodes in the main process on one thread.
+    """
+    def make(n_queries: int, one_worker: bool = False, then: str = "") -> str:
+        return TINY_DEMO.format(n_queries=n_queries, prepare_workers="workers = 1\n" if one_worker else "",
+                                extract_workers="workers = 0\nthreads = 1\n" if one_worker else "") + then
+
+    return make

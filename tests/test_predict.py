@@ -12,27 +12,7 @@ import pytest
 from bpcr.check import check_submission
 from bpcr.pipeline import run_pipeline
 
-TINY = """work = "work"
-submissions = "subs"
-leaderboard = "lb.md"
-[prepare]
-demo = true
-seed = 2
-n_products = 8
-n_distractors = 20
-n_queries = 6
-workers = 1
-[[extract]]
-name = "lite0"
-backbone = "tf_efficientnet_lite0"
-size = 64
-poolings = ["mac"]
-workers = 0
-threads = 1
-[[search]]
-name = "mac"
-features = "lite0/mac"
-[[refine]]
+CHAIN = """[[refine]]
 name = "refined"
 input = "mac"
 [[rerank]]
@@ -51,10 +31,15 @@ steps = 4
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory):
+def tiny(tiny_demo_config) -> str:
+    return tiny_demo_config(6, one_worker=True, then=CHAIN)
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory, tiny):
     """The tiny config after `bpcr run`: its folder (config, work, runs)."""
     folder = tmp_path_factory.mktemp("predict")
-    (folder / "tiny.toml").write_text(TINY)
+    (folder / "tiny.toml").write_text(tiny)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         run_pipeline("tiny.toml", log=lambda _: None)
@@ -124,7 +109,7 @@ def test_a_folder_of_bad_images_is_answered_by_the_fallback(ran, tmp_path, cli, 
     assert "2 of them by the fallback" in result.out
 
 
-def test_predict_refuses_what_bpcr_run_did_not_make(ran, tmp_path, cli, monkeypatch):
+def test_predict_refuses_what_bpcr_run_did_not_make(ran, tiny, tmp_path, cli, monkeypatch):
     _photos(ran, tmp_path / "photos", 1)
     monkeypatch.chdir(ran)
     out = tmp_path / "answers.csv"
@@ -136,10 +121,10 @@ def test_predict_refuses_what_bpcr_run_did_not_make(ran, tmp_path, cli, monkeypa
         return result.err
 
     assert "--run 'nope' is not a run" in refused("tiny.toml", "--run", "nope")
-    Path("elsewhere.toml").write_text(TINY.replace('work = "work"', 'work = "elsewhere"'))
+    Path("elsewhere.toml").write_text(tiny.replace('work = "work"', 'work = "elsewhere"'))
     assert "run `bpcr run elsewhere.toml` first" in refused("elsewhere.toml")
     # Other extraction options than the database stores were made with: refused before any query is described.
-    Path("other.toml").write_text(TINY.replace("size = 64", "size = 72"))
+    Path("other.toml").write_text(tiny.replace("size = 64", "size = 72"))
     assert "[extract] lite0-database: made with other options or data; run `bpcr run other.toml` first" in \
         refused("other.toml")
 

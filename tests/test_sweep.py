@@ -8,24 +8,7 @@ import pytest
 from bpcr.errors import BadInput
 from bpcr.sweep import Axis, apply_point, parse_axis
 
-TINY = """work = "work"
-submissions = "subs"
-leaderboard = "lb.md"
-[prepare]
-demo = true
-seed = 2
-n_products = 8
-n_distractors = 20
-n_queries = 8
-[[extract]]
-name = "lite0"
-backbone = "tf_efficientnet_lite0"
-size = 64
-poolings = ["mac"]
-[[search]]
-name = "mac"
-features = "lite0/mac"
-[[rerank]]
+RERANK = """[[rerank]]
 name = "sift"
 input = "mac"
 top = 3
@@ -55,8 +38,8 @@ def test_apply_point_edits_a_copy():
         apply_point(config, [parse_axis("refine.k_keep=1")], [1])
 
 
-def test_tiny_sweep_chooses_on_public_and_reports_private(tmp_path, monkeypatch, cli):
-    (tmp_path / "tiny.toml").write_text(TINY)
+def test_tiny_sweep_chooses_on_public_and_reports_private(tmp_path, monkeypatch, cli, tiny_demo_config):
+    (tmp_path / "tiny.toml").write_text(tiny_demo_config(8, then=RERANK))
     monkeypatch.chdir(tmp_path)
     result = cli("sweep", "tiny.toml", "--grid", "rerank.top=3,8", "--run", "sift", "--out", "chosen.toml")
     assert result.code == 0, result.err

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -69,8 +70,20 @@ def dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(dataset):
-    return train(dataset / "prepared" / "database.csv", dataset / "trained", epochs=2, val_share=0.25, seed=1, **FAST)
+def told():
+    """What the trained fixture's progress heard: (label, total) per bar, (count, note) per step."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, told):
+    @contextmanager
+    def progress(label: str, total: int, done: int = 0):
+        told.append((label, total))
+        yield lambda n=1, note=None: told.append((n, note))
+
+    return train(dataset / "prepared" / "database.csv", dataset / "trained", epochs=2, val_share=0.25, seed=1,
+                 progress=progress, **FAST)
 
 
 def test_outputs(trained, dataset):
@@ -91,6 +104,19 @@ def test_outputs(trained, dataset):
     assert all(0 <= e["val"]["map7"] <= 1 for e in epochs) and epochs[1]["positive_pairs"] == 16
     assert epochs[1]["negative_pairs"] > 16 and epochs[1]["hard_negatives_found"] == 16
     assert summary["best_epoch"] in (0, 1, 2) and summary["seconds"]["training"] > 0
+
+
+def test_the_progress_bar_hears_the_running_loss(trained, told):
+    """Each step reports its 12 images (4 tuples of 3) with the epoch's running loss; the last is the epoch's."""
+    starts = [i for i, (label, _) in enumerate(told) if isinstance(label, str)]
+    assert [told[i][0].split(" (")[0] for i in starts] == ["train epoch 1/2", "train epoch 2/2"]
+    for epoch, (first, end) in enumerate(zip(starts, [*starts[1:], len(told)]), start=1):
+        steps = told[first + 1:end]
+        assert told[first][1] == 3 * 16 and [n for n, _ in steps] == [12] * 4
+        means = [float(note.split()[1]) for _, note in steps]
+        assert all(note.startswith("loss ") and "(step " in note for _, note in steps)
+        recorded = trained.summary["epochs"][epoch]["train"]["loss"]
+        assert means[-1] == pytest.approx(recorded, abs=1e-4)
 
 
 def test_extract_loads_the_weights(trained, dataset):
