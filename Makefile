@@ -1,11 +1,12 @@
 # Two entry points: `make demo` (set up, then run the whole pipeline on the
 # generated demo dataset) and `make test` (set up, then run the test suite).
+# `make demo-train` adds the trained rows (about 40 minutes on 2 CPU cores).
 VENV   ?= .venv
 PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.bpcr-installed
 
-.PHONY: demo test setup clean
+.PHONY: demo demo-train test setup clean
 
 setup: $(STAMP)
 
@@ -20,6 +21,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/bpcr run configs/demo.toml
+
+demo-train: demo
+	$(BIN)/bpcr run configs/demo-train.toml
 
 test: $(STAMP)
 	$(BIN)/pytest
