@@ -293,9 +293,12 @@ def rerank(
     max_keypoints: int = typer.Option(250, "--max-keypoints", min=1, help="SIFT keypoints kept per image (strongest first)."),
     max_side: int = typer.Option(512, "--max-side", min=32, help="Images are shrunk so their long side is at most this many pixels."),
     matcher: str = typer.Option("flann", "--matcher", help=f"{choices(MATCHERS)}: flann is a k-d forest, 5 trees, 50 checks (paper 000); bf is exact."),
+    root_sift: bool = typer.Option(False, "--root-sift/--no-root-sift", help="Match RootSIFT descriptors (L1-normalised, square-rooted SIFT)."),
+    jpeg_draft: bool = typer.Option(True, "--jpeg-draft/--no-jpeg-draft", help="Decode large JPEGs at a reduced scale near --max-side."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of FLANN's random trees and of RANSAC."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (default: one per CPU)."),
-    cache_dir: Path = typer.Option(Path("work/cache/sift"), "--cache-dir", help="Cache of database SIFT descriptors (.npz)."),
+    device: str = typer.Option("cpu", "--device", help="Where --matcher bf matches: cpu (in the worker processes), auto or cuda[:N] (torch)."),
+    cache_dir: Path = typer.Option(Path("work/cache/sift"), "--cache-dir", help="Cache of SIFT descriptors (.npz)."),
 ) -> None:
     """Re-rank each query's shortlist by SIFT matching (paper 000 §3.1.1, §3.4.2).
 
@@ -307,7 +310,8 @@ def rerank(
 
     show_run(run_rerank(run, db_manifest, query_manifest, name, out=out, top=top, scorer=scorer, ratio=ratio,
                         max_keypoints=max_keypoints, max_side=max_side, blend_weight=blend_weight, blend_of=blend_of,
-                        matcher=matcher, seed=seed, workers=workers, cache_dir=cache_dir, progress=rich_progress))
+                        matcher=matcher, root_sift=root_sift, jpeg_draft=jpeg_draft, seed=seed, workers=workers,
+                        device=device, cache_dir=cache_dir, progress=rich_progress))
 
 
 @app.command(rich_help_panel="Pipeline")
@@ -326,7 +330,7 @@ def ensemble(
     tune_on: Optional[Path] = typer.Option(None, "--tune-on", help="Ground truth to tune the weights (and RRF's constant) on, with cross-validation; only its public half (as `bpcr score` splits it) unless --tune-half says otherwise."),
     tune_half: str = typer.Option("public", "--tune-half", help="Queries of --tune-on to tune on: public, private or all (the last two need --allow-private)."),
     allow_private: bool = typer.Option(False, "--allow-private", help="Allow tuning on the private half the leaderboard reports (the run's JSON says so)."),
-    split_seed: int = typer.Option(0, "--split-seed", min=0, help="Seed of the public/private split (as `bpcr score --split-seed`)."),
+    split_seed: int = typer.Option(0, "--split-seed", min=0, max=SEED_MAX, help="Seed of the public/private split (as `bpcr score --split-seed`)."),
     public_share: float = typer.Option(0.5, "--public-share", min=0.0, max=1.0, help="Share of queries in the public half, in (0, 1) (as `bpcr score --public-share`)."),
     folds: int = typer.Option(5, "--folds", min=2, help="Cross-validation folds over queries (with --tune-on)."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the fold assignment and the bootstrap (with --tune-on)."),
@@ -353,6 +357,10 @@ def run_command(
     force: bool = typer.Option(False, "--force", help="Re-run every stage even when its outputs are up to date."),
 ) -> None:
     """Run the whole chain from one TOML config; stages whose inputs and options are unchanged are skipped.
+
+    Stages, in order: prepare, train, extract, index, text index, search, refine,
+    rerank, ensemble, score, report; each table's keys are the keyword arguments
+    of that stage's library function.
 
     Example: bpcr run configs/demo.toml
     """
@@ -387,7 +395,7 @@ def sweep_command(
     grid: List[str] = typer.Option(..., "--grid", help="STAGE.KEY=V1,V2,... or STAGE.NAME.KEY=V1,V2,... (repeatable: the product of the axes). List the current default first: ties go to the earlier point."),
     run: Optional[str] = typer.Option(None, "--run", help="The run the choice is made on (default: the config's last run)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the chosen config (default WORK/sweep/chosen.toml)."),
-    split_seed: int = typer.Option(0, "--split-seed", min=0, help="Seed of the public/private split (as `bpcr score`)."),
+    split_seed: int = typer.Option(0, "--split-seed", min=0, max=SEED_MAX, help="Seed of the public/private split (as `bpcr score`)."),
     public_share: float = typer.Option(0.5, "--public-share", min=0.0, max=1.0, help="Share of queries in the public half, in (0, 1)."),
 ) -> None:
     """Run a config over a grid of options and choose on the public half of the queries.
@@ -420,6 +428,7 @@ def train_command(
     batch_size: int = typer.Option(16, "--batch-size", min=2, max=4096, help="Images per step."),
     size: int = typer.Option(224, "--size", min=32, max=1024, help="Input size in pixels."),
     images_per_epoch: Optional[int] = typer.Option(None, "--images-per-epoch", min=1, max=10_000_000, help="Training images drawn per epoch (default: all)."),
+    pool_size: Optional[int] = typer.Option(None, "--pool-size", min=1, max=10_000_000, help="Images searched for each epoch's hard negatives (default: twice the images per epoch)."),
     categories: int = typer.Option(44, "--categories", min=2, max=10_000, help="Pseudo-categories mined from the descriptions (002 App. A: 44)."),
     min_category_size: int = typer.Option(20, "--min-category-size", min=1, max=1_000_000, help="Images a pseudo-category needs; smaller ones are merged or dropped."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**31 - 1, help="Seed of sampling, augmentation and initialisation."),
@@ -441,7 +450,8 @@ def train_command(
 
     result = train(manifest, out, backbone, weights, epochs=epochs, loss=loss, margin=margin,
                    softmax_weight=softmax_weight, distill_weight=distill_weight, optimizer=optimizer, lr=lr,
-                   batch_size=batch_size, size=size, images_per_epoch=images_per_epoch, categories=categories,
+                   batch_size=batch_size, size=size, images_per_epoch=images_per_epoch, pool_size=pool_size,
+                   categories=categories,
                    min_category_size=min_category_size, seed=seed, device=device, restart=restart, progress=rich_progress, log=pipeline_log)
     typer.echo(f"wrote {result.weights}")
     typer.echo(f"wrote {result.report}")
