@@ -1,11 +1,11 @@
-"""The cache of database SIFT descriptors used by re-ranking.
+"""The cache of SIFT descriptors used by re-ranking, for database and query images alike.
 
-One ``.npz`` file (an entry) per database image and SIFT setting, written
+One ``.npz`` file (an entry) per image and SIFT setting, written
 atomically and read with ``allow_pickle=False``, holding:
 
 - ``xy`` float32 (K, 2) and ``desc`` uint8 (K, 128), K <= the keypoint cap;
 - ``image_sha256``: the sha256 of the image bytes the descriptors came from;
-- ``sift``: int64 ``[SIFT version, max_side, max_keypoints]``.
+- ``sift``: int64 ``[SIFT version, max_side, max_keypoints, jpeg_draft]``.
 
 Entries live under a key that covers the image's path, size and mtime, the
 SIFT options, the kit's SIFT version and OpenCV's version, so a changed image
@@ -40,10 +40,11 @@ class SiftOptions:
 
     max_side: int
     max_keypoints: int
+    jpeg_draft: bool = True  # JPEGs decoded at a reduced scale near max_side (bpcr.sift_tasks.load_gray)
 
     def stamp(self) -> np.ndarray:
         """The ``sift`` array an entry made with these options holds."""
-        return np.array([SIFT_VERSION, self.max_side, self.max_keypoints], dtype=np.int64)
+        return np.array([SIFT_VERSION, self.max_side, self.max_keypoints, int(self.jpeg_draft)], dtype=np.int64)
 
 
 class BadEntry(Exception):
@@ -62,6 +63,7 @@ def cache_file(cache_dir: Path, image_path: Path, sift: SiftOptions) -> Path:
         "mtime_ns": st.st_mtime_ns,
         "max_side": sift.max_side,
         "max_keypoints": sift.max_keypoints,
+        "jpeg_draft": sift.jpeg_draft,
         "sift_version": SIFT_VERSION,
         "opencv": cv2.__version__,
     }
@@ -116,17 +118,23 @@ def load_keypoints(path: Path, sift: SiftOptions) -> tuple[Keypoints, str]:
     return Keypoints(xy, desc), str(digest)
 
 
-def check_entry(path: Path, image_path: Path, sift: SiftOptions) -> str | None:
-    """Why the entry at ``path`` cannot serve ``image_path`` (None when it can).
+def read_entry(path: Path, image_path: Path, sift: SiftOptions) -> Keypoints:
+    """The keypoints the entry at ``path`` holds for ``image_path``; BadEntry (why) when it cannot serve it.
 
     Reads the entry in full and hashes the image's bytes: the descriptors must
     have come from exactly this image, with these options. Raises OSError when
     the image cannot be read.
     """
+    keypoints, recorded = load_keypoints(path, sift)
+    if recorded != image_sha256(image_path):
+        raise BadEntry("made from other image bytes than the image's now")
+    return keypoints
+
+
+def check_entry(path: Path, image_path: Path, sift: SiftOptions) -> str | None:
+    """Why the entry at ``path`` cannot serve ``image_path`` (None when it can); see :func:`read_entry`."""
     try:
-        _, recorded = load_keypoints(path, sift)
+        read_entry(path, image_path, sift)
     except BadEntry as exc:
         return str(exc)
-    if recorded != image_sha256(image_path):
-        return "made from other image bytes than the image's now"
     return None

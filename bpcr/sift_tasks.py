@@ -1,21 +1,39 @@
 """The work SIFT re-ranking spreads over processes (paper 000 §3.1.1, §3.4.2).
 
-:func:`extract_task` describes one database image and caches its descriptors
-(:mod:`bpcr.sift_cache`); :func:`match_task` matches one query photo against
-its shortlist's cached descriptors, with the ratio test and optionally RANSAC
-(:mod:`bpcr.sift`). Workers run with one OpenCV thread and its baseline code
-paths (:func:`init_worker`), so results never depend on the worker count or
-the processor.
+:func:`extract_task` describes one image (database or query) and caches its
+descriptors (:mod:`bpcr.sift_cache`); the stage gathers every descriptor a run
+needs into one :class:`Pack` (two flat files), and :func:`match_task` matches
+one query against its shortlist from the pack, with the ratio test and
+optionally RANSAC (:mod:`bpcr.sift`). Workers run with one OpenCV thread and
+its baseline code paths, and one BLAS thread (:func:`init_worker`), so results
+never depend on the worker count or the processor.
+
+Decoding (:func:`load_gray`) asks the JPEG decoder for the largest power-of-two
+reduction (1/2, 1/4, 1/8, in the DCT domain) that still leaves the long side
+at least twice ``max_side`` ("draft" mode), then shrinks with INTER_AREA to the
+size a full decode would give: a 12 MP phone photo is decoded at 1000 x 750
+instead of 4000 x 3000. Images within four times ``max_side`` decode exactly
+as before.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
-from .sift import Keypoints, extract_sift, match, mean_match_distance, to_gray, verify_homography
-from .sift_cache import BadEntry, SiftOptions, image_sha256, load_keypoints, save_keypoints
+from .memory import keep_freed_memory
+from .sift import Keypoints, extract_sift, match_many, mean_match_distance, root_sift, to_gray, verify_homography
+from .sift_cache import SiftOptions, image_sha256, save_keypoints
+
+
+# Draft decoding stops at this many times max_side, and INTER_AREA shrinks the rest of the way.
+# Measured with 40 generated 12 MP photos x top 50 (benchmarks/sift_fullsize.py data, bf, 384 px),
+# mAP@7 public / private: full decode 0.561 / 0.529, margin 2 0.551 / 0.527, margin 1 (the
+# DCT scaling doing all of an up-to-8x reduction) 0.517 / 0.515.
+DRAFT_MARGIN = 2
 
 
 @dataclass(frozen=True)
@@ -25,23 +43,72 @@ class MatchOptions:
     geometry: bool
     ransac_threshold: float
     seed: int
+    device: str | None = None  # the exact matcher's torch device; None: numpy
 
 
 def init_worker() -> None:
     # For the worker's whole life: one OpenCV thread (the processes already use every
-    # core) and the baseline code paths, as bpcr.sift.reproducible_opencv sets them.
+    # core) and the baseline code paths, as bpcr.sift.reproducible_opencv sets them;
+    # one BLAS thread for the exact matcher's products, for the same reason.
     cv2.setNumThreads(1)
     cv2.setUseOptimized(False)
+    keep_freed_memory()  # SIFT's pyramid is allocated and freed for every image
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # then BLAS keeps its own thread count; results are exact either way
+        return
+    threadpool_limits(1)
+
+
+# ---------------------------------------------------------------- decoding and description
+
+
+def load_gray(path: Path, sift: SiftOptions) -> np.ndarray:
+    """The (H, W) uint8 grey image SIFT describes: :func:`bpcr.images.load_rgb`'s checks and
+    upright RGB, shrunk by :func:`bpcr.sift.to_gray`; JPEGs decoded in draft mode (module docstring)
+    when ``sift.jpeg_draft``. Raises :class:`bpcr.images.ImageError`."""
+    from PIL import Image, UnidentifiedImageError
+
+    from . import images
+
+    path = Path(path)
+    if not sift.jpeg_draft:
+        return to_gray(images.load_rgb(path), sift.max_side)
+    try:
+        if path.stat().st_size == 0:
+            raise images.ImageError("zero-byte file")
+    except FileNotFoundError:
+        raise images.ImageError("file not found") from None
+    except OSError as exc:
+        raise images.ImageError(f"cannot read: {exc.strerror}") from None
+    try:
+        with Image.open(path, formats=images._OPENERS) as opened:
+            width, height = opened.size
+            if width * height > images.MAX_PIXELS:  # checked on the full size, as load_rgb does
+                raise images.ImageError(f"decompression bomb: {width * height} pixels > limit {images.MAX_PIXELS}")
+            scale = DRAFT_MARGIN * sift.max_side / max(width, height, 1)
+            if scale < 0.5:  # a no-op for formats without a draft mode
+                opened.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+            stored = opened.size
+            image, _ = images._decode_opened(path, opened, images.MAX_PIXELS)
+            image = opened.copy() if image is opened else image
+    except Image.DecompressionBombError as exc:
+        raise images.ImageError(images._bomb_reason(str(exc), images.MAX_PIXELS)) from None
+    except UnidentifiedImageError:
+        raise images.ImageError("not an image (or not a supported format)") from None
+    except images._DECODE_ERRORS as exc:
+        raise images.ImageError(images._decode_reason(exc)) from None
+    # EXIF orientation may have swapped the sides after decoding.
+    source = (width, height) if image.size == stored else (height, width)
+    return to_gray(image, sift.max_side, source_size=source)
 
 
 def image_keypoints(path: str, sift: SiftOptions) -> Keypoints:
-    from .images import load_rgb
-
-    return extract_sift(to_gray(load_rgb(Path(path)), sift.max_side), sift.max_keypoints)
+    return extract_sift(load_gray(Path(path), sift), sift.max_keypoints)
 
 
-def extract_task(task: tuple[str, str, SiftOptions]) -> tuple[str, str | None]:
-    """Compute and cache one database image; returns (cache file, failure reason or None)."""
+def extract_task(task: tuple[str, str, SiftOptions]) -> tuple[str, str | None, Keypoints | None]:
+    """Compute and cache one image; returns (cache file, failure reason or None, keypoints or None)."""
     from .images import ImageError
 
     path, target, sift = task
@@ -50,44 +117,80 @@ def extract_task(task: tuple[str, str, SiftOptions]) -> tuple[str, str | None]:
         digest = image_sha256(Path(path))
         keypoints = image_keypoints(path, sift)
     except ImageError as exc:
-        return target, exc.reason
+        return target, exc.reason, None
     except OSError as exc:
-        return target, f"cannot read: {exc.strerror}"
+        return target, f"cannot read: {exc.strerror}", None
     save_keypoints(Path(target), keypoints, digest, sift)
-    return target, None
+    return target, None, keypoints
+
+
+# ---------------------------------------------------------------- the run's pack of descriptors
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Every descriptor one run matches, as two flat files the workers map: ``desc`` (rows, 128)
+    uint8 and ``xy`` (rows, 2) float32. An image is a span ``(first row, rows)``."""
+
+    desc: str
+    xy: str
+    rows: int
+
+    def keypoints(self, spans: list[tuple[int, int] | None]) -> list[Keypoints | None]:
+        """The keypoints of each span (None stays None)."""
+        if self.rows == 0:
+            desc = np.zeros((0, 128), np.uint8)
+            xy = np.zeros((0, 2), np.float32)
+        else:
+            desc = np.memmap(self.desc, dtype=np.uint8, mode="r", shape=(self.rows, 128))
+            xy = np.memmap(self.xy, dtype=np.float32, mode="r", shape=(self.rows, 2))
+        return [None if span is None else
+                Keypoints(np.array(xy[span[0]:span[0] + span[1]]), np.array(desc[span[0]:span[0] + span[1]]))
+                for span in spans]
+
+
+class PackWriter:
+    """Appends keypoints to a :class:`Pack` in ``folder``; RootSIFT is applied here, once per image."""
+
+    def __init__(self, folder: Path, use_root_sift: bool) -> None:
+        self._paths = (folder / "desc.u8", folder / "xy.f32")
+        self._files = [open(p, "wb") for p in self._paths]
+        self._root_sift = use_root_sift
+        self.rows = 0
+
+    def add(self, keypoints: Keypoints) -> tuple[int, int]:
+        desc = root_sift(keypoints.desc) if self._root_sift else keypoints.desc
+        self._files[0].write(np.ascontiguousarray(desc, dtype=np.uint8).tobytes())
+        self._files[1].write(np.ascontiguousarray(keypoints.xy, dtype=np.float32).tobytes())
+        span = (self.rows, len(keypoints))
+        self.rows += len(keypoints)
+        return span
+
+    def close(self) -> Pack:
+        for handle in self._files:
+            handle.close()
+        return Pack(str(self._paths[0]), str(self._paths[1]), self.rows)
 
 
 def match_task(
-    task: tuple[str, str, list[str | None], SiftOptions, MatchOptions],
-) -> tuple[str, str | None, list[tuple[int, float]], str | None]:
-    """Match one query against its shortlist's cached descriptors.
-
-    Returns (query ID, failure reason or None, [(count, mean distance)] per
-    shortlisted image, cache failure or None). Images without descriptors
-    (``None`` targets, already warned about) count (0, 0.0). The entries were
-    checked before matching began, so one that cannot be read now changed
-    during the run: that is reported as ``"FILE: reason"``, never scored as no match.
-    """
-    from .images import ImageError
-
-    query_id, query_path, targets, sift, options = task
-    try:
-        query = image_keypoints(query_path, sift)
-    except ImageError as exc:
-        return query_id, exc.reason, [], None
+    task: tuple[str, tuple[int, int], list[tuple[int, int] | None], Pack, MatchOptions],
+) -> tuple[str, list[tuple[int, float]]]:
+    """Match one query against its shortlist: returns (query ID, [(count, mean distance)] per
+    shortlisted image). Images without descriptors (``None`` spans, already warned about) count (0, 0.0)."""
+    query_id, query_span, spans, pack, options = task
+    query, *shortlist = pack.keypoints([query_span, *spans])
+    present = [kp for kp in shortlist if kp is not None]
+    found = iter(match_many(query, present, ratio=options.ratio, matcher=options.matcher, seed=options.seed,
+                            device=options.device))
     out: list[tuple[int, float]] = []
-    for target in targets:
-        if target is None:
+    for db in shortlist:
+        if db is None:
             out.append((0, 0.0))
             continue
-        try:
-            db, _ = load_keypoints(Path(target), sift)
-        except BadEntry as exc:
-            return query_id, None, [], f"{target}: {exc}"
-        found = match(query, db, ratio=options.ratio, matcher=options.matcher, seed=options.seed)
-        distances = found.distance
+        matches = next(found)
+        distances = matches.distance
         if options.geometry:
-            inliers, _ = verify_homography(query, db, found, threshold=options.ransac_threshold, seed=options.seed)
+            inliers, _ = verify_homography(query, db, matches, threshold=options.ransac_threshold, seed=options.seed)
             distances = distances[inliers]
         out.append((int(distances.shape[0]), mean_match_distance(distances)))
-    return query_id, None, out, None
+    return query_id, out

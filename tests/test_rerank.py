@@ -90,8 +90,8 @@ def test_rows_beyond_top_keep_input_order(dataset):
     assert run.scores["v0"][1:] == [-1.0, -2.0, -3.0, -4.0]
 
 
-@pytest.mark.parametrize("scorer", ["matches", "inliers"])
-def test_byte_identical_across_workers_repeats_and_cache_states(dataset, tmp_path, scorer):
+@pytest.mark.parametrize("scorer,matcher", [("matches", "bf"), ("inliers", "bf"), ("matches", "flann")])
+def test_byte_identical_across_workers_repeats_and_cache_states(dataset, tmp_path, scorer, matcher):
     """Every .csv and .trec byte agrees: 1 or 2 workers, a cold or a warm cache (made by either), run after run,
     whatever OpenCV thread count the calling process had set; the caller's OpenCV settings are restored."""
     plan = [(1, "a", "cold"), (2, "b", "cold"), (1, "b", "warm"), (2, "a", "warm"), (1, "a", "warm"), (2, "b", "warm")]
@@ -100,7 +100,8 @@ def test_byte_identical_across_workers_repeats_and_cache_states(dataset, tmp_pat
     for k, (workers, cache, state) in enumerate(plan):
         cv2.setNumThreads(1 + k % 3)
         result = rerank(dataset["run"], dataset["root"] / "database.csv", dataset["root"] / "queries.csv", "sift",
-                        tmp_path / f"out{k}", top=4, scorer=scorer, workers=workers, cache_dir=tmp_path / cache)
+                        tmp_path / f"out{k}", top=4, scorer=scorer, matcher=matcher, workers=workers,
+                        cache_dir=tmp_path / cache)
         assert (cv2.getNumThreads(), cv2.useOptimized()) == (1 + k % 3, True)
         reused = result.provenance["sift_cache"]["reused"]
         assert reused == (4 if state == "warm" else 0), (k, result.provenance["sift_cache"])
@@ -154,7 +155,8 @@ def test_output_names_its_input_and_parameters(dataset):
     assert files[".trec"] == sha256_file(dataset["run"])
     assert prov["input_run"]["name"] == "deep"
     assert prov["params"]["ratio"] == 0.7 and prov["params"]["top"] == 4
-    assert prov["params"]["max_keypoints"] == 250 and prov["params"]["matcher"] == "flann"
+    assert prov["params"]["max_keypoints"] == 250 and prov["params"]["matcher"] == "bf"
+    assert prov["params"]["root_sift"] is False and prov["params"]["jpeg_draft"] is True
 
 
 def test_cli_rerank_and_bad_input(dataset, cli, tmp_path):
@@ -192,6 +194,10 @@ def test_cli_defaults_match_the_library():
     assert params["max_side"].default.default == stage.DEFAULT_MAX_SIDE
     assert params["top"].default.default == stage.DEFAULT_TOP
     assert params["cache_dir"].default.default == stage.DEFAULT_CACHE_DIR
+    assert params["matcher"].default.default == stage.DEFAULT_MATCHER
+    library = inspect.signature(stage.rerank).parameters
+    for name in ("root_sift", "jpeg_draft", "device"):
+        assert params[name].default.default == library[name].default
 
 
 # ---------------------------------------------------------------- a cache that lies
@@ -199,9 +205,10 @@ def test_cli_defaults_match_the_library():
 
 def _entries(d, max_keypoints=250):
     """Cache file of each shortlisted database image (n0..n3) for the default SIFT options."""
+    from bpcr import rerank as stage
     from bpcr.sift_cache import SiftOptions, cache_file
 
-    sift = SiftOptions(max_side=512, max_keypoints=max_keypoints)
+    sift = SiftOptions(max_side=stage.DEFAULT_MAX_SIDE, max_keypoints=max_keypoints)
     return {f"n{i}": cache_file(d["cache"], d["root"] / "db" / f"n{i}.png", sift) for i in range(4)}
 
 
@@ -273,28 +280,60 @@ def test_entry_with_other_sift_settings_or_too_many_keypoints_is_caught(dataset)
     assert "made with SIFT settings [2, 256, 250]" in reasons and "251 keypoints, more than the cap of 250" in reasons
 
 
-def test_entry_that_turns_bad_after_its_check_is_an_error_not_zero_matches(dataset, monkeypatch):
-    """The parent checks every entry before matching; one unreadable at matching time changed during the run."""
-    from bpcr import rerank as stage
+def test_query_descriptors_are_cached_too(dataset):
+    first = json.loads(_rerank(dataset, name="one").with_suffix(".json").read_text())
+    assert first["sift_cache_queries"] == {"computed": 2, "reused": 0, "recomputed_invalid": 0}
+    second = json.loads(_rerank(dataset, name="two").with_suffix(".json").read_text())
+    assert second["sift_cache_queries"] == {"computed": 0, "reused": 2, "recomputed_invalid": 0}
+    assert second["sift_cache"] == {"computed": 0, "reused": 4, "recomputed_invalid": 0}
+    one, two = load_run(dataset["out"] / "one.trec"), load_run(dataset["out"] / "two.trec")
+    assert one.ranking == two.ranking and one.scores == two.scores
+
+
+def test_an_image_that_is_both_query_and_database_is_described_once(dataset, tmp_path):
+    from bpcr.manifest import write_manifest
+
+    root = dataset["root"]
+    write_manifest(root / "both.csv", ["v0", "n0"], [root / "q" / "v0.png", root / "db" / "n0.png"], [260, 220],
+                   [220, 180], ["", ""])
+    write_run(tmp_path / "runs", "self", {"n0": ["n0", "n1"]}, {"n0": [0.9, 0.8]}, {"run": "self"})
+    result = rerank(tmp_path / "runs" / "self.trec", root / "database.csv", root / "both.csv", "self-sift",
+                    dataset["out"], top=2, workers=1, cache_dir=dataset["cache"])
+    prov = result.provenance
+    assert prov["sift_cache"]["computed"] == 2 and prov["sift_cache_queries"]["computed"] == 1
+    assert load_run(result.written[".trec"]).ranking["n0"][0] == "n0"
+
+
+@pytest.mark.parametrize("options", [{"matcher": "bf"}, {"matcher": "bf", "root_sift": True},
+                                     {"matcher": "flann", "root_sift": True}, {"jpeg_draft": False}])
+def test_matcher_and_descriptor_options_find_the_match(dataset, options):
+    run = load_run(_rerank(dataset, name="opt", **options))
+    assert run.ranking["v0"][0] == "n0" and run.ranking["v1"][0] == "n1"
+    params = run.provenance["params"]
+    assert all(params[k] == v for k, v in options.items())
+
+
+def test_bf_is_byte_identical_across_workers_and_cache_states(dataset, tmp_path):
+    written = set()
+    for k, (workers, cache) in enumerate([(1, "a"), (2, "b"), (2, "a"), (1, "b")]):
+        result = rerank(dataset["run"], dataset["root"] / "database.csv", dataset["root"] / "queries.csv", "sift",
+                        tmp_path / f"out{k}", top=4, matcher="bf", root_sift=True, workers=workers,
+                        cache_dir=tmp_path / cache)
+        written.add(result.written[".trec"].read_bytes())
+    assert len(written) == 1
+
+
+def test_device_other_than_cpu_needs_a_gpu_or_falls_back_with_auto(dataset):
     from bpcr.errors import BadInput
+    from bpcr.rerank import _match_device
 
-    _rerank(dataset, name="sift")
-    for entry in _entries(dataset).values():
-        entry.write_bytes(b"junk")
-    monkeypatch.setattr(stage, "check_entry", lambda *args: None)  # as if the junk arrived after the check
-    with pytest.raises(BadInput, match=r"SIFT cache entry changed while re-ranking query v0 .*unreadable.*run again"):
-        _rerank(dataset, name="late")
-    assert not (dataset["out"] / "late.csv").exists()
+    import torch
 
-
-def test_match_task_reports_an_unreadable_entry(dataset, tmp_path):
-    from bpcr.sift_tasks import MatchOptions, match_task
-    from bpcr.sift_cache import SiftOptions
-
-    junk = tmp_path / "junk.npz"
-    junk.write_bytes(b"junk")
-    options = MatchOptions(ratio=0.8, matcher="flann", geometry=False, ransac_threshold=5.0, seed=0)
-    query_id, reason, pairs, failure = match_task(
-        ("v0", str(dataset["root"] / "q" / "v0.png"), [None, str(junk)], SiftOptions(512, 250), options))
-    assert (query_id, reason, pairs) == ("v0", None, [])
-    assert failure.startswith(f"{junk}: unreadable")
+    if not torch.cuda.is_available():
+        assert _match_device("auto", "flann") is None
+        with pytest.raises(BadInput, match="no CUDA GPU"):
+            _rerank(dataset, name="gpu", device="cuda", matcher="bf")
+    else:
+        with pytest.raises(BadInput, match="--matcher bf"):
+            _match_device("cuda", "flann")
+        assert _match_device("cuda", "bf").startswith("cuda")

@@ -180,3 +180,82 @@ def test_mean_match_distance_is_exact_and_order_free():
     values = np.array([1e8] + [1.0] * 1000, np.float32)
     assert sift.mean_match_distance(values) == (1e8 + 1000) / 1001
     assert sift.mean_match_distance(values[::-1]) == sift.mean_match_distance(values)
+
+
+# ---------------------------------------------------------------- RootSIFT
+
+
+def test_root_sift_hand_values():
+    desc = np.zeros((4, 128), np.uint8)
+    desc[0, :16] = 64  # L1 1024, each bin 1/16 of it: sqrt = 0.25 -> 128
+    desc[2, 5] = 200  # one bin holds everything: sqrt = 1 -> 512, clipped to 255 as OpenCV clips
+    desc[3, 0], desc[3, 1] = 9, 16  # 9/25, 16/25 -> 0.6, 0.8 -> clipped, but the zeros stay 0
+    out = sift.root_sift(desc)
+    assert out.dtype == np.uint8 and out.shape == (4, 128)
+    assert out[0, :16].tolist() == [128] * 16 and not out[0, 16:].any()
+    assert not out[1].any()  # an all-zero descriptor stays zero
+    assert out[2, 5] == 255 and out[2].sum() == 255
+    assert out[3, :2].tolist() == [255, 255] and not out[3, 2:].any()
+
+
+def test_root_sift_of_real_descriptors_is_a_unit_vector_at_opencvs_scale():
+    kp = keypoints_of(textured(11))
+    rooted = sift.root_sift(kp.desc).astype(np.float64)
+    norms = np.linalg.norm(rooted, axis=1)
+    assert np.all(np.abs(norms - 512) < 8)  # rounding to integers only
+    # the squared distance of two RootSIFT vectors is 2 - 2 x the Hellinger kernel of the L1-normalised SIFT
+    p = kp.desc[:20].astype(np.float64)
+    p /= p.sum(axis=1, keepdims=True)
+    hellinger = np.sqrt(p[:, None, :] * p[None, :, :]).sum(axis=2)
+    sq = ((rooted[:20, None, :] - rooted[None, :20, :]) ** 2).sum(axis=2) / 512 ** 2
+    assert np.allclose(sq, 2 - 2 * hellinger, atol=0.02)
+
+
+# ---------------------------------------------------------------- the exact matcher
+
+
+def _shortlist():
+    query = keypoints_of(photo_of(textured(12)))
+    dbs = [keypoints_of(textured(seed)) for seed in (12, 13, 14)]
+    one = sift.Keypoints(dbs[1].xy[:1], dbs[1].desc[:1])
+    none = sift.Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
+    return query, [dbs[0], one, dbs[1], none, dbs[2]]
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])  # numpy, and torch on the CPU (the GPU path's code)
+def test_exact_knn_equals_opencv_bfmatcher_bit_for_bit(device):
+    query, dbs = _shortlist()
+    found = sift.knn2_many(query.desc, [db.desc for db in dbs], device=device)
+    for db, (idx, dist) in zip(dbs, found):
+        if len(db) < 2:
+            continue
+        reference = cv2.BFMatcher(cv2.NORM_L2).knnMatch(query.desc.astype(np.float32), db.desc.astype(np.float32), k=2)
+        ref_dist = np.array([[m.distance, n.distance] for m, n in reference], np.float32)
+        ref_idx = np.array([[m.trainIdx, n.trainIdx] for m, n in reference])
+        assert dist.dtype == np.float32 and np.array_equal(dist, ref_dist)
+        distinct = ref_dist[:, 0] < ref_dist[:, 1]  # where two neighbours tie, either may come first
+        assert np.array_equal(idx[distinct, 0], ref_idx[distinct, 0])
+    assert found[1][0][:, 1].tolist() == [-1] * len(query) and np.isinf(found[1][1][:, 1]).all()
+    assert (found[3][0] == -1).all()
+
+
+def test_match_many_equals_pair_by_pair_whatever_the_blocks(monkeypatch):
+    query, dbs = _shortlist()
+    whole = sift.match_many(query, dbs, matcher="bf")
+    monkeypatch.setattr(sift, "BLOCK_PAIRS", 1)  # one database image per block
+    blocked = sift.match_many(query, dbs, matcher="bf")
+    torch_cpu = sift.match_many(query, dbs, matcher="bf", device="cpu")
+    single = [sift.match(query, db, matcher="bf") for db in dbs]
+    for found in (blocked, torch_cpu, single):
+        for a, b in zip(whole, found):
+            assert np.array_equal(a.query_idx, b.query_idx) and np.array_equal(a.db_idx, b.db_idx)
+            assert np.array_equal(a.distance, b.distance)
+    assert len(whole[0]) > 20 and len(whole[1]) == 0 and len(whole[3]) == 0
+
+
+def test_flann_finds_nearly_the_exact_matches():
+    query, dbs = _shortlist()
+    exact = sift.match_many(query, dbs, matcher="bf")[0]
+    approximate = sift.match_many(query, dbs, matcher="flann")[0]
+    pairs = lambda m: set(zip(m.query_idx.tolist(), m.db_idx.tolist()))  # noqa: E731
+    assert len(pairs(exact) & pairs(approximate)) >= 0.9 * len(pairs(exact))
