@@ -1,27 +1,40 @@
 """Extraction throughput: the model alone vs the whole `bpcr extract` stage, side by side.
 
 Prints, in one run on the same generated JPEGs (256-512 px, made with PIL in a
-temporary folder):
+temporary folder), alternating the two measurements ``--repeats`` times so that
+a change in the machine's load hits both:
 
-- model-only images/s: pre-decoded, pre-resized uint8 tensors through the
-  same normalise -> backbone -> pooling -> L2 code the stage runs;
-- end-to-end images/s: ``bpcr.extract.extract`` from the manifest (decoding
-  in loader workers, resizing, chunk files, store assembly), with and without
-  its fixed start-up (model load, worker start);
-- their ratio (target: >= 0.85 on CPU at 224 px);
-- with CUDA: JPEG decoding on the GPU (``torchvision.io.decode_jpeg(...,
-  device="cuda")``, batched) vs on the CPU (Pillow through ``load_rgb``, and
-  torchvision's CPU decoder), images/s.
+- model-only images/s: pre-decoded, pre-resized uint8 batches through the same
+  normalise -> backbone -> pooling -> L2 code the stage runs (``_describe``);
+- end-to-end images/s: ``bpcr.extract.extract`` from the manifest (decoding,
+  resizing, chunk files, store assembly): over the whole call, without the
+  start-up (model load, manifest hash, workers), and in steady state (first
+  to last batch done, the first batch left out as for model-only's warm-up);
+- each repeat's ratio end-to-end / model-only (CPU target: >= 0.95 without
+  start-up), beside torch's thread count and the BLAS kernel (threadpoolctl);
+- decode + resize alone, ms/image on one core, as a share of the model's time;
+- with ``--device cuda``: the same on the GPU (AMP, channels-last, pinned
+  memory, decoding processes), plus JPEG decoding on the GPU
+  (``torchvision.io.decode_jpeg(..., device="cuda")``, batched) vs Pillow and
+  torchvision on the CPU. It refuses (exit 2) where CUDA is not available.
 
-Usage: python benchmarks/extract_throughput.py [--images 256] [--size 224] [--device auto]
+CPU:  python benchmarks/extract_throughput.py --images 256 --repeats 3
+GPU:  python benchmarks/extract_throughput.py --device cuda --images 20000 --batch-size 256 --repeats 2
+
+Model-only decodes at most ``--model-images`` distinct images once and cycles
+through them (the model's speed does not depend on the pixels), so a 20,000-image
+GPU run does not spend minutes pre-decoding.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,87 +45,149 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bpcr.backbones import load_backbone  # noqa: E402
 from bpcr.extract import PoolingSpec, _describe, extract  # noqa: E402
-from bpcr.loader import keep_freed_memory, resolve_device  # noqa: E402
 from bpcr.images import load_rgb  # noqa: E402
+from bpcr.loader import keep_freed_memory  # noqa: E402
 from bpcr.manifest import write_manifest  # noqa: E402
 from bpcr.pooling import check_params  # noqa: E402
 
 
-def make_jpegs(folder: Path, n: int, seed: int = 0) -> tuple[list[str], list[Path], list[int], list[int]]:
-    """Product-photo-like JPEGs: smooth gradients, a bright box, mild noise; 256-512 px sides."""
+def make_jpeg(path: Path, seed: int) -> tuple[int, int]:
+    """A product-photo-like JPEG: smooth gradients, a bright box, mild noise; 256-512 px sides."""
     rng = np.random.default_rng(seed)
-    ids, paths, widths, heights = [], [], [], []
-    for k in range(n):
-        w, h = int(rng.integers(256, 513)), int(rng.integers(256, 513))
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        base = np.stack([xx / w * 255, yy / h * 255, (xx + yy) / (w + h) * 255], axis=-1)
-        x0, y0 = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
-        base[y0:y0 + h // 3, x0:x0 + w // 3] = rng.integers(0, 256, 3)
-        pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-        path = folder / f"b{k:05d}.jpg"
-        Image.fromarray(pixels).save(path, quality=90)
-        ids.append(path.stem)
-        paths.append(path)
-        widths.append(w)
-        heights.append(h)
-    return ids, paths, widths, heights
+    w, h = int(rng.integers(256, 513)), int(rng.integers(256, 513))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([xx / w * 255, yy / h * 255, (xx + yy) / (w + h) * 255], axis=-1)
+    x0, y0 = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
+    base[y0:y0 + h // 3, x0:x0 + w // 3] = rng.integers(0, 256, 3)
+    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, quality=90)
+    return w, h
 
 
-def model_only(backbone: str, paths: list[Path], size: int, batch_size: int, dev: torch.device, threads: int) -> float:
-    torch.set_num_threads(threads)
-    if dev.type == "cpu":
-        keep_freed_memory()  # as extract does, so both sides allocate the same way
-    net = load_backbone(backbone).to(dev)
-    if dev.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
-    spec = [PoolingSpec("gem", check_params("gem"), None)]
-    images = [torch.from_numpy(np.asarray(load_rgb(p).resize((size, size), Image.BICUBIC)).transpose(2, 0, 1).copy())
-              for p in paths]
-    batches = [torch.stack(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-    precision = "float16" if dev.type == "cuda" else "float32"
-    _describe(net, batches[0].to(dev), None, spec, (1.0,), False, dev, precision)  # warm-up
-    _sync(dev)
+def make_jpegs(folder: Path, n: int, seed: int = 0, procs: int = 1) -> tuple[list[str], list[Path], list[int], list[int]]:
+    """``n`` JPEGs ``b00000.jpg``...; image k is the same bytes whatever ``procs`` is."""
+    ids = [f"b{k:05d}" for k in range(n)]
+    paths = [folder / f"{i}.jpg" for i in ids]
+    seeds = [seed * 1_000_003 + k for k in range(n)]
+    if procs > 1 and n > 64:
+        with _pool(procs) as pool:
+            sizes = list(pool.map(make_jpeg, paths, seeds, chunksize=64))
+    else:
+        sizes = [make_jpeg(p, s) for p, s in zip(paths, seeds)]
+    return ids, paths, [w for w, _ in sizes], [h for _, h in sizes]
+
+
+def _pixels(path: Path, size: int) -> np.ndarray:
+    return np.asarray(load_rgb(path).resize((size, size), Image.BICUBIC, reducing_gap=3.0)).transpose(2, 0, 1)
+
+
+class ModelOnly:
+    """The stage's per-batch model code on pre-decoded batches, cycled to ``n`` images."""
+
+    def __init__(self, backbone: str, paths: list[Path], size: int, batch_size: int, dev: torch.device,
+                 procs: int) -> None:
+        if procs > 1:
+            with _pool(procs) as pool:
+                images = list(pool.map(_pixels, paths, [size] * len(paths), chunksize=16))
+        else:
+            images = [_pixels(p, size) for p in paths]
+        self.dev = dev
+        self.net = load_backbone(backbone).to(dev)
+        if dev.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.spec = [PoolingSpec("gem", check_params("gem"), None)]
+        self.precision = "float16" if dev.type == "cuda" else "float32"
+        self.batches = [torch.from_numpy(np.stack(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+        if dev.type == "cuda":
+            self.batches = [b.pin_memory() for b in self.batches]
+        self.batch_size = batch_size
+
+    def run(self, n: int) -> float:
+        """images/s over ``n`` images after one warm-up batch."""
+        self._one(self.batches[0])
+        _sync(self.dev)
+        done, k = 0, 0
+        start = time.perf_counter()
+        while done < n:
+            batch = self.batches[k % len(self.batches)]
+            self._one(batch)
+            done += len(batch)
+            k += 1
+        _sync(self.dev)
+        return done / (time.perf_counter() - start)
+
+    def _one(self, batch: torch.Tensor) -> None:
+        _describe(self.net, batch.to(self.dev, non_blocking=True), None, self.spec, (1.0,), False, self.dev,
+                  self.precision)
+
+
+def end_to_end(backbone: str, manifest: Path, out: Path, n: int, size: int, batch_size: int, workers: int | None,
+               device: str, threads: int | None) -> dict[str, float]:
+    """images/s of one ``extract`` call: whole, without start-up, steady state (first to last batch)."""
+    marks: list[tuple[float, int]] = []
+
+    class _Progress:
+        def __call__(self, label, total, done=0):
+            return self
+
+        def __enter__(self):
+            return lambda k=1: marks.append((time.perf_counter(), k))
+
+        def __exit__(self, *exc):
+            return False
+
     start = time.perf_counter()
-    for batch in batches:
-        _describe(net, batch.to(dev), None, spec, (1.0,), False, dev, precision)
-    _sync(dev)
-    return len(images) / (time.perf_counter() - start)
+    extract(manifest, out, backbone, ["gem"], size=size, batch_size=batch_size, workers=workers, device=device,
+            threads=threads, progress=_Progress())
+    end = time.perf_counter()
+    first_t, first_k = marks[0]  # the first batch done
+    steady_n = n - first_k
+    steady_s = max(marks[-1][0] - first_t, 1e-9)
+    # Start-up: time to the first batch done, less what that batch takes in steady state.
+    startup = max(0.0, first_t - start - steady_s / max(steady_n, 1) * first_k)
+    return {"whole": n / (end - start), "no_startup": n / (end - start - startup), "steady": steady_n / steady_s,
+            "startup_s": startup, "finish_s": end - marks[-1][0]}
 
 
-def end_to_end(backbone: str, manifest: Path, out: Path, size: int, batch_size: int, workers: int | None,
-               device: str, threads: int) -> tuple[float, float]:
-    start = time.perf_counter()
-    load_backbone(backbone)
-    load_s = time.perf_counter() - start
-    start = time.perf_counter()
-    stores = extract(manifest, out, backbone, ["gem"], size=size, batch_size=batch_size, workers=workers,
-                     device=device, threads=threads)
-    wall = time.perf_counter() - start
-    n = len((stores["gem"] / "ids.txt").read_text().splitlines())
-    return n / wall, n / max(wall - load_s, 1e-9)
+def decode_share(paths: list[Path], size: int, model_ips: float, threads: int) -> str:
+    """Decode + resize on one core, ms/image, and its share of the model's CPU time."""
+    k = min(len(paths), 64)
+    start = time.process_time()
+    for p in paths[:k]:
+        _pixels(p, size)
+    ms = (time.process_time() - start) / k * 1e3
+    model_cpu_ms = threads * 1e3 / model_ips
+    return f"decode+resize {ms:.2f} ms/image on one core = {ms / model_cpu_ms:.0%} of the model's CPU time " \
+           f"({model_cpu_ms:.1f} ms/image on {threads} threads)"
 
 
-def gpu_decode(paths: list[Path]) -> None:
+def gpu_decode(paths: list[Path], batch: int = 64) -> None:
     from torchvision.io import decode_jpeg, read_file
 
+    paths = paths[:2048]
     data = [read_file(str(p)) for p in paths]
     start = time.perf_counter()
-    for p in paths:
+    for p in paths[:512]:
         load_rgb(p)
-    pil = len(paths) / (time.perf_counter() - start)
+    pil = min(len(paths), 512) / (time.perf_counter() - start)
     start = time.perf_counter()
-    for d in data:
+    for d in data[:512]:
         decode_jpeg(d)
-    tv_cpu = len(paths) / (time.perf_counter() - start)
+    tv_cpu = min(len(paths), 512) / (time.perf_counter() - start)
     decode_jpeg(data[:8], device="cuda")  # warm-up: nvJPEG handle, allocations
     torch.cuda.synchronize()
     start = time.perf_counter()
-    for i in range(0, len(data), 64):
-        decode_jpeg(data[i:i + 64], device="cuda")
+    for i in range(0, len(data), batch):
+        decode_jpeg(data[i:i + batch], device="cuda")
     torch.cuda.synchronize()
-    gpu = len(paths) / (time.perf_counter() - start)
+    gpu = len(data) / (time.perf_counter() - start)
     print(f"JPEG decode, images/s: Pillow (load_rgb, 1 core) {pil:.0f} | torchvision CPU {tv_cpu:.0f} | "
-          f"torchvision GPU (nvJPEG, batches of 64) {gpu:.0f} | GPU/Pillow {gpu / pil:.1f}x")
+          f"torchvision GPU (nvJPEG, batches of {batch}) {gpu:.0f} | GPU/Pillow {gpu / pil:.1f}x")
+
+
+def _pool(procs: int) -> ProcessPoolExecutor:
+    # forkserver, as bpcr's loader: a fork of a process with torch's threads running can deadlock.
+    return ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("forkserver"))
 
 
 def _sync(dev: torch.device) -> None:
@@ -120,35 +195,77 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def main() -> None:
+def _kernels() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed"
+    parts = [f"{i['internal_api']} {i.get('architecture') or ''} x{i['num_threads']}".replace("  ", " ")
+             for i in threadpool_info()]
+    return ", ".join(parts) or "none loaded"
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--backbone", default="efficientnet_lite0")
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: extract's own)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: every core)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding processes (default: extract's own; 0: one decoding thread)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: extract's own)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (refused where CUDA is missing)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model-images", type=int, default=2048, help="distinct images decoded for model-only")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"--device {args.device}: no CUDA GPU here (torch {torch.__version__}); run with --device cpu",
+              file=sys.stderr)
+        return 2
+    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                       else "cpu" if args.device == "auto" else args.device)
     cores = len(os.sched_getaffinity(0))
+    # extract sets torch's threads to this for its run and restores them after; model-only uses the same.
     threads = args.threads or cores
-    dev = resolve_device(args.device)
+    torch.set_num_threads(threads)
+    if dev.type == "cpu":
+        keep_freed_memory()  # as extract does, so both sides allocate the same way
+    procs = cores if dev.type == "cuda" else 1
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "images").mkdir()
-        ids, paths, widths, heights = make_jpegs(folder / "images", args.images)
+        start = time.perf_counter()
+        ids, paths, widths, heights = make_jpegs(folder / "images", args.images, procs=max(procs, 1))
         write_manifest(folder / "db.csv", ids, paths, widths, heights, [""] * len(ids))
-        print(f"{args.images} JPEGs 256-512 px, {args.backbone} at {args.size} px, batch {args.batch_size}, "
-              f"device {dev.type}, {cores} cores, torch threads {threads}, load average {os.getloadavg()[0]:.1f}")
-        model = model_only(args.backbone, paths, args.size, args.batch_size, dev, threads)
-        e2e, e2e_steady = end_to_end(args.backbone, folder / "db.csv", folder / "out", args.size, args.batch_size,
-                                     args.workers, args.device, threads)
-        print(f"model-only     {model:8.1f} images/s")
-        print(f"end-to-end     {e2e:8.1f} images/s  (ratio {e2e / model:.2f})")
-        print(f"  without load {e2e_steady:8.1f} images/s  (ratio {e2e_steady / model:.2f})")
-        if dev.type == "cuda":
+        gen_s = time.perf_counter() - start
+        model = ModelOnly(args.backbone, paths[:args.model_images], args.size, args.batch_size, dev, procs)
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{cores} CPU cores"
+        print(f"{args.images} JPEGs 256-512 px (made in {gen_s:.0f} s), {args.backbone} at {args.size} px, "
+              f"batch {args.batch_size}, {name}, torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
+              f"workers {args.workers if args.workers is not None else 'default'}")
+        print(f"kernels: {_kernels()}")
+        ratios = []
+        for r in range(args.repeats):
+            load = os.getloadavg()[0]
+            m = model.run(args.images)
+            e = end_to_end(args.backbone, folder / "db.csv", folder / f"out{r}", args.images, args.size,
+                           args.batch_size, args.workers, dev.type, args.threads)
+            m2 = model.run(args.images)
+            # model-only before and after, so a load change during the repeat shows as their spread
+            mm = (m + m2) / 2
+            ratios.append(e["no_startup"] / mm)
+            print(f"[{r + 1}] model-only {m:7.1f} / {m2:7.1f} images/s | end-to-end whole {e['whole']:7.1f}, "
+                  f"without start-up ({e['startup_s']:.1f} s) {e['no_startup']:7.1f}, steady {e['steady']:7.1f} "
+                  f"images/s | ratio {e['no_startup'] / mm:.2f} (steady {e['steady'] / mm:.2f}, "
+                  f"whole {e['whole'] / mm:.2f}) | torch threads {torch.get_num_threads()} | load {load:.1f}")
+        print(f"ratio without start-up: median {statistics.median(ratios):.2f}, "
+              f"range {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} repeats")
+        if dev.type == "cpu":
+            print(decode_share(paths, args.size, model.run(min(args.images, 128)), threads))
+        else:
             gpu_decode(paths)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,13 +7,13 @@ manifest's order; unreadable images go to ``failed.csv`` and are skipped.
 
 How a descriptor is made (per image, never across a batch):
 
-1. the image is decoded and resized in a loader worker (:mod:`bpcr.loader`),
+1. the image is decoded and resized ahead of the model (:mod:`bpcr.loader`),
    to ``size x size`` (``resize="square"``, the papers' 224 or 480) or
    with its longer side to ``size`` and the shorter side rounded to a
    multiple of the backbone's stride (``resize="aspect"``; images of equal
    resized shape are batched together, so no padding ever reaches a pooling);
 2. the backbone's feature map goes through each pooling; a saliency mask is
-   computed in the worker when a pooling needs one (SR-MAC always, VAMAC and
+   computed with the decoded image when a pooling needs one (SR-MAC always, VAMAC and
    GRMAAC with ``saliency=``);
 3. with several views (``scales``, e.g. 1, 1/sqrt(2), 1/2, and ``flip``) each
    view's descriptor is L2-normalised, the views are summed and the sum is
@@ -33,15 +33,14 @@ a store that looks complete. A damaged leftover never blocks a re-run: a
 chunk file that is not exactly its rows' features is computed again, and an
 unreadable ``plan.json`` starts the partial folder afresh, each with a warning
 (:class:`bpcr.store.PartialStore`). ``shard=(i, n)`` (1-based) takes the i-th of n
-contiguous runs of whole chunks; :func:`merge` joins the shards' stores into
-exactly the bytes a single run writes (``ids.txt``, ``features.npy``).
+contiguous runs of whole chunks; :func:`merge` (:mod:`bpcr.shards`) joins the
+shards' stores into exactly the bytes a single run writes (``ids.txt``, ``features.npy``).
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -53,22 +52,25 @@ from . import __version__
 from .backbones import Backbone, load_backbone
 from .errors import BadInput
 from .fileio import sha256_file
-from .folders import FEATURE_STORE, UNFINISHED_EXTRACTION, check_output_folder
 from .loader import (RESIZE_MODES, batch_loader, batches_of_chunk, cpu_threads, deterministic, resolve_device,
                      target_shape)
 from .manifest import Manifest, read_manifest
 from .pooling import MASK_OPTIONAL, MASK_REQUIRED, POOLINGS, check_params, l2n
 from .progress import Advance, Progress, start
 from .ranges import check_range
-from .store import Chunk, PartialStore, iter_blocks, open_store, write_store_blocks
-from .whitening import read_whitening, whiten_store
+from .shards import check_outputs, finish_store, merge, now, shard_chunks
+from .store import Chunk, PartialStore
+from .whitening import read_whitening
+
+__all__ = ["PoolingSpec", "extract", "merge", "MULTISCALE", "DTYPES", "SALIENCY"]
+
+# merge and shard planning live in bpcr.shards; imported here so `from bpcr.extract import merge` keeps working.
+_shard_chunks = shard_chunks
 
 MULTISCALE = (1.0, 1.0 / math.sqrt(2.0), 0.5)
 DTYPES = ("float16", "float32")
 SALIENCY = ("spectral", "fine")
 
-# Meta fields that may differ between the shards of one extraction.
-_SHARD_FREE = frozenset({"created", "shard", "count", "compute"})
 
 
 @dataclass(frozen=True)
@@ -126,13 +128,13 @@ def extract(
     _check_options(size, resize, dtype, batch_size, chunk_batches, scales, saliency, shard, pca_whiten, pca_from,
                    workers=workers, threads=threads, poolings=poolings)
     specs = _pooling_specs(poolings, pooling_params or {}, saliency)
-    out = _check_outputs(out, [s.name for s in specs], pca_whiten or bool(pca_from), partial=True)
+    out = check_outputs(out, [s.name for s in specs], pca_whiten or bool(pca_from), partial=True)
     man = read_manifest(manifest)
     dev = resolve_device(device)
     net = load_backbone(backbone, weights, layer)
     rows_total = len(man)
     chunk_rows = batch_size * chunk_batches
-    first, last = _shard_chunks(rows_total, chunk_rows, shard)
+    first, last = shard_chunks(rows_total, chunk_rows, shard)
     shapes = [target_shape(w, h, size, resize, net.stride) for w, h in zip(man.widths, man.heights)]
     precision = "float16" if dev.type == "cuda" else "float32"
     config = {
@@ -174,50 +176,10 @@ def extract(
     for spec in specs:
         blocks = (partial.read_chunk(c, [spec.name]).features[spec.name] for c in chunks)
         stores[spec.name] = out / spec.name
-        _finish_store(stores[spec.name], ids, blocks, net.dim, dtype, {**meta, **spec.meta(), "created": _now()},
+        finish_store(stores[spec.name], ids, blocks, net.dim, dtype, {**meta, **spec.meta(), "created": now()},
                       failed, pca_whiten, pca_from, spec.name)
     partial.remove()
     return stores
-
-
-def merge(
-    parts: Sequence[str | Path],
-    out: str | Path,
-    pca_whiten: bool = False,
-    pca_from: str | Path | None = None,
-) -> dict[str, Path]:
-    """Join shard outputs (each ``PART/<pooling>/``) into ``out/<pooling>/``.
-
-    The result's ``ids.txt`` and ``features.npy`` equal a single run's byte for
-    byte. Refuses (BadInput) parts whose settings differ, a shard given twice,
-    a missing shard, or a part that is not a shard.
-    """
-    if not parts:
-        raise BadInput(None, None, "--merge needs the shard folders to join")
-    out = Path(out)
-    layouts = [(Path(p), _stores_in(Path(p))) for p in parts]
-    names = sorted(layouts[0][1])
-    for path, stores in layouts:
-        if sorted(stores) != names:
-            raise BadInput(path, None, f"holds poolings {', '.join(sorted(stores)) or 'none'}, "
-                                       f"{layouts[0][0]} holds {', '.join(names)}")
-    out = _check_outputs(out, names, pca_whiten or bool(pca_from), partial=False)
-    result: dict[str, Path] = {}
-    for name in names:
-        opened = [open_store(stores[name]) for _, stores in layouts]
-        ordered = _check_shards(opened)
-        meta = {k: v for k, v in ordered[0].meta.items() if k not in ("count", "dim", "dtype")}
-        computes = [s.meta.get("compute") for s in ordered]
-        meta.update(shard=None, created=_now(),
-                    compute=computes[0] if all(c == computes[0] for c in computes) else {"mixed": computes})
-        ids = [i for s in ordered for i in s.ids]
-        failed = {k: v for s in ordered for k, v in s.failed.items()}
-        blocks = (b for s in ordered for b in iter_blocks(s.features))
-        dest = out / name
-        _finish_store(dest, ids, blocks, int(ordered[0].features.shape[1]), str(ordered[0].features.dtype), meta,
-                      failed, pca_whiten, pca_from, name)
-        result[name] = dest
-    return result
 
 
 # --------------------------------------------------------------------------
@@ -305,15 +267,6 @@ def _gather(c: int, parts: list[tuple[list[int], dict[str, np.ndarray]]], failed
 # planning
 # --------------------------------------------------------------------------
 
-def _shard_chunks(rows: int, chunk_rows: int, shard: tuple[int, int] | None) -> tuple[int, int]:
-    """Chunk range [first, last) of a shard: the i-th of n contiguous runs of whole chunks."""
-    n_chunks = -(-rows // chunk_rows)
-    if shard is None:
-        return 0, n_chunks
-    i, n = shard
-    return (i - 1) * n_chunks // n, i * n_chunks // n
-
-
 def _rows_in(chunks: Sequence[int] | range, chunk_rows: int, rows: int) -> int:
     return sum(max(0, min((c + 1) * chunk_rows, rows) - c * chunk_rows) for c in chunks)
 
@@ -369,71 +322,9 @@ def _check_options(size: int, resize: str, dtype: str, batch_size: int, chunk_ba
             read_whitening(source / pooling if pooling and (source / pooling).is_dir() else source)
 
 
-# --------------------------------------------------------------------------
-# finishing a store, merge checks
-# --------------------------------------------------------------------------
-
-def _finish_store(dest: Path, ids: list[str], blocks, dim: int, dtype: str, meta: dict, failed: dict[str, str],
-                  pca_whiten: bool, pca_from: str | Path | None, pooling: str) -> None:
-    if pca_whiten or pca_from:
-        whiten_store(dest, ids, blocks, dim, dtype, meta, failed, None if pca_whiten else pca_from, pooling)
-    else:
-        write_store_blocks(dest, ids, blocks, dim, dtype, meta, failed)
-
-
-def _check_outputs(out: Path, poolings: Sequence[str], whiten: bool, partial: bool) -> Path:
-    """Refuse, before any work, an ``--out`` whose stores cannot be written or whose
-    ``OUT/<pooling>`` is not a store (a user's file or folder is never replaced)."""
-    out = check_output_folder(out, "--out")
-    if partial:
-        check_output_folder(out.with_name(f".{out.name}.partial"), "--out", UNFINISHED_EXTRACTION)
-    for name in poolings:
-        check_output_folder(out / name, "--out", FEATURE_STORE)
-        if whiten:
-            check_output_folder(out / f".{name}.raw", "--out", FEATURE_STORE)
-    return out
-
-
-def _stores_in(path: Path) -> dict[str, Path]:
-    if not path.is_dir():
-        raise BadInput(path, None, "not a folder of feature stores")
-    stores = {p.name: p for p in sorted(path.iterdir()) if p.is_dir() and (p / "meta.json").is_file()}
-    if not stores:
-        raise BadInput(path, None, "holds no feature store (expected PART/<pooling>/meta.json)")
-    return stores
-
-
-def _check_shards(stores: list) -> list:
-    """Order shard stores by index; BadInput on a non-shard, mismatched meta, or missing/overlapping shards."""
-    for s in stores:
-        if not isinstance(s.meta.get("shard"), dict):
-            raise BadInput(s.path / "meta.json", None, "not a shard (made without --shard I/N)")
-    count = stores[0].meta["shard"]["count"]
-    base = {k: v for k, v in stores[0].meta.items() if k not in _SHARD_FREE}
-    seen: dict[int, Path] = {}
-    for s in stores:
-        other = {k: v for k, v in s.meta.items() if k not in _SHARD_FREE}
-        if other != base or s.meta["shard"]["count"] != count:
-            changed = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k)) or ["shard count"]
-            raise BadInput(s.path / "meta.json", None, f"differs from {stores[0].path} in {', '.join(changed)}")
-        index = s.meta["shard"]["index"]
-        if index in seen:
-            raise BadInput(s.path, None, f"shard {index}/{count} given twice (also {seen[index]}): overlapping shards")
-        seen[index] = s.path
-    missing = [str(i) for i in range(1, count + 1) if i not in seen]
-    if missing:
-        raise BadInput(None, None, f"missing shard(s) {', '.join(missing)} of {count}")
-    return sorted(stores, key=lambda s: s.meta["shard"]["index"])
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
