@@ -246,3 +246,18 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def portable_path(path: str | Path) -> str:
+    """``path`` as a run's provenance records it: relative to the current folder when it lies inside it.
+
+    A run made in a clone then names the same files on every machine; a path outside
+    the current folder stays as given (absolute when it was).
+    """
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            return str(p.relative_to(Path.cwd()))
+        except ValueError:
+            return str(p)
+    return str(p)

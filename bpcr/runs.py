@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 
 from . import __version__
 from .errors import BadInput
-from .fileio import json_text, recover_folder, sha256_file, write_group
+from .fileio import json_text, portable_path, recover_folder, sha256_file, write_group
 from .folders import check_output_file, check_output_folder
 from .ids import check_id, check_name
 from .textio import LineReader, check_regular, exists_as_input, parse_float, parse_int, read_json
@@ -384,7 +384,7 @@ def provenance(
         "method": method,
         "summary": summary or method,
         "params": dict(params),
-        "inputs": [{"path": str(p), "sha256": sha256_file(p)} for p in inputs if Path(p).is_file()],
+        "inputs": [{"path": portable_path(p), "sha256": sha256_file(p)} for p in inputs if Path(p).is_file()],
         "command": " ".join(sys.argv),
         "bpcr_version": __version__,
         "seconds": {k: round(v, 3) for k, v in (stage_seconds or {}).items()},

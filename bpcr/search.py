@@ -34,6 +34,7 @@ from .distances import (TIE_MARGIN, Distance, default_chunk_rows, gather_rows, i
                         rescore, search_device)
 from .fusion import SimilarityFusion, get_similarity_fusion
 from .errors import BadInput
+from .fileio import portable_path
 from .index import LoadedIndex, candidates, load_index
 from .ranges import check_range, check_weights
 from .runs import RunResult, check_run_output, provenance, write_run
@@ -193,7 +194,7 @@ def search(
         "kinds": [fs.loaded.kind for fs in sets],
         "index_params": [fs.loaded.sidecar["params"] for fs in sets],
         "index_recall_at_100": [fs.loaded.sidecar.get("recall_at_100") for fs in sets],
-        "stores": [str(fs.loaded.store.path) for fs in sets],
+        "stores": [portable_path(fs.loaded.store.path) for fs in sets],
         "k": depth,
         "shortlist": None if exhaustive else shortlist,
         "tie_margin": TIE_MARGIN,
