@@ -40,6 +40,7 @@ import numpy as np
 from . import __version__
 from .distances import TIE_MARGIN, Distance, default_chunk_rows, exact_topk, iter_chunks, prepare_queries
 from .errors import BadInput
+from .fileio import portable_path
 from .fileio import atomic_path, json_text, sha256_file, write_text_atomic
 from .npyio import read_npz
 from .store import FeatureStore
@@ -76,7 +77,7 @@ def _key(store: FeatureStore, distance: Distance, index: Path | None) -> dict:
         index_info = {"kind": sidecar.get("kind"), "params": sidecar.get("params"), "path": str(index)}
         if sidecar.get("kind") == "flat":
             index_info = "exact"
-    return {"format": GRAPH_FORMAT, "store": str(store.path), "distance": distance.name,
+    return {"format": GRAPH_FORMAT, "store": portable_path(store.path), "distance": distance.name,
             "ids_sha256": sha256_file(store.path / "ids.txt"),
             "features_sha256": sha256_file(store.path / "features.npy"),
             "count": len(store), "candidates": index_info}
