@@ -25,6 +25,40 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def code_defaults(stage: str) -> dict:
+    """What a stage does with every option a config leaves out: its function's defaults, in its key.
+
+    A new version of the kit that changes a default (a SIFT working size, a matcher, a
+    refinement's parameter) then re-runs the stages it changes instead of keeping their
+    old outputs as "up to date". Refinement methods add their own options' defaults and
+    re-ranking the version of its SIFT descriptors.
+    """
+    import inspect
+
+    if stage == "rerank":
+        from .rerank import rerank as func
+        from .sift import SIFT_VERSION
+        extra: dict = {"sift_version": SIFT_VERSION}
+    elif stage == "refine":
+        from .refine import METHODS, refine as func
+        extra = {m.name: {**{k: o.default for k, o in m.options.items()}, **dict(m.preset)} for m in METHODS.values()}
+    else:
+        func = {"train": _lazy("train", "train"), "extract": _lazy("extract", "extract"),
+                "index": _lazy("index", "build_index"), "search": _lazy("search", "search"),
+                "text-index": _lazy("textindex", "build_text_index"), "ensemble": _lazy("ensemble", "ensemble"),
+                "dba": _lazy("dba", "dba")}[stage]
+        extra = {}
+    defaults = {name: p.default for name, p in inspect.signature(func).parameters.items()
+                if p.default is not inspect.Parameter.empty and isinstance(p.default, (bool, int, float, str, tuple))}
+    return {**defaults, **extra}
+
+
+def _lazy(module: str, name: str) -> Any:
+    import importlib
+
+    return getattr(importlib.import_module(f"bpcr.{module}"), name)
+
+
 def _file_digest(weights: Any) -> str | None:
     """sha256 of a weights option that names an existing file (not ``none`` or ``hub``), else None."""
     if not isinstance(weights, (str, Path)) or str(weights) in ("none", "hub") or not Path(weights).is_file():
@@ -55,7 +89,7 @@ class StageRunners:
         if f"train:{name}" not in self.keys:
             entry = next(e for e in self.config.get("train", []) if e.get("name") == name)
             options = {k: v for k, v in entry.items() if k != "name"}
-            key = _key("train", options, _file_digest(options.get("weights")), self.keys["database"])
+            key = _key("train", options, code_defaults("train"), _file_digest(options.get("weights")), self.keys["database"])
             # restart: an unfinished training made with other options is stale once the config changed;
             # one made with these options is resumed.
             self._step("train", name, key, [out / "weights.pt", out / "train.json"],
@@ -94,7 +128,7 @@ class StageRunners:
                     action = lambda out=out, kwargs=kwargs: merge(
                         parts, out, pca_whiten=bool(kwargs.get("pca_whiten")))
                 else:
-                    key = _key("extract", keyed_kwargs, self.keys["prepare"], which)
+                    key = _key("extract", keyed_kwargs, code_defaults("extract"), self.keys["prepare"], which)
                     action = lambda out=out, which=which, kwargs=kwargs: extract(
                         self.manifests[which], out, progress=self.progress, on_warning=self._warn, **kwargs)
                 self._step("extract", f"{name}-{which}", key, outputs, action, database=which == "database")
@@ -118,14 +152,14 @@ class StageRunners:
                 if entry.get("dba") is not None:
                     db_store, db_key, index_name = self._dba(extract_name, pooling, db_store, db_key, entry["dba"])
                 index_dir = self.work / "indexes" / f"{index_name}-{index_options.get('metric', 'cosine')}"
-                index_key = _key("index", index_options, db_key, pooling)
+                index_key = _key("index", index_options, code_defaults("index"), db_key, pooling)
                 self._step("index", index_dir.name, index_key, [index_dir],
                            lambda s=db_store, d=index_dir: build_index(s, d, log=self.log, **index_options),
                            database=True)
                 indexes.append(index_dir)
                 queries.append(self.store(extract_name, "queries", pooling))
                 upstream += [index_key, self.keys[f"extract:{extract_name}:queries"]]
-            key = _key("search", options, upstream)
+            key = _key("search", options, code_defaults("search"), upstream)
             self._step("search", name, key, [self.run_path(name)],
                        lambda i=indexes, q=queries, n=name, o=options: search(
                            i if len(i) > 1 else i[0], q if len(q) > 1 else q[0], n, self.submissions, log=self.log,
@@ -143,7 +177,7 @@ class StageRunners:
 
         tag = "dba-" + _key("dba", dict(options))[:8]
         out = self.work / "features-dba" / extract_name / f"{pooling}-{tag}"
-        dba_key = _key("dba", dict(options), key, pooling)
+        dba_key = _key("dba", dict(options), code_defaults("dba"), key, pooling)
         self._step("dba", f"{extract_name}-{pooling}-{tag}", dba_key, [out / "meta.json"],
                    lambda: dba(store, out, graph_dir=self.work / "graphs", log=self.log, **options), database=True)
         return out, dba_key, f"{extract_name}-{pooling}-{tag}"
@@ -161,7 +195,7 @@ class StageRunners:
             return
         text_dir = self.work / "text-index"
         text_options = dict(self.config.get("text_index", {}))
-        text_key = _key("text-index", text_options, self.keys["prepare"])
+        text_key = _key("text-index", text_options, code_defaults("text-index"), self.keys["prepare"])
         # The textual index is built for the methods that read it (text; dupgroup's description links).
         if any(entry.get("method", "text") in TEXT_INDEX_METHODS for entry in entries):
             self._step("text-index", "database", text_key, [text_dir],
@@ -182,7 +216,7 @@ class StageRunners:
                              pooling]
             options = {k: v for k, v in entry.items() if k not in ("name", "input", "features")}
             reads_text = options.get("method", "text") in TEXT_INDEX_METHODS
-            key = _key("refine", options, run_key, text_key if reads_text else None, upstream)
+            key = _key("refine", options, code_defaults("refine"), run_key, text_key if reads_text else None, upstream)
             self._step("refine", name, key, [self.run_path(name)],
                        lambda r=run, n=name, o=options, d=db_stores or None, q=query_stores or None, t=reads_text:
                        refine(r, text_dir if t else None, d, q, n, self.submissions,
@@ -200,7 +234,7 @@ class StageRunners:
             name = self._run_name("rerank", entry)
             run, run_key = self._input_run(entry["input"])
             options = {k: v for k, v in entry.items() if k not in ("name", "input")}
-            key = _key("rerank", options, run_key, self.keys["prepare"])
+            key = _key("rerank", options, code_defaults("rerank"), run_key, self.keys["prepare"])
             self._step("rerank", name, key, [self.run_path(name)],
                        lambda r=run, n=name, o=options: rerank(
                            r, self.manifests["database"], self.manifests["queries"], n, self.submissions,
@@ -226,7 +260,7 @@ class StageRunners:
                 if self.gt is None:
                     raise BadInput(self.config_path, None, f"[ensemble {name}] tune = true needs ground truth")
                 options["tune_on"] = self.gt
-            key = _key("ensemble", options, keys)
+            key = _key("ensemble", options, code_defaults("ensemble"), keys)
             self._step("ensemble", name, key, [self.run_path(name)],
                        lambda p=paths, n=name, o=options: ensemble(p, name=n, out=self.submissions, **o))
             self.keys[f"run:{name}"] = key

@@ -84,6 +84,33 @@ def test_changed_option_reruns_only_downstream(first_run, tmp_path):
     assert ran == {"sift", "ens", "ens-tuned"}
 
 
+def test_a_changed_code_default_reruns_what_it_changes(first_run, tmp_path):
+    """A kit whose SIFT descriptors (or any default a config leaves out) changed must not keep old outputs."""
+    import bpcr.sift
+
+    folder, _ = first_run
+    work = tmp_path / "copy"
+    shutil.copytree(folder, work)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        mp.setattr(bpcr.sift, "SIFT_VERSION", bpcr.sift.SIFT_VERSION + 100)
+        result = run_pipeline("tiny.toml", log=lambda _: None)
+    ran = {t.name for t in result.times if not t.skipped and t.stage != "score"}
+    assert ran == {"sift", "ens", "ens-tuned"}
+
+
+def test_stage_keys_cover_each_stage_s_defaults():
+    from bpcr.pipeline_stages import code_defaults
+    from bpcr.refine import METHODS
+
+    rerank = code_defaults("rerank")
+    assert {"max_side", "max_keypoints", "matcher", "ratio", "sift_version"} <= set(rerank)
+    refine = code_defaults("refine")
+    assert refine["diffusion"] == {k: o.default for k, o in METHODS["diffusion"].options.items()}
+    assert code_defaults("dba") == {"n": 1, "alpha": 3.0}
+    assert {"size", "resize"} <= set(code_defaults("extract")) and "epochs" in code_defaults("train")
+
+
 DEMO = "[prepare]\ndemo = true\nn_products = 2\nn_distractors = 3\nn_queries = 2\n"
 EXTRACT = "[[extract]]\nname = 'a'\nbackbone = 'tf_efficientnet_lite0'\npoolings = ['mac']\n"
 SEARCH = "[[search]]\nname = 's'\nfeatures = 'a/mac'\n"
