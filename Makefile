@@ -1,6 +1,6 @@
 # Two entry points: `make demo` (set up, then run the whole pipeline on the
 # generated demo dataset) and `make test` (set up, then run the test suite).
-# `make demo-train` adds the trained rows (about 40 minutes on 2 CPU cores).
+# `make demo-train` adds the trained rows (about 16 more minutes on 2 CPU cores).
 VENV   ?= .venv
 PYTHON ?= python3
 BIN     = $(VENV)/bin
