@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import blas_kernel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,12 +71,6 @@ def ranked(distance, query, features, rows, depth):
     return rows[np.lexsort((rows, -scores))][:depth].tolist()
 
 
-def blas_kernel() -> str:
-    from threadpoolctl import threadpool_info
-
-    found = [f"{i.get('prefix')} {i.get('architecture')} ({i.get('num_threads')} threads)"
-             for i in threadpool_info() if i.get("user_api") == "blas"]
-    return ", ".join(found) or "no BLAS loaded"
 
 
 def main() -> None:

@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from common import blas_kernel, peak_rss_bytes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -114,10 +115,6 @@ def child(step: str, folder: Path, args: argparse.Namespace) -> dict:
     return out
 
 
-def peak_rss_bytes() -> int:
-    from search_scale import peak_rss_bytes as peak
-
-    return peak()
 
 
 def run_child(args: argparse.Namespace, step: str) -> dict:
@@ -128,14 +125,6 @@ def run_child(args: argparse.Namespace, step: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def blas() -> str:
-    from threadpoolctl import threadpool_info
-
-    import numpy as np  # noqa: F401  (loads the BLAS threadpoolctl reports)
-
-    found = [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
-             for i in threadpool_info() if i.get("user_api") == "blas"]
-    return ", ".join(found) or "none found"
 
 
 def main() -> None:
@@ -170,7 +159,7 @@ def main() -> None:
             print(f"generated {args.n} x {args.dim} float16 (clustered) in {made['seconds']:.0f} s")
         matrix = args.n * args.dim * 2
         print(f"database {args.n} x {args.dim} float16 = {matrix / GIB:.2f} GiB; {args.queries} queries; "
-              f"depth {args.depth}; BLAS: {blas()}")
+              f"depth {args.depth}; BLAS: {blas_kernel()}")
         with open(args.folder / "db" / "features.npy", "rb") as handle:  # warm the page cache for every step
             while handle.read(64 << 20):
                 pass
@@ -191,7 +180,7 @@ def main() -> None:
             print(f"{step:16}{r['seconds']:9.2f}{r['cpu_seconds']:9.2f}{r['peak_bytes'] / GIB:10.2f}"
                   f"{r['seconds'] / plain['seconds']:15.2f}{r['cpu_seconds'] / plain['cpu_seconds']:14.2f}"
                   f"{r['peak_bytes'] / plain['peak_bytes']:15.2f}")
-        print(f"(ratios against 'search ivf', the plain search the methods refine; BLAS: {blas()}; "
+        print(f"(ratios against 'search ivf', the plain search the methods refine; BLAS: {blas_kernel()}; "
               f"total {time.perf_counter() - started:.0f} s)")
     finally:
         if args.scratch is None:

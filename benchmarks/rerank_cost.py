@@ -47,6 +47,7 @@ CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from bpcr.rerank import rerank
+from common import blas_kernel  # noqa: E402
 args = json.loads(sys.argv[2])
 
 def cpu():
@@ -115,16 +116,10 @@ def parse_setting(text: str) -> tuple[bool, dict]:
 
 
 def threads_info() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-
-        blas = ", ".join(f"{i['internal_api']} {i.get('version')} {i['num_threads']} threads"
-                         for i in threadpool_info() if i["user_api"] == "blas")
-    except ImportError:
-        blas = "threadpoolctl not installed"
+    blas = blas_kernel()
     import cv2
 
-    return f"BLAS in this process: {blas or 'none loaded'}; OpenCV {cv2.__version__} (workers: 1 thread each)"
+    return f"BLAS in this process: {blas}; OpenCV {cv2.__version__} (workers: 1 thread each)"
 
 
 def matcher_kernels(run_path: Path, db_manifest: Path, query_manifest: Path, n_queries: int, top: int,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from common import blas_kernel, peak_rss_bytes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -161,16 +161,6 @@ def child_ranx(folder: Path) -> dict:
     return {"import_seconds": t1 - t0, "first_seconds": t2 - t1, "second_seconds": time.perf_counter() - t2}
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory. VmHWM first: Linux carries ru_maxrss across exec,
-    so a child could report its parent's peak when that was higher."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_child(*args: str) -> dict:
@@ -178,12 +168,6 @@ def run_child(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def blas_kernel() -> str:
-    from threadpoolctl import threadpool_info
-
-    found = [f"{i.get('prefix')} {i.get('architecture')} ({i.get('num_threads')} threads)"
-             for i in threadpool_info() if i.get("user_api") == "blas"]
-    return ", ".join(found) or "no BLAS loaded"
 
 
 def main() -> None:

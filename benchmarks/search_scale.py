@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import peak_rss_bytes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -135,16 +135,6 @@ def child_ann(folder: Path, k: int, nlist: int | None, train_size: int | None) -
     return {"build_seconds": t1 - t0, "seconds": t2 - t1, "recall_db": info.recall_at_100, "params": info.params}
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss
-    across exec, so a child would report its parent's peak when that was higher."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_child(args: argparse.Namespace, role: str) -> dict:

@@ -42,6 +42,7 @@ from bpcr.losses import category_softmax, robust_contrastive  # noqa: E402
 from bpcr.manifest import write_manifest  # noqa: E402
 from bpcr.train import train  # noqa: E402
 from bpcr.trainloop import Network, _autocast, _to_input, trainable_names  # noqa: E402
+from common import blas_kernel  # noqa: E402
 
 WORDS = ("lipstick", "shampoo", "serum", "toner", "nail polish", "face cream", "lip balm", "sunscreen")
 
@@ -124,12 +125,6 @@ def end_to_end(manifest: Path, out: Path, backbone: str, size: int, batch: int, 
     return result.summary["epochs"][-1]
 
 
-def blas() -> str:
-    from threadpoolctl import threadpool_info
-
-    found = [f"{i.get('internal_api')} {i.get('version') or ''} ({i.get('architecture') or '?'}, "
-             f"{i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas"]
-    return "; ".join(found) or "none found"
 
 
 def main() -> None:
@@ -144,7 +139,7 @@ def main() -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(f"{args.backbone} at {args.size} px, {args.batch_size} tuples (x3 images) per step, {cores} cores, "
           f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__} with {torch.get_num_threads()} threads")
-    print(f"numpy BLAS: {blas()}")
+    print(f"numpy BLAS: {blas_kernel()}")
     keep_freed_memory()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
