@@ -35,6 +35,22 @@ def cli(capsys):
 
 
 @pytest.fixture
+def refused_config(cli, tmp_path, monkeypatch):
+    """Write TEXT as a config, ``bpcr run`` it: exit code 2, REASON in one line of stderr, nothing written."""
+
+    def check(text: str, reason: str) -> None:
+        config = tmp_path / "bad.toml"
+        config.write_text(text)
+        monkeypatch.chdir(tmp_path)
+        result = cli("run", config)
+        assert result.code == 2, result
+        assert reason in result.err and len(result.err.strip().splitlines()) == 1, result.err
+        assert [p.name for p in tmp_path.iterdir()] == ["bad.toml"]
+
+    return check
+
+
+@pytest.fixture
 def one_faiss_thread():
     # faiss's OpenMP threads spin; on a busy 2-core machine two of them run far slower than one.
     import faiss

@@ -130,14 +130,8 @@ SEARCH = "[[search]]\nname = 's'\nfeatures = 'a/mac'\n"
     (DEMO + EXTRACT + SEARCH + "[score]\nn_resamples = 0\n", "[score] n_resamples: --resamples must be"),
     (DEMO + EXTRACT + "[search]\nname = 's'\nfeatures = 'a/mac'\n", "one [[search]] per entry"),
 ])
-def test_bad_config_is_one_line_before_any_stage(cli, tmp_path, monkeypatch, text, reason):
-    config = tmp_path / "bad.toml"
-    config.write_text(text)
-    monkeypatch.chdir(tmp_path)
-    result = cli("run", config)
-    assert result.code == 2, result
-    assert reason in result.err and len(result.err.strip().splitlines()) == 1, result.err
-    assert [p.name for p in tmp_path.iterdir()] == ["bad.toml"]
+def test_bad_config_is_one_line_before_any_stage(refused_config, text, reason):
+    refused_config(text, reason)
 
 
 def test_a_dataset_without_descriptions_or_ground_truth(first_run, tmp_path, monkeypatch):

@@ -166,14 +166,8 @@ SEARCH = "[[search]]\nname = 's'\nfeatures = 'a/gem'\n"
      "[report] needs ground truth: give [prepare] gt or [score] gt (or demo = true)"),
     (DEMO + "[[report]]\nbest = 1\n", "report must be one table, written [report]; got [[report]]"),
 ])
-def test_bad_train_or_report_table_is_one_line_before_any_stage(cli, tmp_path, monkeypatch, text, reason):
-    config = tmp_path / "bad.toml"
-    config.write_text(text)
-    monkeypatch.chdir(tmp_path)
-    result = cli("run", config)
-    assert result.code == 2, result
-    assert reason in result.err and len(result.err.strip().splitlines()) == 1, result.err
-    assert [p.name for p in tmp_path.iterdir()] == ["bad.toml"]
+def test_bad_train_or_report_table_is_one_line_before_any_stage(refused_config, text, reason):
+    refused_config(text, reason)
 
 
 def test_a_report_folder_in_the_way_is_refused_before_any_stage(cli, tmp_path, monkeypatch):
