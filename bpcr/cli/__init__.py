@@ -6,8 +6,8 @@ found while parsing (a missing option, a value outside the range ``--help``
 shows), becomes one line on stderr and exit code 2; anything else is an
 internal error (exit 1).
 
-The commands live in ``stages.py`` (the pipeline, in its order) and
-``evaluate.py`` (score, check); ``options.py`` holds the app, the option
+The commands live in ``stages.py`` (the pipeline's stages, in their order),
+``chains.py`` (run, predict, sweep, train) and ``evaluate.py`` (score, check, report); ``options.py`` holds the app, the option
 parsers and the lists of choices; what is shown comes from ``bpcr.display``.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import typer
 
 from ..errors import BadInput
 from . import stages  # noqa: F401  (registers the pipeline's commands first, in --help too)
+from . import chains  # noqa: F401,E402
 from . import evaluate  # noqa: F401,E402
 from .options import app
 
