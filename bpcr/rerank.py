@@ -57,10 +57,9 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 import cv2
-import numpy as np
 
 from .errors import BadInput
 from .fileio import sha256_file
@@ -69,16 +68,17 @@ from .manifest import read_manifest
 from .progress import Progress
 from .progress import start as start_progress
 from .ranges import check_range, check_seed
-from .runs import Run, RunResult, check_run_output, load_run, order_by_score, provenance, run_files, write_run
-from .sift import FLANN_CHECKS, FLANN_TREES, MATCHERS, SIFT_VERSION, local_score, reproducible_opencv
+from .rerank_order import LOCAL_SCORERS, SCORERS, _final_order
+from .runs import RunResult, check_run_output, load_run, provenance, run_files, write_run
+from .sift import FLANN_CHECKS, FLANN_TREES, MATCHERS, SIFT_VERSION, reproducible_opencv
 from .sift_cache import BadEntry, SiftOptions, cache_file, read_entry
 from .sift_tasks import MatchOptions, PackWriter, extract_task, init_worker, match_task
 
-# The keypoint cap was measured with benchmarks/rerank_cost.py on the demo data
-# (30 queries x top 100, FLANN, "matches"): mAP@7 0.371 / 0.256 / 0.246 / 0.237
-# at caps 250 / 500 / 1000 / 2000. Shop images there rarely give more than ~250
-# keypoints at 512 px, so a larger cap mostly adds keypoints from the clutter of
-# the query photo, which match distractors, and matching time grows with it.
+# The keypoint cap was chosen on the public half of the demo's queries (seed 0, 384 px, bf):
+# `bpcr sweep configs/demo.toml --grid rerank.fused-sift.max_keypoints=250,500,1000 --run fused-sift`
+# gave mAP@7 0.383 / 0.362 / 0.361 (the private half, reported only: 0.421 / 0.410 / 0.406). A larger
+# cap mostly adds keypoints from the clutter of the query photo, which match distractors, and matching
+# time grows with it.
 DEFAULT_TOP = 100
 DEFAULT_MAX_KEYPOINTS = 250
 # Shop images are a few hundred pixels on a side; phone photos are shrunk to
@@ -95,78 +95,6 @@ DEFAULT_CACHE_DIR = Path("work") / "cache" / "sift"
 # with RootSIFT, FLANN 0.494 / 0.493, bf 0.501 / 0.495.
 DEFAULT_MATCHER = "bf"
 MAX_WARNING_EXAMPLES = 20
-
-
-@dataclass(frozen=True)
-class Scorer:
-    description: str
-    local: str | None  # the SIFT score it ranks by; None: the one named by blend_of
-
-
-SCORERS: dict[str, Scorer] = {
-    "matches": Scorer("number of ratio-test SIFT matches, ties by mean match distance (paper 000 §3.1.1)", "matches"),
-    "inliers": Scorer("RANSAC homography inliers among the ratio-test matches (spatial verification)", "inliers"),
-    "blend": Scorer("(1-λ)·input score + λ·SIFT score, both min-max normalised per shortlist", None),
-}
-LOCAL_SCORERS = ("matches", "inliers")
-
-
-# ---------------------------------------------------------------- scores and order
-
-
-def sift_scores(counts: Sequence[int], mean_distances: Sequence[float]) -> list[float]:
-    """Scores of one shortlist given in input order (module docstring).
-
-    counts, mean_distances: one entry per shortlisted image. Matched images score
-    :func:`bpcr.sift.local_score` (>= 1); unmatched ones ``(N - r)/(2N)`` in
-    (0, 0.5], keeping their input order below every matched image.
-    """
-    n = len(counts)
-    return [
-        local_score(c, d) if c > 0 else 0.5 * (n - r) / n
-        for r, (c, d) in enumerate(zip(counts, mean_distances))
-    ]
-
-
-def _minmax(values: Sequence[float]) -> np.ndarray:
-    x = np.asarray(values, dtype=np.float64)
-    span = x.max() - x.min() if x.size else 0.0
-    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
-
-
-def blend_scores(visual: Sequence[float], local: Sequence[float], weight: float) -> list[float]:
-    """``(1-λ)·minmax(visual) + λ·minmax(local)`` over one shortlist (λ = ``weight``)."""
-    return list((1.0 - weight) * _minmax(visual) + weight * _minmax(local))
-
-
-def finish_query(shortlist: Sequence[str], scores: Sequence[float], tail: Sequence[str]) -> tuple[list[str], list[float]]:
-    """Sort the shortlist by score (as written, ties by ID), then the tail in input order at -1, -2, ..."""
-    ids, sc = order_by_score(shortlist, scores)
-    return ids + list(tail), sc + [-float(i) for i in range(1, len(tail) + 1)]
-
-
-def _input_order(ids: Sequence[str]) -> tuple[list[str], list[float]]:
-    return list(ids), [-float(r) for r in range(1, len(ids) + 1)]
-
-
-def _final_order(run: Run, matched: dict[str, list[tuple[int, float]]], top: int, scorer: str,
-                 blend_weight: float) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
-    """Every query's output list and written scores (module docstring)."""
-    ranking: dict[str, list[str]] = {}
-    scores: dict[str, list[float]] = {}
-    for query_id, ids in run.ranking.items():
-        if query_id not in matched:
-            ranking[query_id], scores[query_id] = _input_order(ids)
-            continue
-        shortlist, tail = ids[:top], ids[top:]
-        pairs = matched[query_id]
-        final = sift_scores([c for c, _ in pairs], [d for _, d in pairs])
-        if SCORERS[scorer].local is None:
-            visual = (run.scores[query_id][:top] if run.scores is not None
-                      else [-float(r) for r in range(1, len(shortlist) + 1)])
-            final = blend_scores(visual, final, blend_weight)
-        ranking[query_id], scores[query_id] = finish_query(shortlist, final, tail)
-    return ranking, scores
 
 
 # ---------------------------------------------------------------- the stage

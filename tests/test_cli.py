@@ -22,7 +22,7 @@ from bpcr.errors import BadInput
     ("REFINE_MODES", "bpcr.refine", "MODES"),
     ("REFINE_METHODS", "bpcr.refine", "METHODS"),
     ("DUP_BY", "bpcr.dupgroup", "DUP_BY_CHOICES"),
-    ("SCORERS", "bpcr.rerank", "SCORERS"),
+    ("SCORERS", "bpcr.rerank_order", "SCORERS"),
     ("MATCHERS", "bpcr.sift", "MATCHERS"),
     ("VARIANTS", "bpcr.metrics", "VARIANTS"),
 ])

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from bpcr.manifest import write_manifest
-from bpcr.rerank import blend_scores, finish_query, rerank, sift_scores
+from bpcr.rerank import rerank
+from bpcr.rerank_order import blend_scores, finish_query, sift_scores
 from bpcr.runs import load_run, write_run
 from test_sift import photo_of, textured
 

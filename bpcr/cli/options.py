@@ -88,7 +88,7 @@ RANK_SCORES = ("linear", "reciprocal")  # bpcr.fusion.RANK_SCORES
 REFINE_MODES = ("fill", "rerank-union")  # bpcr.refine.MODES
 REFINE_METHODS = ("text", "aqe", "alpha-qe", "qe-2020", "kreciprocal", "diffusion", "dupgroup")  # bpcr.refine.METHODS
 DUP_BY = ("image", "text", "both", "either")  # bpcr.dupgroup.DUP_BY_CHOICES
-SCORERS = ("matches", "inliers", "blend")  # bpcr.rerank.SCORERS
+SCORERS = ("matches", "inliers", "blend")  # bpcr.rerank_order.SCORERS
 MATCHERS = ("flann", "bf")  # bpcr.sift.MATCHERS
 VARIANTS = ("challenge", "nrel", "cutoff-mean")  # bpcr.metrics.VARIANTS
 
