@@ -58,6 +58,8 @@ class _Image:
 
 def _plan(seed: int, n_products: int, n_distractors: int, n_queries: int) -> tuple[list, list]:
     """Which products exist and which images show them; no pixels yet."""
+    if seed < 0 or n_products < 0 or n_distractors < 0 or n_queries < 0:
+        raise BadInput(None, None, "demo seed and sizes must be non-negative")
     rng = _rng(seed, _PLAN)
     images: list[_Image] = []
     targets: list[tuple[int, int]] = []
@@ -132,8 +134,6 @@ def demo_ground_truth(seed: int = 0, n_products: int = 200, n_distractors: int =
 
     ``ground_truth/demo.csv`` is this for the defaults; a test holds the two byte-identical.
     """
-    if seed < 0 or n_products < 0 or n_distractors < 0 or n_queries < 0:
-        raise BadInput(None, None, "demo seed and sizes must be non-negative")
     images, picks = _plan(seed, n_products, n_distractors, n_queries)
     db_ids, query_ids, _ = _identities(seed, len(images), n_queries)
     return _relevant(images, picks, db_ids, query_ids)
@@ -171,8 +171,6 @@ def generate_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors
     anything else in ``out/database`` or ``out/queries`` is refused rather than mixed in.
     """
     started = time.perf_counter()
-    if seed < 0 or n_products < 0 or n_distractors < 0 or n_queries < 0:
-        raise BadInput(None, None, "demo seed and sizes must be non-negative")
     out = Path(out)
     images, picks = _plan(seed, n_products, n_distractors, n_queries)
     db_ids, query_ids, rotated = _identities(seed, len(images), n_queries)
