@@ -13,6 +13,9 @@ a change in the machine's load hits both:
 - each repeat's ratio end-to-end / model-only (CPU target: >= 0.95 without
   start-up), beside torch's thread count and the BLAS kernel (threadpoolctl);
 - decode + resize alone, ms/image on one core, as a share of the model's time;
+- with ``--layouts``: model-only in the stage's channels-last layout vs contiguous
+  NCHW (batches and network), alternated, as the time ratio the stage's
+  ``MEMORY_FORMAT`` comment quotes;
 - with ``--device cuda``: the same on the GPU (AMP, channels-last, pinned
   memory, decoding processes), plus JPEG decoding on the GPU
   (``torchvision.io.decode_jpeg(..., device="cuda")``, batched) vs Pillow and
@@ -44,11 +47,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bpcr.backbones import load_backbone  # noqa: E402
-from bpcr.extract import PoolingSpec, _describe, extract  # noqa: E402
+from bpcr.extract import PoolingSpec, _describe, extract, model_on  # noqa: E402
 from bpcr.images import load_rgb  # noqa: E402
-from bpcr.loader import keep_freed_memory  # noqa: E402
+from bpcr.loader import _Images, decode_resized, keep_freed_memory  # noqa: E402
 from bpcr.manifest import write_manifest  # noqa: E402
-from bpcr.pooling import check_params  # noqa: E402
+from bpcr.pooling import POOLINGS, check_params  # noqa: E402
 
 
 def make_jpeg(path: Path, seed: int) -> tuple[int, int]:
@@ -78,26 +81,38 @@ def make_jpegs(folder: Path, n: int, seed: int = 0, procs: int = 1) -> tuple[lis
 
 
 def _pixels(path: Path, size: int) -> np.ndarray:
-    return np.asarray(load_rgb(path).resize((size, size), Image.BICUBIC, reducing_gap=3.0)).transpose(2, 0, 1)
+    return decode_resized(path, (size, size))
+
+
+def _batch(paths: list[Path], size: int) -> torch.Tensor:
+    """Decoded exactly as the stage decodes: its (b, 3, H, W) uint8 batch, channels-last in memory."""
+    return _Images(paths, [(size, size)] * len(paths), None).batch(list(range(len(paths)))).images
 
 
 class ModelOnly:
-    """The stage's per-batch model code on pre-decoded batches, cycled to ``n`` images."""
+    """The stage's per-batch model code on pre-decoded batches, cycled to ``n`` images.
+
+    The batches and the network are laid out in memory as the stage lays them
+    out (``layout="stage"``); ``layout="nchw"`` copies both to contiguous NCHW,
+    the layout the stage used before, for ``--layouts``.
+    """
 
     def __init__(self, backbone: str, paths: list[Path], size: int, batch_size: int, dev: torch.device,
-                 procs: int) -> None:
+                 procs: int, layout: str = "stage") -> None:
+        groups = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
         if procs > 1:
             with _pool(procs) as pool:
-                images = list(pool.map(_pixels, paths, [size] * len(paths), chunksize=16))
+                self.batches = list(pool.map(_batch, groups, [size] * len(groups)))
         else:
-            images = [_pixels(p, size) for p in paths]
+            self.batches = [_batch(g, size) for g in groups]
         self.dev = dev
-        self.net = load_backbone(backbone).to(dev)
-        if dev.type == "cuda":
-            self.net = self.net.to(memory_format=torch.channels_last)
+        self.net = model_on(load_backbone(backbone), dev)
+        if layout == "nchw":
+            self.net = self.net.to(memory_format=torch.contiguous_format)
+            self.batches = [b.contiguous() for b in self.batches]
+        self.layout = layout
         self.spec = [PoolingSpec("gem", check_params("gem"), None)]
         self.precision = "float16" if dev.type == "cuda" else "float32"
-        self.batches = [torch.from_numpy(np.stack(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
         if dev.type == "cuda":
             self.batches = [b.pin_memory() for b in self.batches]
         self.batch_size = batch_size
@@ -117,8 +132,14 @@ class ModelOnly:
         return done / (time.perf_counter() - start)
 
     def _one(self, batch: torch.Tensor) -> None:
-        _describe(self.net, batch.to(self.dev, non_blocking=True), None, self.spec, (1.0,), False, self.dev,
-                  self.precision)
+        x = batch.to(self.dev, non_blocking=True)
+        if self.layout == "nchw":
+            # what _describe did before: no channels-last copy on the CPU
+            with torch.inference_mode():
+                fmap = self.net(self.net.normalise(x))
+            POOLINGS["gem"](fmap.float(), **self.spec[0].params)
+            return
+        _describe(self.net, x, None, self.spec, (1.0,), False, self.dev, self.precision)
 
 
 def end_to_end(backbone: str, manifest: Path, out: Path, n: int, size: int, batch_size: int, workers: int | None,
@@ -147,6 +168,17 @@ def end_to_end(backbone: str, manifest: Path, out: Path, n: int, size: int, batc
     startup = max(0.0, first_t - start - steady_s / max(steady_n, 1) * first_k)
     return {"whole": n / (end - start), "no_startup": n / (end - start - startup), "steady": steady_n / steady_s,
             "startup_s": startup, "finish_s": end - marks[-1][0]}
+
+
+def compare_layouts(stage: ModelOnly, nchw: ModelOnly, n: int, repeats: int) -> None:
+    """Model-only images/s in the stage's layout and in contiguous NCHW, alternated ``repeats`` times."""
+    ratios = []
+    for r in range(repeats):
+        a, b = stage.run(n), nchw.run(n)
+        ratios.append(b / a)
+        print(f"[layout {r + 1}] model-only channels-last {a:7.1f} | NCHW {b:7.1f} images/s | "
+              f"NCHW time / channels-last time {a / b:.2f}")
+    print(f"channels-last time / NCHW time: median {statistics.median(ratios):.2f} over {repeats} repeats")
 
 
 def decode_share(paths: list[Path], size: int, model_ips: float, threads: int) -> str:
@@ -217,6 +249,8 @@ def main() -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (refused where CUDA is missing)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model-images", type=int, default=2048, help="distinct images decoded for model-only")
+    parser.add_argument("--layouts", action="store_true",
+                        help="also model-only in the stage's channels-last layout vs contiguous NCHW, alternated")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"--device {args.device}: no CUDA GPU here (torch {torch.__version__}); run with --device cpu",
@@ -260,6 +294,9 @@ def main() -> int:
                   f"whole {e['whole'] / mm:.2f}) | torch threads {torch.get_num_threads()} | load {load:.1f}")
         print(f"ratio without start-up: median {statistics.median(ratios):.2f}, "
               f"range {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} repeats")
+        if args.layouts:
+            compare_layouts(model, ModelOnly(args.backbone, paths[:args.model_images], args.size, args.batch_size,
+                                             dev, procs, layout="nchw"), args.images, args.repeats)
         if dev.type == "cpu":
             print(decode_share(paths, args.size, model.run(min(args.images, 128)), threads))
         else:

@@ -8,7 +8,7 @@ Prints, per device (the CPU always, CUDA when there is one), for one backbone
 - train-step images/s: the same batches through forward, the robust
   contrastive + softmax loss over 004's tuples, backward and an SGD step, with
   the stages ``bpcr train`` trains by default on that device (CPU: the last
-  stage; GPU: all, with AMP and channels-last), and with every stage;
+  stage; GPU: all, with AMP), and with every stage, channels-last on both;
 - end-to-end training images/s: one epoch of ``bpcr.train.train`` (decoding,
   simulated phone photos, batches, steps; the per-epoch mining pass and the
   validation are timed apart and left out, as ``train.json`` reports them);
@@ -37,7 +37,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bpcr.backbones import load_backbone  # noqa: E402
-from bpcr.loader import keep_freed_memory  # noqa: E402
+from bpcr.loader import MEMORY_FORMAT, keep_freed_memory  # noqa: E402
 from bpcr.losses import category_softmax, robust_contrastive  # noqa: E402
 from bpcr.manifest import write_manifest  # noqa: E402
 from bpcr.train import train  # noqa: E402
@@ -78,8 +78,7 @@ def model_speeds(backbone: str, size: int, batch: int, steps: int, dev: torch.de
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         network = Network(load_backbone(backbone), "gem", 8, 0).to(dev)
-    if dev.type == "cuda":
-        network = network.to(memory_format=torch.channels_last)
+    network = network.to(memory_format=MEMORY_FORMAT)  # as bpcr train, on every device
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (3 * batch, 3, size, size), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 8, (3 * batch,), generator=gen).to(dev)
@@ -151,7 +150,7 @@ def main() -> None:
             epoch = end_to_end(manifest, folder / f"out-{dev.type}", args.backbone, args.size, args.batch_size * big,
                                min(args.images * big, n_images // 2), dev.type)
             fwd = speeds["forward"]
-            amp = " (AMP, channels-last)" if dev.type == "cuda" else ""
+            amp = " (AMP)" if dev.type == "cuda" else ""
             print(f"[{dev.type}{amp}]")
             print(f"  forward only            {fwd:8.1f} images/s")
             for key, value in speeds.items():

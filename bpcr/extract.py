@@ -52,8 +52,8 @@ from . import __version__
 from .backbones import Backbone, load_backbone
 from .errors import BadInput
 from .fileio import sha256_file
-from .loader import (RESIZE_MODES, batch_loader, batches_of_chunk, cpu_threads, deterministic, resolve_device,
-                     target_shape)
+from .loader import (MEMORY_FORMAT, RESIZE_MODES, batch_loader, batches_of_chunk, cpu_threads, deterministic,
+                     resolve_device, target_shape)
 from .manifest import Manifest, read_manifest
 from .pooling import MASK_OPTIONAL, MASK_REQUIRED, POOLINGS, check_params, l2n
 from .progress import Advance, Progress, start
@@ -68,6 +68,10 @@ __all__ = ["PoolingSpec", "extract", "merge", "MULTISCALE", "DTYPES", "SALIENCY"
 _shard_chunks = shard_chunks
 
 MULTISCALE = (1.0, 1.0 / math.sqrt(2.0), 0.5)
+# The memory layout the network runs in, in meta.json's "compute" and in an unfinished run's plan (so a
+# resume never mixes chunks of two layouts, whose float rounding differs). The pipeline re-extracts stores
+# made in another layout (bpcr.pipeline_stages.code_defaults). Before it: contiguous NCHW on the CPU.
+LAYOUT = "channels_last"
 DTYPES = ("float16", "float32")
 SALIENCY = ("spectral", "fine")
 
@@ -144,7 +148,7 @@ def extract(
         "batch_size": batch_size, "chunk_rows": chunk_rows,
     }
     plan = {"config": config, "poolings": [s.meta() for s in specs], "shard": list(shard) if shard else None,
-            "chunks": [first, last], "device": dev.type, "precision": precision}
+            "chunks": [first, last], "device": dev.type, "precision": precision, "layout": LAYOUT}
     partial = PartialStore(out.with_name(f".{out.name}.partial"), on_warning=on_warning)
     partial.start(plan, restart=restart)
     chunks = range(first, last)
@@ -163,7 +167,8 @@ def extract(
             raise KeyboardInterrupt(f"finished chunks are kept in {partial.path}; "
                                     "run the same command again to resume") from None
     rows = [min(first * chunk_rows, rows_total), min(last * chunk_rows, rows_total)]
-    meta = {**config, "compute": {"device": dev.type, "precision": precision, "torch": torch.__version__},
+    meta = {**config, "compute": {"device": dev.type, "precision": precision, "layout": LAYOUT,
+                                  "torch": torch.__version__},
             "bpcr_version": __version__,
             "shard": None if shard is None else {"index": shard[0], "count": shard[1], "rows": rows}}
     ids: list[str] = []
@@ -199,9 +204,7 @@ def _run_chunks(man: Manifest, shapes: list[tuple[int, int]], net: Backbone, spe
     left = Counter(owner)
     mask_method = next((s.mask for s in specs if s.mask), None)
     loader = batch_loader(man.paths, shapes, batches, mask_method, workers, dev)
-    net = net.to(dev)
-    if dev.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
+    net = model_on(net, dev)
     done: dict[int, list[tuple[list[int], dict[str, np.ndarray]]]] = {c: [] for c in todo}
     fails: dict[int, dict[int, str]] = {c: {} for c in todo}
     with deterministic(dev):
@@ -220,6 +223,11 @@ def _run_chunks(man: Manifest, shapes: list[tuple[int, int]], net: Backbone, spe
                     on_chunk(c)
 
 
+def model_on(net: Backbone, dev: torch.device) -> Backbone:
+    """The backbone on ``dev``, in the memory layout its batches come in (:data:`bpcr.loader.MEMORY_FORMAT`)."""
+    return net.to(dev).to(memory_format=MEMORY_FORMAT)
+
+
 def _describe(net: Backbone, images: torch.Tensor, maps: torch.Tensor | None, specs: list[PoolingSpec],
               scales: Sequence[float], flip: bool, dev: torch.device, precision: str) -> dict[str, np.ndarray]:
     """uint8 (B, 3, H, W) [+ saliency (B, H, W)] -> pooling -> (B, D) float32, L2-normalised."""
@@ -232,8 +240,7 @@ def _describe(net: Backbone, images: torch.Tensor, maps: torch.Tensor | None, sp
         xs = x if scale == 1.0 else F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         for flipped in ((False, True) if flip else (False,)):
             xv = xs.flip(-1) if flipped else xs
-            if dev.type == "cuda":
-                xv = xv.contiguous(memory_format=torch.channels_last)
+            xv = xv.contiguous(memory_format=MEMORY_FORMAT)  # a view already, unless scaled or flipped
             with torch.autocast(dev.type, dtype=torch.float16, enabled=precision == "float16"):
                 fmap = net(xv)
             fmap = fmap.float()

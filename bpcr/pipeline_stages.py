@@ -30,8 +30,9 @@ def code_defaults(stage: str) -> dict:
 
     A new version of the kit that changes a default (a SIFT working size, a matcher, a
     refinement's parameter) then re-runs the stages it changes instead of keeping their
-    old outputs as "up to date". Refinement methods add their own options' defaults and
-    re-ranking the version of its SIFT descriptors.
+    old outputs as "up to date". Refinement methods add their own options' defaults,
+    re-ranking the version of its SIFT descriptors, extraction and training the network's
+    memory layout.
     """
     import inspect
 
@@ -39,12 +40,15 @@ def code_defaults(stage: str) -> dict:
         from .rerank import rerank as func
         from .sift import SIFT_VERSION
         extra: dict = {"sift_version": SIFT_VERSION}
+    elif stage in ("extract", "train"):
+        from .extract import LAYOUT
+        func = _lazy(stage, stage)
+        extra = {"layout": LAYOUT}
     elif stage == "refine":
         from .refine import METHODS, refine as func
         extra = {m.name: {**{k: o.default for k, o in m.options.items()}, **dict(m.preset)} for m in METHODS.values()}
     else:
-        func = {"train": _lazy("train", "train"), "extract": _lazy("extract", "extract"),
-                "index": _lazy("index", "build_index"), "search": _lazy("search", "search"),
+        func = {"index": _lazy("index", "build_index"), "search": _lazy("search", "search"),
                 "text-index": _lazy("textindex", "build_text_index"), "ensemble": _lazy("ensemble", "ensemble"),
                 "dba": _lazy("dba", "dba")}[stage]
         extra = {}

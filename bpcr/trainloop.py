@@ -25,7 +25,7 @@ from .augment import clean_view, generator, phone_photo
 from .backbones import Backbone
 from .errors import BadInput
 from .images import ImageError, load_rgb
-from .loader import cores
+from .loader import MEMORY_FORMAT, cores
 from .losses import PAIR_LOSSES, category_softmax, distillation, multitask
 from .metrics import ap_at_k
 from .pooling import POOLINGS, l2n
@@ -183,7 +183,7 @@ def _autocast(dev: torch.device):
 
 def _to_input(network: Network, images: Tensor, dev: torch.device) -> Tensor:
     x = network.backbone.normalise(images.to(dev, non_blocking=True))
-    return x.contiguous(memory_format=torch.channels_last) if dev.type == "cuda" else x
+    return x.contiguous(memory_format=MEMORY_FORMAT)
 
 
 @torch.no_grad()

@@ -62,7 +62,9 @@ def _same(got, expected):
         if pixels is None:
             assert batch.images is None
         else:
-            assert batch.images.dtype == torch.uint8 and batch.images.is_contiguous()
+            # channels-last in memory: each image's (H, W, 3) pixels as decoded, no transposing copy
+            assert batch.images.dtype == torch.uint8
+            assert batch.images.is_contiguous(memory_format=torch.channels_last)
             assert np.array_equal(batch.images.numpy(), pixels)
         assert (batch.maps is None) == (maps is None)
         if maps is not None:
@@ -130,3 +132,23 @@ def test_the_gpu_benchmark_refuses_clearly_without_cuda():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "no CUDA GPU here" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_the_channels_last_layout_gives_the_nchw_descriptors(images):
+    """The stage's layout (channels-last batch and network) changes float rounding only, never the result."""
+    from bpcr.backbones import load_backbone
+    from bpcr.extract import PoolingSpec, _describe, model_on
+    from bpcr.pooling import POOLINGS, check_params, l2n
+
+    paths, shapes, _ = images
+    rows = [r for r in range(len(paths)) if shapes[r] == (32, 32) and r != 4][:4]
+    batch = _Images(paths, shapes, None).batch(rows)
+    net = model_on(load_backbone("efficientnet_lite0"), torch.device("cpu"))
+    assert next(net.parameters()).is_contiguous(memory_format=torch.channels_last)
+    spec = [PoolingSpec("gem", check_params("gem"), None)]
+    got = _describe(net, batch.images, None, spec, (1.0,), False, torch.device("cpu"), "float32")["gem"]
+    plain = net.to(memory_format=torch.contiguous_format)
+    fmap = plain(plain.normalise(batch.images.contiguous()))
+    want = l2n(POOLINGS["gem"](fmap.float(), **check_params("gem"))).numpy()
+    assert got.shape == want.shape == (len(batch.rows), net.dim)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

@@ -109,6 +109,7 @@ def test_stage_keys_cover_each_stage_s_defaults():
     assert refine["diffusion"] == {k: o.default for k, o in METHODS["diffusion"].options.items()}
     assert code_defaults("dba") == {"n": 1, "alpha": 3.0}
     assert {"size", "resize"} <= set(code_defaults("extract")) and "epochs" in code_defaults("train")
+    assert code_defaults("extract")["layout"] == "channels_last"
 
 
 DEMO = "[prepare]\ndemo = true\nn_products = 2\nn_distractors = 3\nn_queries = 2\n"
