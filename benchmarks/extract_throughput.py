@@ -1,6 +1,6 @@
 """Extraction throughput: the model alone vs the whole `bpcr extract` stage, side by side.
 
-Prints, in one run on the same generated JPEGs (256-512 px, made with PIL in a
+Prints, in one run on the same generated JPEGs (256-512 px by default, made with PIL in a
 temporary folder), alternating the two measurements ``--repeats`` times so that
 a change in the machine's load hits both:
 
@@ -13,6 +13,10 @@ a change in the machine's load hits both:
 - each repeat's ratio end-to-end / model-only (CPU target: >= 0.95 without
   start-up), beside torch's thread count and the BLAS kernel (threadpoolctl);
 - decode + resize alone, ms/image on one core, as a share of the model's time;
+- with ``--jpeg-draft``: the end-to-end runs decode big JPEGs at a reduced
+  scale (``extract(jpeg_draft=True)``), and one more full-decode run gives the
+  cosine between each image's two descriptors (what the option changes);
+  ``--sides 800-1600`` makes e-commerce-sized images, where it matters;
 - with ``--layouts``: model-only in the stage's channels-last layout vs contiguous
   NCHW (batches and network), alternated, as the time ratio the stage's
   ``MEMORY_FORMAT`` comment quotes;
@@ -21,7 +25,8 @@ a change in the machine's load hits both:
   (``torchvision.io.decode_jpeg(..., device="cuda")``, batched) vs Pillow and
   torchvision on the CPU. It refuses (exit 2) where CUDA is not available.
 
-CPU:  python benchmarks/extract_throughput.py --images 256 --repeats 3
+CPU:  python benchmarks/extract_throughput.py --images 1024 --repeats 3 [--layouts]
+      python benchmarks/extract_throughput.py --images 512 --sides 800-1600 [--jpeg-draft]
 GPU:  python benchmarks/extract_throughput.py --device cuda --images 20000 --batch-size 256 --repeats 2
 
 Model-only decodes at most ``--model-images`` distinct images once and cycles
@@ -54,10 +59,10 @@ from bpcr.manifest import write_manifest  # noqa: E402
 from bpcr.pooling import POOLINGS, check_params  # noqa: E402
 
 
-def make_jpeg(path: Path, seed: int) -> tuple[int, int]:
-    """A product-photo-like JPEG: smooth gradients, a bright box, mild noise; 256-512 px sides."""
+def make_jpeg(path: Path, seed: int, sides: tuple[int, int] = (256, 512)) -> tuple[int, int]:
+    """A product-photo-like JPEG: smooth gradients, a bright box, mild noise; sides in ``sides`` (inclusive)."""
     rng = np.random.default_rng(seed)
-    w, h = int(rng.integers(256, 513)), int(rng.integers(256, 513))
+    w, h = int(rng.integers(sides[0], sides[1] + 1)), int(rng.integers(sides[0], sides[1] + 1))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     base = np.stack([xx / w * 255, yy / h * 255, (xx + yy) / (w + h) * 255], axis=-1)
     x0, y0 = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
@@ -67,21 +72,18 @@ def make_jpeg(path: Path, seed: int) -> tuple[int, int]:
     return w, h
 
 
-def make_jpegs(folder: Path, n: int, seed: int = 0, procs: int = 1) -> tuple[list[str], list[Path], list[int], list[int]]:
+def make_jpegs(folder: Path, n: int, seed: int = 0, procs: int = 1,
+               sides: tuple[int, int] = (256, 512)) -> tuple[list[str], list[Path], list[int], list[int]]:
     """``n`` JPEGs ``b00000.jpg``...; image k is the same bytes whatever ``procs`` is."""
     ids = [f"b{k:05d}" for k in range(n)]
     paths = [folder / f"{i}.jpg" for i in ids]
     seeds = [seed * 1_000_003 + k for k in range(n)]
     if procs > 1 and n > 64:
         with _pool(procs) as pool:
-            sizes = list(pool.map(make_jpeg, paths, seeds, chunksize=64))
+            sizes = list(pool.map(make_jpeg, paths, seeds, [sides] * n, chunksize=64))
     else:
-        sizes = [make_jpeg(p, s) for p, s in zip(paths, seeds)]
+        sizes = [make_jpeg(p, s, sides) for p, s in zip(paths, seeds)]
     return ids, paths, [w for w, _ in sizes], [h for _, h in sizes]
-
-
-def _pixels(path: Path, size: int) -> np.ndarray:
-    return decode_resized(path, (size, size))
 
 
 def _batch(paths: list[Path], size: int) -> torch.Tensor:
@@ -143,7 +145,7 @@ class ModelOnly:
 
 
 def end_to_end(backbone: str, manifest: Path, out: Path, n: int, size: int, batch_size: int, workers: int | None,
-               device: str, threads: int | None) -> dict[str, float]:
+               device: str, threads: int | None, jpeg_draft: bool = False) -> dict[str, float]:
     """images/s of one ``extract`` call: whole, without start-up, steady state (first to last batch)."""
     marks: list[tuple[float, int]] = []
 
@@ -159,7 +161,7 @@ def end_to_end(backbone: str, manifest: Path, out: Path, n: int, size: int, batc
 
     start = time.perf_counter()
     extract(manifest, out, backbone, ["gem"], size=size, batch_size=batch_size, workers=workers, device=device,
-            threads=threads, progress=_Progress())
+            threads=threads, jpeg_draft=jpeg_draft, progress=_Progress())
     end = time.perf_counter()
     first_t, first_k = marks[0]  # the first batch done
     steady_n = n - first_k
@@ -181,16 +183,27 @@ def compare_layouts(stage: ModelOnly, nchw: ModelOnly, n: int, repeats: int) -> 
     print(f"channels-last time / NCHW time: median {statistics.median(ratios):.2f} over {repeats} repeats")
 
 
-def decode_share(paths: list[Path], size: int, model_ips: float, threads: int) -> str:
+def decode_share(paths: list[Path], size: int, model_ips: float, threads: int, jpeg_draft: bool = False) -> str:
     """Decode + resize on one core, ms/image, and its share of the model's CPU time."""
     k = min(len(paths), 64)
     start = time.process_time()
     for p in paths[:k]:
-        _pixels(p, size)
+        decode_resized(p, (size, size), jpeg_draft)
     ms = (time.process_time() - start) / k * 1e3
     model_cpu_ms = threads * 1e3 / model_ips
-    return f"decode+resize {ms:.2f} ms/image on one core = {ms / model_cpu_ms:.0%} of the model's CPU time " \
-           f"({model_cpu_ms:.1f} ms/image on {threads} threads)"
+    how = "JPEG draft decode" if jpeg_draft else "decode"
+    return f"{how}+resize {ms:.2f} ms/image on one core = {ms / model_cpu_ms:.0%} of the model's CPU time " \
+           f"({model_cpu_ms:.1f} ms/image on {threads} threads); the CPU ratio's ceiling on {threads} cores " \
+           f"about {1 / (1 + ms / model_cpu_ms):.2f}"
+
+
+def draft_agreement(folder: Path, outs: list[Path]) -> str:
+    """Cosine between each image's descriptor from a full decode and from a draft decode (same store, same row)."""
+    full = np.asarray(np.load(outs[0] / "gem" / "features.npy"), np.float32)
+    draft = np.asarray(np.load(outs[1] / "gem" / "features.npy"), np.float32)
+    cos = (full * draft).sum(1)
+    return f"descriptor cosine, draft vs full decode: mean {cos.mean():.4f}, min {cos.min():.4f}, " \
+           f"median {np.median(cos):.4f} over {len(cos)} images"
 
 
 def gpu_decode(paths: list[Path], batch: int = 64) -> None:
@@ -249,9 +262,16 @@ def main() -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (refused where CUDA is missing)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model-images", type=int, default=2048, help="distinct images decoded for model-only")
+    parser.add_argument("--sides", default="256-512", help="generated image sides in pixels, MIN-MAX")
+    parser.add_argument("--jpeg-draft", action="store_true",
+                        help="end-to-end with extract(jpeg_draft=True), and one full-decode run to compare with")
     parser.add_argument("--layouts", action="store_true",
                         help="also model-only in the stage's channels-last layout vs contiguous NCHW, alternated")
     args = parser.parse_args()
+    sides = tuple(int(v) for v in args.sides.split("-"))
+    if len(sides) != 2 or not 16 <= sides[0] <= sides[1]:
+        print(f"--sides {args.sides}: give MIN-MAX with 16 <= MIN <= MAX", file=sys.stderr)
+        return 2
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"--device {args.device}: no CUDA GPU here (torch {torch.__version__}); run with --device cpu",
               file=sys.stderr)
@@ -269,21 +289,22 @@ def main() -> int:
         folder = Path(tmp)
         (folder / "images").mkdir()
         start = time.perf_counter()
-        ids, paths, widths, heights = make_jpegs(folder / "images", args.images, procs=max(procs, 1))
+        ids, paths, widths, heights = make_jpegs(folder / "images", args.images, procs=max(procs, 1), sides=sides)
         write_manifest(folder / "db.csv", ids, paths, widths, heights, [""] * len(ids))
         gen_s = time.perf_counter() - start
         model = ModelOnly(args.backbone, paths[:args.model_images], args.size, args.batch_size, dev, procs)
         name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{cores} CPU cores"
-        print(f"{args.images} JPEGs 256-512 px (made in {gen_s:.0f} s), {args.backbone} at {args.size} px, "
+        print(f"{args.images} JPEGs {sides[0]}-{sides[1]} px (made in {gen_s:.0f} s), {args.backbone} at {args.size} px, "
               f"batch {args.batch_size}, {name}, torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
-              f"workers {args.workers if args.workers is not None else 'default'}")
+              f"workers {args.workers if args.workers is not None else 'default'}, "
+              f"decoding {'JPEG draft' if args.jpeg_draft else 'full'}")
         print(f"kernels: {_kernels()}")
         ratios = []
         for r in range(args.repeats):
             load = os.getloadavg()[0]
             m = model.run(args.images)
             e = end_to_end(args.backbone, folder / "db.csv", folder / f"out{r}", args.images, args.size,
-                           args.batch_size, args.workers, dev.type, args.threads)
+                           args.batch_size, args.workers, dev.type, args.threads, args.jpeg_draft)
             m2 = model.run(args.images)
             # model-only before and after, so a load change during the repeat shows as their spread
             mm = (m + m2) / 2
@@ -294,11 +315,18 @@ def main() -> int:
                   f"whole {e['whole'] / mm:.2f}) | torch threads {torch.get_num_threads()} | load {load:.1f}")
         print(f"ratio without start-up: median {statistics.median(ratios):.2f}, "
               f"range {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} repeats")
+        if args.jpeg_draft:
+            end_to_end(args.backbone, folder / "db.csv", folder / "full", args.images, args.size, args.batch_size,
+                       args.workers, dev.type, args.threads)
+            print(draft_agreement(folder, [folder / "full", folder / "out0"]))
         if args.layouts:
             compare_layouts(model, ModelOnly(args.backbone, paths[:args.model_images], args.size, args.batch_size,
                                              dev, procs, layout="nchw"), args.images, args.repeats)
         if dev.type == "cpu":
-            print(decode_share(paths, args.size, model.run(min(args.images, 128)), threads))
+            model_ips = model.run(min(args.images, 128))
+            print(decode_share(paths, args.size, model_ips, threads))
+            if args.jpeg_draft:
+                print(decode_share(paths, args.size, model_ips, threads, jpeg_draft=True))
         else:
             gpu_decode(paths)
     return 0

@@ -112,6 +112,7 @@ def extract(
     shard: tuple[int, int] | None = None,
     pca_whiten: bool = False,
     pca_from: str | Path | None = None,
+    jpeg_draft: bool = False,
     restart: bool = False,
     progress: Progress | None = None,
     on_chunk: Callable[[int], None] | None = None,
@@ -126,7 +127,10 @@ def extract(
     unfinished extraction made with other settings instead of refusing to mix
     the two. ``progress`` is told of every image done (:mod:`bpcr.progress`).
     ``on_warning(message)`` hears of damaged leftovers of an interrupted run
-    that are computed again (default: :func:`warnings.warn`).
+    that are computed again (default: :func:`warnings.warn`). ``jpeg_draft``
+    decodes big JPEGs at a reduced scale (:func:`bpcr.loader.decode_resized`):
+    faster, slightly different pixels; recorded in meta.json, and a store made
+    with it is only compared with stores made with it.
     """
     out = Path(out)
     _check_options(size, resize, dtype, batch_size, chunk_batches, scales, saliency, shard, pca_whiten, pca_from,
@@ -146,6 +150,8 @@ def extract(
         "scales": [float(s) for s in scales], "flip": bool(flip), "normalisation": "l2",
         "manifest": {"file": man.path.name, "sha256": sha256_file(man.path), "rows": rows_total},
         "batch_size": batch_size, "chunk_rows": chunk_rows,
+        # Only when on, so stores made before the option, or without it, stay comparable with each other.
+        **({"jpeg_draft": True} if jpeg_draft else {}),
     }
     plan = {"config": config, "poolings": [s.meta() for s in specs], "shard": list(shard) if shard else None,
             "chunks": [first, last], "device": dev.type, "precision": precision, "layout": LAYOUT}
@@ -162,7 +168,7 @@ def extract(
             with cpu_threads(dev, threads), start(progress, "extract", shard_rows,
                                                   shard_rows - _rows_in(todo, chunk_rows, rows_total)) as advance:
                 _run_chunks(man, shapes, net, specs, todo, chunk_rows, batch_size, scales, flip, dev, precision,
-                            partial, workers, advance, on_chunk)
+                            partial, workers, advance, on_chunk, jpeg_draft)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"finished chunks are kept in {partial.path}; "
                                     "run the same command again to resume") from None
@@ -194,7 +200,7 @@ def extract(
 def _run_chunks(man: Manifest, shapes: list[tuple[int, int]], net: Backbone, specs: list[PoolingSpec],
                 todo: list[int], chunk_rows: int, batch_size: int, scales: Sequence[float], flip: bool,
                 dev: torch.device, precision: str, partial: PartialStore, workers: int | None, advance: Advance,
-                on_chunk: Callable[[int], None] | None) -> None:
+                on_chunk: Callable[[int], None] | None, jpeg_draft: bool = False) -> None:
     batches: list[list[int]] = []
     owner: list[int] = []
     for c in todo:
@@ -203,7 +209,7 @@ def _run_chunks(man: Manifest, shapes: list[tuple[int, int]], net: Backbone, spe
             owner.append(c)
     left = Counter(owner)
     mask_method = next((s.mask for s in specs if s.mask), None)
-    loader = batch_loader(man.paths, shapes, batches, mask_method, workers, dev)
+    loader = batch_loader(man.paths, shapes, batches, mask_method, workers, dev, jpeg_draft=jpeg_draft)
     net = model_on(net, dev)
     done: dict[int, list[tuple[list[int], dict[str, np.ndarray]]]] = {c: [] for c in todo}
     fails: dict[int, dict[int, str]] = {c: {} for c in todo}

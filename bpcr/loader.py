@@ -25,7 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import BadInput
-from .images import ImageError, load_rgb
+from .images import DRAFT_MARGIN, ImageError, load_rgb, load_rgb_draft
 from .memory import keep_freed_memory
 
 RESIZE_MODES = ("square", "aspect")
@@ -64,21 +64,30 @@ def target_shape(width: int, height: int, size: int, resize: str, stride: int) -
     return (size, short) if height >= width else (short, size)
 
 
-def decode_resized(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """One image as ``bpcr extract`` sees it: uint8 (H, W, 3), resized to ``shape`` = (H, W); ImageError if unusable."""
+def decode_resized(path: Path, shape: tuple[int, int], jpeg_draft: bool = False) -> np.ndarray:
+    """One image as ``bpcr extract`` sees it: uint8 (H, W, 3), resized to ``shape`` = (H, W); ImageError if unusable.
+
+    ``jpeg_draft``: a big JPEG is decoded at a reduced scale first
+    (:func:`bpcr.images.load_rgb_draft`, at least ``DRAFT_MARGIN`` times the
+    long side of ``shape``), which changes the pixels a little (what it
+    costs: ``benchmarks/extract_throughput.py --jpeg-draft``).
+    """
     h, w = shape
+    image = load_rgb_draft(path, DRAFT_MARGIN * max(h, w))[0] if jpeg_draft else load_rgb(path)
     # reducing_gap=3 shrinks big images by a box filter first: several
     # times faster, visually the same as a direct bicubic resize.
-    return np.asarray(load_rgb(path).resize((w, h), Image.BICUBIC, reducing_gap=3.0))
+    return np.asarray(image.resize((w, h), Image.BICUBIC, reducing_gap=3.0))
 
 
 class _Images(Dataset):
     """One image per item, decoded and resized (and its saliency map, when asked): (row, (3, H, W) uint8, map, reason)."""
 
-    def __init__(self, paths: Sequence[Path], shapes: Sequence[tuple[int, int]], saliency: str | None) -> None:
+    def __init__(self, paths: Sequence[Path], shapes: Sequence[tuple[int, int]], saliency: str | None,
+                 jpeg_draft: bool = False) -> None:
         self.paths = paths
         self.shapes = shapes
         self.saliency = saliency
+        self.jpeg_draft = jpeg_draft
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -129,7 +138,7 @@ class _Pending:
         row = self.rows[slot]
         try:
             try:
-                pixels = decode_resized(self.images.paths[row], self.images.shapes[row])
+                pixels = decode_resized(self.images.paths[row], self.images.shapes[row], self.images.jpeg_draft)
             except ImageError as exc:
                 self.reasons[slot] = exc.reason
                 return
@@ -287,13 +296,14 @@ def _init_worker(_: int) -> None:
 
 def batch_loader(paths: Sequence[Path], shapes: Sequence[tuple[int, int]], batches: list[list[int]],
                  saliency: str | None, workers: int | None, dev: torch.device,
-                 ahead: int = 2) -> Iterable[Batch]:
+                 ahead: int = 2, jpeg_draft: bool = False) -> Iterable[Batch]:
     """The planned ``batches`` (lists of manifest rows) as :class:`Batch` objects, in order.
 
     ``shapes[row]`` is the (h, w) the row is resized to; ``saliency`` the
     method of the maps computed with the images, or None for no maps;
     ``workers`` decoding processes (None: chosen for the device; 0: decoded in
-    this process, see :class:`_Prefetch`), each ``ahead`` batches in advance.
+    this process, see :class:`_Prefetch`), each ``ahead`` batches in advance;
+    ``jpeg_draft`` as :func:`decode_resized`.
     """
     if workers is None:
         # On the CPU the model's threads already use every core, and a decoding process
@@ -303,7 +313,7 @@ def batch_loader(paths: Sequence[Path], shapes: Sequence[tuple[int, int]], batch
         # Processes pay off once there are cores to spare, or when the model is on a GPU.
         workers = cores() if dev.type != "cpu" else cores() // 4
     workers = max(0, workers)
-    images = _Images(paths, shapes, saliency)
+    images = _Images(paths, shapes, saliency, jpeg_draft)
     if workers == 0:
         return _Prefetch(images, batches, ahead, pin=dev.type == "cuda")
     # forkserver, not fork: forking a process whose torch/OpenMP threads hold locks can leave

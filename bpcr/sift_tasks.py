@@ -17,23 +17,16 @@ as before.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .images import DRAFT_MARGIN
 from .memory import keep_freed_memory
 from .sift import Keypoints, extract_sift, match_many, mean_match_distance, root_sift, to_gray, verify_homography
 from .sift_cache import SiftOptions, image_sha256, save_keypoints
-
-
-# Draft decoding stops at this many times max_side, and INTER_AREA shrinks the rest of the way.
-# Measured with 40 generated 12 MP photos x top 50 (benchmarks/sift_fullsize.py data, bf, 384 px),
-# mAP@7 public / private: full decode 0.561 / 0.529, margin 2 0.551 / 0.527, margin 1 (the
-# DCT scaling doing all of an up-to-8x reduction) 0.517 / 0.515.
-DRAFT_MARGIN = 2
 
 
 @dataclass(frozen=True)
@@ -67,39 +60,11 @@ def load_gray(path: Path, sift: SiftOptions) -> np.ndarray:
     """The (H, W) uint8 grey image SIFT describes: :func:`bpcr.images.load_rgb`'s checks and
     upright RGB, shrunk by :func:`bpcr.sift.to_gray`; JPEGs decoded in draft mode (module docstring)
     when ``sift.jpeg_draft``. Raises :class:`bpcr.images.ImageError`."""
-    from PIL import Image, UnidentifiedImageError
-
     from . import images
 
-    path = Path(path)
     if not sift.jpeg_draft:
-        return to_gray(images.load_rgb(path), sift.max_side)
-    try:
-        if path.stat().st_size == 0:
-            raise images.ImageError("zero-byte file")
-    except FileNotFoundError:
-        raise images.ImageError("file not found") from None
-    except OSError as exc:
-        raise images.ImageError(f"cannot read: {exc.strerror}") from None
-    try:
-        with Image.open(path, formats=images._OPENERS) as opened:
-            width, height = opened.size
-            if width * height > images.MAX_PIXELS:  # checked on the full size, as load_rgb does
-                raise images.ImageError(f"decompression bomb: {width * height} pixels > limit {images.MAX_PIXELS}")
-            scale = DRAFT_MARGIN * sift.max_side / max(width, height, 1)
-            if scale < 0.5:  # a no-op for formats without a draft mode
-                opened.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-            stored = opened.size
-            image, _ = images._decode_opened(path, opened, images.MAX_PIXELS)
-            image = opened.copy() if image is opened else image
-    except Image.DecompressionBombError as exc:
-        raise images.ImageError(images._bomb_reason(str(exc), images.MAX_PIXELS)) from None
-    except UnidentifiedImageError:
-        raise images.ImageError("not an image (or not a supported format)") from None
-    except images._DECODE_ERRORS as exc:
-        raise images.ImageError(images._decode_reason(exc)) from None
-    # EXIF orientation may have swapped the sides after decoding.
-    source = (width, height) if image.size == stored else (height, width)
+        return to_gray(images.load_rgb(Path(path)), sift.max_side)
+    image, source = images.load_rgb_draft(Path(path), DRAFT_MARGIN * sift.max_side, images.MAX_PIXELS)
     return to_gray(image, sift.max_side, source_size=source)
 
 

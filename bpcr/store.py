@@ -135,7 +135,7 @@ def check_finite(store: FeatureStore, role: str = "feature",
 EXTRACTION_FIELDS = (
     "backbone", "weights", "weights_source", "weights_sha256", "layer", "mean", "std",
     "pooling", "pooling_params", "mask", "saliency", "input_size", "size", "image_size", "resize", "interpolation",
-    "scales", "flip", "dim", "normalisation", "normalization", "whitening", "pca",
+    "scales", "flip", "dim", "normalisation", "normalization", "whitening", "pca", "jpeg_draft",
 )
 
 

@@ -273,3 +273,47 @@ def test_killed_run_resumes_to_identical_bytes(reference, data):
     assert again == [2, 3]
     for name in ("gem", "mac", "srmac"):
         assert _bytes(stores[name]) == _bytes(reference[name])
+
+
+def _photo(path, w, h, seed=0, fmt=None):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([xx / w * 255, yy / h * 255, (xx + yy) / (w + h) * 255], axis=-1)
+    pixels = np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, format=fmt, quality=90)
+    return path
+
+
+def test_jpeg_draft_decodes_big_jpegs_smaller_and_nothing_else(tmp_path):
+    from bpcr import images
+    from bpcr.loader import decode_resized
+
+    big = _photo(tmp_path / "big.jpg", 1000, 800)
+    image, full = images.load_rgb_draft(big, 128)
+    assert image.size == (250, 200) and full == (1000, 800)  # 1/4: the largest reduction keeping 128 px
+    drafted, plain = decode_resized(big, (64, 64), jpeg_draft=True), decode_resized(big, (64, 64))
+    assert drafted.shape == plain.shape == (64, 64, 3) and not np.array_equal(drafted, plain)
+    assert np.abs(drafted.astype(int) - plain.astype(int)).mean() < 3  # the same picture
+    # within twice the asked size, and other formats: a full decode, the very same pixels
+    small = _photo(tmp_path / "small.jpg", 250, 200)
+    png = _photo(tmp_path / "big.png", 1000, 800, fmt="PNG")
+    for path in (small, png):
+        assert np.array_equal(decode_resized(path, (64, 64), jpeg_draft=True), decode_resized(path, (64, 64)))
+        assert images.load_rgb_draft(path, 128)[0].size == Image.open(path).size
+
+
+def test_jpeg_draft_is_recorded_and_kept_apart(tmp_path):
+    from bpcr.store import check_same_extraction
+
+    ids = ["a", "b", "c"]
+    paths = [_photo(tmp_path / f"{i}.jpg", 600, 500, seed=k) for k, i in enumerate(ids)]
+    write_manifest(tmp_path / "m.csv", ids, paths, [600] * 3, [500] * 3, [""] * 3)
+    plain = open_store(extract(tmp_path / "m.csv", tmp_path / "plain", "efficientnet_lite0", ["gem"], **FAST)["gem"])
+    draft = open_store(extract(tmp_path / "m.csv", tmp_path / "draft", "efficientnet_lite0", ["gem"],
+                               jpeg_draft=True, **FAST)["gem"])
+    assert draft.meta["jpeg_draft"] is True and "jpeg_draft" not in plain.meta
+    cos = (np.asarray(draft.features, np.float32) * np.asarray(plain.features, np.float32)).sum(1)
+    assert cos.min() > 0.99 and not np.array_equal(draft.features, plain.features)  # 0.9993 when written
+    check_same_extraction(plain, plain)
+    with pytest.raises(BadInput, match="jpeg_draft"):
+        check_same_extraction(plain, draft)

@@ -121,6 +121,7 @@ SEARCH = "[[search]]\nname = 's'\nfeatures = 'a/mac'\n"
     ("[prepare]\ndemo = true\n[[search]]\nname = 'x'\nfeatures = 'nope/mac'\n", "must be '<extract name>/<pooling>'"),
     ("bogus = 1\n", "unknown top-level key 'bogus'"),
     (DEMO + EXTRACT + "sizes = 3\n", "[extract a] unknown option 'sizes'"),
+    (DEMO + EXTRACT + "jpeg_draft = 'yes'\n", "[extract a] jpeg_draft must be true or false, got 'yes'"),
     ("[prepare\n", "invalid TOML"),
     # each would be found only in a late stage (or never): refused before the demo is generated
     ("work = 5\n" + DEMO, "work must be a string"),

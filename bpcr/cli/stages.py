@@ -76,6 +76,7 @@ def extract_command(
     saliency: Optional[str] = typer.Option(None, "--saliency", help="Saliency mask for vamac/grmaac (srmac always uses one): spectral or fine."),
     pca_whiten: bool = typer.Option(False, "--pca-whiten", help="Learn PCA-whitening on this (database) store; saved as pca.npz."),
     pca_from: Optional[Path] = typer.Option(None, "--pca-from", help="Apply the whitening learned on this database output (e.g. to queries)."),
+    jpeg_draft: bool = typer.Option(False, "--jpeg-draft", help="Decode big JPEGs at 1/2, 1/4 or 1/8 scale (at least twice the input size): faster decoding, slightly different pixels; queries and database must agree."),
     merge: bool = typer.Option(False, "--merge", help="Join shard outputs given as INPUTS into OUT."),
     restart: bool = typer.Option(False, "--restart", help="Discard an unfinished extraction made with other settings."),
 ) -> None:
@@ -110,7 +111,7 @@ def extract_command(
                              resize=resize, scales=MULTISCALE if multiscale else (1.0,), flip=flip, saliency=saliency,
                              dtype=dtype, batch_size=batch_size, workers=workers, device=device, threads=threads,
                              shard=parse_shard(shard) if shard else None, pca_whiten=pca_whiten, pca_from=pca_from,
-                             restart=restart, progress=rich_progress, on_warning=warn)
+                             jpeg_draft=jpeg_draft, restart=restart, progress=rich_progress, on_warning=warn)
         except KeyboardInterrupt as exc:
             typer.echo(str(exc), err=True)
             raise
