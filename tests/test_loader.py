@@ -115,10 +115,10 @@ def test_an_unexpected_error_reaches_the_consumer(images, monkeypatch):
     paths, shapes, batches = images
     real = loader.decode_resized
 
-    def broken(path, shape):
+    def broken(path, shape, jpeg_draft=False):
         if path == paths[batches[-1][0]]:
             raise RuntimeError("decoder bug")
-        return real(path, shape)
+        return real(path, shape, jpeg_draft)
 
     monkeypatch.setattr(loader, "decode_resized", broken)
     with pytest.raises(RuntimeError, match="decoder bug"):
