@@ -13,9 +13,10 @@ a change in the machine's load hits both:
 - each repeat's ratio end-to-end / model-only (CPU target: >= 0.95 without
   start-up), beside torch's thread count and the BLAS kernel (threadpoolctl);
 - decode + resize alone, ms/image on one core, as a share of the model's time;
-- with ``--jpeg-draft``: the end-to-end runs decode big JPEGs at a reduced
-  scale (``extract(jpeg_draft=True)``), and one more full-decode run gives the
-  cosine between each image's two descriptors (what the option changes);
+- with ``--jpeg-draft``: each repeat runs the stage twice, decoding big JPEGs
+  at a reduced scale (``extract(jpeg_draft=True)``) and in full, with both
+  ratios, and the cosine between each image's two descriptors (what the
+  option changes);
   ``--sides 800-1600`` makes e-commerce-sized images, where it matters;
 - with ``--layouts``: model-only in the stage's channels-last layout vs contiguous
   NCHW (batches and network), alternated, as the time ratio the stage's
@@ -299,26 +300,34 @@ def main() -> int:
               f"workers {args.workers if args.workers is not None else 'default'}, "
               f"decoding {'JPEG draft' if args.jpeg_draft else 'full'}")
         print(f"kernels: {_kernels()}")
-        ratios = []
+        ratios, full_ratios = [], []
         for r in range(args.repeats):
             load = os.getloadavg()[0]
             m = model.run(args.images)
             e = end_to_end(args.backbone, folder / "db.csv", folder / f"out{r}", args.images, args.size,
                            args.batch_size, args.workers, dev.type, args.threads, args.jpeg_draft)
+            if args.jpeg_draft:  # the full decode in the same repeat, for the side-by-side ratio
+                f = end_to_end(args.backbone, folder / "db.csv", folder / f"full{r}", args.images, args.size,
+                               args.batch_size, args.workers, dev.type, args.threads)
             m2 = model.run(args.images)
             # model-only before and after, so a load change during the repeat shows as their spread
             mm = (m + m2) / 2
             ratios.append(e["no_startup"] / mm)
-            print(f"[{r + 1}] model-only {m:7.1f} / {m2:7.1f} images/s | end-to-end whole {e['whole']:7.1f}, "
+            how = "draft end-to-end" if args.jpeg_draft else "end-to-end"
+            print(f"[{r + 1}] model-only {m:7.1f} / {m2:7.1f} images/s | {how} whole {e['whole']:7.1f}, "
                   f"without start-up ({e['startup_s']:.1f} s) {e['no_startup']:7.1f}, steady {e['steady']:7.1f} "
                   f"images/s | ratio {e['no_startup'] / mm:.2f} (steady {e['steady'] / mm:.2f}, "
                   f"whole {e['whole'] / mm:.2f}) | torch threads {torch.get_num_threads()} | load {load:.1f}")
+            if args.jpeg_draft:
+                full_ratios.append(f["no_startup"] / mm)
+                print(f"    full-decode end-to-end without start-up {f['no_startup']:7.1f} images/s | "
+                      f"ratio {f['no_startup'] / mm:.2f} | draft / full {e['no_startup'] / f['no_startup']:.2f}")
         print(f"ratio without start-up: median {statistics.median(ratios):.2f}, "
               f"range {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} repeats")
         if args.jpeg_draft:
-            end_to_end(args.backbone, folder / "db.csv", folder / "full", args.images, args.size, args.batch_size,
-                       args.workers, dev.type, args.threads)
-            print(draft_agreement(folder, [folder / "full", folder / "out0"]))
+            print(f"full decode: median {statistics.median(full_ratios):.2f}, "
+                  f"range {min(full_ratios):.2f}-{max(full_ratios):.2f}")
+            print(draft_agreement(folder, [folder / "full0", folder / "out0"]))
         if args.layouts:
             compare_layouts(model, ModelOnly(args.backbone, paths[:args.model_images], args.size, args.batch_size,
                                              dev, procs, layout="nchw"), args.images, args.repeats)
