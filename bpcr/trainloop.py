@@ -291,6 +291,16 @@ def running_loss(mean: float, last: float) -> str:
     return f"loss {mean:.4f} (step {last:.4f})"
 
 
+def _rows(x: Tensor, index: list[int]) -> Tensor:
+    """``x[index]`` whose gradient is the same bits in every run.
+
+    Rows repeat in ``index``; on the CPU the backward of ``x[index]`` adds the
+    repeated rows' gradients in an order that changes between runs on two or
+    more threads, and ``index_select``'s backward does not.
+    """
+    return torch.index_select(x, 0, torch.tensor(index, dtype=torch.long, device=x.device))
+
+
 def _batch_loss(emb: Tensor, logits: Tensor, rows: np.ndarray, data: Data, pair_name: str | None,
                 use_softmax: bool, distill: tuple[Tensor, Tensor] | None) -> tuple[dict[str, Tensor], int, int]:
     """Pair, softmax and distillation losses of one batch of B tuples (emb rows: B photos, B positives, B negatives)."""
@@ -316,7 +326,7 @@ def _batch_loss(emb: Tensor, logits: Tensor, rows: np.ndarray, data: Data, pair_
     if pair_name is not None:
         q, c = emb[:b], emb[b:]
         target = torch.tensor(y, device=emb.device)
-        parts["pair"] = PAIR_LOSSES[pair_name](q[ia], c[ib], target, o["margin"])
+        parts["pair"] = PAIR_LOSSES[pair_name](_rows(q, ia), _rows(c, ib), target, o["margin"])
     if use_softmax:
         labels = np.concatenate([data.labels[anchors], data.labels[rows[:, 1]],
                                  np.where(valid_neg, data.labels[np.maximum(rows[:, 2], 0)], -1)])

@@ -237,3 +237,34 @@ def test_cli_train_writes_weights_that_extract_loads(dataset, cli):
     assert list(state) == list(load_backbone("test_resnet", weights="none").model.state_dict())
     bad = cli("train", dataset / "prepared" / "database.csv", "--out", dataset / "cli-bad", "--epochs", "0")
     assert bad.code == 2 and "--epochs" in bad.err and len(bad.err.strip().splitlines()) == 1
+
+
+def test_repeated_rows_give_the_same_gradient_bits_on_two_threads():
+    """The pair loss gathers rows that repeat; their gradient must not depend on thread timing."""
+    from bpcr.trainloop import _rows
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(48, 1280, generator=gen)
+        index = torch.randint(0, 48, (4000,), generator=gen).tolist()
+        weights = torch.randn(4000, 1280, generator=gen)
+        assert torch.equal(_rows(x, index), x[index])
+        digests = set()
+        for _ in range(10):
+            leaf = x.clone().requires_grad_(True)
+            (_rows(leaf, index) * weights).sum().backward()
+            digests.add(hashlib.sha256(leaf.grad.numpy().tobytes()).hexdigest())
+        assert len(digests) == 1  # x[index]'s backward gave 10 different results in 10 runs here
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_two_fresh_runs_on_two_threads_give_the_same_weights(dataset, tmp_path):
+    db = dataset / "prepared" / "database.csv"
+    options = {**FAST, "backbone": "efficientnet_lite0", "weights": None, "size": 64, "batch_size": 8,
+               "threads": 2, "epochs": 1, "val_share": 0.0, "images_per_epoch": 16, "pool_size": 24}
+    runs = [train(db, tmp_path / f"run{k}", **options) for k in range(2)]
+    a, b = (torch.load(r.weights, weights_only=True) for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
