@@ -107,7 +107,7 @@ def test_stage_keys_cover_each_stage_s_defaults():
     assert {"max_side", "max_keypoints", "matcher", "ratio", "sift_version"} <= set(rerank)
     refine = code_defaults("refine")
     assert refine["diffusion"] == {k: o.default for k, o in METHODS["diffusion"].options.items()}
-    assert code_defaults("dba") == {"n": 1, "alpha": 3.0}
+    assert code_defaults("dba") == {"n": 1, "alpha": 0.0}
     assert {"size", "resize"} <= set(code_defaults("extract")) and "epochs" in code_defaults("train")
     assert code_defaults("extract")["layout"] == "channels_last"
 
