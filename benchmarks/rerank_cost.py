@@ -41,13 +41,13 @@ from bpcr.manifest import read_manifest  # noqa: E402
 from bpcr.metrics import map_at_k, precision_at_1  # noqa: E402
 from bpcr.runs import load_run, write_run  # noqa: E402
 from bpcr.split import QuerySplit  # noqa: E402
+from common import blas_kernel  # noqa: E402
 
 # Runs one setting, cold then warm, in a fresh interpreter on the kit at sys.argv[1].
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from bpcr.rerank import rerank
-from common import blas_kernel  # noqa: E402
 args = json.loads(sys.argv[2])
 
 def cpu():
