@@ -53,9 +53,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bpcr.backbones import load_backbone  # noqa: E402
-from bpcr.extract import PoolingSpec, _describe, extract, model_on  # noqa: E402
+from bpcr.extract import PoolingSpec, _describe, extract  # noqa: E402
 from bpcr.images import load_rgb  # noqa: E402
-from bpcr.loader import _Images, decode_resized, keep_freed_memory  # noqa: E402
+from bpcr.loader import _Images, decode_resized, keep_freed_memory, model_on  # noqa: E402
 from bpcr.manifest import write_manifest  # noqa: E402
 from bpcr.pooling import POOLINGS, check_params  # noqa: E402
 

@@ -37,7 +37,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bpcr.backbones import load_backbone  # noqa: E402
-from bpcr.loader import MEMORY_FORMAT, keep_freed_memory  # noqa: E402
+from bpcr.loader import keep_freed_memory, model_on  # noqa: E402
 from bpcr.losses import category_softmax, robust_contrastive  # noqa: E402
 from bpcr.manifest import write_manifest  # noqa: E402
 from bpcr.train import train  # noqa: E402
@@ -77,8 +77,7 @@ def model_speeds(backbone: str, size: int, batch: int, steps: int, dev: torch.de
     """Forward-only and train-step images/s on random uint8 batches of 3 x ``batch`` images (q, p, n)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        network = Network(load_backbone(backbone), "gem", 8, 0).to(dev)
-    network = network.to(memory_format=MEMORY_FORMAT)  # as bpcr train, on every device
+        network = model_on(Network(load_backbone(backbone), "gem", 8, 0), dev)  # as bpcr train
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (3 * batch, 3, size, size), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 8, (3 * batch,), generator=gen).to(dev)

@@ -52,8 +52,8 @@ from . import __version__
 from .backbones import Backbone, load_backbone
 from .errors import BadInput
 from .fileio import sha256_file
-from .loader import (MEMORY_FORMAT, RESIZE_MODES, batch_loader, batches_of_chunk, cpu_threads, deterministic,
-                     resolve_device, target_shape)
+from .loader import (LAYOUT, MEMORY_FORMAT, RESIZE_MODES, batch_loader, batches_of_chunk, cpu_threads,
+                     deterministic, model_on, resolve_device, target_shape)
 from .manifest import Manifest, read_manifest
 from .pooling import MASK_OPTIONAL, MASK_REQUIRED, POOLINGS, check_params, l2n
 from .progress import Advance, Progress, start
@@ -68,10 +68,6 @@ __all__ = ["PoolingSpec", "extract", "merge", "MULTISCALE", "DTYPES", "SALIENCY"
 _shard_chunks = shard_chunks
 
 MULTISCALE = (1.0, 1.0 / math.sqrt(2.0), 0.5)
-# The memory layout the network runs in, in meta.json's "compute" and in an unfinished run's plan (so a
-# resume never mixes chunks of two layouts, whose float rounding differs). The pipeline re-extracts stores
-# made in another layout (bpcr.pipeline_stages.code_defaults). Before it: contiguous NCHW on the CPU.
-LAYOUT = "channels_last"
 DTYPES = ("float16", "float32")
 SALIENCY = ("spectral", "fine")
 
@@ -227,11 +223,6 @@ def _run_chunks(man: Manifest, shapes: list[tuple[int, int]], net: Backbone, spe
                 partial.write_chunk(_gather(c, done.pop(c), fails.pop(c), man, specs, net.dim))
                 if on_chunk is not None:
                     on_chunk(c)
-
-
-def model_on(net: Backbone, dev: torch.device) -> Backbone:
-    """The backbone on ``dev``, in the memory layout its batches come in (:data:`bpcr.loader.MEMORY_FORMAT`)."""
-    return net.to(dev).to(memory_format=MEMORY_FORMAT)
 
 
 def _describe(net: Backbone, images: torch.Tensor, maps: torch.Tensor | None, specs: list[PoolingSpec],

@@ -17,7 +17,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -29,12 +29,22 @@ from .images import DRAFT_MARGIN, ImageError, load_rgb, load_rgb_draft
 from .memory import keep_freed_memory
 
 RESIZE_MODES = ("square", "aspect")
+M = TypeVar("M", bound=torch.nn.Module)
 
 # The memory layout of a batch and of the network, on every device. On the CPU too:
 # channels-last convolutions took 0.70 of the time of the same ones in NCHW (Lite0,
 # 224 px, batch 32, 2 cores; benchmarks/extract_throughput.py --layouts), and decoding
 # writes each image as it comes (H, W, 3), without a transposing copy.
 MEMORY_FORMAT = torch.channels_last
+# Its name, as meta.json's "compute", an unfinished extraction's plan (a resume never mixes chunks of two
+# layouts, whose float rounding differs) and the extract and train stage keys record it. Before it the CPU
+# ran contiguous NCHW.
+LAYOUT = str(MEMORY_FORMAT).removeprefix("torch.")
+
+
+def model_on(model: M, dev: torch.device) -> M:
+    """``model`` (a backbone or a training network) on ``dev``, in the layout its batches come in."""
+    return model.to(dev).to(memory_format=MEMORY_FORMAT)
 
 
 def batches_of_chunk(c: int, chunk_rows: int, batch_size: int, rows: int,

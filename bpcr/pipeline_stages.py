@@ -41,7 +41,7 @@ def code_defaults(stage: str) -> dict:
         from .sift import SIFT_VERSION
         extra: dict = {"sift_version": SIFT_VERSION}
     elif stage in ("extract", "train"):
-        from .extract import LAYOUT
+        from .loader import LAYOUT
         func = _lazy(stage, stage)
         extra = {"layout": LAYOUT}
     elif stage == "refine":

@@ -137,7 +137,8 @@ def test_the_gpu_benchmark_refuses_clearly_without_cuda():
 def test_the_channels_last_layout_gives_the_nchw_descriptors(images):
     """The stage's layout (channels-last batch and network) changes float rounding only, never the result."""
     from bpcr.backbones import load_backbone
-    from bpcr.extract import PoolingSpec, _describe, model_on
+    from bpcr.extract import PoolingSpec, _describe
+    from bpcr.loader import model_on
     from bpcr.pooling import POOLINGS, check_params, l2n
 
     paths, shapes, _ = images
