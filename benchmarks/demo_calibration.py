@@ -7,7 +7,7 @@ Runs, through the library, only what the targets need:
     -> flat cosine indexes; one search per descriptor, and the product fusion of the two GRMACs (001 eq 8)
     -> textual refinement of the fused run (001 Algorithm 1, k_keep = 3)
     -> SIFT re-ranking of the fused run's top 100 (000 §3.4.2): ratio-test matches, and RANSAC inliers
-    -> mAP@7 of every run (bpcr.score)
+    -> mAP@7 of every run (bpcr.evaluation.score)
 
 and prints, for each target, the demo's figure, the papers' figure and whether it is in range.
 
@@ -30,13 +30,13 @@ import time
 from pathlib import Path
 
 from bpcr.demo import prepare_demo
-from bpcr.extract import extract
-from bpcr.index import build_index
-from bpcr.refine import refine
-from bpcr.rerank import rerank
-from bpcr.score import score_runs
-from bpcr.search import search
-from bpcr.textindex import build_text_index
+from bpcr.features.extract import extract
+from bpcr.retrieval.index import build_index
+from bpcr.postretrieval.refine import refine
+from bpcr.reranking.rerank import rerank
+from bpcr.evaluation.score import score_runs
+from bpcr.retrieval.search import search
+from bpcr.text.index import build_text_index
 
 LITE0_POOLINGS = ("mac", "spoc", "rmac", "grmac")
 FUSED = "fused-lite0-lite1-grmac"

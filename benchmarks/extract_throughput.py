@@ -6,7 +6,7 @@ a change in the machine's load hits both:
 
 - model-only images/s: pre-decoded, pre-resized uint8 batches through the same
   normalise -> backbone -> pooling -> L2 code the stage runs (``_describe``);
-- end-to-end images/s: ``bpcr.extract.extract`` from the manifest (decoding,
+- end-to-end images/s: ``bpcr.features.extract.extract`` from the manifest (decoding,
   resizing, chunk files, store assembly): over the whole call, without the
   start-up (model load, manifest hash, workers), and in steady state (first
   to last batch done, the first batch left out as for model-only's warm-up);
@@ -52,12 +52,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bpcr.backbones import load_backbone  # noqa: E402
-from bpcr.extract import PoolingSpec, _describe, extract  # noqa: E402
-from bpcr.images import load_rgb  # noqa: E402
-from bpcr.loader import _Images, decode_resized, keep_freed_memory, model_on  # noqa: E402
-from bpcr.manifest import write_manifest  # noqa: E402
-from bpcr.pooling import POOLINGS, check_params  # noqa: E402
+from bpcr.features.backbones import load_backbone  # noqa: E402
+from bpcr.features.extract import PoolingSpec, _describe, extract  # noqa: E402
+from bpcr.dataset.images import load_rgb  # noqa: E402
+from bpcr.features.loader import _Images, decode_resized, model_on  # noqa: E402
+from bpcr.memory import keep_freed_memory  # noqa: E402
+from bpcr.dataset.manifest import write_manifest  # noqa: E402
+from bpcr.features.pooling import POOLINGS, check_params  # noqa: E402
 
 
 def make_jpeg(path: Path, seed: int, sides: tuple[int, int] = (256, 512)) -> tuple[int, int]:

@@ -1,9 +1,9 @@
-"""Exact search on a GPU without faiss-gpu: the torch kernel (``bpcr.torchscan``) against the
+"""Exact search on a GPU without faiss-gpu: the torch kernel (``bpcr.retrieval.torchscan``) against the
 CPU kernel (numpy and the BLAS), side by side in one run, on the same float16 store.
 
 With CUDA: 500,000 x 2,048 float16 database rows (1.9 GiB, written chunk by chunk
 to a scratch store) against 1,000 queries, top 116 (depth 100 + the tie margin)
-per query by ``bpcr.distances.exact_topk(device="cpu")`` and
+per query by ``bpcr.retrieval.distances.exact_topk(device="cpu")`` and
 ``exact_topk_torch(device="cuda")`` (and faiss's GPU kernel when this faiss has
 one, for reference). Without CUDA it says so and compares the same two code
 paths on the CPU at a scaled-down size (``--cpu-n``, ``--cpu-queries``): the torch
@@ -38,7 +38,7 @@ GIB = float(1 << 30)
 
 def write_database(folder: Path, n: int, dim: int, n_queries: int, seed: int, chunk: int = 20_000):
     """A float16 store of ``n`` unit rows (600 clusters) and ``n_queries`` noisy copies of database rows."""
-    from bpcr.store import open_store, write_store
+    from bpcr.io.store import open_store, write_store
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((600, dim)).astype(np.float32)
@@ -64,7 +64,7 @@ def write_database(folder: Path, n: int, dim: int, n_queries: int, seed: int, ch
 
 
 def ranked(distance, query, features, rows, depth):
-    from bpcr.distances import rescore
+    from bpcr.retrieval.distances import rescore
 
     rows = rows[rows >= 0]
     scores = rescore(distance, query, features, rows)
@@ -86,7 +86,7 @@ def main() -> None:
 
     import torch
 
-    from bpcr.distances import DISTANCES, TIE_MARGIN, exact_topk, exact_topk_torch, gpu_count, prepare_queries
+    from bpcr.retrieval.distances import DISTANCES, TIE_MARGIN, exact_topk, exact_topk_torch, gpu_count, prepare_queries
 
     cuda = torch.cuda.is_available()
     if cuda:

@@ -11,7 +11,7 @@ its peak resident memory (VmHWM) is its own:
 - ``ivf index`` + ``search ivf``: an IVF index (``--nlist``, nprobe tuned to
   recall@100 0.95 by ``bpcr index``) and the plain search every method below
   refines (its run names the index, so the methods reuse it);
-- ``k-NN graph``: the database's graph (``bpcr.knngraph``), candidates from the
+- ``k-NN graph``: the database's graph (``bpcr.retrieval.knngraph``), candidates from the
   IVF index (an exact N x N scan would take most of an hour here), k the
   largest the defaults need; kept, then read by every step below;
 - ``aqe``, ``alpha-qe``, ``qe-2020``: expand and search again;
@@ -50,8 +50,8 @@ METHODS = ("aqe", "alpha-qe", "qe-2020", "kreciprocal", "diffusion", "dupgroup")
 
 def _graph_k() -> int:
     """The largest k the defaults read from the graph."""
-    from bpcr.dba import DBA_N
-    from bpcr.refine import METHODS as REGISTRY
+    from bpcr.postretrieval.dba import DBA_N
+    from bpcr.postretrieval.refine import METHODS as REGISTRY
 
     needs = [REGISTRY["kreciprocal"].defaults["k1"], REGISTRY["kreciprocal"].defaults["k2"] - 1,
              REGISTRY["diffusion"].defaults["kd"], REGISTRY["dupgroup"].defaults["dup_k"], DBA_N]
@@ -72,8 +72,8 @@ def child(step: str, folder: Path, args: argparse.Namespace) -> dict:
 
         generate(folder, args.n, args.dim, args.queries, "clustered", args.seed)
     elif step == "search exact":
-        from bpcr.index import build_index
-        from bpcr.search import search
+        from bpcr.retrieval.index import build_index
+        from bpcr.retrieval.search import search
 
         build_index(folder / "db", folder / "flat", kind="flat", log=quiet)
         started = time.perf_counter()
@@ -81,29 +81,29 @@ def child(step: str, folder: Path, args: argparse.Namespace) -> dict:
         cpu_before = usage.ru_utime + usage.ru_stime
         search(folder / "flat", folder / "queries", "exact", runs, depth=args.depth, log=quiet)
     elif step == "ivf index":
-        from bpcr.index import build_index
+        from bpcr.retrieval.index import build_index
 
         info = build_index(folder / "db", folder / "ivf", kind="ivf", nlist=args.nlist, log=quiet)
         out["params"] = {k: info.params.get(k) for k in ("factory", "nprobe")}
         out["recall_at_100"] = info.recall_at_100
     elif step == "search ivf":
-        from bpcr.search import search
+        from bpcr.retrieval.search import search
 
         search(folder / "ivf", folder / "queries", "base", runs, depth=args.depth, log=quiet)
     elif step == "k-NN graph":
-        from bpcr.distances import get_distance
-        from bpcr.knngraph import knn_graph
-        from bpcr.store import open_store
+        from bpcr.retrieval.distances import get_distance
+        from bpcr.retrieval.knngraph import knn_graph
+        from bpcr.io.store import open_store
 
         graph = knn_graph(open_store(folder / "db"), get_distance("cosine"), _graph_k(), index=folder / "ivf",
                           cache=graphs, log=quiet)
         out["k"] = graph.k
     elif step == "dba":
-        from bpcr.dba import dba
+        from bpcr.postretrieval.dba import dba
 
         dba(folder / "db", folder / "db-dba", index=folder / "ivf", graph_dir=graphs, log=quiet)
     else:
-        from bpcr.refine import refine
+        from bpcr.postretrieval.refine import refine
 
         options = {"dup_by": "image"} if step == "dupgroup" else {}
         result = refine(runs / "base.trec", None, None, None, step.replace("-", "_"), out=runs, method=step,

@@ -5,7 +5,7 @@ same runs): its ground truth and a searched run (default
 ``fused-lite0-lite1-grmac``, the product fusion of two networks). For each
 method of ``bpcr refine`` (and for DBA, which makes new database stores that
 are searched again) it scores a grid of parameters on the public half of the
-queries (``bpcr.split.QuerySplit``, seed 0) and picks the best; equal scores go
+queries (``bpcr.evaluation.split.QuerySplit``, seed 0) and picks the best; equal scores go
 to the earlier point, and each grid lists the published value first. The
 private half is printed for the chosen point only, after the choice; it is
 never used to choose.
@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bpcr.gt import read_ground_truth  # noqa: E402
-from bpcr.metrics import map_at_k  # noqa: E402
-from bpcr.runs import load_run  # noqa: E402
-from bpcr.split import QuerySplit  # noqa: E402
+from bpcr.dataset.gt import read_ground_truth  # noqa: E402
+from bpcr.evaluation.metrics import map_at_k  # noqa: E402
+from bpcr.io.runs import load_run  # noqa: E402
+from bpcr.evaluation.split import QuerySplit  # noqa: E402
 
 # Each grid: the published value first (ties go to it), then the alternatives tried.
 GRIDS = {
@@ -56,10 +56,10 @@ def _score(path: Path, gt: dict, queries: list[str]) -> float:
 
 def _dba_point(point: dict, run: Path, scratch: Path, graphs: Path, log) -> Path:
     """DBA on every database store of the run's search, then the same search on the new stores."""
-    from bpcr.dba import dba
-    from bpcr.index import build_index
-    from bpcr.runs import read_provenance
-    from bpcr.search import search
+    from bpcr.postretrieval.dba import dba
+    from bpcr.retrieval.index import build_index
+    from bpcr.io.runs import read_provenance
+    from bpcr.retrieval.search import search
 
     params = read_provenance(run.with_suffix(".json"))["params"]
     tag = f"dba-n{point['n']}-a{point['alpha']:g}"
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=None)
     args = parser.parse_args()
 
-    from bpcr.refine import refine
+    from bpcr.postretrieval.refine import refine
 
     gt = read_ground_truth(args.work / "ground_truth.csv")
     split = QuerySplit()

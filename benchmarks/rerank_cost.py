@@ -5,7 +5,7 @@ process: once with an empty descriptor cache (cold) and once more on the
 cache it filled (warm), and prints both wall times, the CPU seconds of all
 processes, the two phases of the cold run (describing the images, matching),
 and mAP@7 on all queries and on the public / private halves of the split
-(:mod:`bpcr.split`; choose on the public half, report both). ``--baseline-src``
+(:mod:`bpcr.evaluation.split`; choose on the public half, report both). ``--baseline-src``
 runs the settings written ``old:...`` with the kit in another checkout (e.g.
 ``git worktree add /tmp/bpcr-old HEAD~1``), so old and new code are timed in
 the same run on the same busy machine; ``--repeat`` runs every setting again,
@@ -36,18 +36,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bpcr.gt import read_ground_truth  # noqa: E402
-from bpcr.manifest import read_manifest  # noqa: E402
-from bpcr.metrics import map_at_k, precision_at_1  # noqa: E402
-from bpcr.runs import load_run, write_run  # noqa: E402
-from bpcr.split import QuerySplit  # noqa: E402
+from bpcr.dataset.gt import read_ground_truth  # noqa: E402
+from bpcr.dataset.manifest import read_manifest  # noqa: E402
+from bpcr.evaluation.metrics import map_at_k, precision_at_1  # noqa: E402
+from bpcr.io.runs import load_run, write_run  # noqa: E402
+from bpcr.evaluation.split import QuerySplit  # noqa: E402
 from common import blas_kernel  # noqa: E402
 
 # Runs one setting, cold then warm, in a fresh interpreter on the kit at sys.argv[1].
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from bpcr.rerank import rerank
+from bpcr.reranking.rerank import rerank
 args = json.loads(sys.argv[2])
 
 def cpu():
@@ -132,9 +132,9 @@ def matcher_kernels(run_path: Path, db_manifest: Path, query_manifest: Path, n_q
     import torch
     from threadpoolctl import threadpool_limits
 
-    from bpcr.sift import match, match_many, reproducible_opencv
-    from bpcr.sift_cache import SiftOptions
-    from bpcr.sift_tasks import image_keypoints
+    from bpcr.reranking.sift import match, match_many, reproducible_opencv
+    from bpcr.reranking.sift_cache import SiftOptions
+    from bpcr.reranking.sift_tasks import image_keypoints
 
     def opencv_bf(query, db):  # the previous bf: OpenCV's BFMatcher, pair by pair
         pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(query.desc.astype(np.float32), db.desc.astype(np.float32), k=2)

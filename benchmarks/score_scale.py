@@ -1,4 +1,4 @@
-"""Scoring at scale: ``bpcr.score.score_runs`` with the resampling of ``bpcr.stats``
+"""Scoring at scale: ``bpcr.evaluation.score.score_runs`` with the resampling of ``bpcr.evaluation.stats``
 against the resampling it replaced, side by side in one run.
 
 Two shapes, 10,000 resamples each:
@@ -10,7 +10,7 @@ Two shapes, 10,000 resamples each:
 
 Each scoring runs in a fresh subprocess, so its peak resident memory is its
 own; the "old" subprocess swaps the two functions below (the implementation
-that drew 1,000 resamples x all queries at once) into ``bpcr.score``. Printed:
+that drew 1,000 resamples x all queries at once) into ``bpcr.evaluation.score``. Printed:
 seconds for the whole ``score_runs`` call, seconds inside the resampling
 functions, peak memory, the ratios old / new, and whether every interval and
 p-value is identical (they must be: the same seeded draws, consumed in blocks).
@@ -113,7 +113,7 @@ def generate(folder: Path, n_runs: int, n_queries: int, seed: int) -> None:
 
 
 def child_score(folder: Path, impl: str, baseline: bool) -> dict:
-    import bpcr.score as score
+    import bpcr.evaluation.score as score
 
     if impl == "old":
         score.bootstrap_ci = old_bootstrap_ci
@@ -145,8 +145,8 @@ def child_ranx(folder: Path) -> dict:
     t0 = time.perf_counter()
     from ranx import Qrels, Run, compare
 
-    from bpcr.gt import read_ground_truth
-    from bpcr.runs import read_submission
+    from bpcr.dataset.gt import read_ground_truth
+    from bpcr.io.runs import read_submission
 
     gt = read_ground_truth(folder / "gt.csv")
     qrels = Qrels({q: {d: 1 for d in rel} for q, rel in gt.items()})

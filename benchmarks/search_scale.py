@@ -5,10 +5,10 @@ Generates N x D random float16 database vectors in chunks (default 500,000 x
 Then, each in a fresh subprocess so that ru_maxrss is that step's peak alone:
 
 1. baseline: ``np.load`` + ``astype(float32)`` + one matmul + ``argpartition``;
-2. bpcr exact: ``bpcr.search.search`` on a flat index (streams the store), timed
+2. bpcr exact: ``bpcr.retrieval.search.search`` on a flat index (streams the store), timed
    end to end (opening the index and stores, search, exact re-scoring, writing
    the run) with the imports done before the clock starts, as for the baseline;
-3. bpcr approximate: ``bpcr.index.build_index(kind="ivf")`` (recall@100 on
+3. bpcr approximate: ``bpcr.retrieval.index.build_index(kind="ivf")`` (recall@100 on
    database rows is measured by the build) and ``search`` on it.
 
 Printed: wall time and peak resident memory of each, the ratios bpcr / numpy,
@@ -50,7 +50,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def generate(folder: Path, n: int, dim: int, n_queries: int, data: str, seed: int, chunk: int = 20_000) -> None:
     """Database and query stores, written chunk by chunk (never the whole matrix in memory)."""
-    from bpcr.store import write_store
+    from bpcr.io.store import write_store
 
     rng = np.random.default_rng(seed)
     n_cat, per_product = 500, 5
@@ -109,8 +109,8 @@ def child_baseline(folder: Path, k: int) -> dict:
 def child_exact(folder: Path, k: int) -> dict:
     import faiss  # noqa: F401  (imported before the clock starts, as numpy is for the baseline)
 
-    from bpcr.index import build_index
-    from bpcr.search import search
+    from bpcr.retrieval.index import build_index
+    from bpcr.retrieval.search import search
 
     t0 = time.perf_counter()
     build_index(folder / "db", folder / "flat", kind="flat", log=lambda s: None)
@@ -123,8 +123,8 @@ def child_exact(folder: Path, k: int) -> dict:
 def child_ann(folder: Path, k: int, nlist: int | None, train_size: int | None) -> dict:
     import faiss  # noqa: F401
 
-    from bpcr.index import build_index
-    from bpcr.search import search
+    from bpcr.retrieval.index import build_index
+    from bpcr.retrieval.search import search
 
     t0 = time.perf_counter()
     info = build_index(folder / "db", folder / "ivf", kind="ivf", nlist=nlist, train_size=train_size,
@@ -150,7 +150,7 @@ def run_child(args: argparse.Namespace, role: str) -> dict:
 
 
 def read_trec_top(path: Path) -> dict[str, list[str]]:
-    from bpcr.runs import read_trec
+    from bpcr.io.runs import read_trec
 
     ranking, _ = read_trec(path)
     return ranking

@@ -37,14 +37,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from rerank_cost import CHILD, parse_setting, random_shortlists, threads_info  # noqa: E402
 
-from bpcr.gt import read_ground_truth  # noqa: E402
-from bpcr.manifest import read_manifest, write_manifest  # noqa: E402
-from bpcr.metrics import map_at_k, precision_at_1  # noqa: E402
-from bpcr.runs import load_run, write_run  # noqa: E402
-from bpcr.sift import extract_sift, reproducible_opencv  # noqa: E402
-from bpcr.sift_cache import SiftOptions  # noqa: E402
-from bpcr.sift_tasks import load_gray  # noqa: E402
-from bpcr.split import QuerySplit  # noqa: E402
+from bpcr.dataset.gt import read_ground_truth  # noqa: E402
+from bpcr.dataset.manifest import read_manifest, write_manifest  # noqa: E402
+from bpcr.evaluation.metrics import map_at_k, precision_at_1  # noqa: E402
+from bpcr.io.runs import load_run, write_run  # noqa: E402
+from bpcr.reranking.sift import extract_sift, reproducible_opencv  # noqa: E402
+from bpcr.reranking.sift_cache import SiftOptions  # noqa: E402
+from bpcr.reranking.sift_tasks import load_gray  # noqa: E402
+from bpcr.evaluation.split import QuerySplit  # noqa: E402
 
 PHOTO_LONG, PHOTO_SHORT = 4000, 3000
 SHOP_LONG = 1000

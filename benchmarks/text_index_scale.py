@@ -124,7 +124,7 @@ def _child_generate(n: int, seed: int, path: str) -> None:
 
 
 def _child_build(manifest: str, out: str) -> None:
-    from bpcr.textindex import build_text_index
+    from bpcr.text.index import build_text_index
 
     started = time.perf_counter()
     index = build_text_index(manifest, out, force=True)
@@ -145,8 +145,8 @@ def _child_compare(manifest: str) -> None:
     """The kernel against the plain chunked X @ X.T on the same TF-IDF matrix."""
     import scipy.sparse as sp
 
-    from bpcr.manifest import read_manifest
-    from bpcr.tfidf import DEFAULT_TAU, is_english, similar_pairs, tfidf_vectors
+    from bpcr.dataset.manifest import read_manifest
+    from bpcr.text.tfidf import DEFAULT_TAU, is_english, similar_pairs, tfidf_vectors
 
     texts = [t for t in read_manifest(manifest).descriptions if is_english(t)]
     x, _ = tfidf_vectors(texts)

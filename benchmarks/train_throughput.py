@@ -9,7 +9,7 @@ Prints, per device (the CPU always, CUDA when there is one), for one backbone
   contrastive + softmax loss over 004's tuples, backward and an SGD step, with
   the stages ``bpcr train`` trains by default on that device (CPU: the last
   stage; GPU: all, with AMP), and with every stage, channels-last on both;
-- end-to-end training images/s: one epoch of ``bpcr.train.train`` (decoding,
+- end-to-end training images/s: one epoch of ``bpcr.training.train.train`` (decoding,
   simulated phone photos, batches, steps; the per-epoch mining pass and the
   validation are timed apart and left out, as ``train.json`` reports them);
 - each as a ratio to forward-only, and the BLAS that numpy uses
@@ -36,12 +36,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bpcr.backbones import load_backbone  # noqa: E402
-from bpcr.loader import keep_freed_memory, model_on  # noqa: E402
-from bpcr.losses import category_softmax, robust_contrastive  # noqa: E402
-from bpcr.manifest import write_manifest  # noqa: E402
-from bpcr.train import train  # noqa: E402
-from bpcr.trainloop import Network, _autocast, _to_input, trainable_names  # noqa: E402
+from bpcr.features.backbones import load_backbone  # noqa: E402
+from bpcr.features.loader import model_on  # noqa: E402
+from bpcr.memory import keep_freed_memory  # noqa: E402
+from bpcr.training.losses import category_softmax, robust_contrastive  # noqa: E402
+from bpcr.dataset.manifest import write_manifest  # noqa: E402
+from bpcr.training.options import TrainOptions  # noqa: E402
+from bpcr.training.train import train  # noqa: E402
+from bpcr.training.loop import Network, _autocast, _to_input, trainable_names  # noqa: E402
 from common import blas_kernel  # noqa: E402
 
 WORDS = ("lipstick", "shampoo", "serum", "toner", "nail polish", "face cream", "lip balm", "sunscreen")
@@ -118,8 +120,9 @@ def model_speeds(backbone: str, size: int, batch: int, steps: int, dev: torch.de
 def end_to_end(manifest: Path, out: Path, backbone: str, size: int, batch: int, tuples: int, device: str) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = train(manifest, out, backbone, epochs=1, size=size, batch_size=batch, images_per_epoch=tuples,
-                       pool_size=tuples, categories=4, min_category_size=2, val_share=0.0, device=device, log=None)
+        options = TrainOptions(backbone=backbone, epochs=1, size=size, batch_size=batch, images_per_epoch=tuples,
+                               pool_size=tuples, categories=4, min_category_size=2, val_share=0.0, device=device)
+        result = train(manifest, out, options, log=None)
     return result.summary["epochs"][-1]
 
 

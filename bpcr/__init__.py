@@ -25,14 +25,14 @@ __version__ = "0.1.0"
 
 # name -> (module, attribute): the notebook front door, imported lazily (PEP 562).
 _FRONT_DOOR = {
-    "load_run": ("runs", "load_run"),
-    "write_run": ("runs", "write_run"),
-    "read_ground_truth": ("gt", "read_ground_truth"),
-    "map_at_k": ("metrics", "map_at_k"),
-    "ap_at_k": ("metrics", "ap_at_k"),
-    "score_runs": ("score", "score_runs"),
-    "fuse_runs": ("ensemble", "fuse_runs"),
-    "open_store": ("store", "open_store"),
+    "load_run": ("io.runs", "load_run"),
+    "write_run": ("io.runs", "write_run"),
+    "read_ground_truth": ("dataset.gt", "read_ground_truth"),
+    "map_at_k": ("evaluation.metrics", "map_at_k"),
+    "ap_at_k": ("evaluation.metrics", "ap_at_k"),
+    "score_runs": ("evaluation.score", "score_runs"),
+    "fuse_runs": ("evaluation.ensemble", "fuse_runs"),
+    "open_store": ("io.store", "open_store"),
 }
 
 __all__ = ["__version__", *_FRONT_DOOR]
@@ -43,7 +43,7 @@ def __getattr__(name: str):
         from importlib import import_module
 
         module, attribute = _FRONT_DOOR[name]
-        return getattr(import_module(f".{module}", __name__), attribute)
+        return getattr(import_module(f"bpcr.{module}"), attribute)
     raise AttributeError(f"module 'bpcr' has no attribute {name!r}")
 
 

@@ -1,3 +1,3 @@
-from .cli import main
+from bpcr.cli import main
 
 main()

@@ -9,7 +9,7 @@ through it::
 
 ``Progress`` is any callable ``(label, total, done=0) -> context manager``
 whose ``__enter__`` returns ``advance(n)``. ``None`` means silent. The rich
-progress bar the CLI shows lives in :mod:`bpcr.display`; a notebook can pass
+progress bar the CLI shows lives in :mod:`bpcr.cli.display`; a notebook can pass
 its own (tqdm, a logger) with the same shape.
 
 A stage may also pass a short live status with the count, ``advance(n,

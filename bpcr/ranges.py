@@ -11,7 +11,7 @@ import math
 from numbers import Integral, Real
 from typing import Sequence
 
-from .errors import BadInput
+from bpcr.errors import BadInput
 
 # faiss (ClusteringParameters.seed) and OpenCV (setRNGSeed) keep a seed in a C int.
 SEED_MAX = 2**31 - 1
@@ -37,6 +37,13 @@ def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bo
     return f"below {high}" if high_open else f"at most {high}"
 
 
+def bounds_text(low: float | None, high: float | None, low_open: bool = False, high_open: bool = False,
+                integer: bool = False) -> str:
+    """What a value within the bounds is, in words: ``an integer at least 1``, ``a number in (0, 2]``."""
+    kind = "an integer" if integer else "a number"
+    return kind if low is None and high is None else f"{kind} {_bounds(low, high, low_open, high_open)}"
+
+
 def _is_number(value: object, integer: bool = False) -> bool:
     """A finite int or float (numpy's too), never a bool."""
     if isinstance(value, bool) or not isinstance(value, Integral if integer else Real):
@@ -59,8 +66,7 @@ def check_range(option: str, value: object, low: float | None = None, high: floa
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
-        kind = "an integer" if integer else "a number"
-        raise BadInput(None, None, f"{option} must be {kind} {_bounds(low, high, low_open, high_open)}, got {value!r}")
+        raise BadInput(None, None, f"{option} must be {bounds_text(low, high, low_open, high_open, integer)}, got {value!r}")
 
 
 def check_seed(seed: object, option: str = "--seed") -> None:

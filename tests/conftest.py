@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).parent / "data"
 
 
 @dataclass

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import builtins
 import symtable
-from pathlib import Path
 
 import pytest
+from tests.helpers import ROOT
 
-BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+BENCHMARKS = sorted((ROOT / "benchmarks").glob("*.py"))
 
 
 def _functions(table: symtable.SymbolTable):

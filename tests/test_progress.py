@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from bpcr.display import rich_progress
+from bpcr.cli.display import rich_progress
 from bpcr.progress import start
 
 

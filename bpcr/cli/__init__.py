@@ -8,7 +8,7 @@ internal error (exit 1).
 
 The commands live in ``stages.py`` (the pipeline's stages, in their order),
 ``chains.py`` (run, predict, sweep, train) and ``evaluate.py`` (score, check, report); ``options.py`` holds the app, the option
-parsers and the lists of choices; what is shown comes from ``bpcr.display``.
+parsers and the lists of choices; what is shown comes from ``bpcr.cli.display``.
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import BadInput
-from . import stages  # noqa: F401  (registers the pipeline's commands first, in --help too)
-from . import chains  # noqa: F401,E402
-from . import evaluate  # noqa: F401,E402
-from .options import app
+from bpcr.errors import BadInput
+from bpcr.cli import stages  # noqa: F401  (registers the pipeline's commands first, in --help too)
+from bpcr.cli import chains  # noqa: F401,E402
+from bpcr.cli import evaluate  # noqa: F401,E402
+from bpcr.cli.options import app
 
 
 # Typer reports parsing errors as ClickException (its own copy of click's, or click's itself):

@@ -6,8 +6,10 @@ from typing import List, Optional
 
 import typer
 
-from ..ranges import SEED_MAX
-from .options import app
+from bpcr.cli.options import app
+from bpcr.options import cli_command
+from bpcr.ranges import SEED_MAX
+from bpcr.training.options import TrainOptions
 
 
 @app.command("run", rich_help_panel="Pipeline")
@@ -23,8 +25,8 @@ def run_command(
 
     Example: bpcr run configs/demo.toml
     """
-    from ..display import pipeline_log, rich_progress, show_pipeline
-    from ..pipeline import run_pipeline
+    from bpcr.cli.display import pipeline_log, rich_progress, show_pipeline
+    from bpcr.pipeline.runner import run_pipeline
 
     show_pipeline(run_pipeline(config, force=force, log=pipeline_log, progress=rich_progress))
 
@@ -42,8 +44,8 @@ def predict_command(
 
     Example: bpcr predict configs/demo.toml photos/ answers.csv
     """
-    from ..display import pipeline_log, rich_progress, show_predict
-    from ..predict import predict
+    from bpcr.cli.display import pipeline_log, rich_progress, show_predict
+    from bpcr.pipeline.predict import predict
 
     show_predict(predict(config, test_dir, out_csv, run=run, log=pipeline_log, progress=rich_progress))
 
@@ -64,35 +66,20 @@ def sweep_command(
 
     Example: bpcr sweep configs/demo.toml --grid rerank.fused-sift.max_keypoints=250,500,1000 --run fused-sift
     """
-    from ..display import pipeline_log, rich_progress, show_sweep
-    from ..sweep import sweep
+    from bpcr.cli.display import pipeline_log, rich_progress, show_sweep
+    from bpcr.pipeline.sweep import sweep
 
     show_sweep(sweep(config, grid, target=run, config_out=out, split_seed=split_seed, public_share=public_share,
                      log=pipeline_log, progress=rich_progress))
 
 
 @app.command("train", rich_help_panel="Pipeline")
+@cli_command(TrainOptions)
 def train_command(
     manifest: Path = typer.Argument(..., help="Database manifest from `bpcr prepare` (database.csv): the only training data."),
     out: Path = typer.Option(..., "--out", help="Folder for weights.pt (a state dict `extract --weights` loads) and train.json."),
-    backbone: str = typer.Option("tf_efficientnet_lite0", "--backbone", help="Any timm backbone `extract` takes."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Starting weights: FILE, hub or none (default: the bundled ImageNet weights)."),
-    epochs: int = typer.Option(4, "--epochs", min=1, max=1000, help="Epochs (early stopping on a held-out share of the database may stop sooner)."),
-    loss: str = typer.Option("robust-contrastive+softmax", "--loss", help="robust-contrastive+softmax, robust-contrastive, contrastive+softmax, contrastive or softmax (papers 004, 002, 003)."),
-    margin: float = typer.Option(1.0, "--margin", min=0.0, max=4.0, help="Contrastive margin m (004 §3.2)."),
-    softmax_weight: float = typer.Option(0.1, "--softmax-weight", min=0.0, max=100.0, help="Weight of the pseudo-category softmax in the multi-task sum."),
-    distill_weight: float = typer.Option(0.0, "--distill-weight", min=0.0, max=100.0, help="Weight of distillation towards the starting model's ImageNet predictions."),
-    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd or adamw (cosine-decayed learning rate)."),
-    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, max=10.0, help="Learning rate (default: 0.001 for sgd, 0.0001 for adamw)."),
-    batch_size: int = typer.Option(16, "--batch-size", min=2, max=4096, help="Images per step."),
-    size: int = typer.Option(224, "--size", min=32, max=1024, help="Input size in pixels."),
-    images_per_epoch: Optional[int] = typer.Option(None, "--images-per-epoch", min=1, max=10_000_000, help="Training images drawn per epoch (default: all)."),
-    pool_size: Optional[int] = typer.Option(None, "--pool-size", min=1, max=10_000_000, help="Images searched for each epoch's hard negatives (default: twice the images per epoch)."),
-    categories: int = typer.Option(44, "--categories", min=2, max=10_000, help="Pseudo-categories mined from the descriptions (002 App. A: 44)."),
-    min_category_size: int = typer.Option(20, "--min-category-size", min=1, max=1_000_000, help="Images a pseudo-category needs; smaller ones are merged or dropped."),
-    seed: int = typer.Option(0, "--seed", min=0, max=2**31 - 1, help="Seed of sampling, augmentation and initialisation."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
     restart: bool = typer.Option(False, "--restart", help="Discard a checkpoint made with other settings."),
+    options: TrainOptions = TrainOptions(),
 ) -> None:
     """Fine-tune a backbone on the database alone (images and descriptions; never queries).
 
@@ -104,13 +91,9 @@ def train_command(
     Example: bpcr train work/demo/prepared/database.csv --out work/train/lite0 --epochs 3
     then: bpcr extract ... --weights work/train/lite0/weights.pt
     """
-    from ..display import pipeline_log, rich_progress
-    from ..train import train
+    from bpcr.cli.display import pipeline_log, rich_progress
+    from bpcr.training.train import train
 
-    result = train(manifest, out, backbone, weights, epochs=epochs, loss=loss, margin=margin,
-                   softmax_weight=softmax_weight, distill_weight=distill_weight, optimizer=optimizer, lr=lr,
-                   batch_size=batch_size, size=size, images_per_epoch=images_per_epoch, pool_size=pool_size,
-                   categories=categories,
-                   min_category_size=min_category_size, seed=seed, device=device, restart=restart, progress=rich_progress, log=pipeline_log)
+    result = train(manifest, out, options, restart=restart, progress=rich_progress, log=pipeline_log)
     typer.echo(f"wrote {result.weights}")
     typer.echo(f"wrote {result.report}")

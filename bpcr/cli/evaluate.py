@@ -6,9 +6,9 @@ from typing import List, Optional, Tuple
 
 import typer
 
-from ..errors import BadInput
-from ..ranges import REPORT_LIMIT_MAX, RESAMPLES_MAX, SEED_MAX, THUMB_MAX, THUMB_MIN
-from .options import VARIANTS, app, choices
+from bpcr.errors import BadInput
+from bpcr.ranges import REPORT_LIMIT_MAX, RESAMPLES_MAX, SEED_MAX, THUMB_MAX, THUMB_MIN
+from bpcr.cli.options import VARIANTS, app, choices
 
 
 @app.command(rich_help_panel="Evaluate")
@@ -36,9 +36,9 @@ def score(
 
     Example: bpcr score submissions/ --gt work/demo/ground_truth.csv --json scores.json
     """
-    from ..display import show_scores, show_written
-    from ..leaderboard import check_outputs, write_outputs
-    from ..score import score_runs
+    from bpcr.cli.display import show_scores, show_written
+    from bpcr.evaluation.leaderboard import check_outputs, write_outputs
+    from bpcr.evaluation.score import score_runs
 
     board = None if no_leaderboard else leaderboard
     check_outputs(board, json_out, per_query, csv_out=csv_out, latex_out=latex_out)  # before any run is read
@@ -65,8 +65,8 @@ def check(
 
       bpcr check --gt ground_truth/val_2020.csv --manifest work/p500k/prepared/database.csv
     """
-    from ..check import check_ground_truth, check_submission, first_error
-    from ..display import show_check
+    from bpcr.evaluation.check import check_ground_truth, check_submission, first_error
+    from bpcr.cli.display import show_check
 
     if (submission is None) == (gt is None):
         raise BadInput(None, None, "give a SUBMISSION to check, or --gt FILE to check a ground truth")
@@ -103,8 +103,8 @@ def report(
 
     Example: bpcr report submissions/ --gt work/demo/ground_truth.csv --manifest-db work/demo/prepared/database.csv --out work/demo/report
     """
-    from ..display import rich_progress, show_report
-    from ..report import write_report
+    from bpcr.cli.display import rich_progress, show_report
+    from bpcr.evaluation.report import write_report
 
     result = write_report(runs, gt, out, db_manifest=manifest_db, query_manifest=manifest_queries,
                           diff=tuple(diff) if diff else None, limit=limit, thumb=thumb, split_seed=split_seed,

@@ -6,9 +6,9 @@ from typing import Any, List, Optional, Sequence
 
 import typer
 
-from .. import __version__
-from ..errors import BadInput
-from ..ranges import check_weights
+from bpcr import __version__
+from bpcr.errors import BadInput
+from bpcr.ranges import check_weights
 
 app = typer.Typer(
     name="bpcr",
@@ -78,19 +78,19 @@ def parse_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 # The CLI's lists of choices, spelled here so that `bpcr --help` stays fast (no torch or faiss
 # import); tests/test_cli.py proves each equals its registry.
-POOLINGS = ("mac", "spoc", "gem", "rmac", "ramac", "grmac", "vamac", "grmaac", "srmac")  # bpcr.pooling.POOLINGS
-DISTANCES = ("cosine", "l2", "l1")  # bpcr.distances.DISTANCES
-INDEX_KINDS = ("flat", "ivf", "hnsw")  # bpcr.index.KINDS
-SIMILARITY_FUSIONS = ("sum", "product")  # bpcr.fusion.SIMILARITY_FUSIONS
-RUN_FUSIONS = ("rrf", "borda", "combsum", "combmnz")  # bpcr.fusion.RUN_FUSIONS
-NORMALISERS = ("minmax", "zscore")  # bpcr.fusion.NORMALISERS
-RANK_SCORES = ("linear", "reciprocal")  # bpcr.fusion.RANK_SCORES
-REFINE_MODES = ("fill", "rerank-union")  # bpcr.refine.MODES
-REFINE_METHODS = ("text", "aqe", "alpha-qe", "qe-2020", "kreciprocal", "diffusion", "dupgroup")  # bpcr.refine.METHODS
-DUP_BY = ("image", "text", "both", "either")  # bpcr.dupgroup.DUP_BY_CHOICES
-SCORERS = ("matches", "inliers", "blend")  # bpcr.rerank_order.SCORERS
-MATCHERS = ("flann", "bf")  # bpcr.sift.MATCHERS
-VARIANTS = ("challenge", "nrel", "cutoff-mean")  # bpcr.metrics.VARIANTS
+POOLINGS = ("mac", "spoc", "gem", "rmac", "ramac", "grmac", "vamac", "grmaac", "srmac")  # bpcr.features.pooling.POOLINGS
+DISTANCES = ("cosine", "l2", "l1")  # bpcr.retrieval.distances.DISTANCES
+INDEX_KINDS = ("flat", "ivf", "hnsw")  # bpcr.retrieval.index.KINDS
+SIMILARITY_FUSIONS = ("sum", "product")  # bpcr.retrieval.fusion.SIMILARITY_FUSIONS
+RUN_FUSIONS = ("rrf", "borda", "combsum", "combmnz")  # bpcr.retrieval.fusion.RUN_FUSIONS
+NORMALISERS = ("minmax", "zscore")  # bpcr.retrieval.fusion.NORMALISERS
+RANK_SCORES = ("linear", "reciprocal")  # bpcr.retrieval.fusion.RANK_SCORES
+REFINE_MODES = ("fill", "rerank-union")  # bpcr.postretrieval.refine.MODES
+REFINE_METHODS = ("text", "aqe", "alpha-qe", "qe-2020", "kreciprocal", "diffusion", "dupgroup")  # bpcr.postretrieval.refine.METHODS
+DUP_BY = ("image", "text", "both", "either")  # bpcr.postretrieval.dupgroup.DUP_BY_CHOICES
+SCORERS = ("matches", "inliers", "blend")  # bpcr.reranking.order.SCORERS
+MATCHERS = ("flann", "bf")  # bpcr.reranking.sift.MATCHERS
+VARIANTS = ("challenge", "nrel", "cutoff-mean")  # bpcr.evaluation.metrics.VARIANTS
 
 
 def choices(names: tuple[str, ...]) -> str:
@@ -101,7 +101,7 @@ def renamed(old: str, new: str, old_value, new_value, default):
     """The value of an option given under its deprecated name ``old`` (with a warning), else ``new_value``."""
     if old_value is None:
         return new_value
-    from ..display import warn
+    from bpcr.cli.display import warn
 
     warn(f"{old} is deprecated; use {new}")
     if new_value != default:

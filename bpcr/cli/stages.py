@@ -7,9 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import BadInput
-from ..ranges import DEMO_QUERIES_MAX, SEED_MAX, TUNING_STEPS_MAX
-from .options import (DISTANCES, DUP_BY, INDEX_KINDS, MATCHERS, NORMALISERS, POOLINGS, RANK_SCORES, REFINE_METHODS,
+from bpcr.errors import BadInput
+from bpcr.ranges import DEMO_QUERIES_MAX, SEED_MAX, TUNING_STEPS_MAX
+from bpcr.cli.options import (DISTANCES, DUP_BY, INDEX_KINDS, MATCHERS, NORMALISERS, POOLINGS, RANK_SCORES, REFINE_METHODS,
                       REFINE_MODES, RUN_FUSIONS, SCORERS, SIMILARITY_FUSIONS, app, choices, parse_params, parse_shard,
                       parse_weights, renamed)
 
@@ -34,21 +34,21 @@ def prepare(
 
     Demo: bpcr prepare --demo --out work/demo
     """
-    from ..display import rich_progress, show_prepare
+    from bpcr.cli.display import rich_progress, show_prepare
 
     if demo:
         given = [name for name, value in (("--db", db), ("--descriptions", descriptions), ("--queries", queries),
                                           ("--gt", gt)) if value is not None]
         if given:
             raise BadInput(None, None, f"--demo makes its own dataset; drop {', '.join(given)}")
-        from ..demo import prepare_demo
+        from bpcr.demo import prepare_demo
 
         summary = prepare_demo(out, seed=seed, n_products=n_products, n_distractors=n_distractors,
                                n_queries=n_queries, workers=workers, progress=rich_progress)
     else:
         if db is None or queries is None:
             raise BadInput(None, None, "prepare needs --db and --queries (or --demo)")
-        from ..prepare import prepare as run_prepare
+        from bpcr.dataset.prepare import prepare as run_prepare
 
         summary = run_prepare(db, descriptions, queries, gt, out, workers=workers, progress=rich_progress)
     show_prepare(summary)
@@ -58,7 +58,7 @@ def prepare(
 def extract_command(
     inputs: List[Path] = typer.Argument(..., help="The manifest CSV; with --merge, the shard folders to join."),
     out: Path = typer.Option(..., "--out", help="Output folder: one feature store per pooling, OUT/<pooling>/."),
-    backbone: str = typer.Option("efficientnet_lite0", "--backbone", help="Backbone: a name from bpcr.backbones.BACKBONES or any timm model name."),
+    backbone: str = typer.Option("efficientnet_lite0", "--backbone", help="Backbone: a name from bpcr.features.backbones.BACKBONES or any timm model name."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help=f"Pooling(s), comma-separated: {choices(POOLINGS)}."),
     size: int = typer.Option(224, "--size", min=16, max=4096, help="Input size in pixels (the papers use 224 and 480)."),
     resize: str = typer.Option("square", "--resize", help="square (stretch to SIZE x SIZE) or aspect (longer side to SIZE)."),
@@ -92,10 +92,10 @@ def extract_command(
 
       bpcr extract --merge work/features/db-1 work/features/db-2 work/features/db-3 work/features/db-4 --out work/features/db
     """
-    from ..display import rich_progress, show_stores, warn
+    from bpcr.cli.display import rich_progress, show_stores, warn
 
     if merge:
-        from ..extract import merge as merge_parts
+        from bpcr.features.extract import merge as merge_parts
 
         stores = merge_parts(inputs, out, pca_whiten=pca_whiten, pca_from=pca_from)
     else:
@@ -103,7 +103,7 @@ def extract_command(
             raise BadInput(None, None, "give one manifest (or --merge with shard folders)")
         if not pooling:
             raise BadInput(None, None, f"--pooling is required: {choices(POOLINGS)}")
-        from ..extract import MULTISCALE, extract
+        from bpcr.features.extract import MULTISCALE, extract
 
         try:
             stores = extract(inputs[0], out, backbone, [p.strip() for p in pooling.split(",") if p.strip()],
@@ -141,8 +141,8 @@ def index_command(
 
       bpcr index work/features/db-resnet50-gem --out work/index/resnet50-gem-ivfpq --kind ivf --pq 64 --metric l2
     """
-    from ..display import show_index
-    from ..index import build_index
+    from bpcr.cli.display import show_index
+    from bpcr.retrieval.index import build_index
 
     show_index(build_index(store, out, metric=metric, kind=kind, pq=pq, nlist=nlist, hnsw_m=hnsw_m,
                            target_recall=target_recall, recall_sample=recall_sample, seed=seed, log=typer.echo))
@@ -171,8 +171,8 @@ def search_command(
       bpcr search --index work/index/A --queries work/features/qA --index work/index/B --queries work/features/qB
       --weights 0.6,0.4 --fusion sum --name fused
     """
-    from ..display import show_run
-    from ..search import search
+    from bpcr.cli.display import show_run
+    from bpcr.retrieval.search import search
 
     depth = renamed("--k", "--depth", k_old, depth, 100)
     show_run(search(index, queries, name, out=out, depth=depth, weights=parse_weights(weights), fusion=fusion,
@@ -193,7 +193,7 @@ def text_index_command(
 
     Example: bpcr text-index work/prepared/database.csv --out work/text-index --tau 0.6
     """
-    from ..textindex import build_text_index, describe
+    from bpcr.text.index import build_text_index, describe
 
     typer.echo(describe(build_text_index(manifest, out, tau=tau, max_non_latin=max_non_latin, force=force)))
 
@@ -246,8 +246,8 @@ def refine_command(
 
       bpcr refine submissions/grmac.trec --method dupgroup --text-index work/text-index --dup-by either --name grmac-dup
     """
-    from ..display import show_run
-    from ..refine import refine
+    from bpcr.cli.display import show_run
+    from bpcr.postretrieval.refine import refine
 
     k_keep = renamed("--k", "--k-keep", k_old, k_keep, None)
     show_run(refine(run, text_index, db_features or None, query_features or None, name, out=out, k_keep=k_keep,
@@ -273,8 +273,8 @@ def dba_command(
 
     Example: bpcr dba work/features/lite0/database/grmac --out work/features/lite0-dba/database/grmac --n 1
     """
-    from ..dba import dba
-    from ..display import show_stores
+    from bpcr.postretrieval.dba import dba
+    from bpcr.cli.display import show_stores
 
     show_stores({f"dba n={n} alpha={alpha:g}": dba(store, out, n=n, alpha=alpha, index=index, graph_dir=graph_dir,
                                                    log=typer.echo).path})
@@ -307,8 +307,8 @@ def rerank(
     Example: bpcr rerank submissions/mac.trec --db-manifest work/demo/prepared/database.csv
     --query-manifest work/demo/prepared/queries.csv --top 100 --name mac-sift
     """
-    from ..display import rich_progress, show_run
-    from ..rerank import rerank as run_rerank
+    from bpcr.cli.display import rich_progress, show_run
+    from bpcr.reranking.rerank import rerank as run_rerank
 
     show_run(run_rerank(run, db_manifest, query_manifest, name, out=out, top=top, scorer=scorer, ratio=ratio,
                         max_keypoints=max_keypoints, max_side=max_side, blend_weight=blend_weight, blend_of=blend_of,
@@ -343,8 +343,8 @@ def ensemble(
     Example: bpcr ensemble submissions/mac.trec submissions/grmac.trec --method rrf --name fused
     --tune-on work/demo/ground_truth.csv
     """
-    from ..display import show_run
-    from ..ensemble import ensemble as run_ensemble
+    from bpcr.cli.display import show_run
+    from bpcr.evaluation.ensemble import ensemble as run_ensemble
 
     rrf_k = renamed("--k", "--rrf-k", k_old, rrf_k, None)
     show_run(run_ensemble(runs, method, name, out=out, weights=parse_weights(weights), rrf_k=rrf_k, norm=norm,

@@ -58,12 +58,12 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .generate import DemoSummary, demo_ground_truth, generate_demo
-from .messy import MESSY_KINDS
+from bpcr.demo.generate import DemoSummary, demo_ground_truth, generate_demo
+from bpcr.demo.messy import MESSY_KINDS
 
 if TYPE_CHECKING:
-    from ..prepare import PrepareSummary
-    from ..progress import Progress
+    from bpcr.dataset.prepare import PrepareSummary
+    from bpcr.progress import Progress
 
 __all__ = ["MESSY_KINDS", "DemoSummary", "demo_ground_truth", "generate_demo", "generator_digest", "prepare_demo"]
 
@@ -86,8 +86,8 @@ def prepare_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors:
     ``workers`` processes render and then check the images (default: one per CPU); ``progress`` is told of
     every image checked (:mod:`bpcr.progress`).
     """
-    from ..prepare import check_outputs, prepare
-    from ..ranges import DEMO_QUERIES_MAX, check_range
+    from bpcr.dataset.prepare import check_outputs, prepare
+    from bpcr.ranges import DEMO_QUERIES_MAX, check_range
 
     check_range("--n-queries", n_queries, 1, DEMO_QUERIES_MAX, integer=True)
     check_range("--workers", workers, 1, integer=True, optional=True)

@@ -1,16 +1,16 @@
 """Packaging artwork of the demo's products: lettering, logos, patterns, bold graphics and the label itself.
 
-Everything here paints onto a plain RGB array in place (or returns one, for :func:`_label`); where on a
+Everything here paints onto a plain RGB array in place (or returns one, for :func:`render_label`); where on a
 product it goes is :mod:`.drawing`'s business.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .catalogue import _hsv
+from bpcr.demo.catalogue import hsv_colour
 
 
-def _fit_text(img: np.ndarray, text: str, box: tuple[int, int, int, int], font: int, thick: int,
+def fit_text(img: np.ndarray, text: str, box: tuple[int, int, int, int], font: int, thick: int,
               colour: tuple[int, int, int]) -> None:
     """Draw ``text`` centred in ``box`` (x0, y0, x1, y1), as large as fits."""
     import cv2
@@ -26,7 +26,7 @@ def _fit_text(img: np.ndarray, text: str, box: tuple[int, int, int, int], font: 
     cv2.putText(img, text, org, font, scale, colour, t, cv2.LINE_AA)
 
 
-def _pattern(img: np.ndarray, kind: str, colour: tuple[int, int, int], density: float, phase: float) -> None:
+def draw_pattern(img: np.ndarray, kind: str, colour: tuple[int, int, int], density: float, phase: float) -> None:
     import cv2
 
     h, w = img.shape[:2]
@@ -79,16 +79,16 @@ def _logo(img: np.ndarray, kind: str, centre: tuple[int, int], r: int, colour: t
         cv2.ellipse(img, (cx + r // 3, cy), (r // 2, r), -25, 0, 360, colour, -1, cv2.LINE_AA)
     elif kind == "monogram":
         cv2.circle(img, centre, r, colour, max(1, r // 6), cv2.LINE_AA)
-        _fit_text(img, letter, (cx - r // 2, cy - r // 2, cx + r // 2, cy + r // 2), 4, 2, colour)
+        fit_text(img, letter, (cx - r // 2, cy - r // 2, cx + r // 2, cy + r // 2), 4, 2, colour)
 
 
-def _draw_art(img: np.ndarray, art: list[list[float]]) -> None:
+def draw_art(img: np.ndarray, art: list[list[float]]) -> None:
     """Draw packaging graphics given in relative coordinates (see :func:`.catalogue._art`)."""
     import cv2
 
     h, w = img.shape[:2]
     for kind, ax, ay, size, hue, sat, val in art:
-        colour, r = _hsv(hue, sat, val), max(3, int(size * min(w, h)))
+        colour, r = hsv_colour(hue, sat, val), max(3, int(size * min(w, h)))
         centre = (int(ax * w), int(ay * h))
         if kind == 0:
             cv2.circle(img, centre, r, colour, -1, cv2.LINE_AA)
@@ -105,25 +105,25 @@ def _contrast(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return (20, 20, 24) if sum(rgb) > 380 else (245, 242, 236)
 
 
-def _label(spec: dict, w: int, h: int, background: tuple[int, int, int] | None) -> np.ndarray:
+def render_label(spec: dict, w: int, h: int, background: tuple[int, int, int] | None) -> np.ndarray:
     """The label artwork (graphics, brand, logo, line, shade/variant, size) as an (h, w, 3) image.
 
-    ``spec["print"]``, when present, is a print revision (:func:`.handheld._revision`): the same design with
+    ``spec["print"]``, when present, is a print revision (:func:`.handheld.print_revision`): the same design with
     its rows, margins, logo, lettering and size text a little different, and perhaps a new claim.
     """
     if spec["vertical"] and h > w * 1.6:
-        return np.ascontiguousarray(np.rot90(_label({**spec, "vertical": False}, h, w, background)))
+        return np.ascontiguousarray(np.rot90(render_label({**spec, "vertical": False}, h, w, background)))
     revision = spec.get("print") or {}
-    bg = background if background is not None else _hsv(*spec["label"])
+    bg = background if background is not None else hsv_colour(*spec["label"])
     img = np.empty((h, w, 3), np.uint8)
     img[:] = bg
     ink = _contrast(bg)
-    accent = _hsv(*spec["accent"])
+    accent = hsv_colour(*spec["accent"])
     if spec["pattern"] != "none" and spec["pattern_on_label"]:
         tint = tuple(int(0.8 * c + 0.2 * a) for c, a in zip(bg, accent))
-        _pattern(img, spec["pattern"], tint, spec["density"], spec["phase"])
+        draw_pattern(img, spec["pattern"], tint, spec["density"], spec["phase"])
     if not spec["art_on_body"] or spec["top_view"]:
-        _draw_art(img, spec["art"])
+        draw_art(img, spec["art"])
     brand_font = revision.get("font", spec["font"])
     font = brand_font | (16 if spec["italic"] else 0)
     m = max(2, int(w // 14 * revision.get("margin", 1.0)))
@@ -138,14 +138,14 @@ def _label(spec: dict, w: int, h: int, background: tuple[int, int, int] | None) 
               int(min(w * 0.18, (y[1] - y[0]) * 0.38) * scale), accent, spec["brand"][0])
     brand = spec["brand"].split(" ")[0]
     thickness = min(4, max(1, spec["thickness"] + revision.get("thickness", 0)))
-    _fit_text(img, brand if revision.get("title_case") else brand.upper(), (m, y[1] + 2, w - m, y[2]), font,
+    fit_text(img, brand if revision.get("title_case") else brand.upper(), (m, y[1] + 2, w - m, y[2]), font,
               thickness, ink)
-    _fit_text(img, spec["line"], (m + w // 8, y[2], w - m - w // 8, y[3]), brand_font, 1, ink)
+    fit_text(img, spec["line"], (m + w // 8, y[2], w - m - w // 8, y[3]), brand_font, 1, ink)
     size = f"{spec['size']:g} {spec['unit']}"
     if revision.get("size_text"):
         size = f"{spec['size']:g}{spec['unit'].upper()}" + (f" e {spec['size'] / 29.5735:.1f} FL OZ"
                                                             if spec["unit"] == "ml" else "")
-    _fit_text(img, f"{spec['variant']}  {size}", (m + w // 6, y[3], w - m - w // 6, y[4] - 2), 0, 1, ink)
+    fit_text(img, f"{spec['variant']}  {size}", (m + w // 6, y[3], w - m - w // 6, y[4] - 2), 0, 1, ink)
     if revision.get("claim"):
-        _fit_text(img, revision["claim"], (m, int(h * 0.01), w // 2, max(int(h * 0.09), y[1] // 3)), 0, 1, accent)
+        fit_text(img, revision["claim"], (m, int(h * 0.01), w // 2, max(int(h * 0.09), y[1] // 3)), 0, 1, accent)
     return img

@@ -67,7 +67,7 @@ LONG_SIDE = (256, 512)
 # RNG stream kinds: numpy.random.default_rng([seed, KIND, index...]).
 # A query's package (print run, curvature, gloss, sticker) has its own stream, apart from the photo's pose,
 # clutter and camera.
-_PLAN, _FAMILY, _PRODUCT, _SHOP, _DISTRACTOR, _QUERY, _TEXT, _MESSY, _HANDHELD = range(9)
+STREAM_PLAN, STREAM_FAMILY, STREAM_PRODUCT, STREAM_SHOP, STREAM_DISTRACTOR, STREAM_QUERY, STREAM_TEXT, STREAM_MESSY, STREAM_HANDHELD = range(9)
 
 
 # --- vocabulary ---------------------------------------------------------------
@@ -142,20 +142,20 @@ CLAIMS = ("NEW", "NEW LOOK", "IMPROVED", "+20% FREE", "REFILL", "LIMITED EDITION
 
 
 # --- small helpers -------------------------------------------------------------
-def _rng(seed: int, *key: int) -> np.random.Generator:
+def seeded_rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng([seed, *key])
 
 
-def _pick(rng: np.random.Generator, seq: Any) -> Any:
+def pick(rng: np.random.Generator, seq: Any) -> Any:
     return seq[int(rng.integers(len(seq)))]
 
 
-def _weighted(rng: np.random.Generator, spec: tuple[tuple, tuple]) -> Any:
+def weighted_pick(rng: np.random.Generator, spec: tuple[tuple, tuple]) -> Any:
     values, weights = spec
     return values[int(rng.choice(len(values), p=np.asarray(weights) / sum(weights)))]
 
 
-def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
+def hsv_colour(h: float, s: float, v: float) -> tuple[int, int, int]:
     r, g, b = colorsys.hsv_to_rgb((h % 360.0) / 360.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0))
     return (int(round(r * 255)), int(round(g * 255)), int(round(b * 255)))
 
@@ -163,7 +163,7 @@ def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
 def _scheme_colour(rng: np.random.Generator) -> list[float]:
     """An HSV triple from one of the looks shop shelves are full of."""
     h = float(rng.uniform(0, 360))
-    look = _pick(rng, ("pastel", "vivid", "dark", "white", "black", "metal", "vivid", "vivid", "pastel"))
+    look = pick(rng, ("pastel", "vivid", "dark", "white", "black", "metal", "vivid", "vivid", "pastel"))
     if look == "pastel":
         return [h, float(rng.uniform(0.15, 0.4)), float(rng.uniform(0.85, 1.0))]
     if look == "vivid":
@@ -178,8 +178,8 @@ def _scheme_colour(rng: np.random.Generator) -> list[float]:
 
 
 def _brand(rng: np.random.Generator) -> str:
-    name = "".join(_pick(rng, SYLLABLES) for _ in range(int(rng.integers(2, 4))))
-    return name.capitalize() + _pick(rng, BRAND_SUFFIX)
+    name = "".join(pick(rng, SYLLABLES) for _ in range(int(rng.integers(2, 4))))
+    return name.capitalize() + pick(rng, BRAND_SUFFIX)
 
 
 # --- products -----------------------------------------------------------------
@@ -189,26 +189,26 @@ def _art(rng: np.random.Generator) -> list[list[float]]:
     shapes = []
     for _ in range(int(rng.integers(ART_SHAPES[0], ART_SHAPES[1] + 1))):
         shapes.append([float(rng.integers(0, 4)), *(float(v) for v in rng.uniform(0, 1, 2)),
-                       float(rng.uniform(0.15, 0.6)), hue + float(_pick(rng, (0, 30, 180, 210, -30))),
+                       float(rng.uniform(0.15, 0.6)), hue + float(pick(rng, (0, 30, 180, 210, -30))),
                        float(rng.uniform(0.35, 0.95)), float(rng.uniform(0.45, 1.0))])
     return shapes
 
 
 def _family(seed: int, family: int) -> dict:
     """Everything the members of one family share (shape, colours, layout, line)."""
-    rng = _rng(seed, _FAMILY, family)
+    rng = seeded_rng(seed, STREAM_FAMILY, family)
     names = list(CATEGORIES)
     category = names[int(rng.choice(len(names), p=np.asarray(CATEGORY_WEIGHTS) / sum(CATEGORY_WEIGHTS)))]
     types, unit, sizes, tall, shaded = CATEGORIES[category]
-    label_hsv = _pick(rng, ([0.0, 0.0, 1.0], [40.0, 0.12, 0.96], [0.0, 0.0, 0.08], None, None))
+    label_hsv = pick(rng, ([0.0, 0.0, 1.0], [40.0, 0.12, 0.96], [0.0, 0.0, 0.08], None, None))
     return {
         "category": category,
-        "type": _pick(rng, types),
+        "type": pick(rng, types),
         "unit": unit,
-        "size": _pick(rng, sizes),
+        "size": pick(rng, sizes),
         "tall": tall,
         "shaded": shaded,
-        "line": f"{_pick(rng, LINE_A)} {_pick(rng, LINE_B)}",
+        "line": f"{pick(rng, LINE_A)} {pick(rng, LINE_B)}",
         "brand": _brand(rng),
         "shape": [float(x) for x in rng.uniform(0.0, 1.0, 8)],
         "body": _scheme_colour(rng),
@@ -217,15 +217,15 @@ def _family(seed: int, family: int) -> dict:
         "accent": _scheme_colour(rng),
         "shade": [float(rng.uniform(0, 360)), float(rng.uniform(0.4, 0.9)), float(rng.uniform(0.4, 0.9))],
         "label_box": [float(rng.uniform(0.15, 0.45)), float(rng.uniform(0.35, 0.8))],  # top, height (of body)
-        "label_kind": _pick(rng, ("band", "panel", "panel", "oval", "none")),
+        "label_kind": pick(rng, ("band", "panel", "panel", "oval", "none")),
         "vertical": bool(rng.random() < 0.2),
-        "pattern": _pick(rng, ("none", "stripes", "dots", "diagonal", "waves", "grid", "rings", "none")),
+        "pattern": pick(rng, ("none", "stripes", "dots", "diagonal", "waves", "grid", "rings", "none")),
         "pattern_on_label": bool(rng.random() < 0.5),
         "density": float(rng.uniform(6, 18)),
-        "font": int(_pick(rng, FONTS)),
+        "font": int(pick(rng, FONTS)),
         "italic": bool(rng.random() < 0.25),
         "thickness": int(rng.integers(1, 4)),
-        "logo": _pick(rng, ("ring", "diamond", "star", "leaf", "monogram", "none")),
+        "logo": pick(rng, ("ring", "diamond", "star", "leaf", "monogram", "none")),
         "glass": bool(rng.random() < 0.25),
         "top_view": category in ("compact", "palette"),
         "variant_offset": int(rng.integers(0, 1000)),
@@ -236,11 +236,11 @@ def _family(seed: int, family: int) -> dict:
     }
 
 
-def _product(seed: int, family: int, member: int) -> dict:
+def product_spec(seed: int, family: int, member: int) -> dict:
     """Member ``member`` of ``family``; member 0 is the family's base look."""
     spec = dict(_family(seed, family))
     spec["key"] = [family, member]
-    rng = _rng(seed, _PRODUCT, family, member)
+    rng = seeded_rng(seed, STREAM_PRODUCT, family, member)
     # consecutive names from a family offset: no two members of a family share a shade or variant name
     names = SHADES if spec["shaded"] else VARIANTS
     spec["variant"] = names[(spec["variant_offset"] + member) % len(names)]
@@ -257,15 +257,15 @@ def _product(seed: int, family: int, member: int) -> dict:
         else:
             # a look-alike of another brand: new name, logo and type face, near-identical colours
             spec["brand"] = _brand(rng)
-            spec["logo"] = _pick(rng, ("ring", "diamond", "star", "leaf", "monogram", "none"))
-            spec["font"] = int(_pick(rng, FONTS))
+            spec["logo"] = pick(rng, ("ring", "diamond", "star", "leaf", "monogram", "none"))
+            spec["font"] = int(pick(rng, FONTS))
             spec["body"] = [spec["body"][0] + shift / 2, spec["body"][1], spec["body"][2]]
             if spec["cap"] is not None and rng.random() < 0.5:
                 spec["cap"] = [spec["cap"][0] + shift, spec["cap"][1], spec["cap"][2]]
             if rng.random() < 0.5:
                 spec["label"] = _scheme_colour(rng)
             else:
-                spec["pattern"] = _pick(rng, ("none", "stripes", "dots", "diagonal", "waves", "grid", "rings"))
+                spec["pattern"] = pick(rng, ("none", "stripes", "dots", "diagonal", "waves", "grid", "rings"))
             spec["density"] *= float(rng.uniform(0.8, 1.25))
     return spec
 
@@ -279,7 +279,7 @@ def _size_text(rng: np.random.Generator, value: float, unit: str) -> str:
     else:
         oz = f"{value / 28.3495:.2f}"
         forms = (f"{value:g}g", f"{value:g} g", f"{value:g}G", f"{oz} oz", f"{value:g}g / {oz} oz")
-    return _pick(rng, forms)
+    return pick(rng, forms)
 
 
 def _tidy(title: str) -> str:
@@ -289,7 +289,7 @@ def _tidy(title: str) -> str:
     return re.sub(r"\s+", " ", title).strip(" ,-")
 
 
-def _describe(spec: dict, rng: np.random.Generator, lang: str, force_comma: bool) -> str:
+def describe_listing(spec: dict, rng: np.random.Generator, lang: str, force_comma: bool) -> str:
     """A listing title as shops write them: same facts, different order, units, casing and extras."""
     brand, line, variant = spec["brand"], spec["line"], spec["variant"]
     size = _size_text(rng, spec["size"], spec["unit"])
@@ -298,15 +298,15 @@ def _describe(spec: dict, rng: np.random.Generator, lang: str, force_comma: bool
     words = TYPES[spec["type"]]
     if lang != "en":
         kind = words[LANGS.index(lang)]
-        extra = _pick(rng, MARKETING_XX[lang])
+        extra = pick(rng, MARKETING_XX[lang])
         forms = (f"{brand} {line} {kind} {variant} {size}", f"{extra} {brand} {kind}, {variant}, {size}",
                  f"{brand} {kind} {line} {size} {extra}")
-        return _tidy(_pick(rng, forms[1:2] if force_comma else forms))
+        return _tidy(pick(rng, forms[1:2] if force_comma else forms))
     kind = words[0]
-    mkt = _pick(rng, MARKETING)
+    mkt = pick(rng, MARKETING)
     with_commas = (f"{brand} {line} {kind}, {size}, {variant}", f"{mkt} {brand} {kind} {line} {variant}, {size}",
                    f"{line} {kind} by {brand}, {variant}, {size}")
     plain = (f"{brand} {line} {kind} {variant} {size}", f"{brand.upper()} {line} {kind} {size} {mkt}",
              f"{line} {kind} - {variant} ({size}) by {brand}", f"{brand} {kind} {variant}",
              f"{brand} {line} {kind.title()} {size}", f"{brand.lower()} {line.lower()} {kind} {variant.lower()}")
-    return _tidy(_pick(rng, with_commas if force_comma or rng.random() < 0.35 else plain))
+    return _tidy(pick(rng, with_commas if force_comma or rng.random() < 0.35 else plain))

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .artwork import _draw_art, _label, _pattern
-from .catalogue import _hsv
+from bpcr.demo.artwork import draw_art, render_label, draw_pattern
+from bpcr.demo.catalogue import hsv_colour
 
 if TYPE_CHECKING:
-    from .handheld import Handheld
+    from bpcr.demo.handheld import Handheld
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 
@@ -28,9 +28,9 @@ class _Canvas:
         self.cx = self.W / 2
         self.img = np.zeros((self.H, self.W, 3), np.uint8)
         self.alpha = np.zeros((self.H, self.W), np.uint8)
-        body_c = _hsv(*spec["body"])
-        self.cap_c = _hsv(*spec["cap"]) if spec["cap"] is not None else tuple(int(v * 0.55) for v in body_c)
-        self.shade_c = _hsv(*spec["shade"])
+        body_c = hsv_colour(*spec["body"])
+        self.cap_c = hsv_colour(*spec["cap"]) if spec["cap"] is not None else tuple(int(v * 0.55) for v in body_c)
+        self.shade_c = hsv_colour(*spec["shade"])
         if spec["glass"] and spec["category"] in ("bottle", "dropper", "perfume", "nail"):
             body_c = tuple(int(0.45 * v + 0.55 * 235) for v in body_c)
         self.body_c = body_c
@@ -210,7 +210,7 @@ def _palette(c: _Canvas, spec: dict) -> Box:
     for i in range(rows):
         for j in range(cols):
             hue = spec["shade"][0] + (i * cols + j) * (12 + 25 * s[2])
-            pan = _hsv(hue, spec["shade"][1] * (0.5 + 0.5 * ((i + j) % 2)), spec["shade"][2] + 0.1 * (j % 3) - 0.1)
+            pan = hsv_colour(hue, spec["shade"][1] * (0.5 + 0.5 * ((i + j) % 2)), spec["shade"][2] + 0.1 * (j % 3) - 0.1)
             cv2.rectangle(c.img, (int(gx0 + j * pw + 3), int(gy0 + i * ph + 3)),
                           (int(gx0 + (j + 1) * pw - 3), int(gy0 + (i + 1) * ph - 3)), pan, -1)
     return (24, 14, W - 24, int(H * 0.3))
@@ -225,7 +225,7 @@ VERTICAL_LABELS = ("lipstick",)  # the label's lettering runs along the case
 NO_BAND_LABELS = ("lipstick", "tube")  # labels printed straight on, never a wrapped band
 
 
-def _sprite(spec: dict, hand: Handheld | None = None) -> tuple[np.ndarray, np.ndarray]:
+def product_sprite(spec: dict, hand: Handheld | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Front view of a product: RGB (H, W, 3) uint8 and coverage (H, W) float32 in [0, 1].
 
     ``hand``: the package as photographed in a hand rather than listed (curved, softer, glossy, with a
@@ -258,23 +258,23 @@ def _decorate(c: _Canvas, spec: dict, body: Box) -> np.ndarray:
     mask = c.alpha > 0
     if spec["gradient"] is not None:
         t = np.linspace(0.0, 1.0, H, dtype=np.float32)[:, None, None]
-        fade = np.asarray(body_c, np.float32) * (1 - t) + np.asarray(_hsv(*spec["gradient"]), np.float32) * t
+        fade = np.asarray(body_c, np.float32) * (1 - t) + np.asarray(hsv_colour(*spec["gradient"]), np.float32) * t
         plain = np.all(img == np.asarray(body_c, np.uint8), axis=2)
         img = np.where(plain[..., None], np.broadcast_to(fade.astype(np.uint8), img.shape), img)
     if spec["two_tone"] is not None:
         lower = np.zeros_like(mask)
         lower[int(spec["two_tone"] * H):] = True
-        img[lower & np.all(img == np.asarray(body_c, np.uint8), axis=2)] = _hsv(*spec["accent"])
+        img[lower & np.all(img == np.asarray(body_c, np.uint8), axis=2)] = hsv_colour(*spec["accent"])
     on_body = mask.copy()  # below the cap or lid, where packaging graphics go
     on_body[: max(0, int(body[1] - 0.1 * H))] = False
     if spec["art_on_body"] and not spec["top_view"]:
         layer = img.copy()
-        _draw_art(layer, spec["art"])
+        draw_art(layer, spec["art"])
         img = np.where(on_body[..., None], layer, img)
     if spec["pattern"] != "none" and not spec["pattern_on_label"] and not spec["top_view"]:
         layer = img.copy()
-        tint = tuple(int(0.65 * b + 0.35 * a) for b, a in zip(body_c, _hsv(*spec["accent"])))
-        _pattern(layer, spec["pattern"], tint, spec["density"], spec["phase"])
+        tint = tuple(int(0.65 * b + 0.35 * a) for b, a in zip(body_c, hsv_colour(*spec["accent"])))
+        draw_pattern(layer, spec["pattern"], tint, spec["density"], spec["phase"])
         img = np.where(on_body[..., None], layer, img)
     return img
 
@@ -288,7 +288,7 @@ def _put_label(img: np.ndarray, c: _Canvas, spec: dict, body: Box) -> None:
         return
     if spec["label_kind"] == "none" or spec["top_view"]:
         top_c = c.body_c if not spec["top_view"] else tuple(int(v) for v in img[(y0 + y1) // 2, (x0 + x1) // 2])
-        label = _label({**spec, "pattern_on_label": False}, x1 - x0, y1 - y0, top_c)
+        label = render_label({**spec, "pattern_on_label": False}, x1 - x0, y1 - y0, top_c)
         region = img[y0:y1, x0:x1]
         ink = np.any(label != np.asarray(top_c, np.uint8), axis=2)
         region[ink] = label[ink]
@@ -299,7 +299,7 @@ def _put_label(img: np.ndarray, c: _Canvas, spec: dict, body: Box) -> None:
         lx0, lx1 = x0 - int(0.08 * (x1 - x0)), x1 + int(0.08 * (x1 - x0))
     else:
         ly0, ly1, lx0, lx1 = y0, y1, x0, x1
-    label = _label(spec, lx1 - lx0, ly1 - ly0, None)
+    label = render_label(spec, lx1 - lx0, ly1 - ly0, None)
     if spec["label_kind"] == "oval":
         lmask = np.zeros(label.shape[:2], np.uint8)
         cv2.ellipse(lmask, ((lx1 - lx0) // 2, (ly1 - ly0) // 2), ((lx1 - lx0) // 2, (ly1 - ly0) // 2),
@@ -311,18 +311,18 @@ def _put_label(img: np.ndarray, c: _Canvas, spec: dict, body: Box) -> None:
         img[ly0:ly1, lx0:lx1] = np.where(mask[ly0:ly1, lx0:lx1, None], label, img[ly0:ly1, lx0:lx1])
 
 
-def _box_sprite(spec: dict) -> tuple[np.ndarray, np.ndarray]:
+def box_sprite(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     """The product's retail box: a cuboid in the family colours with the same label artwork."""
     import cv2
 
     H, W, d = 300, 150, 30
     img = np.zeros((H + d, W + d, 3), np.uint8)
     alpha = np.zeros((H + d, W + d), np.float32)
-    c = _hsv(*spec["body"])
+    c = hsv_colour(*spec["body"])
     cv2.fillPoly(img, [np.array([[0, d], [d, 0], [W + d, 0], [W, d]], np.int32)], tuple(int(v * 0.9) for v in c))
     cv2.fillPoly(img, [np.array([[W, d], [W + d, 0], [W + d, H], [W, H + d]], np.int32)],
                  tuple(int(v * 0.7) for v in c))
     img[d:, :W] = c
-    img[d + 40:d + H - 40, 10:W - 10] = _label(spec, W - 20, H - 80, None)
+    img[d + 40:d + H - 40, 10:W - 10] = render_label(spec, W - 20, H - 80, None)
     cv2.fillPoly(alpha, [np.array([[0, d], [d, 0], [W + d, 0], [W + d, H], [W, H + d], [0, H + d]], np.int32)], 1.0)
     return img, alpha

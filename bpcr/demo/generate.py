@@ -13,15 +13,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BadInput
-from ..fileio import atomic_path, write_text_atomic
-from ..gt import write_ground_truth
-from .catalogue import (_DISTRACTOR, _HANDHELD, _MESSY, _PLAN, _QUERY, _SHOP, _TEXT, DISTRACTOR_IMAGES_PER_PRODUCT,
+from bpcr.errors import BadInput
+from bpcr.io.fileio import atomic_path, write_text_atomic
+from bpcr.dataset.gt import write_ground_truth
+from bpcr.demo.catalogue import (STREAM_DISTRACTOR, STREAM_HANDHELD, STREAM_MESSY, STREAM_PLAN, STREAM_QUERY, STREAM_SHOP, STREAM_TEXT, DISTRACTOR_IMAGES_PER_PRODUCT,
                         EMPTY_DESCRIPTION_SHARE, EXIF_ROTATED_SHARE, HARD_NEGATIVE_SHARE, LANGS,
                         MISSING_DESCRIPTION_SHARE, NON_ENGLISH_SHARE, QUERY_JPEG_QUALITY, SHOP_IMAGES_PER_PRODUCT,
-                        TARGETS_PER_FAMILY, _describe, _pick, _product, _rng, _weighted)
-from .messy import MESSY_KINDS, _messy_bytes
-from .photo import _jpeg, _query_image, _shop_image
+                        TARGETS_PER_FAMILY, describe_listing, pick, product_spec, seeded_rng, weighted_pick)
+from bpcr.demo.messy import MESSY_KINDS, messy_bytes
+from bpcr.demo.photo import encode_jpeg, query_image, shop_image
 
 
 @dataclass(frozen=True)
@@ -60,18 +60,18 @@ def _plan(seed: int, n_products: int, n_distractors: int, n_queries: int) -> tup
     """Which products exist and which images show them; no pixels yet."""
     if seed < 0 or n_products < 0 or n_distractors < 0 or n_queries < 0:
         raise BadInput(None, None, "demo seed and sizes must be non-negative")
-    rng = _rng(seed, _PLAN)
+    rng = seeded_rng(seed, STREAM_PLAN)
     images: list[_Image] = []
     targets: list[tuple[int, int]] = []
     target_families: list[int] = []
     family = 0
     while len(targets) < n_products:
-        k = min(_weighted(rng, TARGETS_PER_FAMILY), n_products - len(targets))
+        k = min(weighted_pick(rng, TARGETS_PER_FAMILY), n_products - len(targets))
         targets.extend((family, m) for m in range(k))
         target_families.append(family)
         family += 1
     for product in targets:
-        images.extend(_Image("shop", product) for _ in range(_weighted(rng, SHOP_IMAGES_PER_PRODUCT)))
+        images.extend(_Image("shop", product) for _ in range(weighted_pick(rng, SHOP_IMAGES_PER_PRODUCT)))
     messy = list(MESSY_KINDS)[: max(0, min(len(MESSY_KINDS), n_distractors // 2))]
     regular = n_distractors - len(messy)
     n_hard = int(round(regular * HARD_NEGATIVE_SHARE)) if target_families else 0
@@ -79,7 +79,7 @@ def _plan(seed: int, n_products: int, n_distractors: int, n_queries: int) -> tup
     order = [target_families[i] for i in rng.permutation(len(target_families))] if target_families else []
     hard = siblings = 0
     while hard < n_hard:
-        f = order[siblings] if siblings < len(order) else _pick(rng, order)  # every target family first
+        f = order[siblings] if siblings < len(order) else pick(rng, order)  # every target family first
         siblings += 1
         product = (f, members[f])
         members[f] += 1
@@ -103,19 +103,19 @@ def _plan(seed: int, n_products: int, n_distractors: int, n_queries: int) -> tup
         raise BadInput(None, None, "the demo needs at least one product to have queries")
     picks = [targets[i] for i in rng.permutation(len(targets))[: min(n_queries, len(targets))]]
     while len(picks) < n_queries:
-        picks.append(_pick(rng, targets))
+        picks.append(pick(rng, targets))
     return images, picks
 
 
 def _identities(seed: int, n_images: int, n_queries: int) -> tuple[list[str], list[str], dict[int, int]]:
     """Database IDs, query IDs and the EXIF-rotated queries (index -> orientation); no pixels."""
-    rng = _rng(seed, _PLAN, 1)
+    rng = seeded_rng(seed, STREAM_PLAN, 1)
     db_numbers = rng.choice(10_000_000, size=n_images, replace=False)
     db_order = rng.permutation(n_images)  # IDs in a shuffled order, so ID ranges reveal nothing
     db_ids = [f"n{int(db_numbers[db_order[i]]):07d}" for i in range(n_images)]
     query_ids = [f"v{int(n):06d}" for n in rng.choice(1_000_000, size=n_queries, replace=False)]
     n_rotated = min(n_queries, max(1, int(round(n_queries * EXIF_ROTATED_SHARE)))) if n_queries else 0
-    rotated = {int(i): int(_pick(rng, (6, 6, 8, 8, 3))) for i in rng.permutation(n_queries)[:n_rotated]}
+    rotated = {int(i): int(pick(rng, (6, 6, 8, 8, 3))) for i in rng.permutation(n_queries)[:n_rotated]}
     return db_ids, query_ids, rotated
 
 
@@ -143,14 +143,14 @@ def _render(task: tuple) -> int:
     """Render and write one file; returns its size in bytes. Depends only on the task tuple."""
     kind, seed, index, path, spec, extra = task
     if kind == "shop" or kind == "distractor":
-        rng = _rng(seed, _SHOP if kind == "shop" else _DISTRACTOR, index)
-        data = _jpeg(_shop_image(spec, rng), int(rng.integers(82, 96)))
+        rng = seeded_rng(seed, STREAM_SHOP if kind == "shop" else STREAM_DISTRACTOR, index)
+        data = encode_jpeg(shop_image(spec, rng), int(rng.integers(82, 96)))
     elif kind == "query":
-        rng = _rng(seed, _QUERY, index)
-        pixels = _query_image(spec, seed, rng, _rng(seed, _HANDHELD, index))
-        data = _jpeg(pixels, int(rng.integers(QUERY_JPEG_QUALITY[0], QUERY_JPEG_QUALITY[1] + 1)), extra)
+        rng = seeded_rng(seed, STREAM_QUERY, index)
+        pixels = query_image(spec, seed, rng, seeded_rng(seed, STREAM_HANDHELD, index))
+        data = encode_jpeg(pixels, int(rng.integers(QUERY_JPEG_QUALITY[0], QUERY_JPEG_QUALITY[1] + 1)), extra)
     else:
-        data = _messy_bytes(extra, spec, _rng(seed, _MESSY, index))
+        data = messy_bytes(extra, spec, seeded_rng(seed, STREAM_MESSY, index))
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return len(data)
@@ -190,7 +190,7 @@ def generate_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors
 
     def spec_of(key: tuple[int, int]) -> dict:
         if key not in specs:
-            specs[key] = _product(seed, *key)
+            specs[key] = product_spec(seed, *key)
         return specs[key]
 
     tasks = []
@@ -211,7 +211,7 @@ def generate_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors
             sizes = list(pool.imap(_render, tasks, chunksize=8))
 
     # descriptions: one row per database image except a few, sorted by ID
-    text_rng = _rng(seed, _TEXT)
+    text_rng = seeded_rng(seed, STREAM_TEXT)
     n_db = len(images)
     n_lang = max(1, int(round(n_db * NON_ENGLISH_SHARE))) if n_db >= 10 else 0
     n_missing = max(1, int(round(n_db * MISSING_DESCRIPTION_SHARE))) if n_db >= 10 else 0
@@ -226,9 +226,9 @@ def generate_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors
     for i, im in enumerate(images):
         if i in missing:
             continue
-        r = _rng(seed, _TEXT, i)
+        r = seeded_rng(seed, STREAM_TEXT, i)
         lang = foreign.get(i, "en")
-        rows.append((db_ids[i], "" if i in empty else _describe(spec_of(im.product), r, lang, i == comma)))
+        rows.append((db_ids[i], "" if i in empty else describe_listing(spec_of(im.product), r, lang, i == comma)))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["id", "description"])

@@ -3,7 +3,7 @@
 A shop listing shows the product's artwork crisp, flat and whole. The package a user photographs is a
 physical object, and its label differs from the listing as real packaging does:
 
-- another print run (:func:`_revision`): the same design with its text rows, margins, logo and graphics a
+- another print run (:func:`print_revision`): the same design with its text rows, margins, logo and graphics a
   little moved, the lettering sometimes restyled (brand in title case, a sibling typeface, another stroke
   weight, another size format) and a new claim ("NEW LOOK", "+20% FREE");
 - curvature (:func:`_wrap`): a round package is a cylinder turned about its axis, so its label is
@@ -22,17 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .artwork import _fit_text
-from .catalogue import (CLAIMS, GLOSS_PROB, GLOSS_STRENGTH, GLOSS_WIDTH, PRINT_SOFTNESS, RESTYLED_FONT,
+from bpcr.demo.artwork import fit_text
+from bpcr.demo.catalogue import (CLAIMS, GLOSS_PROB, GLOSS_STRENGTH, GLOSS_WIDTH, PRINT_SOFTNESS, RESTYLED_FONT,
                         REVISION_CLAIM, REVISION_LAYOUT, REVISION_RESTYLE, REVISION_SHARE, STICKER_PROB,
-                        STICKER_WIDTH, WRAP_YAW, _hsv, _pick)
+                        STICKER_WIDTH, WRAP_YAW, hsv_colour, pick)
 
 # round packages, and how much of a full cylinder's turn their front shows (a tube is a flattened one)
 WRAPPED = {"bottle": 1.0, "pump": 1.0, "dropper": 1.0, "spray": 1.0, "stick": 1.0, "nail": 1.0,
            "lipstick": 1.0, "jar": 1.0, "tube": 0.4}
 
 
-def _revision(spec: dict, rng: np.random.Generator) -> dict:
+def print_revision(spec: dict, rng: np.random.Generator) -> dict:
     """The spec of the package in hand: the listed design, or another print run of it (see module doc).
 
     Draws the same numbers from ``rng`` whatever comes out, so a knob never shifts the rest of the stream.
@@ -41,8 +41,8 @@ def _revision(spec: dict, rng: np.random.Generator) -> dict:
     moved = rng.uniform(-REVISION_LAYOUT, REVISION_LAYOUT, 5 + 2 * len(spec["art"]))
     restyle = rng.random(4) < REVISION_RESTYLE
     margin, logo_scale, phase = (float(v) for v in rng.uniform((0.6, 0.75, 0.0), (1.5, 1.3, 1.0)))
-    thicker = int(_pick(rng, (-1, 1)))
-    claim = _pick(rng, CLAIMS) if rng.random() < REVISION_CLAIM else None
+    thicker = int(pick(rng, (-1, 1)))
+    claim = pick(rng, CLAIMS) if rng.random() < REVISION_CLAIM else None
     sizes = rng.uniform(0.85, 1.15, len(spec["art"]))
     if not revised:
         return spec
@@ -84,7 +84,7 @@ class Handheld:
         return img if self.gloss is None else _gloss(img, alpha > 127, self.gloss, top_view)
 
 
-def _handheld(spec: dict, rng: np.random.Generator) -> Handheld:
+def handheld_of(spec: dict, rng: np.random.Generator) -> Handheld:
     """How the package in hand differs from its listing beyond its print; draws a fixed count from ``rng``."""
     turn = WRAPPED.get(spec["category"])
     yaw = float(rng.uniform(-WRAP_YAW, WRAP_YAW))
@@ -93,9 +93,9 @@ def _handheld(spec: dict, rng: np.random.Generator) -> Handheld:
     gloss = (float(rng.uniform(0.15, 0.85)), float(rng.uniform(*GLOSS_WIDTH)), float(rng.uniform(*GLOSS_STRENGTH)))
     stuck = rng.random() < STICKER_PROB
     kind = int(rng.integers(0, 2))
-    price = _pick(rng, ("$", "EUR ", "")) + f"{int(rng.integers(3, 60))}.{int(rng.integers(0, 100)):02d}"
+    price = pick(rng, ("$", "EUR ", "")) + f"{int(rng.integers(3, 60))}.{int(rng.integers(0, 100)):02d}"
     barcode = "".join(str(d) for d in rng.integers(0, 10, 12))
-    paper = (250, 250, 246) if kind == 1 else _pick(rng, ((250, 250, 246), _hsv(50, 0.55, 1.0), _hsv(22, 0.6, 1.0)))
+    paper = (250, 250, 246) if kind == 1 else pick(rng, ((250, 250, 246), hsv_colour(50, 0.55, 1.0), hsv_colour(22, 0.6, 1.0)))
     place = tuple(float(v) for v in rng.uniform((0.0, 0.0, STICKER_WIDTH[0], 0.35), (1.0, 1.0, STICKER_WIDTH[1], 0.65)))
     return Handheld(
         yaw=None if turn is None or spec["top_view"] else yaw * turn,
@@ -167,11 +167,11 @@ def _sticker(img: np.ndarray, inside: np.ndarray, label: tuple[int, int, int, in
     layer = img.copy()
     cv2.rectangle(layer, (sx, sy), (sx + sw, sy + sh), paper, -1)
     if kind == 0:
-        _fit_text(layer, text, (sx + 2, sy + 2, sx + sw - 2, sy + sh - 2), 0, 1, (25, 25, 25))
+        fit_text(layer, text, (sx + 2, sy + 2, sx + sw - 2, sy + sh - 2), 0, 1, (25, 25, 25))
     else:
         bars = sy + int(sh * 0.72)
         for i, digit in enumerate(text):
             x = sx + 3 + int(i * (sw - 6) / len(text))
             cv2.rectangle(layer, (x, sy + 2), (x + 1 + int(digit) % 3, bars), (20, 20, 20), -1)
-        _fit_text(layer, text, (sx + 2, bars, sx + sw - 2, sy + sh - 1), 0, 1, (20, 20, 20))
+        fit_text(layer, text, (sx + 2, bars, sx + sw - 2, sy + sh - 1), 0, 1, (20, 20, 20))
     img[inside] = layer[inside]

@@ -11,8 +11,8 @@ import zlib
 
 import numpy as np
 
-from .drawing import _sprite
-from .photo import _jpeg, _shop_image
+from bpcr.demo.drawing import product_sprite
+from bpcr.demo.photo import encode_jpeg, shop_image
 
 # name -> (extension, usable after careful decoding)
 MESSY_KINDS = {
@@ -43,21 +43,21 @@ def _bomb_png(side: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
 
 
-def _messy_bytes(kind: str, spec: dict, rng: np.random.Generator) -> bytes:
+def messy_bytes(kind: str, spec: dict, rng: np.random.Generator) -> bytes:
     from PIL import Image
 
     if kind == "zero_byte":
         return b""
     if kind == "decompression_bomb":
         return _bomb_png(BOMB_SIDE)
-    pixels = _shop_image(spec, rng)
+    pixels = shop_image(spec, rng)
     image = Image.fromarray(pixels)
     buffer = io.BytesIO()
     if kind == "truncated_jpeg":
-        full = _jpeg(pixels, 90)
+        full = encode_jpeg(pixels, 90)
         return full[: int(len(full) * rng.uniform(0.3, 0.6))]
     if kind == "exif_rotated_jpeg":
-        return _jpeg(pixels, 90, 6)
+        return encode_jpeg(pixels, 90, 6)
     if kind == "cmyk_jpeg":
         image.convert("CMYK").save(buffer, "JPEG", quality=90)
     elif kind == "gray_jpeg":
@@ -70,7 +70,7 @@ def _messy_bytes(kind: str, spec: dict, rng: np.random.Generator) -> bytes:
     elif kind == "palette_png":
         image.quantize(64, dither=Image.Dither.NONE).save(buffer, "PNG")
     elif kind == "rgba_png":
-        rgb, alpha = _sprite(spec)
+        rgb, alpha = product_sprite(spec)
         Image.fromarray(np.dstack([rgb, (alpha * 255).astype(np.uint8)])).save(buffer, "PNG")
     else:
         raise ValueError(f"unknown messy kind {kind!r}")

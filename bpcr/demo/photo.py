@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from .catalogue import (BACKGROUND_BLUR, CLUTTER_OBJECTS, LONG_SIDE, OCCLUSION_AREA, OCCLUSION_PROB, QUERY_BLUR_SIGMA,
+from bpcr.demo.catalogue import (BACKGROUND_BLUR, CLUTTER_OBJECTS, LONG_SIDE, OCCLUSION_AREA, OCCLUSION_PROB, QUERY_BLUR_SIGMA,
                         QUERY_COLOUR_CAST, QUERY_GLARE_PROB, QUERY_NOISE_SIGMA, QUERY_PERSPECTIVE, QUERY_ROTATION,
-                        QUERY_SCALE, SHOP_CLOSEUP_PROB, SHOP_SCALE, SHOP_WITH_BOX_PROB, _hsv, _pick, _product)
-from .drawing import _box_sprite, _sprite
-from .handheld import _handheld, _revision
+                        QUERY_SCALE, SHOP_CLOSEUP_PROB, SHOP_SCALE, SHOP_WITH_BOX_PROB, hsv_colour, pick, product_spec)
+from bpcr.demo.drawing import box_sprite, product_sprite
+from bpcr.demo.handheld import handheld_of, print_revision
 
 
 def _warp_onto(canvas: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, centre: tuple[float, float], extent: float,
@@ -47,14 +47,14 @@ def _warp_onto(canvas: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, centre: t
 
 def _size(rng: np.random.Generator, aspects: tuple[float, ...], long_side: tuple[int, int]) -> tuple[int, int]:
     long = int(rng.integers(long_side[0], long_side[1] + 1))
-    aspect = _pick(rng, aspects)  # width / height
+    aspect = pick(rng, aspects)  # width / height
     return (long, max(LONG_SIDE[0] // 2, int(long / aspect))) if aspect >= 1 else (max(LONG_SIDE[0] // 2, int(long * aspect)), long)
 
 
-def _shop_image(spec: dict, rng: np.random.Generator) -> np.ndarray:
+def shop_image(spec: dict, rng: np.random.Generator) -> np.ndarray:
     """A clean listing photo: plain, grey or studio-gradient background, mild pose change."""
     w, h = _size(rng, (1.0, 1.0, 0.75, 1.333), (300, LONG_SIDE[1]))
-    kind = _pick(rng, ("white", "white", "white", "grey", "gradient", "studio", "studio", "tint"))
+    kind = pick(rng, ("white", "white", "white", "grey", "gradient", "studio", "studio", "tint"))
     yy = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     if kind == "white":
         bg = np.full((h, w, 3), 255.0, np.float32) * np.float32(rng.uniform(0.96, 1.0))
@@ -68,12 +68,12 @@ def _shop_image(spec: dict, rng: np.random.Generator) -> np.ndarray:
         r2 = xx ** 2 + ((yy - 0.45) * 2) ** 2
         bg = np.clip(250 - 70 * r2, 120, 255) * np.ones((1, 1, 3), np.float32)
     else:
-        bg = np.ones((h, w, 3), np.float32) * np.array(_hsv(rng.uniform(0, 360), 0.12, 0.97), np.float32)
-    rgb, alpha = _sprite(spec)
+        bg = np.ones((h, w, 3), np.float32) * np.array(hsv_colour(rng.uniform(0, 360), 0.12, 0.97), np.float32)
+    rgb, alpha = product_sprite(spec)
     closeup = rng.random() < SHOP_CLOSEUP_PROB
     height = min(h, w) * (rng.uniform(1.3, 1.8) if closeup else rng.uniform(*SHOP_SCALE))
     if rng.random() < SHOP_WITH_BOX_PROB and not closeup:
-        brgb, balpha = _box_sprite(spec)
+        brgb, balpha = box_sprite(spec)
         _warp_onto(bg, brgb, balpha, (w * rng.uniform(0.6, 0.72), h * 0.55), height * 0.95, 0.0, 0.01, rng, 0.25)
         centre = (w * rng.uniform(0.3, 0.42), h * rng.uniform(0.5, 0.58))
         height *= 0.85
@@ -87,8 +87,8 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A cluttered surface: blotches, wood grain, tiles, fabric or scattered shapes."""
     import cv2
 
-    kind = _pick(rng, ("blotch", "wood", "tiles", "fabric", "shapes"))
-    base = np.array(_hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.35), rng.uniform(0.4, 0.95)), np.float32)
+    kind = pick(rng, ("blotch", "wood", "tiles", "fabric", "shapes"))
+    base = np.array(hsv_colour(rng.uniform(0, 360), rng.uniform(0.0, 0.35), rng.uniform(0.4, 0.95)), np.float32)
     if kind == "blotch":
         small = rng.uniform(-1, 1, (int(rng.integers(3, 9)), int(rng.integers(3, 9)), 3)).astype(np.float32)
         img = base + 35 * cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
@@ -124,10 +124,10 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def _clutter_spec(seed: int, rng: np.random.Generator) -> dict:
     # families far above any plan's range: clutter never shows a database product
-    return _product(seed, 10_000_000 + int(rng.integers(0, 1_000_000)), 0)
+    return product_spec(seed, 10_000_000 + int(rng.integers(0, 1_000_000)), 0)
 
 
-def _query_image(spec: dict, seed: int, rng: np.random.Generator, package: np.random.Generator) -> np.ndarray:
+def query_image(spec: dict, seed: int, rng: np.random.Generator, package: np.random.Generator) -> np.ndarray:
     """A user photo of the package in hand: clutter, pose, occlusion, lighting, colour cast, blur, noise.
 
     ``package`` draws how the package differs from its listing (:mod:`.handheld`); ``rng`` everything else.
@@ -136,11 +136,11 @@ def _query_image(spec: dict, seed: int, rng: np.random.Generator, package: np.ra
     w, h = _size(rng, (0.75, 0.75, 1.0) if spec["tall"] else (1.333, 1.333, 1.0), (320, LONG_SIDE[1]))
     img = _texture(rng, h, w)
     for _ in range(int(rng.integers(CLUTTER_OBJECTS[0], CLUTTER_OBJECTS[1] + 1))):
-        crgb, calpha = _sprite(_clutter_spec(seed, rng))
-        x = _pick(rng, (rng.uniform(-0.05, 0.25), rng.uniform(0.75, 1.05)))  # around the product, not on it
+        crgb, calpha = product_sprite(_clutter_spec(seed, rng))
+        x = pick(rng, (rng.uniform(-0.05, 0.25), rng.uniform(0.75, 1.05)))  # around the product, not on it
         _warp_onto(img, crgb, calpha, (w * x, h * rng.uniform(0.1, 0.9)), min(h, w) * rng.uniform(0.3, 0.7),
                    rng.normal(0, 15), 0.05, rng, 0.3)
-    rgb, alpha = _sprite(_revision(spec, package), _handheld(spec, package))
+    rgb, alpha = product_sprite(print_revision(spec, package), handheld_of(spec, package))
     height = (h if spec["tall"] else w) * rng.uniform(*QUERY_SCALE)
     centre = (w * rng.uniform(0.3, 0.7), h * rng.uniform(0.35, 0.65))
     cov = _warp_onto(img, rgb, alpha, centre, height, rng.uniform(-QUERY_ROTATION, QUERY_ROTATION),
@@ -166,7 +166,7 @@ def _occlude(img: np.ndarray, cov: np.ndarray, seed: int, rng: np.random.Generat
     ox = int(x0 - ow * 0.4 if side < 0.5 else x1 - ow * 0.6)
     oy = int(rng.uniform(y0, max(y0 + 1, y1 - oh)))
     if rng.random() < 0.5:  # a hand
-        skin = _hsv(rng.uniform(15, 35), rng.uniform(0.25, 0.6), rng.uniform(0.45, 0.95))
+        skin = hsv_colour(rng.uniform(15, 35), rng.uniform(0.25, 0.6), rng.uniform(0.45, 0.95))
         cv2.ellipse(img, (ox + ow // 2, oy + oh // 2), (ow // 2, oh // 2), rng.uniform(-30, 30), 0, 360,
                     skin, -1, cv2.LINE_AA)
         for k in range(4):
@@ -174,7 +174,7 @@ def _occlude(img: np.ndarray, cov: np.ndarray, seed: int, rng: np.random.Generat
             cv2.line(img, (ox + ow // 2, oy + oh * (k + 1) // 5), (fx, oy + oh * (k + 1) // 5), skin,
                      max(3, oh // 7), cv2.LINE_AA)
     else:
-        crgb, calpha = _sprite(_clutter_spec(seed, rng))
+        crgb, calpha = product_sprite(_clutter_spec(seed, rng))
         _warp_onto(img, crgb, calpha, (ox + ow / 2, oy + oh / 2), max(oh, ow) * 1.3, rng.normal(0, 20),
                    0.05, rng, 0.3)
 
@@ -212,7 +212,7 @@ def _camera(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _jpeg(pixels: np.ndarray, quality: int, exif_orientation: int | None = None) -> bytes:
+def encode_jpeg(pixels: np.ndarray, quality: int, exif_orientation: int | None = None) -> bytes:
     from PIL import Image
 
     image = Image.fromarray(pixels)

@@ -1,0 +1,449 @@
+"""``bpcr prepare``: check a Perfect-500K style dataset and write its manifests.
+
+Input (DESIGN.md, "Dataset layout accepted by prepare"): a database image
+folder and a query image folder with files ``<id>.<ext>``, an optional
+descriptions CSV and optional ground truth in the challenge format.
+
+Output, all in ``out`` and each written atomically:
+
+- ``database.csv``, ``queries.csv``: manifests of the usable images
+  (:mod:`bpcr.dataset.manifest`), queries with empty descriptions;
+- ``rejected.csv``: ``set,id,path,reason`` for every file not usable, sorted;
+- ``ground_truth.csv``: a byte copy of the ground truth once it has been read
+  and checked against the manifests (removed when no ground truth is given);
+- ``summary.json``: counts, notes, description and ground-truth findings;
+  written last, so it is absent while a run is unfinished or after one failed;
+- ``.check_cache.json``: one check result per image keyed by its path relative
+  to ``out`` plus size and mtime, so a re-run decodes only changed files.
+
+Image folders:
+
+- Subfolders (and anything else that is not a file) are ignored (counted as
+  ``ignored``); hidden files (``.*``, e.g. ``.DS_Store``) are rejected unread,
+  so each is listed in ``rejected.csv``.
+- A file whose stem is not a valid ID, or whose suffix is not an image suffix
+  (:data:`bpcr.dataset.images.IMAGE_SUFFIXES`), is rejected with that reason.
+- Two files with one ID (``n1.jpg`` and ``n1.png``) are both rejected: which one
+  is meant cannot be known.
+- Every other file is decoded in full by :func:`bpcr.dataset.images.check_image`.
+
+Descriptions CSV (optional): read and checked by :mod:`bpcr.dataset.descriptions`,
+whose docstring gives every rule.
+
+Ground truth (optional) is read with :func:`bpcr.dataset.gt.read_ground_truth` (its
+format errors are :class:`BadInput`); queries without a usable query image and
+relevant IDs without a usable database image are warnings, not errors.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from bpcr import __version__
+from bpcr.dataset.descriptions import DescriptionStats, description_warnings, link_descriptions, read_descriptions
+from bpcr.errors import BadInput
+from bpcr.io.fileio import atomic_path, write_json_atomic, write_text_atomic
+from bpcr.io.folders import PREPARED, check_output_file, check_output_folder
+from bpcr.dataset.gt import read_ground_truth
+from bpcr.io.ids import is_valid_id
+from bpcr.dataset.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, check_image
+from bpcr.dataset.manifest import write_manifest
+from bpcr.ranges import check_range
+from bpcr.progress import Progress, start
+
+CACHE_NAME = ".check_cache.json"
+CACHE_VERSION = 1
+CHUNK = 32  # files per task sent to a worker: small enough for a smooth progress bar
+EXAMPLES = 5
+
+
+@dataclass
+class SetSummary:
+    """One image folder: files seen, usable, rejected by reason kind, notes on usable ones."""
+
+    folder: str
+    seen: int = 0
+    ignored: int = 0
+    usable: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class GroundTruthStats:
+    file: str
+    queries: int = 0
+    relevant: int = 0
+    queries_without_image: int = 0
+    queries_without_image_examples: list[str] = field(default_factory=list)
+    relevant_without_image: int = 0
+    relevant_without_image_examples: list[str] = field(default_factory=list)
+    queries_without_usable_relevant: int = 0
+    usable_queries_not_in_gt: int = 0
+
+
+@dataclass
+class PrepareSummary:
+    """Returned by :func:`prepare` and written as ``summary.json``.
+
+    ``decoded`` counts images decoded in this run, ``cached`` those whose check
+    result came from ``.check_cache.json``.
+    """
+
+    out: str
+    database: SetSummary
+    queries: SetSummary
+    descriptions: DescriptionStats
+    ground_truth: GroundTruthStats | None
+    decoded: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+    max_pixels: int = MAX_PIXELS
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["bpcr_version"] = __version__
+        return data
+
+
+@dataclass
+class _File:
+    set: str
+    id: str
+    path: Path
+    key: str  # path relative to the output folder, POSIX separators
+
+
+def prepare(db: Path, descriptions: Path | None, queries: Path, gt: Path | None, out: Path,
+            workers: int | None = None, progress: Progress | None = None,
+            max_pixels: int = MAX_PIXELS) -> PrepareSummary:
+    """Check every image of a dataset and write manifests and reports to ``out``.
+
+    ``workers`` processes decode images (default: one per CPU); ``progress``
+    is told of every image checked (:mod:`bpcr.progress`). See the module
+    docstring for every rule applied to files, descriptions and ground truth.
+    """
+    started = time.perf_counter()
+    check_range("--workers", workers, 1, integer=True, optional=True)
+    check_range("max_pixels", max_pixels, 1, integer=True)
+    db, queries, out = Path(db), Path(queries), Path(out)
+    for folder in (db, queries):
+        _check_folder(folder)
+    out_resolved = out.resolve()
+    if out_resolved in (db.resolve(), queries.resolve()):
+        raise BadInput(out, None, "output folder must not be an image folder")
+    out = check_outputs(out)
+
+    db_set, db_files, db_rejected = _scan(db, "database", out_resolved)
+    q_set, q_files, q_rejected = _scan(queries, "queries", out_resolved)
+    # Text inputs are read before any image is decoded, so their errors come in seconds.
+    db_stems = {f.path.stem for f in db_files} | {r[1] for r in db_rejected if r[1]}
+    desc_map, desc_stats = (read_descriptions(Path(descriptions), db_stems) if descriptions is not None
+                            else ({}, DescriptionStats()))
+    gt_data = read_ground_truth(gt) if gt is not None else None
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").unlink(missing_ok=True)  # written last: present only after a finished run
+    files = db_files + q_files
+    results, decoded, cached = _check_all(files, out, workers, progress, max_pixels)
+
+    rejected = db_rejected + q_rejected
+    usable: dict[str, list[_File]] = {"database": [], "queries": []}
+    infos: dict[str, dict[str, Any]] = {}
+    for f in files:
+        result = results[f.key]
+        if "reason" in result:
+            rejected.append((f.set, f.id, f.key, result["reason"]))
+        else:
+            usable[f.set].append(f)
+            infos[f.key] = result
+    for summary, name in ((db_set, "database"), (q_set, "queries")):
+        summary.usable = len(usable[name])
+        summary.rejected = dict(sorted(Counter(_kind(r[3]) for r in rejected if r[0] == name).items()))
+        summary.notes = dict(sorted(Counter(n for f in usable[name] for n in infos[f.key]["notes"]).items()))
+
+    db_ids = {f.id for f in usable["database"]}
+    link_descriptions(desc_map, desc_stats, db_ids, EXAMPLES)
+    for name, manifest_name in (("database", "database.csv"), ("queries", "queries.csv")):
+        chosen = usable[name]
+        write_manifest(out / manifest_name, [f.id for f in chosen], [f.path for f in chosen],
+                       [infos[f.key]["width"] for f in chosen], [infos[f.key]["height"] for f in chosen],
+                       [desc_map.get(f.id, "") if name == "database" else "" for f in chosen])
+    _write_rejected(out / "rejected.csv", rejected)
+
+    gt_stats = None
+    if gt is not None and gt_data is not None:
+        gt_stats = _check_ground_truth(Path(gt), gt_data, {f.id for f in usable["queries"]}, db_ids)
+        with atomic_path(out / "ground_truth.csv") as tmp:
+            shutil.copyfile(gt, tmp)
+    elif (out / "ground_truth.csv").exists():
+        # A ground truth left from an earlier run would no longer match these manifests.
+        (out / "ground_truth.csv").unlink()
+
+    summary = PrepareSummary(out=str(out), database=db_set, queries=q_set, descriptions=desc_stats,
+                             ground_truth=gt_stats, decoded=decoded, cached=cached,
+                             max_pixels=max_pixels)
+    summary.warnings = _warnings(summary)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    write_json_atomic(out / "summary.json", summary.to_json())
+    return summary
+
+
+@dataclass
+class QuerySet:
+    """A query folder checked alone by :func:`prepare_queries`."""
+
+    manifest: Path
+    ids: list[str]  # the usable images' IDs, sorted
+    rejected: list[tuple[str, str, str]]  # (ID, or "" when the file name is none; file name; reason), sorted
+
+
+def prepare_queries(queries: Path, out: Path, workers: int | None = None, progress: Progress | None = None,
+                    max_pixels: int = MAX_PIXELS) -> QuerySet:
+    """Check a folder of query images alone, by the rules of :func:`prepare`, and write ``out/queries.csv``.
+
+    For new queries answered against a database prepared before (``bpcr
+    predict``). Check results are cached in ``out`` as :func:`prepare` caches
+    them; nothing else is written there.
+    """
+    check_range("--workers", workers, 1, integer=True, optional=True)
+    queries, out = Path(queries), Path(out)
+    _check_folder(queries)
+    out = check_output_folder(out, "--out", PREPARED)
+    check_output_file(out / "queries.csv", "--out")
+    _, files, rejected = _scan(queries, "queries", out.resolve())
+    out.mkdir(parents=True, exist_ok=True)
+    results, _, _ = _check_all(files, out, workers, progress, max_pixels)
+    usable = [f for f in files if "reason" not in results[f.key]]
+    rejected += [(f.set, f.id, f.key, results[f.key]["reason"]) for f in files if "reason" in results[f.key]]
+    write_manifest(out / "queries.csv", [f.id for f in usable], [f.path for f in usable],
+                   [results[f.key]["width"] for f in usable], [results[f.key]["height"] for f in usable],
+                   [""] * len(usable))
+    return QuerySet(out / "queries.csv", sorted(f.id for f in usable),
+                    sorted((image_id, key.rsplit("/", 1)[-1], reason) for _, image_id, key, reason in rejected))
+
+
+def check_outputs(out: Path) -> Path:
+    """Refuse, before any image is read, an ``--out`` that is not this stage's to write (module doc's files)."""
+    out = check_output_folder(out, "--out", PREPARED)
+    for name in ("database.csv", "queries.csv", "rejected.csv", "ground_truth.csv", "summary.json", CACHE_NAME):
+        check_output_file(out / name, "--out")
+    return out
+
+
+def _check_folder(folder: Path) -> None:
+    if not folder.exists():
+        raise BadInput(folder, None, "folder not found")
+    if not folder.is_dir():
+        raise BadInput(folder, None, "not a folder")
+
+
+def _scan(folder: Path, name: str, out_resolved: Path) -> tuple[SetSummary, list[_File], list[tuple[str, str, str, str]]]:
+    """List ``folder``: candidates to decode, and files rejected by name alone."""
+    summary = SetSummary(folder=str(folder))
+    rel_dir = Path(os.path.relpath(folder.resolve(), out_resolved)).as_posix()
+    by_id: dict[str, list[_File]] = {}
+    rejected: list[tuple[str, str, str, str]] = []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise BadInput(folder, None, f"cannot list folder: {exc.strerror}") from None
+    visible = 0
+    for entry in entries:
+        if not entry.is_file():
+            summary.ignored += 1
+            continue
+        summary.seen += 1
+        path = Path(entry.path)
+        key = f"{rel_dir}/{entry.name}"
+        stem, suffix = path.stem, path.suffix
+        if entry.name.startswith("."):
+            # Listed, never read: a hidden file is usually a system's (.DS_Store, ._n1.jpg), and an
+            # ID never starts with a dot, but a user looking for a missing image must find it here.
+            rejected.append((name, "", key, "hidden file: name starts with a dot"))
+            continue
+        visible += 1
+        if not is_valid_id(stem):
+            rejected.append((name, "", key, f"invalid ID in file name: {stem!r}"))
+        elif suffix.lower() not in IMAGE_SUFFIXES:
+            rejected.append((name, stem, key, f"not an image suffix: {suffix or '(none)'}"))
+        else:
+            by_id.setdefault(stem, []).append(_File(name, stem, path, key))
+    files = []
+    for image_id, group in by_id.items():
+        if len(group) == 1:
+            files.extend(group)
+            continue
+        names = ", ".join(f.path.name for f in group)
+        rejected.extend((name, image_id, f.key, f"ID has two files: {names}") for f in group)
+    if visible == 0:
+        raise BadInput(folder, None, "no image files found")
+    return summary, files, rejected
+
+
+def _kind(reason: str) -> str:
+    return reason.split(":", 1)[0]
+
+
+def _check_all(files: list[_File], out: Path, workers: int | None, progress: Progress | None,
+               max_pixels: int) -> tuple[dict[str, dict[str, Any]], int, int]:
+    """Check result per file key, from the cache or by decoding; also how many of each."""
+    cache_path = out / CACHE_NAME
+    cache = _load_cache(cache_path, max_pixels)
+    results: dict[str, dict[str, Any]] = {}
+    entries: dict[str, list[Any]] = {}
+    todo: list[tuple[str, str]] = []
+    stamps: dict[str, tuple[int, int]] = {}
+    failed_stat = 0
+    for f in files:
+        try:
+            stat = f.path.stat()
+        except OSError as exc:
+            results[f.key] = {"reason": f"cannot read: {exc.strerror}"}
+            failed_stat += 1
+            continue
+        stamps[f.key] = (stat.st_size, stat.st_mtime_ns)
+        hit = _cached(cache.get(f.key), stat.st_size, stat.st_mtime_ns)
+        if hit is None:
+            todo.append((f.key, str(f.path)))
+        else:
+            results[f.key] = hit
+            entries[f.key] = [stat.st_size, stat.st_mtime_ns, hit]
+    del cache
+    try:
+        for key, result in _run_checks(todo, workers, progress, max_pixels):
+            results[key] = result
+            entries[key] = [*stamps[key], result]
+    finally:
+        # Written even when interrupted, so a re-run resumes instead of starting over.
+        body = {"version": CACHE_VERSION, "max_pixels": max_pixels, "pillow": _pillow_version(),
+                "entries": dict(sorted(entries.items()))}
+        write_text_atomic(cache_path, json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n")
+    return results, len(todo), len(files) - len(todo) - failed_stat
+
+
+def _run_checks(todo: list[tuple[str, str]], workers: int | None, progress: Progress | None,
+                max_pixels: int) -> Iterable[tuple[str, dict[str, Any]]]:
+    workers = max(1, workers or os.cpu_count() or 1)
+    # Small sets still spread over every worker; large ones go in CHUNK-sized tasks.
+    size = max(1, min(CHUNK, -(-len(todo) // (4 * workers))))
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    workers = min(workers, max(1, len(chunks)))
+    with start(progress, "checking images", len(todo)) as advance:
+        if workers == 1:
+            for chunk in chunks:
+                done = _check_chunk(chunk, max_pixels)
+                advance(len(done))
+                yield from done
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn: workers start clean, whatever threads or libraries the caller holds.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_check_chunk, chunk, max_pixels) for chunk in chunks]
+            try:
+                for future in as_completed(futures):
+                    done = future.result()
+                    advance(len(done))
+                    yield from done
+            finally:
+                for future in futures:
+                    future.cancel()
+
+
+def _check_chunk(chunk: list[tuple[str, str]], max_pixels: int) -> list[tuple[str, dict[str, Any]]]:
+    done = []
+    for key, path in chunk:
+        try:
+            info = check_image(Path(path), max_pixels)
+        except ImageError as exc:
+            done.append((key, {"reason": exc.reason}))
+            continue
+        except MemoryError:
+            done.append((key, {"reason": "out of memory while decoding"}))
+            continue
+        done.append((key, {"width": info.width, "height": info.height, "format": info.format, "notes": info.notes}))
+    return done
+
+
+def _pillow_version() -> str:
+    import PIL
+
+    return PIL.__version__
+
+
+def _load_cache(path: Path, max_pixels: int) -> dict[str, Any]:
+    """The cache's entries, or nothing when it is missing, damaged or made under other settings."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if (not isinstance(data, dict) or data.get("version") != CACHE_VERSION or data.get("max_pixels") != max_pixels
+            or data.get("pillow") != _pillow_version() or not isinstance(data.get("entries"), dict)):
+        return {}
+    return data["entries"]
+
+
+def _cached(entry: Any, size: int, mtime_ns: int) -> dict[str, Any] | None:
+    if not (isinstance(entry, list) and len(entry) == 3 and entry[0] == size and entry[1] == mtime_ns):
+        return None
+    result = entry[2]
+    if not isinstance(result, dict):
+        return None
+    if isinstance(result.get("reason"), str):
+        return result
+    ok = (isinstance(result.get("width"), int) and isinstance(result.get("height"), int)
+          and isinstance(result.get("format"), str) and isinstance(result.get("notes"), list))
+    return result if ok else None
+
+
+def _check_ground_truth(path: Path, gt: dict[str, list[str]], query_ids: set[str],
+                        db_ids: set[str]) -> GroundTruthStats:
+    relevant = {r for rel in gt.values() for r in rel}
+    no_query = sorted(set(gt) - query_ids)
+    no_relevant = sorted(relevant - db_ids)
+    return GroundTruthStats(
+        file=str(path), queries=len(gt), relevant=len(relevant),
+        queries_without_image=len(no_query), queries_without_image_examples=no_query[:EXAMPLES],
+        relevant_without_image=len(no_relevant), relevant_without_image_examples=no_relevant[:EXAMPLES],
+        queries_without_usable_relevant=sum(1 for rel in gt.values() if not db_ids.intersection(rel)),
+        usable_queries_not_in_gt=len(query_ids - set(gt)),
+    )
+
+
+def _write_rejected(path: Path, rejected: list[tuple[str, str, str, str]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["set", "id", "path", "reason"])
+    writer.writerows(sorted(rejected))
+    write_text_atomic(path, buf.getvalue())
+
+
+def _warnings(summary: PrepareSummary) -> list[str]:
+    found = []
+    for s in (summary.database, summary.queries):
+        if s.usable == 0:
+            found.append(f"{s.folder}: no usable image")
+    found += description_warnings(summary.descriptions)
+    g = summary.ground_truth
+    if g is not None:
+        if g.queries_without_image:
+            found.append(f"{g.file}: {g.queries_without_image} queries have no usable query image "
+                         f"(e.g. {', '.join(g.queries_without_image_examples)})")
+        if g.relevant_without_image:
+            found.append(f"{g.file}: {g.relevant_without_image} relevant IDs have no usable database image "
+                         f"(e.g. {', '.join(g.relevant_without_image_examples)})")
+        if g.queries_without_usable_relevant:
+            found.append(f"{g.file}: {g.queries_without_usable_relevant} queries have no usable relevant image "
+                         "and always score 0")
+    return found

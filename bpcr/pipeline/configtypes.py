@@ -1,0 +1,163 @@
+"""A TOML value against a stage function's annotation: whether it fits, and the words for what was expected.
+
+The config (:mod:`bpcr.pipeline.config`) reads each stage function's signature, so a
+table is checked against exactly the keyword arguments the stage accepts.
+Every problem is a BadInput naming the config file, the table
+(``[extract lite0] size``) and what was expected, in TOML's words.
+"""
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import os
+import types
+import typing
+from pathlib import Path, PurePath
+from typing import Any, Callable, Mapping
+
+from bpcr.errors import BadInput
+
+
+def check_options(config_path: Path, table: str, func: Callable, options: Mapping[str, Any], reserved: set[str],
+                  required: bool = True) -> None:
+    """Refuse options ``func`` does not take or of the wrong type, and (``required``) missing ones.
+
+    ``reserved``: parameters the pipeline itself passes, which a config may not set.
+    """
+    params = {name: p for name, p in inspect.signature(func).parameters.items()
+              if name not in reserved and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    hints = _type_hints(func)
+    for key, value in options.items():
+        if key not in params:
+            raise BadInput(config_path, None, f"[{table}] unknown option {key!r}; accepted: {', '.join(sorted(params))}")
+        expected = hints.get(key, Any)
+        if not accepts(expected, value):
+            raise BadInput(config_path, None, f"[{table}] {key} must be {describe(expected)}, got {shown(value)}")
+    for key, param in params.items():
+        if required and param.default is param.empty and key not in options and not accepts(hints.get(key, Any), None):
+            raise BadInput(config_path, None, f"[{table}] needs {key!r}")
+
+
+def check_value(config_path: Path, table: str, key: str, value: Any, expected: Any) -> None:
+    """Refuse ``value`` of ``[table] key`` unless it has the type ``expected``."""
+    if not accepts(expected, value):
+        raise BadInput(config_path, None, f"[{table}] {key} must be {describe(expected)}, got {shown(value)}")
+
+
+def _type_hints(func: Callable) -> dict[str, Any]:
+    """Each parameter's annotation as a type; one that cannot be resolved here accepts anything."""
+    unresolved = (NameError, AttributeError, TypeError, SyntaxError)
+    try:
+        return typing.get_type_hints(func)
+    except unresolved:  # an annotation naming something imported only for type checkers
+        hints = {}
+        namespace = {**vars(typing), **getattr(func, "__globals__", {})}
+        for name, annotation in getattr(func, "__annotations__", {}).items():
+            try:
+                hints[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation
+            except unresolved:
+                hints[name] = Any
+        return hints
+
+
+_SEQUENCES = (list, tuple, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection)
+_MAPPINGS = (dict, collections.abc.Mapping)
+
+
+def _is_path(tp: Any) -> bool:
+    return (isinstance(tp, type) and issubclass(tp, PurePath)) or tp is os.PathLike or typing.get_origin(tp) is os.PathLike
+
+
+def accepts(tp: Any, value: Any) -> bool:
+    """Whether a TOML ``value`` can be passed where ``tp`` is annotated (a path is a string in TOML)."""
+    if tp is Any:
+        return True
+    if tp is type(None) or tp is None:
+        return value is None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(accepts(arg, value) for arg in args)
+    if origin is typing.Literal:
+        return value in args
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if _is_path(tp):
+        return isinstance(value, str)
+    if origin in _SEQUENCES or tp in _SEQUENCES:
+        if not isinstance(value, list):  # a string is a sequence in Python, never in a config
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(accepts(a, v) for a, v in zip(args, value))
+        item = args[0] if args else Any
+        return all(accepts(item, v) for v in value)
+    if origin in _MAPPINGS or tp in _MAPPINGS:
+        if not isinstance(value, dict):
+            return False
+        key_type, value_type = args if len(args) == 2 else (Any, Any)
+        return all(accepts(key_type, k) and accepts(value_type, v) for k, v in value.items())
+    if origin is collections.abc.Callable or tp is collections.abc.Callable:
+        return False  # a function: never written in a config
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True  # a form this check does not know: the stage itself decides
+
+
+def describe(tp: Any) -> str:
+    """``tp`` in a config's words: "an integer", "a string", "an array of numbers", "true or false"."""
+    words = _words(tp)
+    return " or ".join(words) if words else "a value the stage accepts"
+
+
+def _words(tp: Any, plural: bool = False) -> list[str]:
+    """Names of the TOML values ``tp`` accepts (None and Python-only objects left out)."""
+    if tp is Any:
+        return ["values" if plural else "any value"]
+    if tp is type(None) or tp is None:
+        return []
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        out: list[str] = []
+        for arg in args:
+            for word in _words(arg, plural):
+                if word not in out:
+                    out.append(word)
+        # str | Path: a path is a string in TOML
+        path_word = "paths" if plural else "a path (a string)"
+        string_word = "strings" if plural else "a string"
+        if path_word in out and string_word in out:
+            out.remove(path_word)
+        return out
+    if origin is typing.Literal:
+        return [" or ".join(repr(a) for a in args)]
+    simple = {bool: ("true or false", "true/false values"), int: ("an integer", "integers"),
+              float: ("a number", "numbers"), str: ("a string", "strings")}
+    if tp in simple:
+        return [simple[tp][plural]]
+    if _is_path(tp):
+        return ["paths" if plural else "a path (a string)"]
+    if origin in _SEQUENCES or tp in _SEQUENCES:
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            items = " or ".join(_words(args[0], True)) or "values"
+            return [f"arrays of {len(args)} {items}" if plural else f"an array of {len(args)} {items}"]
+        items = " or ".join(_words(args[0], True)) if args else "values"
+        return [f"arrays of {items or 'values'}" if plural else f"an array of {items or 'values'}"]
+    if origin in _MAPPINGS or tp in _MAPPINGS:
+        return ["tables" if plural else "a table"]
+    return []
+
+
+def shown(value: Any) -> str:
+    """A config value and its TOML kind, for messages: ``'224' (a string)``."""
+    kinds = [(bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"), (list, "an array"),
+             (dict, "a table")]
+    kind = next((name for t, name in kinds if isinstance(value, t)), "a date or time")
+    text = str(value).lower() if isinstance(value, bool) else repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({kind})"

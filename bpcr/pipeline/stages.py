@@ -1,0 +1,297 @@
+"""How each table of a pipeline config becomes calls of its stage function.
+
+For :class:`bpcr.pipeline.runner.Pipeline`, which owns the order of the stages, the
+stamps and the frozen mode: each method here reads its tables, passes the
+stage function its options and the files it reads, and hands the step to
+``Pipeline._step`` with the key that decides whether it must run again (the
+options and the keys of the stages it reads from) and the files it writes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from bpcr.pipeline.config import train_name
+from bpcr.errors import BadInput
+from bpcr.io.fileio import sha256_file
+from bpcr.pipeline.state import PipelineState
+
+SETS = ("database", "queries")
+TEXT_INDEX_METHODS = ("text", "dupgroup")  # the refine methods that read the textual index
+
+
+def stage_key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def code_defaults(stage: str) -> dict:
+    """What a stage does with every option a config leaves out: its function's defaults, in its key.
+
+    A new version of the kit that changes a default (a SIFT working size, a matcher, a
+    refinement's parameter) then re-runs the stages it changes instead of keeping their
+    old outputs as "up to date". Refinement methods add their own options' defaults,
+    re-ranking the version of its SIFT descriptors, extraction and training the network's
+    memory layout.
+    """
+    import inspect
+
+    if stage == "rerank":
+        from bpcr.reranking.rerank import rerank as func
+        from bpcr.reranking.sift import SIFT_VERSION
+        extra: dict = {"sift_version": SIFT_VERSION}
+    elif stage == "train":
+        from bpcr.features.loader import LAYOUT
+        from bpcr.options import defaults
+        from bpcr.training.options import TrainOptions
+        return {**defaults(TrainOptions), "layout": LAYOUT}
+    elif stage == "extract":
+        from bpcr.features.loader import LAYOUT
+        func = _lazy("features.extract", "extract")
+        extra = {"layout": LAYOUT}
+    elif stage == "refine":
+        from bpcr.postretrieval.refine import METHODS, refine as func
+        extra = {m.name: {**{k: o.default for k, o in m.options.items()}, **dict(m.preset)} for m in METHODS.values()}
+    else:
+        func = {"index": _lazy("retrieval.index", "build_index"), "search": _lazy("retrieval.search", "search"),
+                "text-index": _lazy("text.index", "build_text_index"), "ensemble": _lazy("evaluation.ensemble", "ensemble"),
+                "dba": _lazy("postretrieval.dba", "dba")}[stage]
+        extra = {}
+    defaults = {name: p.default for name, p in inspect.signature(func).parameters.items()
+                if p.default is not inspect.Parameter.empty and isinstance(p.default, (bool, int, float, str, tuple))}
+    return {**defaults, **extra}
+
+
+def _lazy(module: str, name: str) -> Any:
+    import importlib
+
+    return getattr(importlib.import_module(f"bpcr.{module}"), name)
+
+
+def _file_digest(weights: Any) -> str | None:
+    """sha256 of a weights option that names an existing file (not ``none`` or ``hub``), else None."""
+    if not isinstance(weights, (str, Path)) or str(weights) in ("none", "hub") or not Path(weights).is_file():
+        return None
+    return sha256_file(weights)
+
+
+class StageRunners(PipelineState):
+    """The stage methods from ``train`` to ``ensemble``, over the state they share (:class:`PipelineState`);
+    :class:`bpcr.pipeline.runner.Pipeline` adds the rest."""
+
+    def train(self) -> None:
+        """Every [[train]]: ``WORK/train/<name>/weights.pt`` and ``train.json`` (:func:`bpcr.training.train.train`)."""
+        for entry in self.config.get("train", []):
+            self._trained(self._run_name("train", entry))
+
+    def _trained(self, name: str) -> Path:
+        """[[train]] ``name``'s weights file, trained first unless up to date (once per pipeline).
+
+        It trains on the database manifest alone: the query manifest beside it
+        and the ground truth are only what :func:`bpcr.training.pseudolabels.check_no_query_leak`
+        checks the training images against. Its key covers the options, the
+        starting weights file and the database manifest, never the queries.
+        Frozen, the weights are a database artefact: reused or refused.
+        """
+        from bpcr.training.options import TrainOptions
+        from bpcr.training.train import train
+
+        out = self.work / "train" / name
+        if f"train:{name}" not in self.keys:
+            entry = next(e for e in self.config.get("train", []) if e.get("name") == name)
+            options = {k: v for k, v in entry.items() if k != "name"}
+            key = stage_key("train", options, code_defaults("train"), _file_digest(options.get("weights")), self.keys["database"])
+            # restart: an unfinished training made with other options is stale once the config changed;
+            # one made with these options is resumed.
+            self._step("train", name, key, [out / "weights.pt", out / "train.json"],
+                       lambda: train(self.manifests["database"], out, TrainOptions(**options), ground_truth=self.gt,
+                                     restart=True, progress=self.progress, log=self.log), database=True)
+            self.keys[f"train:{name}"] = key
+        return out / "weights.pt"
+
+    def extract(self) -> None:
+        from bpcr.features.extract import extract, merge
+
+        for entry in self.config.get("extract", []):
+            name = self._run_name("extract", entry)
+            options = {k: v for k, v in entry.items() if k not in ("name", "database_parts")}
+            # The weights' bytes are part of the key: retrained weights re-extract, whatever their path.
+            keyed = dict(options)
+            source = train_name(options.get("weights"))
+            if source is not None:
+                options["weights"] = str(self._trained(source))
+            digest = _file_digest(options.get("weights"))
+            if digest is not None:
+                keyed["weights"] = {"train" if source else "file": source or options["weights"], "sha256": digest}
+            parts = entry.get("database_parts")
+            for which in SETS:
+                kwargs, keyed_kwargs = dict(options), dict(keyed)
+                if which == "queries" and kwargs.get("pca_whiten"):
+                    for k in (kwargs, keyed_kwargs):
+                        k["pca_whiten"] = False
+                        k["pca_from"] = str(self.work / "features" / name / "database")
+                outputs = [self.store(name, which, p) / "meta.json" for p in options["poolings"]]
+                out = self.features_dir(name, which)
+                if which == "database" and parts:
+                    # Shards made elsewhere (`bpcr extract --shard I/N`): their stores are the key.
+                    shard_files = sorted(str(f) for part in parts for f in Path(part).glob("*/meta.json"))
+                    key = stage_key("merge", keyed_kwargs, parts, [sha256_file(f) for f in shard_files])
+                    action = lambda out=out, kwargs=kwargs: merge(
+                        parts, out, pca_whiten=bool(kwargs.get("pca_whiten")))
+                else:
+                    key = stage_key("extract", keyed_kwargs, code_defaults("extract"), self.keys["prepare"], which)
+                    action = lambda out=out, which=which, kwargs=kwargs: extract(
+                        self.manifests[which], out, progress=self.progress, on_warning=self._warn, **kwargs)
+                self._step("extract", f"{name}-{which}", key, outputs, action, database=which == "database")
+                self.keys[f"extract:{name}:{which}"] = key
+
+    def search(self) -> None:
+        from bpcr.retrieval.index import build_index
+        from bpcr.retrieval.search import search
+
+        index_options = dict(self.config.get("index", {}))
+        for entry in self.config.get("search", []):
+            name = self._run_name("search", entry)
+            options = {k: v for k, v in entry.items() if k not in ("name", "features", "dba")}
+            specs = entry.get("features")
+            specs = [specs] if isinstance(specs, str) else list(specs or [])
+            indexes, queries, upstream = [], [], []
+            for spec in specs:
+                extract_name, pooling = self._features(f"search {name}", spec)
+                db_key = self.keys[f"extract:{extract_name}:database"]
+                db_store, index_name = self.store(extract_name, "database", pooling), f"{extract_name}-{pooling}"
+                if entry.get("dba") is not None:
+                    db_store, db_key, index_name = self._dba(extract_name, pooling, db_store, db_key, entry["dba"])
+                index_dir = self.work / "indexes" / f"{index_name}-{index_options.get('metric', 'cosine')}"
+                index_key = stage_key("index", index_options, code_defaults("index"), db_key, pooling)
+                self._step("index", index_dir.name, index_key, [index_dir],
+                           lambda s=db_store, d=index_dir: build_index(s, d, log=self.log, **index_options),
+                           database=True)
+                indexes.append(index_dir)
+                queries.append(self.store(extract_name, "queries", pooling))
+                upstream += [index_key, self.keys[f"extract:{extract_name}:queries"]]
+            key = stage_key("search", options, code_defaults("search"), upstream)
+            self._step("search", name, key, [self.run_path(name)],
+                       lambda i=indexes, q=queries, n=name, o=options: search(
+                           i if len(i) > 1 else i[0], q if len(q) > 1 else q[0], n, self.submissions, log=self.log,
+                           **o))
+            self.keys[f"run:{name}"] = key
+            self.result.runs.append(self.run_path(name))
+
+    def _dba(self, extract_name: str, pooling: str, store: Path, key: str, options: Mapping[str, Any]
+             ) -> tuple[Path, str, str]:
+        """A [[search]]'s ``dba = {...}``: the augmented copy of a database store (:mod:`bpcr.postretrieval.dba`), made once.
+
+        Returns the new store, its key and the name its index goes by; the query store is unchanged.
+        """
+        from bpcr.postretrieval.dba import dba
+
+        tag = "dba-" + stage_key("dba", dict(options))[:8]
+        out = self.work / "features-dba" / extract_name / f"{pooling}-{tag}"
+        dba_key = stage_key("dba", dict(options), code_defaults("dba"), key, pooling)
+        self._step("dba", f"{extract_name}-{pooling}-{tag}", dba_key, [out / "meta.json"],
+                   lambda: dba(store, out, graph_dir=self.work / "graphs", log=self.log, **options), database=True)
+        return out, dba_key, f"{extract_name}-{pooling}-{tag}"
+
+    def _input_run(self, source: str) -> tuple[Path, str]:
+        """An earlier run's path and key (``validate`` has checked it exists)."""
+        return self.run_path(source), self.keys[f"run:{source}"]
+
+    def refine(self) -> None:
+        from bpcr.postretrieval.refine import refine
+        from bpcr.text.index import build_text_index
+
+        entries = self.config.get("refine", [])
+        if not entries:
+            return
+        text_dir = self.work / "text-index"
+        text_options = dict(self.config.get("text_index", {}))
+        text_key = stage_key("text-index", text_options, code_defaults("text-index"), self.keys["prepare"])
+        # The textual index is built for the methods that read it (text; dupgroup's description links).
+        if any(entry.get("method", "text") in TEXT_INDEX_METHODS for entry in entries):
+            self._step("text-index", "database", text_key, [text_dir],
+                       lambda: build_text_index(self.manifests["database"], text_dir, force=True, **text_options),
+                       database=True)
+        for entry in entries:
+            name = self._run_name("refine", entry)
+            run, run_key = self._input_run(entry["input"])
+            # Without features, the second search ranks with the input run's own (fused) similarity.
+            specs = entry.get("features") or []
+            specs = [specs] if isinstance(specs, str) else list(specs)
+            db_stores, query_stores, upstream = [], [], []
+            for spec in specs:
+                extract_name, pooling = self._features(f"refine {name}", spec)
+                db_stores.append(self.store(extract_name, "database", pooling))
+                query_stores.append(self.store(extract_name, "queries", pooling))
+                upstream += [self.keys[f"extract:{extract_name}:database"], self.keys[f"extract:{extract_name}:queries"],
+                             pooling]
+            options = {k: v for k, v in entry.items() if k not in ("name", "input", "features")}
+            reads_text = options.get("method", "text") in TEXT_INDEX_METHODS
+            key = stage_key("refine", options, code_defaults("refine"), run_key, text_key if reads_text else None, upstream)
+            self._step("refine", name, key, [self.run_path(name)],
+                       lambda r=run, n=name, o=options, d=db_stores or None, q=query_stores or None, t=reads_text:
+                       refine(r, text_dir if t else None, d, q, n, self.submissions,
+                              graph_dir=self.work / "graphs", log=self.log, **o))
+            self.keys[f"run:{name}"] = key
+            self.result.runs.append(self.run_path(name))
+
+    def rerank(self) -> None:
+        from bpcr.reranking.rerank import rerank
+
+        cache_dir = self.work / "sift-cache"
+        if self.frozen is not None and self.config.get("rerank") and not cache_dir.is_dir():
+            raise BadInput(self.config_path, None, f"{cache_dir} is missing; run `bpcr run {self.config_path}` first")
+        for entry in self.config.get("rerank", []):
+            name = self._run_name("rerank", entry)
+            run, run_key = self._input_run(entry["input"])
+            options = {k: v for k, v in entry.items() if k not in ("name", "input")}
+            key = stage_key("rerank", options, code_defaults("rerank"), run_key, self.keys["prepare"])
+            self._step("rerank", name, key, [self.run_path(name)],
+                       lambda r=run, n=name, o=options: rerank(
+                           r, self.manifests["database"], self.manifests["queries"], n, self.submissions,
+                           cache_dir=cache_dir, progress=self.progress, **o))
+            self.keys[f"run:{name}"] = key
+            self.result.runs.append(self.run_path(name))
+
+    def ensemble(self) -> None:
+        from bpcr.evaluation.ensemble import ensemble
+
+        for entry in self.config.get("ensemble", []):
+            name = self._run_name("ensemble", entry)
+            inputs = entry.get("inputs", [])
+            paths, keys = [], []
+            for source in inputs:
+                path, key = self._input_run(source)
+                paths.append(path)
+                keys.append(key)
+            options = {k: v for k, v in entry.items() if k not in ("name", "inputs", "tune")}
+            if entry.get("tune") and self.frozen is not None:
+                options.update(self._tuned(name, inputs))
+            elif entry.get("tune"):
+                if self.gt is None:
+                    raise BadInput(self.config_path, None, f"[ensemble {name}] tune = true needs ground truth")
+                options["tune_on"] = self.gt
+            key = stage_key("ensemble", options, code_defaults("ensemble"), keys)
+            self._step("ensemble", name, key, [self.run_path(name)],
+                       lambda p=paths, n=name, o=options: ensemble(p, name=n, out=self.submissions, **o))
+            self.keys[f"run:{name}"] = key
+            self.result.runs.append(self.run_path(name))
+
+    def _tuned(self, name: str, inputs: list[str]) -> dict[str, Any]:
+        """The weights (and RRF's k) ``bpcr run`` tuned for ensemble ``name``, from its run's JSON."""
+        from bpcr.retrieval.fusion import RRF_K_KEY
+        from bpcr.io.runs import read_provenance
+
+        assert self.frozen is not None
+        source = self.frozen.runs / f"{name}.json"
+        if not source.is_file():
+            raise BadInput(self.config_path, None, f"[ensemble {name}] {source} is missing: its tuned weights are "
+                                                   f"reused; run `bpcr run {self.config_path}` first")
+        prov = read_provenance(source)
+        params = prov.get("params", {})
+        fused = [i.get("name") for i in prov.get("fusion_inputs", [])]
+        if "tuning" not in prov or fused != list(inputs) or not isinstance(params.get("weights"), list):
+            raise BadInput(source, None, f"not tuned on the inputs {', '.join(inputs)} of [ensemble {name}]; "
+                                         f"run `bpcr run {self.config_path}` first")
+        return {"weights": params["weights"], "rrf_k": params.get(RRF_K_KEY)}

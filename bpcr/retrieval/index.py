@@ -1,0 +1,388 @@
+"""`bpcr index`: exact and approximate nearest-neighbour indexes over a feature store.
+
+An index ranks with one of the three distances of paper 000 (eq 6-8), from the
+registry in :mod:`bpcr.retrieval.distances`, which also holds the exact kernels.
+
+An index is a folder:
+
+| file | content |
+| --- | --- |
+| ``index.json`` | store path and a copy of its meta, sha256 of the store's ``ids.txt`` and ``features.npy``, distance, kind, the faiss parameters, measured recall@100 |
+| ``index.faiss`` | approximate kinds only: the faiss index in its CPU form (``faiss.write_index``, no pickle) |
+
+``kind="flat"`` stores no copy of the vectors: exact search streams the store's
+``features.npy`` in row chunks (float16 is converted to float32 one chunk at a
+time), so the process holds two chunk buffers rather than the matrix; a faiss
+flat index would hold the whole matrix as float32, twice a float16 store.
+``kind="ivf"`` (IVF-Flat, or IVF-PQ with ``pq``) and ``kind="hnsw"`` are faiss
+indexes; their recall@100 against exact search is measured when built, on
+database rows used as queries, and the search parameter (``nprobe`` or
+``efSearch``) is tuned to the smallest value that reaches ``target_recall``.
+
+Candidates from any kind are re-scored exactly (float64, from the store) before
+they are ranked, so scores never depend on the kernel or the thread count.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bpcr import __version__
+from bpcr.retrieval.distances import (Distance, default_chunk_rows, exact_top_rows, exact_topk, faiss_module, gather_rows,
+                        get_distance, gpu_count, iter_chunks, prepare_queries)
+from bpcr.errors import BadInput
+from bpcr.io.fileio import sha256_file, write_json_atomic
+from bpcr.io.folders import INDEX as INDEX_FOLDER, check_output_folder, replace_dir
+from bpcr.ranges import check_range, check_seed
+from bpcr.io.store import FeatureStore, check_finite, open_store
+from bpcr.io.textio import exists_as_input, read_json
+
+INDEX_FORMAT = "bpcr-index/1"
+INDEX_JSON = "index.json"
+INDEX_FAISS = "index.faiss"
+KINDS = ("flat", "ivf", "hnsw")
+RECALL_K = 100
+
+
+# ---------------------------------------------------------------- building
+
+
+@dataclass
+class IndexInfo:
+    path: Path
+    distance: str
+    kind: str
+    count: int
+    dim: int
+    params: dict = field(default_factory=dict)
+    recall_at_100: float | None = None
+    tuning: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _factory_string(kind: str, dim: int, count: int, distance: Distance, pq: int | None, nlist: int | None,
+                    hnsw_m: int) -> tuple[str, dict]:
+    if pq is not None:
+        if distance.name == "l1":
+            raise BadInput(None, None, "--pq needs the cosine or l2 distance: product quantisation has no L1 form in faiss")
+        if pq < 1 or dim % pq:
+            raise BadInput(None, None, f"--pq {pq} must divide the feature dimension {dim}")
+    if kind == "ivf":
+        # sqrt(N) lists, and at least 39 training rows per list (faiss's k-means minimum).
+        nlist = nlist or int(round(math.sqrt(count)))
+        nlist = max(1, min(nlist, count // 39 or 1))
+        return (f"IVF{nlist},PQ{pq}" if pq else f"IVF{nlist},Flat"), {"nlist": nlist}
+    if kind == "hnsw":
+        if pq and distance.name != "l2":
+            raise BadInput(None, None, "--kind hnsw --pq needs the l2 distance in faiss; use --kind ivf --pq for cosine")
+        return (f"HNSW{hnsw_m}_PQ{pq}" if pq else f"HNSW{hnsw_m}"), {"hnsw_m": hnsw_m}
+    raise BadInput(None, None, f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def _ann_search(index, queries: np.ndarray, kk: int, param_name: str, value: int) -> np.ndarray:
+    """(NQ, kk) int64 rows from a faiss index; -1 where it found fewer than kk."""
+    faiss = faiss_module()
+    on_gpu = type(index).__name__.startswith("Gpu")
+    space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
+    space.set_index_parameter(index, param_name, value)
+    _, rows = index.search(queries, kk)
+    return rows
+
+
+def _tuning_values(kind: str, params: dict, fetch: int) -> list[int]:
+    if kind == "ivf":
+        values, v = [], 1
+        while v < params["nlist"]:
+            values.append(v)
+            v *= 2
+        return values + [params["nlist"]]
+    return [max(fetch, 16) * f for f in (1, 2, 4, 8, 16)]
+
+
+def _measure_recall(index, store: FeatureStore, distance: Distance, kind: str, params: dict, fetch_factor: int,
+                    target_recall: float, sample: int, seed: int, chunk_rows: int | None) -> tuple[str, int, float, list[dict]]:
+    """Tune nprobe / efSearch on ``sample`` database rows used as queries; recall@100 of the
+    whole search (approximate shortlist, exact re-scoring) against exact search."""
+    n = len(store)
+    k = min(RECALL_K, n)
+    rng = np.random.default_rng(seed)
+    sample_rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+    queries = prepare_queries(distance, gather_rows(store.features, sample_rows))
+    _, exact_rows = exact_topk(store.features, queries, k, distance, chunk_rows)
+    truth = [set(r.tolist()) for r in exact_rows]
+    param_name = "nprobe" if kind == "ivf" else "efSearch"
+    fetch = min(n, k * fetch_factor)
+    tuning: list[dict] = []
+    for value in _tuning_values(kind, params, fetch):
+        found = _ann_search(index, queries, fetch, param_name, value)
+        hits = 0
+        for qi, row in enumerate(sample_rows):
+            cand = found[qi][found[qi] >= 0]
+            top = exact_top_rows(distance, queries[qi], store.features, cand, k)
+            hits += len(truth[qi].intersection(top.tolist()))
+        recall = hits / (k * len(sample_rows))
+        tuning.append({param_name: value, "recall_at_100": round(recall, 4)})
+        if recall >= target_recall:
+            break
+    return param_name, tuning[-1][param_name], tuning[-1]["recall_at_100"], tuning
+
+
+def build_index(
+    store: str | Path,
+    out: str | Path,
+    metric: str = "cosine",
+    kind: str = "flat",
+    pq: int | None = None,
+    nlist: int | None = None,
+    hnsw_m: int = 32,
+    target_recall: float = 0.95,
+    recall_sample: int = 200,
+    train_size: int | None = None,
+    seed: int = 0,
+    chunk_rows: int | None = None,
+    log: Callable[[str], None] = print,
+) -> IndexInfo:
+    """Build an index folder ``out`` over the store at ``store`` (see module doc).
+
+    Approximate kinds are trained on ``train_size`` rows drawn with ``seed``
+    (default: 50 per IVF list, at least 10,000, at most all), filled in chunks, and
+    their recall@100 is measured and logged. Nothing is left under ``out`` unless
+    the build completes.
+    """
+    started = time.perf_counter()
+    distance = get_distance(metric)
+    if kind not in KINDS:
+        raise BadInput(None, None, f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    check_range("--target-recall", target_recall, 0, 1, low_open=True)
+    check_range("--pq", pq, 1, integer=True, optional=True)
+    check_range("--nlist", nlist, 1, integer=True, optional=True)
+    check_range("--hnsw-m", hnsw_m, 2, integer=True)
+    check_range("--recall-sample", recall_sample, 1, integer=True)
+    check_range("train_size", train_size, 1, integer=True, optional=True)
+    check_range("chunk_rows", chunk_rows, 1, integer=True, optional=True)
+    check_seed(seed)
+    if pq is not None and kind == "flat":
+        raise BadInput(None, None, "--pq applies to --kind ivf or hnsw; a flat index is exact and not quantised")
+    if nlist is not None and kind != "ivf":
+        raise BadInput(None, None, f"--nlist applies to --kind ivf, not {kind}")
+    out = check_output_folder(out, "--out", INDEX_FOLDER)  # before any work: only an index is replaced
+    store = open_store(store, role="database")  # refuses a store without rows
+    n, dim = store.features.shape
+    if kind != "flat":
+        _factory_string(kind, dim, n, distance, pq, nlist, hnsw_m)  # refuse bad options before hashing the store
+    chunk_rows = chunk_rows or default_chunk_rows(dim)
+    # Every row once, before any work: NaN or infinity would crash faiss's k-means and poison every distance.
+    check_finite(store, "database", iter_chunks(store.features, chunk_rows))
+    store_abs = store.path.resolve()
+    sidecar: dict = {
+        "format": INDEX_FORMAT,
+        "store": os.path.relpath(store_abs, out.resolve()),
+        "store_abs": str(store_abs),
+        "store_meta": store.meta,
+        "ids_sha256": sha256_file(store.path / "ids.txt"),
+        "features_sha256": sha256_file(store.path / "features.npy"),
+        "count": n,
+        "dim": dim,
+        "dtype": str(store.features.dtype),
+        "distance": distance.name,
+        "kind": kind,
+        "params": {},
+        "recall_at_100": 1.0 if kind == "flat" else None,
+        "tuning": [],
+        "bpcr_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    tmp = out.with_name(f".{out.name}.writing")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        if kind != "flat":
+            _build_faiss(store, distance, kind, pq, nlist, hnsw_m, target_recall, recall_sample, train_size, seed,
+                         chunk_rows, sidecar, tmp, log)
+        sidecar["seconds"] = round(time.perf_counter() - started, 3)
+        write_json_atomic(tmp / INDEX_JSON, sidecar)
+        replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    info = IndexInfo(path=out, distance=distance.name, kind=kind, count=n, dim=dim, params=sidecar["params"],
+                     recall_at_100=sidecar["recall_at_100"], tuning=sidecar["tuning"], seconds=sidecar["seconds"])
+    return info
+
+
+def _build_faiss(store, distance, kind, pq, nlist, hnsw_m, target_recall, recall_sample, train_size, seed,
+                 chunk_rows, sidecar, tmp, log) -> None:
+    faiss = faiss_module()
+    n, dim = store.features.shape
+    factory, params = _factory_string(kind, dim, n, distance, pq, nlist, hnsw_m)
+    index = faiss.index_factory(dim, factory, getattr(faiss, distance.faiss_metric))
+    params.update(factory=factory, pq=pq, fetch_factor=4 if pq else 1, seed=seed)
+    if kind == "ivf":
+        faiss.extract_index_ivf(index).cp.seed = seed
+    gpu = None
+    if kind == "ivf" and gpu_count() > 0:
+        try:
+            gpu_res = faiss.StandardGpuResources()  # must outlive the GPU index
+            gpu = faiss.index_cpu_to_gpu(gpu_res, 0, index)
+            if hasattr(gpu, "cp"):
+                gpu.cp.seed = seed
+        except RuntimeError as exc:  # e.g. a PQ size the GPU kernels lack: build on the CPU
+            log(f"GPU build unavailable ({str(exc).splitlines()[0]}); building on the CPU")
+    working = gpu if gpu is not None else index
+    if kind == "ivf":
+        size = train_size or max(10_000, 50 * params["nlist"])
+        train_rows = np.sort(np.random.default_rng(seed).choice(n, size=min(size, n), replace=False))
+        train = prepare_queries(distance, gather_rows(store.features, train_rows))
+        params["train_size"] = int(len(train_rows))
+        t0 = time.perf_counter()
+        working.train(train)
+        del train
+        log(f"trained {factory} on {len(train_rows)} rows in {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    for _, block in iter_chunks(store.features, chunk_rows, distance.normalise):
+        working.add(block)
+    log(f"added {n} rows in {time.perf_counter() - t0:.1f} s")
+    if gpu is not None:
+        index = faiss.index_gpu_to_cpu(gpu)
+    param_name, value, recall, tuning = _measure_recall(
+        index, store, distance, kind, params, params["fetch_factor"], target_recall, recall_sample, seed, chunk_rows)
+    params[param_name] = value
+    sidecar["params"] = params
+    sidecar["recall_at_100"] = recall
+    sidecar["tuning"] = tuning
+    sidecar["recall_sample"] = min(recall_sample, n)
+    note = "" if recall >= target_recall else f" (below the target {target_recall}: raise nlist/M or drop --pq)"
+    log(f"recall@100 {recall:.4f} at {param_name}={value} on {min(recall_sample, n)} database rows{note}")
+    faiss.write_index(index, str(tmp / INDEX_FAISS))
+    sidecar["index_sha256"] = sha256_file(tmp / INDEX_FAISS)
+    sidecar["index_bytes"] = (tmp / INDEX_FAISS).stat().st_size
+
+
+# ---------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadedIndex:
+    path: Path
+    sidecar: dict
+    store: FeatureStore
+    distance: Distance
+    faiss_index: object | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.sidecar["kind"]
+
+
+_SIDECAR_FIELDS = {"store": str, "store_abs": str, "ids_sha256": str, "count": int, "dim": int, "distance": str,
+                   "kind": str, "params": dict}
+
+
+def _check_sidecar(side_path: Path, sidecar: dict) -> None:
+    """The fields load_index and search use, with their types: anything else is BadInput naming index.json."""
+    for key, wanted in _SIDECAR_FIELDS.items():
+        if key not in sidecar:
+            raise BadInput(side_path, None, f"missing field {key!r}")
+        value = sidecar[key]
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise BadInput(side_path, None, f"field {key!r} must be a {_TYPE_NAMES[wanted]}, found {value!r:.60}")
+        if wanted is str and (value == "" or "\x00" in value):
+            raise BadInput(side_path, None, f"field {key!r} must be a non-empty string without NUL")
+        if wanted is int and value < 0:
+            raise BadInput(side_path, None, f"field {key!r} must not be negative, found {value}")
+    if sidecar["kind"] not in KINDS:
+        raise BadInput(side_path, None, f"unknown index kind {sidecar['kind']!r}; one of {', '.join(KINDS)}")
+    if sidecar["kind"] != "flat":
+        param_name = "nprobe" if sidecar["kind"] == "ivf" else "efSearch"
+        for key in (param_name, "fetch_factor"):
+            value = sidecar["params"].get(key, 1)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise BadInput(side_path, None, f"params.{key} must be a positive integer, found {value!r:.60}")
+        if "index_bytes" in sidecar and (not isinstance(sidecar["index_bytes"], int)
+                                         or isinstance(sidecar["index_bytes"], bool)):
+            raise BadInput(side_path, None, "field 'index_bytes' must be an integer")
+
+
+_TYPE_NAMES = {str: "string", int: "integer", dict: "JSON object"}
+
+
+def _existing_dir(path: Path, resolve: bool = True) -> Path | None:
+    try:
+        found = path.resolve() if resolve else path
+        return found if found.is_dir() else None
+    except (OSError, ValueError, RuntimeError):  # a name too long, a NUL, a symlink loop
+        return None
+
+
+def load_index(path: str | Path, with_faiss: bool = True) -> LoadedIndex:
+    """Open an index folder and its feature store, checking the store is the one indexed."""
+    path = Path(path)
+    side_path = path / INDEX_JSON
+    if not exists_as_input(side_path):
+        raise BadInput(path, None, "no bpcr index here (expected a folder with index.json; build one with `bpcr index`)")
+    sidecar = read_json(side_path)
+    if not isinstance(sidecar, dict) or sidecar.get("format") != INDEX_FORMAT:
+        raise BadInput(side_path, None, f"not a {INDEX_FORMAT} index file")
+    _check_sidecar(side_path, sidecar)
+    try:
+        distance = get_distance(sidecar["distance"])
+    except BadInput as exc:
+        raise BadInput(side_path, None, exc.reason) from None
+    store_path = _existing_dir(path.resolve() / sidecar["store"]) or _existing_dir(Path(sidecar["store_abs"]), False)
+    if store_path is None:
+        raise BadInput(side_path, None,
+                       f"the indexed feature store is gone: {sidecar['store']} (also tried {sidecar['store_abs']})")
+    store = open_store(store_path)
+    if sha256_file(store.path / "ids.txt") != sidecar["ids_sha256"] or store.features.shape != (sidecar["count"], sidecar["dim"]):
+        raise BadInput(store.path, None, f"the feature store changed since {path} was built; rebuild the index")
+    faiss_index = None
+    if sidecar["kind"] != "flat" and with_faiss:
+        faiss_path = path / INDEX_FAISS
+        if not faiss_path.is_file():
+            raise BadInput(faiss_path, None, "missing: the index is incomplete")
+        if faiss_path.stat().st_size != sidecar.get("index_bytes"):
+            raise BadInput(faiss_path, None, "size differs from index.json: the index file was replaced or truncated")
+        faiss = faiss_module()
+        # Memory-mapped and read-only: a search touches only the lists it probes, so loading a
+        # multi-GiB index costs milliseconds instead of a full read.
+        faiss_index = faiss.read_index(str(faiss_path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    return LoadedIndex(path=path, sidecar=sidecar, store=store, distance=distance, faiss_index=faiss_index)
+
+
+def candidates(loaded: LoadedIndex, queries: np.ndarray, kk: int, chunk_rows: int | None = None,
+               device: str = "auto") -> np.ndarray:
+    """Each query's ``kk`` best database rows by the index (exact for flat, else approximate).
+
+    queries: (NQ, D) float32 from :func:`prepare_queries`. Returns (NQ, <=kk) int64
+    rows, unordered; -1 marks a slot an approximate index could not fill. ``device``
+    is where a flat index is scanned (:func:`bpcr.retrieval.distances.search_device`).
+    """
+    n = len(loaded.store)
+    kk = min(kk, n)
+    if loaded.faiss_index is None:
+        _, rows = exact_topk(loaded.store.features, queries, kk, loaded.distance, chunk_rows, device)
+        return rows
+    faiss = faiss_module()
+    params = loaded.sidecar["params"]
+    param_name = "nprobe" if loaded.kind == "ivf" else "efSearch"
+    index = loaded.faiss_index
+    if loaded.kind == "ivf" and gpu_count() > 0:
+        try:
+            gpu_res = faiss.StandardGpuResources()  # must outlive the GPU index
+            index = faiss.index_cpu_to_gpu(gpu_res, 0, index)
+        except RuntimeError:  # some PQ sizes have no GPU kernel: search on the CPU
+            index = loaded.faiss_index
+    fetch = min(n, kk * int(params.get("fetch_factor", 1)))
+    if param_name == "efSearch":
+        value = max(int(params[param_name]), fetch)
+    else:
+        value = int(params[param_name])
+    return _ann_search(index, queries, fetch, param_name, value)

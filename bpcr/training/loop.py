@@ -1,0 +1,382 @@
+"""One epoch of ``bpcr train`` and its validation: the network, the views, the batches, the steps.
+
+:mod:`bpcr.training.train` plans a run, checkpoints it and writes its outputs; this
+module does the work between two checkpoints. Everything random in an epoch
+comes from ``(seed, epoch)`` (the anchors, their positives, the backdrops) and
+``(seed, epoch, tuple)`` (each simulated photo), so an epoch is a function of
+the weights it starts from.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from bpcr.training.augment import clean_view, generator, phone_photo
+from bpcr.features.backbones import Backbone
+from bpcr.errors import BadInput
+from bpcr.dataset.images import ImageError, load_rgb
+from bpcr.device import cores
+from bpcr.features.loader import MEMORY_FORMAT
+from bpcr.training.losses import PAIR_LOSSES, category_softmax, distillation, multitask
+from bpcr.training.options import TrainOptions
+from bpcr.evaluation.metrics import ap_at_k
+from bpcr.features.pooling import POOLINGS, l2n
+from bpcr.progress import Progress, start
+from bpcr.training.pseudolabels import hard_negatives, negative_mask
+
+CATEGORY_SCALE = 16.0  # cosine classifier's logit scale (NormFace); unit vectors give logits in [-16, 16]
+BACKGROUND = 4  # background negatives per tuple: 004 §3.3's 1 : 1 : 4
+VAL_EPOCH = 1 << 30  # the "epoch" the fixed validation photos are drawn for
+VAL_CAP = 1000  # validation images used at most (a seeded sample of the held-out ones)
+MINE_POOL_CAP = 20000  # images embedded per epoch to mine negatives from, at most
+# The progress bar's running loss is read from a CUDA device every this many steps: each read waits for the GPU.
+NOTE_EVERY_CUDA = 20
+
+
+@dataclass
+class Data:
+    """The training signal of a run, indexed by row of the images used (not of the manifest)."""
+
+    paths: list[Path]
+    ids: list[str]
+    x: sp.csr_matrix  # TF-IDF rows
+    labels: np.ndarray  # pseudo-category per row, -1 for none
+    partners: list[np.ndarray]  # near-identical listings per row
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    options: TrainOptions  # every default resolved (bpcr.training.train)
+
+
+class Network(nn.Module):
+    """Backbone -> GeM/MAC -> L2 (the descriptor ``extract`` computes), plus a cosine classifier over the categories."""
+
+    def __init__(self, net: Backbone, pooling: str, n_categories: int, seed: int) -> None:
+        super().__init__()
+        self.backbone = net
+        self.pooling = pooling
+        gen = torch.Generator().manual_seed(seed)
+        # Unit rows: the logits read normalised weights, whose gradient scales as 1 / |w|; small rows would
+        # swing the class directions around at every step.
+        self.classifier = nn.Parameter(l2n(torch.randn(n_categories, net.dim, generator=gen)))
+        self.eval()
+
+    @property
+    def model(self) -> nn.Module:
+        return self.backbone.model
+
+    def train(self, mode: bool = True) -> "Network":
+        # Batch norms, dropout and stochastic depth always run as in extraction (module docstring of bpcr.training.train).
+        return super().train(False)
+
+    @torch.no_grad()
+    def imprint(self, emb: np.ndarray, labels: np.ndarray) -> None:
+        """Set each category's classifier row to the normalised mean descriptor of its images in ``emb``.
+
+        "Weight imprinting" (Qi et al. 2018): the softmax starts where the
+        descriptors already are, so its first gradients refine them instead of
+        dragging them towards random class directions. Categories absent from
+        ``emb`` keep their random row.
+        """
+        for c in np.unique(labels[labels >= 0]):
+            mean = torch.from_numpy(emb[labels == c].mean(axis=0)).to(self.classifier)
+            self.classifier[int(c)] = l2n(mean)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Normalised images (B, 3, S, S) -> descriptors (B, D), category logits (B, C), forward_features output."""
+        raw = self.model.forward_features(x)
+        emb = l2n(POOLINGS[self.pooling](self.backbone.as_map(raw, x.shape[-2:])))
+        return emb, CATEGORY_SCALE * emb @ l2n(self.classifier).T, raw
+
+
+def trainable_names(model: nn.Module, mode: str | int) -> set[str]:
+    """The parameter names trained under ``mode``: "all", "last" or the number k of final stages.
+
+    Stages are timm's ``feature_info`` stages; the last k are every parameter of
+    a module that runs after stage ``-(k+1)`` ends (so "last" on EfficientNet is
+    ``blocks.5``, ``blocks.6``, ``conv_head``, ``bn2``). The ImageNet classifier
+    never trains: features never pass through it, and distillation reads it frozen.
+    """
+    head = tuple(f"{n}." for n in ([model.pretrained_cfg.get("classifier")] if isinstance(
+        model.pretrained_cfg.get("classifier"), str) else list(model.pretrained_cfg.get("classifier") or ())))
+    names = [n for n, _ in model.named_parameters() if not n.startswith(head or ("\0",))]
+    k = len(model.feature_info) if mode == "all" else (1 if mode == "last" else int(mode))
+    if k >= len(model.feature_info):
+        return set(names)
+    boundary = model.feature_info[-k - 1]["module"]
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    end = max(i for name, i in order.items() if name == boundary or name.startswith(boundary + "."))
+    return {n for n in names if order[n.rpartition(".")[0]] > end}
+
+
+# ---------------------------------------------------------------- views
+
+
+def _load(path: Path):
+    try:
+        return load_rgb(path)
+    except ImageError as exc:
+        raise BadInput(path, None, f"cannot read a training image: {exc.reason}") from None
+
+
+class _Tuples(Dataset):
+    """Tuple t -> uint8 (3, 3, S, S): simulated phone photo of the anchor, clean positive, clean negative."""
+
+    def __init__(self, paths: list[Path], tuples: np.ndarray, backdrops: np.ndarray, size: int, seed: int,
+                 epoch: int) -> None:
+        self.paths, self.tuples, self.backdrops = paths, tuples, backdrops
+        self.size, self.seed, self.epoch = size, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.tuples)
+
+    def __getitem__(self, t: int) -> Tensor:
+        a, p, n = (int(v) for v in self.tuples[t])
+        q = phone_photo(_load(self.paths[a]), self.size, generator(self.seed, self.epoch, t),
+                        _load(self.paths[int(self.backdrops[t])]))
+        pv = clean_view(_load(self.paths[p]), self.size)
+        return torch.stack([q, pv, clean_view(_load(self.paths[n]), self.size) if n >= 0 else pv])
+
+
+class _Views(Dataset):
+    """Row -> uint8 (3, S, S): its clean view, or (``seed`` given) its fixed validation photo."""
+
+    def __init__(self, paths: list[Path], rows: np.ndarray, size: int, seed: int | None) -> None:
+        self.paths, self.rows, self.size, self.seed = paths, rows, size, seed
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Tensor:
+        row = int(self.rows[i])
+        image = _load(self.paths[row])
+        if self.seed is None:
+            return clean_view(image, self.size)
+        return phone_photo(image, self.size, generator(self.seed, VAL_EPOCH, row))
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _loader(dataset: Dataset, batch_size: int, dev: torch.device, workers: int | None) -> DataLoader:
+    # As bpcr.features.loader: on a small CPU the model's threads own the cores; decoding workers pay off on a GPU.
+    workers = (cores() if dev.type != "cpu" else cores() // 4) if workers is None else workers
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      worker_init_fn=_worker_init if workers else None,
+                      multiprocessing_context="forkserver" if workers else None, pin_memory=dev.type == "cuda")
+
+
+def _autocast(dev: torch.device):
+    if dev.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _to_input(network: Network, images: Tensor, dev: torch.device) -> Tensor:
+    x = network.backbone.normalise(images.to(dev, non_blocking=True))
+    return x.contiguous(memory_format=MEMORY_FORMAT)
+
+
+@torch.no_grad()
+def embed(network: Network, data: Data, rows: np.ndarray, dev: torch.device, workers: int | None,
+          phone_seed: int | None = None) -> np.ndarray:
+    """Descriptors (len(rows), D) float32 of the rows' clean views (or fixed validation photos)."""
+    size, batch = data.options.size, 3 * data.options.batch_size
+    out = []
+    for images in _loader(_Views(data.paths, rows, size, phone_seed), batch, dev, workers):
+        with _autocast(dev):
+            emb, _, _ = network(_to_input(network, images, dev))
+        out.append(emb.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, network.backbone.dim), np.float32)
+
+
+# ---------------------------------------------------------------- an epoch
+
+
+def plan_epoch(data: Data, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The epoch's anchors, a positive for each (a near-identical listing or itself) and a backdrop image for
+    each simulated photo, drawn from ``(seed, epoch)``."""
+    o = data.options
+    rng = np.random.default_rng([o.seed, epoch, 3])
+    order = rng.permutation(data.train_rows)
+    anchors = order[:o.images_per_epoch]
+    positives = np.empty_like(anchors)
+    for i, a in enumerate(anchors):
+        choices = data.partners[a]
+        pick = int(rng.integers(0, len(choices) + 1))
+        positives[i] = a if pick == len(choices) else choices[pick]
+    backdrops = rng.choice(data.train_rows, len(anchors))
+    return anchors, positives, backdrops
+
+
+def run_epoch(network: Network, teacher: nn.Module | None, data: Data, opt: torch.optim.Optimizer, epoch: int,
+              steps: int, loss: tuple[str | None, bool], dev: torch.device, workers: int | None,
+              progress: Progress | None, total_steps: int, label: str) -> dict[str, Any]:
+    """Mine hard negatives with the current network, then one pass over the epoch's tuples; returns its record."""
+    o = data.options
+    tic = time.perf_counter()
+    anchors, positives, backdrops = plan_epoch(data, epoch)
+    pool_size = min(max(o.pool_size, len(anchors)), MINE_POOL_CAP, len(data.train_rows))
+    rest = np.setdiff1d(data.train_rows, anchors)
+    extra = np.random.default_rng([o.seed, epoch, 5]).permutation(rest)[:max(0, pool_size - len(anchors))]
+    pool = np.concatenate([anchors, extra])
+    pool_emb = embed(network, data, pool, dev, workers)
+    negatives = hard_negatives(data.x, data.labels, anchors, pool_emb[:len(anchors)], pool, pool_emb, 1,
+                               o.negative_tau, o.pair_tau)[:, 0]
+    tuples = np.stack([anchors, positives, negatives], axis=1)
+    pair_name, use_softmax = loss
+    if epoch == 1 and use_softmax:
+        network.imprint(pool_emb, data.labels[pool])
+    mined = time.perf_counter() - tic
+    # Summed on the device and read once at the end: a float() per step would wait for the GPU every step.
+    sums = {key: torch.zeros((), device=dev) for key in ("loss", "pair", "softmax", "distill")}
+    counts = {"positive_pairs": 0, "negative_pairs": 0}
+    b = o.batch_size
+    lr0 = o.lr
+    tic = time.perf_counter()
+    loader = _loader(_Tuples(data.paths, tuples, backdrops, o.size, o.seed, epoch), b, dev, workers)
+    scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda" and not torch.cuda.is_bf16_supported())
+    with start(progress, label, 3 * len(tuples)) as advance:
+        for step, views in enumerate(loader):
+            global_step = (epoch - 1) * steps + step
+            for group in opt.param_groups:
+                group["lr"] = lr0 * 0.5 * (1.0 + math.cos(math.pi * global_step / total_steps))
+            rows = tuples[step * b:(step + 1) * b]
+            images = views.transpose(0, 1).reshape(-1, *views.shape[2:])
+            x = _to_input(network, images, dev)
+            with _autocast(dev):
+                emb, logits, raw = network(x)
+                student = network.model.forward_head(raw) if teacher is not None else None
+            if teacher is not None:
+                with torch.no_grad(), _autocast(dev):
+                    target = teacher(x)
+            parts, n_pos, n_neg = _batch_loss(emb.float(), logits.float(), rows, data, pair_name, use_softmax,
+                                              None if teacher is None else (student.float(), target.float()))
+            total = multitask(parts["pair"], parts["softmax"], parts["distill"],
+                              o.softmax_weight if use_softmax else 0.0, o.distill_weight)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(opt)
+            scaler.update()
+            sums["loss"] += total.detach().float()
+            for key in ("pair", "softmax", "distill"):
+                sums[key] += parts[key].detach().float()
+            counts["positive_pairs"] += n_pos
+            counts["negative_pairs"] += n_neg
+            note = None
+            if dev.type != "cuda" or (step + 1) % NOTE_EVERY_CUDA == 0 or step + 1 == steps:
+                note = running_loss(float(sums["loss"]) / (step + 1), float(total.detach()))
+            advance(images.shape[0], note=note)
+    trained = time.perf_counter() - tic
+    n_steps = max(1, len(tuples) // b)
+    return {"epoch": epoch, "train": {k: float(v) / n_steps for k, v in sums.items()}, **counts,
+            "hard_negatives_found": int((negatives >= 0).sum()), "anchors": int(len(anchors)),
+            "images": int(3 * len(tuples)), "images_per_s": 3 * len(tuples) / max(trained, 1e-9),
+            "lr": [lr0 * 0.5 * (1 + math.cos(math.pi * (epoch - 1) * steps / total_steps)),
+                   lr0 * 0.5 * (1 + math.cos(math.pi * (epoch * steps - 1) / total_steps))],
+            "seconds": {"mine": mined, "train": trained, "total": mined + trained}}
+
+
+def running_loss(mean: float, last: float) -> str:
+    """The progress bar's note during training: the epoch's mean loss so far and the last step's."""
+    return f"loss {mean:.4f} (step {last:.4f})"
+
+
+def _rows(x: Tensor, index: list[int]) -> Tensor:
+    """``x[index]`` whose gradient is the same bits in every run.
+
+    Rows repeat in ``index``; on the CPU the backward of ``x[index]`` adds the
+    repeated rows' gradients in an order that changes between runs on two or
+    more threads, and ``index_select``'s backward does not.
+    """
+    return torch.index_select(x, 0, torch.tensor(index, dtype=torch.long, device=x.device))
+
+
+def _batch_loss(emb: Tensor, logits: Tensor, rows: np.ndarray, data: Data, pair_name: str | None,
+                use_softmax: bool, distill: tuple[Tensor, Tensor] | None) -> tuple[dict[str, Tensor], int, int]:
+    """Pair, softmax and distillation losses of one batch of B tuples (emb rows: B photos, B positives, B negatives)."""
+    o = data.options
+    b = len(rows)
+    zero = emb.sum() * 0.0
+    anchors, clean = rows[:, 0], np.concatenate([rows[:, 1], rows[:, 2]])
+    valid_neg = rows[:, 2] >= 0
+    ia, ib, y = list(range(b)), list(range(b)), [1.0] * b
+    ok = negative_mask(data.x, data.labels, anchors, np.where(clean >= 0, clean, anchors[0]),
+                       o.negative_tau, o.pair_tau)
+    for i in range(b):
+        if valid_neg[i]:
+            ia.append(i), ib.append(b + i), y.append(0.0)
+        found = 0
+        for shift in range(1, b):
+            j = (i + shift) % b
+            for col in (j, b + j):
+                if found < BACKGROUND and ok[i, col] and (col < b or valid_neg[j]):
+                    ia.append(i), ib.append(col), y.append(0.0)
+                    found += 1
+    parts = {"pair": zero, "softmax": zero, "distill": zero}
+    if pair_name is not None:
+        q, c = emb[:b], emb[b:]
+        target = torch.tensor(y, device=emb.device)
+        parts["pair"] = PAIR_LOSSES[pair_name](_rows(q, ia), _rows(c, ib), target, o.margin)
+    if use_softmax:
+        labels = np.concatenate([data.labels[anchors], data.labels[rows[:, 1]],
+                                 np.where(valid_neg, data.labels[np.maximum(rows[:, 2], 0)], -1)])
+        parts["softmax"] = category_softmax(logits, torch.as_tensor(labels, device=logits.device))
+    if distill is not None:
+        parts["distill"] = distillation(distill[0], distill[1], o.temperature)
+    return parts, b, len(y) - b
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate(network: Network, data: Data, dev: torch.device, workers: int | None) -> dict[str, float]:
+    """Held-out images as fixed simulated photos search the clean held-out images: mAP@7, recall@1, loss.
+
+    Relevant: the image itself and its near-identical listings. The loss is the
+    run's pair loss (robust contrastive for "softmax") over each photo's
+    positive and its nearest negative, plus the softmax over the photos.
+    """
+    o = data.options
+    rows = data.val_rows
+    if len(rows) > VAL_CAP:
+        rows = np.sort(np.random.default_rng([o.seed, 13]).choice(rows, VAL_CAP, replace=False))
+    clean = embed(network, data, rows, dev, workers)
+    photos = embed(network, data, rows, dev, workers, phone_seed=o.seed)
+    sims = photos.astype(np.float64) @ clean.astype(np.float64).T
+    ids = np.asarray([data.ids[r] for r in rows])
+    position = {int(r): i for i, r in enumerate(rows)}
+    aps, hits = [], []
+    for i, r in enumerate(rows):
+        cols = [i] + [position[int(p)] for p in data.partners[r] if int(p) in position]
+        order = np.lexsort((ids, -sims[i]))[:7]
+        relevant = set(ids[cols])
+        aps.append(ap_at_k(list(ids[order]), relevant))
+        hits.append(float(ids[order[0]] in relevant))
+    neg = negative_mask(data.x, data.labels, rows, rows, o.negative_tau, o.pair_tau)
+    masked = np.where(neg, sims, -np.inf)
+    hardest = masked.argmax(axis=1)
+    has_neg = np.isfinite(masked[np.arange(len(rows)), hardest])
+    pair_name = o.loss.split("+")[0] if o.loss != "softmax" else "robust-contrastive"
+    q = torch.from_numpy(photos)
+    qa = torch.cat([q, q[torch.from_numpy(has_neg)]])
+    cb = torch.from_numpy(np.concatenate([clean, clean[hardest[has_neg]]]))
+    y = torch.cat([torch.ones(len(rows)), torch.zeros(int(has_neg.sum()))])
+    loss = float(PAIR_LOSSES[pair_name](qa, cb, y, o.margin))
+    if "softmax" in o.loss:
+        cls = network.classifier.detach().float().cpu()
+        logits = CATEGORY_SCALE * q @ l2n(cls).T
+        loss += o.softmax_weight * float(category_softmax(logits, torch.as_tensor(data.labels[rows])))
+    return {"map7": float(np.mean(aps)) if aps else 0.0, "recall1": float(np.mean(hits)) if hits else 0.0,
+            "loss": loss, "images": int(len(rows))}

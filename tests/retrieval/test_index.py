@@ -1,0 +1,93 @@
+"""bpcr.retrieval.index: index folders (flat, IVF, HNSW), their recall and reloading."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bpcr.retrieval.distances import prepare_queries
+from bpcr.errors import BadInput
+from bpcr.retrieval.index import build_index, candidates, load_index
+from bpcr.io.store import write_store
+
+META = {"backbone": "resnet50", "pooling": "gem", "pooling_params": {"p": 3.0}, "normalisation": "l2"}
+
+
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
+
+
+def _ids(n: int, prefix: str = "n") -> list[str]:
+    return [f"{prefix}{i:04d}" for i in range(n)]
+
+
+def _clustered(n: int, dim: int, seed: int, n_clusters: int = 8) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_clusters, dim)) * 3
+    x = centres[rng.integers(0, n_clusters, n)] + rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+
+def test_flat_index_file_and_reload(tmp_path):
+    x = np.random.default_rng(3).standard_normal((50, 8)).astype(np.float16)
+    write_store(tmp_path / "feats" / "db", _ids(50), x, META)
+    info = build_index(tmp_path / "feats" / "db", tmp_path / "idx" / "flat", metric="l2", log=lambda s: None)
+    assert (info.kind, info.distance, info.count, info.dim, info.recall_at_100) == ("flat", "l2", 50, 8, 1.0)
+    side = json.loads((tmp_path / "idx" / "flat" / "index.json").read_text())
+    assert side["store"] == "../../feats/db"
+    assert side["store_meta"]["pooling_params"] == {"p": 3.0}
+    assert not (tmp_path / "idx" / "flat" / "index.faiss").exists()
+    # The folder tree moves as a whole: the relative store path still finds the store.
+    shutil.move(tmp_path / "feats", tmp_path / "moved" / "feats")
+    shutil.move(tmp_path / "idx", tmp_path / "moved" / "idx")
+    loaded = load_index(tmp_path / "moved" / "idx" / "flat")
+    assert loaded.store.path.resolve() == (tmp_path / "moved" / "feats" / "db").resolve()
+    assert loaded.distance.name == "l2" and loaded.faiss_index is None
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_index_recall_and_reload(tmp_path, kind):
+    x = _clustered(1200, 16, seed=4)
+    write_store(tmp_path / "db", _ids(1200), x.astype(np.float16), META)
+    lines: list[str] = []
+    info = build_index(tmp_path / "db", tmp_path / kind, kind=kind, recall_sample=50, log=lines.append)
+    assert info.recall_at_100 >= 0.95
+    assert any(line.startswith("recall@100") for line in lines)
+    side = json.loads((tmp_path / kind / "index.json").read_text())
+    param = "nprobe" if kind == "ivf" else "efSearch"
+    assert side["params"][param] == side["tuning"][-1][param]
+    assert side["index_bytes"] == (tmp_path / kind / "index.faiss").stat().st_size
+    loaded = load_index(tmp_path / kind)
+    assert type(loaded.faiss_index).__name__ == ("IndexIVFFlat" if kind == "ivf" else "IndexHNSWFlat")
+    q = prepare_queries(loaded.distance, x[:5])
+    found = candidates(loaded, q, 10)
+    assert [i in r for i, r in enumerate(found)] == [True] * 5  # each row finds itself
+
+
+def test_store_changed_after_build_is_refused(tmp_path):
+    x = np.ones((4, 3), dtype=np.float32)
+    write_store(tmp_path / "db", _ids(4), x, META)
+    build_index(tmp_path / "db", tmp_path / "flat", log=lambda s: None)
+    write_store(tmp_path / "db", _ids(4)[::-1], x, META)
+    with pytest.raises(BadInput, match="changed since"):
+        load_index(tmp_path / "flat")
+
+
+def test_bad_builds_are_refused(tmp_path):
+    write_store(tmp_path / "db", _ids(40), np.ones((40, 6), dtype=np.float32), META)
+    with pytest.raises(BadInput, match="no L1 form"):
+        build_index(tmp_path / "db", tmp_path / "x", metric="l1", kind="ivf", pq=2)
+    with pytest.raises(BadInput, match="must divide the feature dimension 6"):
+        build_index(tmp_path / "db", tmp_path / "x", kind="ivf", pq=4)
+    with pytest.raises(BadInput, match="unknown index kind 'lsh'"):
+        build_index(tmp_path / "db", tmp_path / "x", kind="lsh")
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "notindex").mkdir()
+    (tmp_path / "notindex" / "keep.txt").write_text("mine")
+    with pytest.raises(BadInput, match="not a bpcr index folder"):
+        build_index(tmp_path / "db", tmp_path / "notindex", log=lambda s: None)
+    assert (tmp_path / "notindex" / "keep.txt").read_text() == "mine"
+    with pytest.raises(BadInput, match="no bpcr index here"):
+        load_index(tmp_path / "db")
