@@ -11,7 +11,12 @@ checked, locked and swapped by :mod:`bpcr.io.folders`):
   ``.svg``) are written all-or-nothing. Each member goes to a temporary file in
   its folder (fsynced); then a journal listing every (temporary -> final) pair
   is renamed into place; then the members are renamed; then the journal is
-  removed. A lock on the folder (``flock`` on the folder itself, so no lock
+  removed. The journal binds itself to its group: a random group name that every
+  temporary's name carries, and the size and SHA-256 of every temporary and of
+  every file it removes, recorded when written. A reader completes only such a
+  journal, and only while every file it names still holds those bytes; any
+  other ``.bpcr-journal.json`` (hand-written, foreign, stale) is refused with
+  one line and nothing in the folder is touched. A lock on the folder (``flock`` on the folder itself, so no lock
   file is left) serialises writers. Whoever finds a journal first, writer or
   reader (:func:`recover_folder`), completes it, since every temporary it names
   is complete: a reader sees the old group or the new one. Temporaries of a
@@ -19,9 +24,11 @@ checked, locked and swapped by :mod:`bpcr.io.folders`):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import secrets
 import stat
 import tempfile
 from contextlib import contextmanager
@@ -33,8 +40,10 @@ from bpcr.io.folders import describe_mode, folder_lock, follow_link, fsync_dir, 
 
 TMP_PREFIX, TMP_SUFFIX = ".bpcr-", ".tmp"
 JOURNAL = ".bpcr-journal.json"
-JOURNAL_FORMAT = "bpcr-journal/1"
-_GROUP_TMP = re.compile(r"\.bpcr-[A-Za-z0-9_]+\.tmp")
+JOURNAL_FORMAT = "bpcr-journal/2"
+_GROUP_TMP = re.compile(r"\.bpcr-[A-Za-z0-9_-]+\.tmp")
+_GROUP_NAME = re.compile(r"[0-9a-f]{16}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _LEGACY_TMP = r"\.{name}\.[A-Za-z0-9_]{{8}}\.tmp"  # what atomic_path named a member's temporary before groups
 
 
@@ -133,25 +142,61 @@ def _write_folder_group(folder: Path, entries: list[tuple[str, bytes | None]]) -
     with folder_lock(folder):
         _recover_locked(folder)
         _remove_stale(folder, [name for name, _ in entries])
-        moves: list[tuple[str, str]] = []
+        group = secrets.token_hex(8)
+        moves: list[dict] = []
         try:
+            removes = [_removal(folder, name) for name, data in entries if data is None and os.path.lexists(folder / name)]
             for name, data in entries:
                 if data is not None:
-                    moves.append((_write_temp(folder, data, name), name))
-            removes = [name for name, data in entries if data is None and os.path.lexists(folder / name)]
-            journal = _write_temp(folder, json_text({"format": JOURNAL_FORMAT, "moves": moves, "remove": removes})
-                                  .encode("utf-8"), JOURNAL)
+                    moves.append({"tmp": _write_temp(folder, data, name, group), "final": name, **_seal(data)})
+            journal = _write_temp(folder, json_text({"format": JOURNAL_FORMAT, "group": group, "moves": moves,
+                                                     "remove": removes}).encode("utf-8"), JOURNAL, group)
             os.replace(folder / journal, folder / JOURNAL)
         except BaseException:
-            for tmp, _ in moves:
-                _unlink(folder / tmp)
+            for move in moves:
+                _unlink(folder / move["tmp"])
             raise
         fsync_dir(folder)
         _finish(folder, moves, removes)
 
 
-def _write_temp(folder: Path, data: bytes, final: str) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=TMP_SUFFIX, dir=folder)
+def _seal(data: bytes) -> dict:
+    """What a journal records of a file's bytes, to recognise them later."""
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _sealed(path: Path) -> dict | None:
+    """:func:`_seal` of the regular file at ``path`` (not followed if a link); None for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        digest, size = hashlib.sha256(), 0
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def _removal(folder: Path, name: str) -> dict:
+    """A member to remove, as the journal records it; BadInput for a folder or anything but a file."""
+    path = folder / name
+    if os.path.islink(path):
+        return {"final": name, "link": os.readlink(path)}
+    sealed = _sealed(path)
+    if sealed is None:
+        mode = lstat_mode(path)
+        what = "is a folder" if mode is not None and stat.S_ISDIR(mode) else f"is {describe_mode(mode or 0)}"
+        raise BadInput(path, None, f"{what}, not a file bpcr wrote; refusing to remove it")
+    return {"final": name, **sealed}
+
+
+def _write_temp(folder: Path, data: bytes, final: str, group: str) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{group}-", suffix=TMP_SUFFIX, dir=folder)
     try:
         os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as handle:
@@ -167,13 +212,13 @@ def _write_temp(folder: Path, data: bytes, final: str) -> str:
     return os.path.basename(tmp)
 
 
-def _finish(folder: Path, moves: list[tuple[str, str]], removes: list[str]) -> None:
+def _finish(folder: Path, moves: list[dict], removes: list[dict]) -> None:
     """Rename the journal's members into place, remove what it removes, then the journal itself."""
-    for tmp, final in moves:
-        if os.path.lexists(folder / tmp):
-            os.replace(folder / tmp, folder / final)
-    for final in removes:
-        _unlink(folder / final)
+    for move in moves:
+        if os.path.lexists(folder / move["tmp"]):
+            os.replace(folder / move["tmp"], folder / move["final"])
+    for removal in removes:
+        _unlink(folder / removal["final"])
     fsync_dir(folder)
     os.unlink(folder / JOURNAL)
     fsync_dir(folder)
@@ -186,23 +231,56 @@ def _unlink(path: Path) -> None:
         pass
 
 
-def _read_journal(folder: Path) -> tuple[list[tuple[str, str]], list[str]]:
+def _refuse(folder: Path, why: str) -> BadInput:
+    return BadInput(folder / JOURNAL, None, f"{why}; not completed and nothing touched: move the journal away "
+                                            "if it is not bpcr's")
+
+
+def _read_journal(folder: Path) -> tuple[list[dict], list[dict]]:
+    """The journal's moves and removals, each checked to be this group's own and to hold what it recorded."""
     path = folder / JOURNAL
     try:
         with open(path, "rb") as handle:
             body = json.loads(handle.read(1 << 20))
-        moves = [(str(t), str(f)) for t, f in body["moves"]]
-        removes = [str(f) for f in body["remove"]]
-        ok = body.get("format") == JOURNAL_FORMAT
+        group, moves, removes = body["group"], body["moves"], body["remove"]
+        ok = body.get("format") == JOURNAL_FORMAT and isinstance(group, str) and _GROUP_NAME.fullmatch(group) \
+            and all(isinstance(e, dict) and isinstance(e.get("final"), str) for e in [*moves, *removes])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         ok = False
-    if ok:
-        names = [f for _, f in moves] + removes
-        ok = all(_GROUP_TMP.fullmatch(t) for t, _ in moves) and all(
-            n not in ("", ".", "..") and "/" not in n and "\0" not in n and n != JOURNAL for n in names)
     if not ok:
-        raise BadInput(path, None, "not a bpcr write journal; it is in the way of every write here, remove it")
+        raise _refuse(folder, "not a bpcr write journal")
+    own_tmp = re.compile(re.escape(f"{TMP_PREFIX}{group}-") + r"[A-Za-z0-9_]+" + re.escape(TMP_SUFFIX))
+    for entry in [*moves, *removes]:
+        name = entry["final"]
+        if name in ("", ".", "..", JOURNAL) or "/" in name or "\0" in name:
+            raise _refuse(folder, f"names {name!r}, which is not a file of this folder")
+        if lstat_mode(folder / name) is not None and stat.S_ISDIR(lstat_mode(folder / name)):
+            raise _refuse(folder, f"names {name!r}, a folder")
+    for move in moves:
+        if not (isinstance(move.get("tmp"), str) and own_tmp.fullmatch(move["tmp"]) and _sealed_ok(move)):
+            raise _refuse(folder, f"moves {move.get('tmp')!r}, which is not a temporary of its own group")
+        if os.path.lexists(folder / move["tmp"]) and _sealed(folder / move["tmp"]) != _seal_of(move):
+            raise _refuse(folder, f"{move['tmp']} no longer holds what the journal recorded")
+    for removal in removes:
+        path = folder / removal["final"]
+        if "link" in removal:
+            if os.path.islink(path) and os.readlink(path) != removal["link"]:
+                raise _refuse(folder, f"{removal['final']} is not the link the journal recorded")
+        elif not _sealed_ok(removal):
+            raise _refuse(folder, f"removes {removal['final']!r} without recording what it holds")
+        elif os.path.lexists(path) and _sealed(path) != _seal_of(removal):
+            raise _refuse(folder, f"{removal['final']} no longer holds what the journal recorded")
     return moves, removes
+
+
+def _sealed_ok(entry: dict) -> bool:
+    size, digest = entry.get("size"), entry.get("sha256")
+    return isinstance(size, int) and not isinstance(size, bool) and size >= 0 and isinstance(digest, str) \
+        and _SHA256.fullmatch(digest) is not None
+
+
+def _seal_of(entry: dict) -> dict:
+    return {"size": entry["size"], "sha256": entry["sha256"]}
 
 
 def _recover_locked(folder: Path) -> None:

@@ -283,15 +283,48 @@ def fsync_dir(folder: Path) -> None:
 # ---------------------------------------------------------------- folder swaps
 
 
+# The marker file inside every folder the kit moves aside (``.NAME.old``) or fills before a swap
+# (``.NAME.writing``): only a folder that holds it is ever removed or moved back, never one by its name alone.
+OWN = ".bpcr-own"
+
+
 def _old(out: Path) -> Path:
     return out.with_name(f".{out.name}.old")
+
+
+def _mark(folder: Path) -> None:
+    fd = os.open(folder / OWN, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    os.close(fd)
+
+
+def is_own(folder: Path) -> bool:
+    """Whether ``folder`` is a real folder (not a link) that the kit marked as its own to remove."""
+    mode, marker = lstat_mode(folder), lstat_mode(folder / OWN)
+    return mode is not None and stat.S_ISDIR(mode) and marker is not None and stat.S_ISREG(marker)
+
+
+def writing_dir(out: str | Path) -> Path:
+    """A new, empty, marked folder ``.NAME.writing`` beside ``out`` to fill before :func:`replace_dir`.
+
+    One left there by a killed writer (marked) is removed first; anything else by that name is refused
+    (BadInput) and left alone.
+    """
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.writing")
+    if os.path.lexists(tmp):
+        if not is_own(tmp):
+            raise BadInput(tmp, None, f"is in the way of writing {out} and was not made by bpcr; move it away")
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    _mark(tmp)
+    return tmp
 
 
 def replace_dir(tmp: str | Path, out: str | Path) -> None:
     """Move the finished folder ``tmp`` to ``out``, replacing a folder of the same kind there.
 
     ``out`` must be absent, empty, or of the kind ``tmp`` is (:data:`REPLACED_KINDS`);
-    anything else is refused (BadInput). The old folder is moved aside, the new
+    anything else is refused (BadInput). The old folder is marked and moved aside, the new
     one renamed into place, the old one removed, all under the parent's lock; a
     kill between the renames is rolled back by the next call or open (:func:`recover_dir`).
     """
@@ -311,12 +344,22 @@ def replace_dir(tmp: str | Path, out: str | Path) -> None:
             raise BadInput(out, None, f"exists and is not a {kind.label}; refusing to replace it")
         else:
             old = _old(out)
+            _mark(out)
             os.replace(out, old)
             os.replace(tmp, out)
             fsync_dir(out.parent)
+            _unmark(out)
             shutil.rmtree(old)
             return
+        _unmark(out)
         fsync_dir(out.parent)
+
+
+def _unmark(folder: Path) -> None:
+    try:
+        os.unlink(folder / OWN)
+    except FileNotFoundError:
+        pass
 
 
 def _recover_swap(out: Path) -> None:
@@ -324,12 +367,13 @@ def _recover_swap(out: Path) -> None:
     mode = lstat_mode(old)
     if mode is None:
         return
-    if not stat.S_ISDIR(mode):
-        raise BadInput(old, None, f"is in the way of replacing {out}; move it away")
+    if not is_own(old):
+        raise BadInput(old, None, f"is in the way of replacing {out} and was not made by bpcr; move it away")
     if os.path.lexists(out):
         shutil.rmtree(old)  # the swap finished; only the old copy's removal was cut short
     else:
         os.replace(old, out)  # the new folder never arrived: the old one comes back
+        _unmark(out)
 
 
 def recover_dir(path: str | Path) -> Path:
@@ -340,7 +384,7 @@ def recover_dir(path: str | Path) -> Path:
     """
     path = Path(path)
     old = _old(path)
-    if not old.is_dir() or old.is_symlink():  # nothing to undo (anything else there is refused by a write)
+    if not is_own(old):  # nothing of the kit's to undo (anything else there is refused by a write, never removed)
         return path
     try:
         with folder_lock(path.parent):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shutil
 import warnings
@@ -30,7 +29,7 @@ import numpy as np
 
 from bpcr.errors import BadInput
 from bpcr.io.fileio import atomic_path, write_json_atomic
-from bpcr.io.folders import FEATURE_STORE, check_output_folder, recover_dir, replace_dir
+from bpcr.io.folders import FEATURE_STORE, check_output_folder, recover_dir, replace_dir, writing_dir
 from bpcr.io.ids import check_id
 from bpcr.io.npyio import load_npy
 from bpcr.io.textio import exists_as_input, iter_lines, read_json, read_lines
@@ -192,12 +191,7 @@ def write_store_blocks(
     """
     path = check_output_folder(path, None, FEATURE_STORE)  # before any work: only a store is replaced
     dtype = np.dtype(dtype)
-    tmp = path.with_name(f".{path.name}.writing")
-    if tmp.is_dir() and not tmp.is_symlink():
-        shutil.rmtree(tmp)  # left by a killed writer
-    elif os.path.lexists(tmp):
-        os.unlink(tmp)
-    tmp.mkdir(parents=True)
+    tmp = writing_dir(path)  # a killed writer's own is removed first
     try:
         _fill(tmp, ids, blocks, int(dim), dtype, meta, failed, extra_files)
     except BaseException:

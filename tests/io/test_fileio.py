@@ -2,6 +2,7 @@
 all-or-nothing, folder swaps are undone after a kill, links are written through."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from bpcr.errors import BadInput
+from bpcr.io.folders import OWN
 from bpcr.io.fileio import JOURNAL, atomic_path, recover_folder, write_group, write_text_atomic
 from bpcr.io.folders import FEATURE_STORE, INDEX, PREPARED, TEXT_INDEX, check_output_file, check_output_folder, folder_lock, recover_dir, replace_dir
 from bpcr.io.ids import MAX_NAME_LENGTH, check_name
@@ -192,14 +194,23 @@ def test_group_refuses_special_members_before_writing_any(tmp_path):
     assert (tmp_path / "r.csv").read_text() == "old"
 
 
+GROUP = "0123456789abcdef"
+
+
+def _seal(data: bytes) -> dict:
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def _pending(folder: Path, moves: dict[str, str], removes=()) -> None:
     """What a writer killed right after renaming its journal into place leaves."""
-    pairs = []
+    entries = []
     for number, (final, text) in enumerate(sorted(moves.items())):
-        tmp = f".bpcr-killed{number}.tmp"
+        tmp = f".bpcr-{GROUP}-killed{number}.tmp"
         (folder / tmp).write_text(text)
-        pairs.append([tmp, final])
-    (folder / JOURNAL).write_text(json.dumps({"format": "bpcr-journal/1", "moves": pairs, "remove": list(removes)}))
+        entries.append({"tmp": tmp, "final": final, **_seal(text.encode())})
+    removals = [{"final": name, **_seal((folder / name).read_bytes())} for name in removes]
+    (folder / JOURNAL).write_text(json.dumps({"format": "bpcr-journal/2", "group": GROUP, "moves": entries,
+                                              "remove": removals}))
 
 
 def test_a_reader_completes_a_pending_journal(tmp_path):
@@ -292,14 +303,17 @@ def test_replace_dir_refuses_another_kind_of_folder(tmp_path):
 
 def test_a_swap_cut_between_its_renames_is_rolled_back(tmp_path):
     _store(tmp_path / "gem", 1.0)
-    os.replace(tmp_path / "gem", tmp_path / ".gem.old")  # killed after the first rename
+    (tmp_path / "gem" / OWN).write_bytes(b"")  # marked as the kit's own, then moved aside ...
+    os.replace(tmp_path / "gem", tmp_path / ".gem.old")  # ... and killed after that first rename
     store = open_store(tmp_path / "gem")  # the next open restores the old store
     assert store.meta["value"] == 1.0 and _listing(tmp_path) == ["gem"]
     _store(tmp_path / "gem", 2.0)
-    (tmp_path / ".gem.old").mkdir()  # killed while removing the old copy
+    (tmp_path / ".gem.old").mkdir()  # killed while removing the old (marked) copy
     (tmp_path / ".gem.old" / "ids.txt").write_text("a\n")
+    (tmp_path / ".gem.old" / OWN).write_bytes(b"")
     assert recover_dir(tmp_path / "gem") == tmp_path / "gem"
     assert _listing(tmp_path) == ["gem"] and open_store(tmp_path / "gem").meta["value"] == 2.0
+    (tmp_path / "gem" / OWN).write_bytes(b"")
     os.replace(tmp_path / "gem", tmp_path / ".gem.old")
     _store(tmp_path / "gem", 3.0)  # the next write restores, then replaces
     assert _listing(tmp_path) == ["gem"] and open_store(tmp_path / "gem").meta["value"] == 3.0
@@ -331,3 +345,73 @@ def test_chart_bytes_are_those_of_a_file(tmp_path):
     write_chart(scores, tmp_path / "c.svg")
     assert (tmp_path / "c.svg").read_bytes() == chart_svg(scores)
     assert chart_svg(scores).startswith(b"<?xml")
+
+
+@pytest.mark.parametrize("journal", [
+    {"format": "bpcr-journal/1", "moves": [], "remove": ["precious.txt"]},  # hand-written, old shape
+    {"format": "bpcr-journal/2", "group": GROUP, "moves": [], "remove": [{"final": "precious.txt"}]},  # no seal
+    {"format": "bpcr-journal/2", "group": GROUP, "moves": [],
+     "remove": [{"final": "precious.txt", **_seal(b"what it held once")}]},  # the file changed since
+    {"format": "bpcr-journal/2", "group": GROUP, "moves": [
+        {"tmp": ".bpcr-fedcba9876543210-x.tmp", "final": "precious.txt", **_seal(b"evil")}], "remove": []},  # another group's
+    {"format": "bpcr-journal/2", "group": GROUP, "moves": [
+        {"tmp": f".bpcr-{GROUP}-x.tmp", "final": "precious.txt", **_seal(b"not what the temporary holds")}],
+     "remove": []},
+])
+def test_a_journal_the_kit_did_not_write_touches_nothing(tmp_path, journal):
+    (tmp_path / "precious.txt").write_text("mine")
+    (tmp_path / f".bpcr-{GROUP}-x.tmp").write_text("evil")
+    (tmp_path / ".bpcr-fedcba9876543210-x.tmp").write_text("evil")
+    (tmp_path / JOURNAL).write_text(json.dumps(journal))
+    before = sorted(os.listdir(tmp_path))
+    for attempt in (lambda: recover_folder(tmp_path), lambda: write_group({tmp_path / "r.csv": "x"})):
+        with pytest.raises(BadInput) as err:
+            attempt()
+        assert "\n" not in str(err.value) and "nothing touched" in str(err.value)
+    assert sorted(os.listdir(tmp_path)) == before and (tmp_path / "precious.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("side", ["remove", "move"])
+def test_a_journal_naming_a_folder_is_one_line_and_touches_nothing(tmp_path, side):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "inside.txt").write_text("kept")
+    tmp = f".bpcr-{GROUP}-y.tmp"
+    (tmp_path / tmp).write_text("new")
+    entry = {"final": "folder", **_seal(b"new")}
+    journal = {"format": "bpcr-journal/2", "group": GROUP, "moves": [{"tmp": tmp, **entry}] if side == "move" else [],
+               "remove": [entry] if side == "remove" else []}
+    (tmp_path / JOURNAL).write_text(json.dumps(journal))
+    with pytest.raises(BadInput, match="names 'folder', a folder"):
+        recover_folder(tmp_path)
+    assert (tmp_path / "folder" / "inside.txt").read_text() == "kept" and (tmp_path / tmp).exists()
+
+
+def test_removing_a_member_that_is_a_folder_is_refused_before_writing(tmp_path):
+    (tmp_path / "r.trec").mkdir()
+    with pytest.raises(BadInput, match="r.trec: is a folder, not a file bpcr wrote"):
+        write_group({tmp_path / "r.csv": "new", tmp_path / "r.trec": None})
+    assert sorted(os.listdir(tmp_path)) == ["r.trec"]
+
+
+def test_a_killed_writers_journal_records_its_group_and_seals(tmp_path, monkeypatch):
+    """The journal a real write leaves, caught just before its members move: names bound to one group."""
+    from bpcr.io import fileio
+
+    (tmp_path / "r.trec").write_text("old trec")
+    seen = {}
+
+    def stop(folder, moves, removes):
+        seen.update(json.loads((folder / JOURNAL).read_text()))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fileio, "_finish", stop)
+    with pytest.raises(KeyboardInterrupt):
+        write_group({tmp_path / "r.csv": "new csv", tmp_path / "r.trec": None})
+    assert seen["format"] == "bpcr-journal/2" and len(seen["group"]) == 16
+    [move] = seen["moves"]
+    assert move["tmp"].startswith(f".bpcr-{seen['group']}-") and move["final"] == "r.csv"
+    assert {k: move[k] for k in ("size", "sha256")} == _seal(b"new csv")
+    assert seen["remove"] == [{"final": "r.trec", **_seal(b"old trec")}]
+    monkeypatch.undo()
+    recover_folder(tmp_path)  # a reader completes it
+    assert sorted(os.listdir(tmp_path)) == ["r.csv"] and (tmp_path / "r.csv").read_text() == "new csv"
