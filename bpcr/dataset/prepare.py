@@ -157,6 +157,29 @@ def prepare(db: Path, descriptions: Path | None, queries: Path, gt: Path | None,
     results, decoded, cached = _check_all(files, out, workers, progress, max_pixels)
 
     rejected = db_rejected + q_rejected
+    usable, infos = _sort_results(files, results, rejected, {"database": db_set, "queries": q_set})
+    db_ids = {f.id for f in usable["database"]}
+    link_descriptions(desc_map, desc_stats, db_ids, EXAMPLES)
+    for name, manifest_name in (("database", "database.csv"), ("queries", "queries.csv")):
+        chosen = usable[name]
+        write_manifest(out / manifest_name, [f.id for f in chosen], [f.path for f in chosen],
+                       [infos[f.key]["width"] for f in chosen], [infos[f.key]["height"] for f in chosen],
+                       [desc_map.get(f.id, "") if name == "database" else "" for f in chosen])
+    _write_rejected(out / "rejected.csv", rejected)
+    gt_stats = _copy_ground_truth(gt, gt_data, out, {f.id for f in usable["queries"]}, db_ids)
+    summary = PrepareSummary(out=str(out), database=db_set, queries=q_set, descriptions=desc_stats,
+                             ground_truth=gt_stats, decoded=decoded, cached=cached,
+                             max_pixels=max_pixels)
+    summary.warnings = _warnings(summary)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    write_json_atomic(out / "summary.json", summary.to_json())
+    return summary
+
+
+def _sort_results(files: list[_File], results: dict[str, dict[str, Any]], rejected: list[tuple[str, str, str, str]],
+                  sets: dict[str, SetSummary]) -> tuple[dict[str, list[_File]], dict[str, dict[str, Any]]]:
+    """Split checked files into the usable ones of each set (with their check results) and ``rejected``
+    (appended to); each set's summary counts them."""
     usable: dict[str, list[_File]] = {"database": [], "queries": []}
     infos: dict[str, dict[str, Any]] = {}
     for f in files:
@@ -166,36 +189,24 @@ def prepare(db: Path, descriptions: Path | None, queries: Path, gt: Path | None,
         else:
             usable[f.set].append(f)
             infos[f.key] = result
-    for summary, name in ((db_set, "database"), (q_set, "queries")):
+    for name, summary in sets.items():
         summary.usable = len(usable[name])
         summary.rejected = dict(sorted(Counter(_kind(r[3]) for r in rejected if r[0] == name).items()))
         summary.notes = dict(sorted(Counter(n for f in usable[name] for n in infos[f.key]["notes"]).items()))
+    return usable, infos
 
-    db_ids = {f.id for f in usable["database"]}
-    link_descriptions(desc_map, desc_stats, db_ids, EXAMPLES)
-    for name, manifest_name in (("database", "database.csv"), ("queries", "queries.csv")):
-        chosen = usable[name]
-        write_manifest(out / manifest_name, [f.id for f in chosen], [f.path for f in chosen],
-                       [infos[f.key]["width"] for f in chosen], [infos[f.key]["height"] for f in chosen],
-                       [desc_map.get(f.id, "") if name == "database" else "" for f in chosen])
-    _write_rejected(out / "rejected.csv", rejected)
 
-    gt_stats = None
+def _copy_ground_truth(gt: Path | None, gt_data: Any, out: Path, query_ids: set[str], db_ids: set[str]) -> Any:
+    """Check the ground truth against the usable images and copy it beside the manifests; its statistics."""
     if gt is not None and gt_data is not None:
-        gt_stats = _check_ground_truth(Path(gt), gt_data, {f.id for f in usable["queries"]}, db_ids)
+        gt_stats = _check_ground_truth(Path(gt), gt_data, query_ids, db_ids)
         with atomic_path(out / "ground_truth.csv") as tmp:
             shutil.copyfile(gt, tmp)
-    elif (out / "ground_truth.csv").exists():
+        return gt_stats
+    if (out / "ground_truth.csv").exists():
         # A ground truth left from an earlier run would no longer match these manifests.
         (out / "ground_truth.csv").unlink()
-
-    summary = PrepareSummary(out=str(out), database=db_set, queries=q_set, descriptions=desc_stats,
-                             ground_truth=gt_stats, decoded=decoded, cached=cached,
-                             max_pixels=max_pixels)
-    summary.warnings = _warnings(summary)
-    summary.seconds = round(time.perf_counter() - started, 3)
-    write_json_atomic(out / "summary.json", summary.to_json())
-    return summary
+    return None
 
 
 @dataclass

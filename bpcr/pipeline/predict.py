@@ -106,6 +106,31 @@ def predict(
     check_output_file(rejects, "OUT_CSV")
     if not test_dir.is_dir():
         raise BadInput(test_dir, None, "folder not found" if not test_dir.exists() else "not a folder")
+    pipeline, target, fallback = _frozen_pipeline(config, test_dir, run, log, progress)
+    db_manifest = pipeline.work / "prepared" / "database.csv"
+    folder = pipeline.frozen.folder
+    query_ids, answers, rejected, times = _answer(pipeline, test_dir, folder, target, log, progress)
+    t0 = time.perf_counter()
+    lines, fallback_queries = _submission_lines(query_ids, answers, fallback)
+    rejected.sort()
+    _write_checked(out_csv, "".join(f"{line}\n" for line in lines), db_manifest, query_ids, rejects, rejected)
+    times.append(StageTime("write", "submission", time.perf_counter() - t0, False))
+    result = PredictResult(out_csv, rejects, target, query_ids, rejected, fallback_queries, fallback, folder, times,
+                           time.perf_counter() - started)
+    write_text_atomic(folder / "predict.json", json_text({
+        "config": str(pipeline.config_path), "test_dir": str(test_dir), "out_csv": str(out_csv), "run": target,
+        "queries": len(query_ids), "rejected": len(rejected), "fallback": {"rule": FALLBACK_RULE, "ids": fallback,
+                                                                           "queries": fallback_queries},
+        "seconds": round(result.seconds, 3), "seconds_per_query": round(result.seconds_per_query, 4),
+        "stages": [{"stage": t.stage, "name": t.name, "seconds": round(t.seconds, 3), "reused": t.skipped}
+                   for t in times]}))
+    return result
+
+
+def _frozen_pipeline(config: str | Path, test_dir: Path, run: str | None, log: Callable[[str], None],
+                     progress: Progress | None) -> tuple[Pipeline, str, list[str]]:
+    """The config's pipeline frozen for ``test_dir``'s queries, pruned to what ``run`` (checked) needs, and
+    the fallback answer read from the unfrozen run first."""
     pipeline = Pipeline(config, log=log, progress=progress)
     pipeline.validate()
     names = _run_names(pipeline)
@@ -115,13 +140,18 @@ def predict(
     if target not in names:
         raise BadInput(None, None, f"--run {target!r} is not a run of {pipeline.config_path}; "
                                    f"runs: {', '.join(names)}")
-    db_manifest = pipeline.work / "prepared" / "database.csv"
-    fallback = _fallback(pipeline, target, db_manifest)
+    fallback = _fallback(pipeline, target, pipeline.work / "prepared" / "database.csv")
     folder = pipeline.work / "predict" / _folder_key(pipeline.config_path, test_dir)
     pipeline.freeze(folder / "prepared" / "queries.csv", folder)
     _prune(pipeline, target)
     pipeline.check_frozen()
+    return pipeline, target, fallback
 
+
+def _answer(pipeline: Pipeline, test_dir: Path, folder: Path, target: str, log: Callable[[str], None],
+            progress: Progress | None) -> tuple[list[str], dict[str, list[str]], list, list[StageTime]]:
+    """Prepare the new queries and run the frozen chain on them: (every query ID, the run's answers, the
+    rejected files, the stage times)."""
     from bpcr.dataset.prepare import prepare_queries
 
     t0 = time.perf_counter()
@@ -144,8 +174,12 @@ def predict(
         rejected += [(q, files.get(q, ""), failed.get(q, f"no answer from run {target}")) for q in unanswered]
     else:
         log("[predict] no usable query image: every query is answered by the fallback")
+    return query_ids, answers, rejected, times
 
-    t0 = time.perf_counter()
+
+def _submission_lines(query_ids: list[str], answers: dict[str, list[str]], fallback: list[str]
+                      ) -> tuple[list[str], list[str]]:
+    """One CSV line per query, its answers completed from ``fallback``; the queries the fallback answered whole."""
     lines, fallback_queries = [], []
     for query in query_ids:
         ids = answers.get(query)
@@ -155,19 +189,7 @@ def predict(
         # A list shorter than 7 (a run that found fewer candidates) is completed from the fallback.
         ids = list(dict.fromkeys([*ids, *fallback]))[:SUBMISSION_DEPTH]
         lines.append(",".join([query, *ids]))
-    rejected.sort()
-    _write_checked(out_csv, "".join(f"{line}\n" for line in lines), db_manifest, query_ids, rejects, rejected)
-    times.append(StageTime("write", "submission", time.perf_counter() - t0, False))
-    result = PredictResult(out_csv, rejects, target, query_ids, rejected, fallback_queries, fallback, folder, times,
-                           time.perf_counter() - started)
-    write_text_atomic(folder / "predict.json", json_text({
-        "config": str(pipeline.config_path), "test_dir": str(test_dir), "out_csv": str(out_csv), "run": target,
-        "queries": len(query_ids), "rejected": len(rejected), "fallback": {"rule": FALLBACK_RULE, "ids": fallback,
-                                                                           "queries": fallback_queries},
-        "seconds": round(result.seconds, 3), "seconds_per_query": round(result.seconds_per_query, 4),
-        "stages": [{"stage": t.stage, "name": t.name, "seconds": round(t.seconds, 3), "reused": t.skipped}
-                   for t in times]}))
-    return result
+    return lines, fallback_queries
 
 
 # ---------------------------------------------------------------- the chain
