@@ -175,8 +175,49 @@ def _decode_opened(path: Path, image: Image.Image, max_pixels: int) -> tuple[Ima
     if fmt in ("GIF", "PNG", "WEBP") and getattr(image, "is_animated", False):
         info.notes.append("animated, first frame used")
     image.load()
+    if fmt == "PNG":
+        _check_png_rows(path)
     upright = _exif_upright(image, info)
     return _to_rgb(upright, info), info
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _check_png_rows(path: Path) -> None:
+    """Refuse a PNG whose image data holds fewer rows than its header claims.
+
+    Pillow decodes such a file without an error when its zlib stream ends cleanly, and fills the missing
+    rows with black: a header claiming 9000 x 7000 over one row of data would pass as a black image. The
+    data of the first frame is inflated (and discarded) once more to count its bytes.
+    """
+    with open(path, "rb") as handle:
+        data = handle.read()
+    pos, header, inflate, got = 8, None, zlib.decompressobj(), 0
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR" and len(body) >= 13:
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif kind == b"IDAT":
+            got += len(inflate.decompress(body))
+        elif kind in (b"fdAT", b"IEND"):  # the first frame's data is over
+            break
+        pos += 12 + length
+    if header is None:
+        return
+    width, height, depth, colour, _, _, interlace = header
+    bits = _PNG_CHANNELS.get(colour, 1) * depth
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        w, h = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if w and h:
+            expected += h * (1 + (w * bits + 7) // 8)
+    if got < expected:
+        rows = got * height // max(expected, 1)
+        raise ImageError(f"truncated image data: the header says {width}x{height}, the data holds about {rows} rows")
 
 
 def _exif_upright(image: Image.Image, info: ImageInfo) -> Image.Image:

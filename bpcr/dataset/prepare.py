@@ -60,7 +60,7 @@ from bpcr.ranges import check_range
 from bpcr.progress import Progress, start
 
 CACHE_NAME = ".check_cache.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a PNG with fewer rows of data than its header claims is refused
 CHUNK = 32  # files per task sent to a worker: small enough for a smooth progress bar
 EXAMPLES = 5
 
@@ -270,13 +270,20 @@ def _scan(folder: Path, name: str, out_resolved: Path) -> tuple[SetSummary, list
         raise BadInput(folder, None, f"cannot list folder: {exc.strerror}") from None
     visible = 0
     for entry in entries:
-        if not entry.is_file():
-            summary.ignored += 1
-            continue
-        summary.seen += 1
         path = Path(entry.path)
         key = f"{rel_dir}/{entry.name}"
         stem, suffix = path.stem, path.suffix
+        try:
+            is_file = entry.is_file()
+        except OSError as exc:  # a symbolic link loop (ELOOP), a name too long to follow: this file only
+            summary.seen += 1
+            rejected.append((name, stem if is_valid_id(stem) else "", key,
+                             f"cannot be opened: {(exc.strerror or str(exc)).lower()}"))
+            continue
+        if not is_file:
+            summary.ignored += 1
+            continue
+        summary.seen += 1
         if entry.name.startswith("."):
             # Listed, never read: a hidden file is usually a system's (.DS_Store, ._n1.jpg), and an
             # ID never starts with a dot, but a user looking for a missing image must find it here.

@@ -317,10 +317,13 @@ def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
 
 
 def _torch_load(path: Path) -> dict[str, Tensor]:
+    if path.stat().st_size == 0:
+        raise BadInput(path, None, "not a loadable weights file: it is empty (0 bytes)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except _LOAD_ERRORS as exc:
-        raise BadInput(path, None, f"not a loadable weights file: {str(exc).splitlines()[0][:160]}") from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]  # some errors carry no message at all
+        raise BadInput(path, None, f"not a loadable weights file: {first[:160]}") from None
     return _unwrap_state(obj, path)
 
 

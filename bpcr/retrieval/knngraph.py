@@ -103,7 +103,12 @@ def knn_graph(store: FeatureStore, distance: Distance, k: int, index: str | Path
     key = _key(store, distance, None if index is None else Path(index))
     digest = _key_hash(key)
     if cache is not None:
-        found = _cached(Path(cache), digest, key, k, len(store))
+        try:
+            found = _cached(Path(cache), digest, key, k, len(store))
+        except BadInput as exc:  # the kit's own derived file, damaged: built again and replaced, as SIFT's cache
+            found = None
+            if log is not None:
+                log(f"warning: {exc}; the k-NN graph is built again")
         if found is not None:
             return found.first(k)
     started = time.perf_counter()

@@ -70,6 +70,7 @@ from bpcr.training.pseudolabels import (check_no_query_leak, description_vectors
 
 FORMAT = "bpcr-train/1"
 CHECKPOINT_FORMAT = "bpcr-train-checkpoint/1"
+CHECKPOINT_KEYS = {"options", "plan", "epoch", "stopped", "history", "best", "network", "optimizer", "rng"}
 TRAINED = FolderKind("bpcr training folder", ("train.json", "weights.pt", "checkpoint.pt"), any_marker=True,
                      replaced=False)
 @dataclass(frozen=True)
@@ -254,6 +255,11 @@ def _resume(out: Path, options: dict, plan_digest: str, network: "Network", opt:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         say(f"warning: {path} is not a training checkpoint; training starts afresh")
         return fresh
+    missing = sorted(CHECKPOINT_KEYS - set(ckpt))
+    if missing or not _fits(ckpt["network"], network):
+        what = f"lacks {', '.join(missing)}" if missing else "holds another network"
+        say(f"warning: {path} {what}; training starts afresh")
+        return fresh
     if json_text(ckpt["options"]) != json_text(options) or ckpt["plan"] != plan_digest:
         if not restart:
             changed = sorted(k for k in options if ckpt["options"].get(k) != options[k]) or ["training data"]
@@ -267,6 +273,13 @@ def _resume(out: Path, options: dict, plan_digest: str, network: "Network", opt:
     torch.set_rng_state(ckpt["rng"])
     say(f"resuming after epoch {ckpt['epoch']} from {path}")
     return {"epoch": ckpt["epoch"], "stopped": ckpt["stopped"], "history": ckpt["history"], "best": ckpt["best"]}
+
+
+def _fits(saved: object, network: "Network") -> bool:
+    """Whether a checkpoint's network state has exactly this network's tensors, by name and shape."""
+    own = network.state_dict()
+    return isinstance(saved, dict) and set(saved) == set(own) and all(
+        isinstance(v, torch.Tensor) and v.shape == own[k].shape for k, v in saved.items())
 
 
 def _save_checkpoint(out: Path, state: dict, options: dict, plan_digest: str, network: "Network",

@@ -188,3 +188,33 @@ def test_loaded_image_survives_file_close(tmp_path):
     Image.fromarray(noise(4, 4, seed=3)).save(path)
     image = load_rgb(path)
     assert np.array_equal(np.asarray(image), noise(4, 4, seed=3))
+
+
+def _png(path, width: int, height: int, rows: int, interlace: int = 0) -> None:
+    """An RGB PNG whose header says width x height and whose one zlib stream holds ``rows`` rows (all grey)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, interlace)
+    data = zlib.compress((b"\x00" + b"\x80" * (3 * width)) * rows)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def test_png_with_fewer_rows_than_its_header_is_rejected(tmp_path):
+    """Pillow fills the missing rows with black and raises nothing: a 9000 x 7000 header over one row."""
+    _png(tmp_path / "big.png", 9000, 7000, rows=1)
+    Image.open(tmp_path / "big.png").load()  # what the check exists for: no error from Pillow itself
+    with pytest.raises(ImageError, match=r"truncated image data: the header says 9000x7000, the data holds about 1 rows"):
+        check_image(tmp_path / "big.png")
+    _png(tmp_path / "short.png", 40, 30, rows=29)
+    with pytest.raises(ImageError, match="truncated image data"):
+        load_rgb(tmp_path / "short.png")
+    _png(tmp_path / "whole.png", 40, 30, rows=30)
+    assert check_image(tmp_path / "whole.png").width == 40
+    img = Image.fromarray(noise(30, 40))
+    img.save(tmp_path / "adam7.png", interlace=1)  # interlaced: seven passes of rows, counted as such
+    img.save(tmp_path / "plain.png")
+    assert check_image(tmp_path / "adam7.png").height == 30 and check_image(tmp_path / "plain.png").height == 30

@@ -204,3 +204,20 @@ def test_bad_ground_truth_is_bad_input(dataset):
         run(dataset)
     assert str(caught.value) == f"{dataset['gt']}:3: query 'v1' listed twice"
     assert not dataset["out"].exists()
+
+
+def test_a_symbolic_link_loop_rejects_that_file_only(tmp_path):
+    db, queries = tmp_path / "db", tmp_path / "q"
+    db.mkdir()
+    queries.mkdir()
+    Image.fromarray(noise(40, 40)).save(db / "n1.jpg")
+    Image.fromarray(noise(40, 40, 1)).save(queries / "v1.jpg")
+    os.symlink("n3.jpg", db / "n2.jpg")  # n2 -> n3 -> n2
+    os.symlink("n2.jpg", db / "n3.jpg")
+    os.symlink("self.jpg", queries / "self.jpg")
+    summary = prepare(db, None, queries, None, tmp_path / "out", workers=1)
+    assert summary.database.usable == 1 and summary.queries.usable == 1
+    rows = (tmp_path / "out" / "rejected.csv").read_text().splitlines()
+    assert rows[1:] == ["database,n2,../db/n2.jpg,cannot be opened: too many levels of symbolic links",
+                        "database,n3,../db/n3.jpg,cannot be opened: too many levels of symbolic links",
+                        "queries,self,../q/self.jpg,cannot be opened: too many levels of symbolic links"]

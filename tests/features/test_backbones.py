@@ -111,6 +111,14 @@ def test_weights_file_refuses_pickled_objects_and_junk(tmp_path):
         load_backbone("test_resnet", weights=tmp_path / "absent.pth")
 
 
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04"], ids=["empty", "zip-magic-only"])
+def test_an_empty_or_torn_weights_file_is_one_line(tmp_path, content, cli):
+    (tmp_path / "w.pt").write_bytes(content)
+    with pytest.raises(BadInput, match="not a loadable weights file") as info:
+        load_backbone("test_resnet", weights=tmp_path / "w.pt")
+    assert "\n" not in str(info.value)
+
+
 def test_hub_offline_is_one_clear_error(monkeypatch):
     import timm
     from huggingface_hub.errors import LocalEntryNotFoundError

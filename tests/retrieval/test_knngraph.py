@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from bpcr.retrieval.distances import get_distance
-from bpcr.errors import BadInput
 from bpcr.retrieval.knngraph import knn_graph
 from bpcr.io.store import open_store, write_store
 from tests.helpers.refine_world import META
@@ -62,29 +61,41 @@ def test_kept_graph_is_reused_and_serves_smaller_k(store, tmp_path):
     assert other.path != built.path
 
 
-def test_a_damaged_graph_file_is_refused_or_rebuilt(store, tmp_path):
+def test_a_damaged_graph_file_is_rebuilt_with_a_warning(store, tmp_path):
     cache = tmp_path / "graphs"
     built = knn_graph(store, get_distance("cosine"), 3, cache=cache)
     built.path.write_bytes(b"PK not a zip")  # another size than its sidecar says: built again
     assert knn_graph(store, get_distance("cosine"), 3, cache=cache).rows.tolist() == built.rows.tolist()
     side = built.path.with_suffix(".json")
-    np.savez(built.path, rows=np.full((60, 3), 99, np.int32), scores=np.zeros((60, 3), np.float32))
-    meta = json.loads(side.read_text())
-    meta["npz_bytes"] = built.path.stat().st_size
-    side.write_text(json.dumps(meta))
-    with pytest.raises(BadInput, match="outside the store"):
-        knn_graph(store, get_distance("cosine"), 3, cache=cache)
+
+    def damage_rows():
+        np.savez(built.path, rows=np.full((60, 3), 99, np.int32), scores=np.zeros((60, 3), np.float32))
+        meta = json.loads(side.read_text())
+        meta["npz_bytes"] = built.path.stat().st_size
+        side.write_text(json.dumps(meta))
+
+    for damage, reason in ((damage_rows, "outside the store"), (lambda: side.write_text("{torn"), "invalid JSON")):
+        damage()
+        heard = []
+        again = knn_graph(store, get_distance("cosine"), 3, cache=cache, log=heard.append)
+        assert again.rows.tolist() == built.rows.tolist()
+        assert len(heard) == 2 and heard[0].startswith("warning:") and reason in heard[0], heard
+        assert "built again" in heard[0] and "\n" not in heard[0]
+        assert knn_graph(store, get_distance("cosine"), 3, cache=cache, log=heard.append).path == built.path
+        assert len(heard) == 2  # the rebuilt graph is kept: read back without a word
 
 
 def test_an_approximate_index_proposes_the_candidates(tmp_path, one_faiss_thread):
     from bpcr.retrieval.index import build_index
+    from bpcr.retrieval.options import IndexOptions
 
     rng = np.random.default_rng(2)
     centres = rng.standard_normal((20, 16))
     x = (centres[rng.integers(0, 20, 400)] + 0.3 * rng.standard_normal((400, 16))).astype(np.float32)
     write_store(tmp_path / "db", [f"n{i:04d}" for i in range(400)], x, META)
     store = open_store(tmp_path / "db")
-    build_index(tmp_path / "db", tmp_path / "ivf", kind="ivf", nlist=8, recall_sample=50, log=lambda m: None)
+    build_index(tmp_path / "db", tmp_path / "ivf", IndexOptions(kind="ivf", nlist=8, recall_sample=50),
+                log=lambda m: None)
     approx = knn_graph(store, get_distance("cosine"), 10, index=tmp_path / "ivf")
     exact = knn_graph(store, get_distance("cosine"), 10)
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(approx.rows.tolist(), exact.rows.tolist())])

@@ -1,6 +1,7 @@
 """`bpcr train` (bpcr.training.train, bpcr.training.loop): outputs extract loads, resume after SIGKILL, no query ever seen."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import signal
@@ -16,6 +17,7 @@ from PIL import Image, ImageDraw
 from bpcr.features.backbones import load_backbone
 from bpcr.errors import BadInput
 from bpcr.features.extract import extract
+from bpcr.features.options import ExtractOptions
 from bpcr.dataset.manifest import read_manifest, write_manifest
 from bpcr.training.pseudolabels import description_vectors, partners, positive_pairs, pseudo_categories
 from bpcr.io.store import open_store
@@ -121,8 +123,9 @@ def test_the_progress_bar_hears_the_running_loss(trained, told):
 
 
 def test_extract_loads_the_weights(trained, dataset):
-    stores = extract(dataset / "prepared" / "database.csv", dataset / "store", "test_resnet", ["gem"],
-                     weights=trained.weights, size=32, device="cpu", workers=0, threads=1, dtype="float32")
+    stores = extract(dataset / "prepared" / "database.csv", dataset / "store",
+                     ExtractOptions(backbone="test_resnet", poolings=["gem"], weights=trained.weights, size=32,
+                                    device="cpu", workers=0, threads=1, dtype="float32"))
     store = open_store(stores["gem"])
     assert store.meta["weights"]["state_sha256"] == trained.summary["weights"]["state_sha256"]
     # The trained descriptor is extract's gem descriptor, computed by the training code.
@@ -269,4 +272,47 @@ def test_two_fresh_runs_on_two_threads_give_the_same_weights(dataset, tmp_path):
                "threads": 2, "epochs": 1, "val_share": 0.0, "images_per_epoch": 16, "pool_size": 24}
     runs = [train(db, tmp_path / f"run{k}", TrainOptions(**options), log=None) for k in range(2)]
     a, b = (torch.load(r.weights, weights_only=True) for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _checkpoint_without(key):
+    def damage(ckpt):
+        ckpt.pop(key)
+    return damage
+
+
+def _network_key_missing(ckpt):
+    ckpt["network"].pop(next(iter(ckpt["network"])))
+
+
+def _network_of_another_shape(ckpt):
+    name = next(k for k, v in ckpt["network"].items() if v.ndim == 4)
+    ckpt["network"][name] = torch.zeros(1, 1, 1, 1)
+
+
+CHECKPOINT_DAMAGE = {
+    "no-options": (_checkpoint_without("options"), "lacks options"),
+    "no-network": (_checkpoint_without("network"), "lacks network"),
+    "network-key-missing": (_network_key_missing, "holds another network"),
+    "network-of-another-shape": (_network_of_another_shape, "holds another network"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINT_DAMAGE))
+def test_a_damaged_checkpoint_warns_in_one_line_and_trains_afresh(dataset, tmp_path, case):
+    db = dataset / "prepared" / "database.csv"
+    options = TrainOptions(**{**FAST, "epochs": 2, "val_share": 0.0, "seed": 3})
+    proc = _kill_after_first_epoch(db, tmp_path / "out", dict(dataclasses.asdict(options)))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    ckpt = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
+    damage, reason = CHECKPOINT_DAMAGE[case]
+    damage(ckpt)
+    torch.save(ckpt, tmp_path / "out" / "checkpoint.pt")
+    heard = []
+    damaged = train(db, tmp_path / "out", options, log=heard.append)
+    warnings = [line for line in heard if line.startswith("warning:")]
+    assert len(warnings) == 1 and reason in warnings[0] and "afresh" in warnings[0], heard
+    clean = train(db, tmp_path / "clean", options, log=None)
+    a = torch.load(damaged.weights, weights_only=True)
+    b = torch.load(clean.weights, weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
