@@ -36,8 +36,6 @@ relevant IDs without a usable database image are warnings, not errors.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import shutil
@@ -54,6 +52,7 @@ from bpcr.io.fileio import atomic_path, write_json_atomic, write_text_atomic
 from bpcr.io.folders import PREPARED, check_output_file, check_output_folder
 from bpcr.dataset.gt import read_ground_truth
 from bpcr.io.ids import is_valid_id
+from bpcr.io.textio import people_csv
 from bpcr.dataset.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, check_image
 from bpcr.dataset.manifest import write_manifest
 from bpcr.ranges import check_range
@@ -440,11 +439,7 @@ def _check_ground_truth(path: Path, gt: dict[str, list[str]], query_ids: set[str
 
 
 def _write_rejected(path: Path, rejected: list[tuple[str, str, str, str]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["set", "id", "path", "reason"])
-    writer.writerows(sorted(rejected))
-    write_text_atomic(path, buf.getvalue())
+    write_text_atomic(path, people_csv(["set", "id", "path", "reason"], sorted(rejected)))
 
 
 def _warnings(summary: PrepareSummary) -> list[str]:

@@ -351,3 +351,27 @@ def parse_float(text: str, what: str, file: str | Path | None = None, line: int 
     if not math.isfinite(value):
         raise BadInput(file, line, f"{what} {_shown(text)} is not finite")
     return value
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): in a CSV meant for
+# people, such a cell gets a leading apostrophe, which spreadsheets show as text and never evaluate.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def people_csv(header: list[str], rows: list[tuple] | list[list]) -> str:
+    """A CSV for people to open (rejects, reasons): every cell that a spreadsheet would run is neutralised.
+
+    IDs never need it (they start with a letter or digit); file names and reasons may.
+    """
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([[_inert(cell) for cell in row] for row in rows])
+    return buf.getvalue()
+
+
+def _inert(cell: object) -> object:
+    return f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell

@@ -34,9 +34,7 @@ is no ID, a hidden file) is listed in the rejects file and gets no line.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
 import time
 from collections import Counter
@@ -55,6 +53,7 @@ from bpcr.pipeline.state import StageTime
 from bpcr.progress import Progress
 from bpcr.io.runs import SUBMISSION_DEPTH, read_provenance, read_submission
 from bpcr.io.store import check_same_extraction, open_store
+from bpcr.io.textio import people_csv
 
 RUN_TABLES = ("search", "refine", "rerank", "ensemble")  # in pipeline order: the last run is the final one
 FALLBACK_RULE = ("the 7 database images the final run answers most often for the config's own queries "
@@ -262,12 +261,17 @@ def _folder_key(config_path: Path, test_dir: Path) -> str:
     digest = hashlib.sha256(config_path.read_bytes())
     digest.update(str(test_dir.resolve()).encode())
     try:
-        for entry in sorted(os.scandir(test_dir), key=lambda e: e.name):
-            if entry.is_file():
-                st = entry.stat()
-                digest.update(f"\0{entry.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        entries = sorted(os.scandir(test_dir), key=lambda e: e.name)
     except OSError as exc:
         raise BadInput(test_dir, None, f"cannot list folder: {exc.strerror}") from None
+    for entry in entries:
+        try:
+            st = entry.stat() if entry.is_file() else None
+        except OSError as exc:  # a link loop: that file is rejected by name later, the rest answered
+            digest.update(f"\0{entry.name}\0{exc.errno}".encode())
+            continue
+        if st is not None:
+            digest.update(f"\0{entry.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -303,14 +307,10 @@ def _fallback(pipeline: Pipeline, target: str, db_manifest: Path) -> list[str]:
 def _write_checked(out_csv: Path, text: str, db_manifest: Path, query_ids: list[str], rejects: Path,
                    rejected: list[tuple[str, str, str]]) -> None:
     """Write the submission atomically once it passes `bpcr check`; the rejects file first."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "file", "reason"])
-    writer.writerows(rejected)
     with atomic_path(out_csv) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="\n")
         report = check_submission(tmp, db_manifest, query_ids=query_ids)
         if not report.ok:
             line, reason = report.errors[0]
             raise BadInput(out_csv, line, f"the answers would not pass `bpcr check`: {reason}")
-        write_text_atomic(rejects, buffer.getvalue())
+        write_text_atomic(rejects, people_csv(["id", "file", "reason"], rejected))

@@ -221,3 +221,19 @@ def test_a_symbolic_link_loop_rejects_that_file_only(tmp_path):
     assert rows[1:] == ["database,n2,../db/n2.jpg,cannot be opened: too many levels of symbolic links",
                         "database,n3,../db/n3.jpg,cannot be opened: too many levels of symbolic links",
                         "queries,self,../q/self.jpg,cannot be opened: too many levels of symbolic links"]
+
+
+def test_rejects_csv_never_runs_as_a_spreadsheet_formula(tmp_path):
+    db, queries = tmp_path / "db", tmp_path / "q"
+    db.mkdir()
+    queries.mkdir()
+    Image.fromarray(noise(40, 40)).save(db / "n1.jpg")
+    Image.fromarray(noise(40, 40, 1)).save(queries / "v1.jpg")
+    (db / "=cmd|calc!A0.jpg").write_bytes(b"x")
+    (db / "+1.jpg").write_bytes(b"x")
+    (db / "@sum.jpg").write_bytes(b"x")
+    prepare(db, None, queries, None, tmp_path / "out", workers=1)
+    with open(tmp_path / "out" / "rejected.csv", newline="") as handle:
+        cells = [cell for row in csv.reader(handle) for cell in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")], cells
+    assert "'=cmd|calc!A0" in " ".join(cells) or any(c.endswith("=cmd|calc!A0.jpg") for c in cells)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -101,12 +102,19 @@ def test_predict_answers_every_query_as_the_run_did(ran, tmp_path, cli, monkeypa
 
 def test_a_folder_of_bad_images_is_answered_by_the_fallback(ran, tmp_path, cli, monkeypatch):
     _photos(ran, tmp_path / "photos", 0)
+    os.symlink("v900003.jpg", tmp_path / "photos" / "v900003.jpg")  # a link to itself: that query only
+    (tmp_path / "photos" / "=cmd|calc!A0.jpg").write_text("not an image\n")
     monkeypatch.chdir(ran)
     result = cli("predict", "tiny.toml", tmp_path / "photos", tmp_path / "answers.csv", "--run", "mac")
     assert result.code == 0, result.err
     answers = _lines(tmp_path / "answers.csv")
-    assert list(answers) == ["v900001", "v900002"] and answers["v900001"] == answers["v900002"]
-    assert "2 of them by the fallback" in result.out
+    assert list(answers) == ["v900001", "v900002", "v900003"] and answers["v900001"] == answers["v900003"]
+    assert "3 of them by the fallback" in result.out
+    with open(tmp_path / "answers.rejected.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert ["v900003", "v900003.jpg", "cannot be opened: too many levels of symbolic links"] in rows
+    assert ["", "'=cmd|calc!A0.jpg", "invalid ID in file name: '=cmd|calc!A0'"] in rows  # shown, never run
+    assert not [cell for row in rows for cell in row if cell[:1] in ("=", "+", "-", "@")]
 
 
 def test_predict_refuses_what_bpcr_run_did_not_make(ran, tiny, tmp_path, cli, monkeypatch):
