@@ -73,10 +73,7 @@ def open_store(path: str | Path, role: str | None = None) -> FeatureStore:
     meta = read_json(path / "meta.json", "feature store meta")
     features = load_npy(path / "features.npy")
     _check_features(path, features, len(ids), meta)
-    failed: dict[str, str] = {}
-    if exists_as_input(path / "failed.csv"):
-        rows = list(csv.reader(io.StringIO("\n".join(read_lines(path / "failed.csv", "failed")))))
-        failed = {row[0]: row[1] if len(row) > 1 else "" for row in rows[1:] if row}
+    failed = _read_failed(path / "failed.csv", ids) if exists_as_input(path / "failed.csv") else {}
     store = FeatureStore(path=path, ids=ids, features=features, meta=meta, failed=failed)
     if role is not None:
         if len(ids) == 0:
@@ -155,6 +152,29 @@ def check_same_extraction(reference: FeatureStore, other: FeatureStore, referenc
     if other.features.shape[1] != reference.features.shape[1]:
         raise BadInput(other.path / "features.npy", None,
                        f"dim is {other.features.shape[1]} but {label} has dim {reference.features.shape[1]}")
+
+
+def _read_failed(path: Path, ids: Sequence[str]) -> dict[str, str]:
+    """``failed.csv``: the header ``id,reason``, then one image that could not be used per row, strictly."""
+    reader = csv.reader(io.StringIO("\n".join(read_lines(path, "failed"))), strict=True)
+    failed: dict[str, str] = {}
+    stored = set(ids)
+    try:
+        header = next(reader, None)
+        if header != ["id", "reason"]:
+            raise BadInput(path, 1, f"expected the header id,reason, got {header!r}")
+        for row in reader:
+            line = reader.line_num
+            if len(row) != 2:
+                raise BadInput(path, line, f"expected 2 cells (id,reason), got {len(row)}")
+            image_id = check_id(row[0], path, line)
+            if image_id in failed or image_id in stored:
+                raise BadInput(path, line, f"{image_id} is listed twice" if image_id in failed else
+                               f"{image_id} is both stored and listed as failed")
+            failed[image_id] = row[1]
+    except csv.Error as exc:
+        raise BadInput(path, reader.line_num, f"not a valid CSV: {exc}") from None
+    return failed
 
 
 def write_store(

@@ -104,3 +104,26 @@ def test_rows_needed_and_finite(tmp_path):
         open_store(bad.path, role="query")
     with pytest.raises(BadInput, match="row 3"):
         check_finite(bad, "database", ((start, x[start:start + 2]) for start in (0, 2)))
+
+
+@pytest.mark.parametrize("text, message", [
+    ('id,reason\nn9,"unterminated\n', "not a valid CSV"),
+    ("reason,id\nn9,x\n", "expected the header id,reason"),
+    ("id,reason\nn9\n", "expected 2 cells"),
+    ("id,reason\nn9,a,b\n", "expected 2 cells"),
+    ("id,reason\n../n9,x\n", "looks like a path"),
+    ("id,reason\nn9,x\nn9,y\n", "n9 is listed twice"),
+    ("id,reason\na,x\n", "a is both stored and listed as failed"),
+])
+def test_a_malformed_failed_csv_is_one_line(tmp_path, text, message):
+    write_store(tmp_path / "s", ["a", "b"], np.ones((2, 3), np.float32), {"pooling": "gem"})
+    (tmp_path / "s" / "failed.csv").write_text(text)
+    with pytest.raises(BadInput, match=message) as err:
+        open_store(tmp_path / "s")
+    assert "\n" not in str(err.value) and "failed.csv" in str(err.value)
+
+
+def test_failed_csv_round_trips_reasons_with_commas_quotes_and_newlines(tmp_path):
+    failed = {"n1": 'truncated, "badly"', "n2": "line one\nline two", "n3": ""}
+    write_store(tmp_path / "s", ["a"], np.ones((1, 3), np.float32), {"pooling": "gem"}, failed=failed)
+    assert open_store(tmp_path / "s").failed == failed
