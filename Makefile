@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.bpcr-installed
 
-.PHONY: demo demo-train test setup clean
+.PHONY: demo demo-train test test-quick setup clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ demo-train: demo
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The quick suite (under a minute): everything but the tests marked slow.
+test-quick: $(STAMP)
+	$(BIN)/pytest -m "not slow"
 
 clean:
 	rm -rf work

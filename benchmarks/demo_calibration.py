@@ -23,7 +23,6 @@ Every file goes under --out (a new or empty folder); nothing else is touched.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
@@ -31,9 +30,14 @@ from pathlib import Path
 
 from bpcr.demo import prepare_demo
 from bpcr.features.extract import extract
+from bpcr.features.options import ExtractOptions
 from bpcr.retrieval.index import build_index
+from bpcr.retrieval.options import IndexOptions, SearchOptions
+from bpcr.postretrieval.options import RefineOptions
 from bpcr.postretrieval.refine import refine
+from bpcr.reranking.options import RerankOptions
 from bpcr.reranking.rerank import rerank
+from bpcr.evaluation.options import ScoreOptions
 from bpcr.evaluation.score import score_runs
 from bpcr.retrieval.search import search
 from bpcr.text.index import build_text_index
@@ -72,8 +76,9 @@ def _pipeline(seed: int, out: Path, n_products: int, n_distractors: int, n_queri
     for net, backbone, size, poolings in (("lite0", "tf_efficientnet_lite0", 224, LITE0_POOLINGS),
                                           ("lite1", "tf_efficientnet_lite1", 240, ("grmac",))):
         for side, manifest in manifests.items():
-            made = extract(manifest, out / "features" / net / side, backbone, list(poolings), size=size,
-                           device="cpu", threads=threads)
+            made = extract(manifest, out / "features" / net / side,
+                           ExtractOptions(backbone=backbone, poolings=list(poolings), size=size, device="cpu",
+                                          threads=threads))
             for pooling, store in made.items():
                 stores.setdefault(f"{net}/{pooling}", {})[side] = store
     timed("extract", t)
@@ -83,30 +88,26 @@ def _pipeline(seed: int, out: Path, n_products: int, n_distractors: int, n_queri
     indexes = {}
     for key, pair in stores.items():
         indexes[key] = out / "index" / key.replace("/", "-")
-        build_index(pair["db"], indexes[key], metric="cosine", kind="flat", log=_quiet)
-        search(indexes[key], pair["queries"], key.replace("/", "-"), out=runs, depth=100, log=_quiet)
+        build_index(pair["db"], indexes[key], IndexOptions(metric="cosine", kind="flat"), log=_quiet)
+        search(indexes[key], pair["queries"], key.replace("/", "-"), runs, SearchOptions(depth=100), log=_quiet)
     fused = search([indexes["lite0/grmac"], indexes["lite1/grmac"]],
-                   [stores["lite0/grmac"]["queries"], stores["lite1/grmac"]["queries"]], FUSED, out=runs,
-                   depth=100, weights=[1.0, 1.0], fusion="product", log=_quiet)
+                   [stores["lite0/grmac"]["queries"], stores["lite1/grmac"]["queries"]], FUSED, runs,
+                   SearchOptions(depth=100, weights=[1.0, 1.0], fusion="product"), log=_quiet)
     timed("search", t)
 
     t = time.perf_counter()
     text_index = build_text_index(manifests["db"], out / "text_index")
-    if "fusion" in inspect.signature(refine).parameters:
-        # the second search ranks with the input run's own (fused) similarity, read from its provenance
-        refine(fused.csv, text_index, None, None, "fused-refined", out=runs, k_keep=3)
-    else:
-        refine(fused.csv, text_index, stores["lite0/grmac"]["db"], stores["lite0/grmac"]["queries"], "fused-refined",
-               out=runs, k_keep=3)
+    # the second search ranks with the input run's own (fused) similarity, read from its provenance
+    refine(fused.csv, text_index, None, None, "fused-refined", runs, RefineOptions(k_keep=3))
     timed("refine", t)
 
     t = time.perf_counter()
     for scorer in ("matches", "inliers"):
-        rerank(fused.csv, manifests["db"], manifests["queries"], f"fused-sift-{scorer}", out=runs, top=100,
-               scorer=scorer, workers=workers, cache_dir=out / "sift-cache")
+        rerank(fused.csv, manifests["db"], manifests["queries"], f"fused-sift-{scorer}", runs,
+               RerankOptions(top=100, scorer=scorer, workers=workers), cache_dir=out / "sift-cache")
     timed("rerank", t)
 
-    scores = score_runs([runs], gt, n_resamples=1000)
+    scores = score_runs([runs], gt, ScoreOptions(n_resamples=1000))
     return {s.name: dict(s.per_query) for s in scores}, seconds
 
 

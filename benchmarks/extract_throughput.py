@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bpcr.features.backbones import load_backbone  # noqa: E402
 from bpcr.features.extract import PoolingSpec, _describe, extract  # noqa: E402
+from bpcr.features.options import ExtractOptions  # noqa: E402
 from bpcr.dataset.images import load_rgb  # noqa: E402
 from bpcr.features.loader import _Images, decode_resized, model_on  # noqa: E402
 from bpcr.memory import keep_freed_memory  # noqa: E402
@@ -162,8 +163,9 @@ def end_to_end(backbone: str, manifest: Path, out: Path, n: int, size: int, batc
             return False
 
     start = time.perf_counter()
-    extract(manifest, out, backbone, ["gem"], size=size, batch_size=batch_size, workers=workers, device=device,
-            threads=threads, jpeg_draft=jpeg_draft, progress=_Progress())
+    extract(manifest, out, ExtractOptions(backbone=backbone, poolings=["gem"], size=size, batch_size=batch_size,
+                                          workers=workers, device=device, threads=threads, jpeg_draft=jpeg_draft),
+            progress=_Progress())
     end = time.perf_counter()
     first_t, first_k = marks[0]  # the first batch done
     steady_n = n - first_k

@@ -73,23 +73,26 @@ def child(step: str, folder: Path, args: argparse.Namespace) -> dict:
         generate(folder, args.n, args.dim, args.queries, "clustered", args.seed)
     elif step == "search exact":
         from bpcr.retrieval.index import build_index
+        from bpcr.retrieval.options import IndexOptions, SearchOptions
         from bpcr.retrieval.search import search
 
-        build_index(folder / "db", folder / "flat", kind="flat", log=quiet)
+        build_index(folder / "db", folder / "flat", IndexOptions(kind="flat"), log=quiet)
         started = time.perf_counter()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu_before = usage.ru_utime + usage.ru_stime
-        search(folder / "flat", folder / "queries", "exact", runs, depth=args.depth, log=quiet)
+        search(folder / "flat", folder / "queries", "exact", runs, SearchOptions(depth=args.depth), log=quiet)
     elif step == "ivf index":
         from bpcr.retrieval.index import build_index
+        from bpcr.retrieval.options import IndexOptions
 
-        info = build_index(folder / "db", folder / "ivf", kind="ivf", nlist=args.nlist, log=quiet)
+        info = build_index(folder / "db", folder / "ivf", IndexOptions(kind="ivf", nlist=args.nlist), log=quiet)
         out["params"] = {k: info.params.get(k) for k in ("factory", "nprobe")}
         out["recall_at_100"] = info.recall_at_100
     elif step == "search ivf":
+        from bpcr.retrieval.options import SearchOptions
         from bpcr.retrieval.search import search
 
-        search(folder / "ivf", folder / "queries", "base", runs, depth=args.depth, log=quiet)
+        search(folder / "ivf", folder / "queries", "base", runs, SearchOptions(depth=args.depth), log=quiet)
     elif step == "k-NN graph":
         from bpcr.retrieval.distances import get_distance
         from bpcr.retrieval.knngraph import knn_graph
@@ -103,11 +106,12 @@ def child(step: str, folder: Path, args: argparse.Namespace) -> dict:
 
         dba(folder / "db", folder / "db-dba", index=folder / "ivf", graph_dir=graphs, log=quiet)
     else:
+        from bpcr.postretrieval.options import RefineOptions
         from bpcr.postretrieval.refine import refine
 
         options = {"dup_by": "image"} if step == "dupgroup" else {}
-        result = refine(runs / "base.trec", None, None, None, step.replace("-", "_"), out=runs, method=step,
-                        graph_dir=graphs, log=quiet, **options)
+        result = refine(runs / "base.trec", None, None, None, step.replace("-", "_"), runs,
+                        RefineOptions(method=step, **options), graph_dir=graphs, log=quiet)
         out["changed"] = result.provenance["counts"]["changed"]
     out["seconds"] = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -57,8 +57,10 @@ def _score(path: Path, gt: dict, queries: list[str]) -> float:
 def _dba_point(point: dict, run: Path, scratch: Path, graphs: Path, log) -> Path:
     """DBA on every database store of the run's search, then the same search on the new stores."""
     from bpcr.postretrieval.dba import dba
+    from bpcr.postretrieval.options import DbaOptions
     from bpcr.retrieval.index import build_index
     from bpcr.io.runs import read_provenance
+    from bpcr.retrieval.options import IndexOptions, SearchOptions
     from bpcr.retrieval.search import search
 
     params = read_provenance(run.with_suffix(".json"))["params"]
@@ -67,11 +69,11 @@ def _dba_point(point: dict, run: Path, scratch: Path, graphs: Path, log) -> Path
     for s, store in enumerate(params["stores"]):
         out = scratch / tag / f"db{s}"
         if not (out / "meta.json").is_file():
-            dba(store, out, n=point["n"], alpha=point["alpha"], graph_dir=graphs, log=log)
-        build_index(out, scratch / tag / f"index{s}", metric=params["distances"][s], log=log)
+            dba(store, out, DbaOptions(n=point["n"], alpha=point["alpha"]), graph_dir=graphs, log=log)
+        build_index(out, scratch / tag / f"index{s}", IndexOptions(metric=params["distances"][s]), log=log)
         indexes.append(scratch / tag / f"index{s}")
-    search(indexes, params["queries"], tag, scratch / "runs", depth=params["k"], weights=params["weights"],
-           fusion=params["fusion"] or "sum", log=log)
+    search(indexes, params["queries"], tag, scratch / "runs",
+           SearchOptions(depth=params["k"], weights=params["weights"], fusion=params["fusion"] or "sum"), log=log)
     return scratch / "runs" / f"{tag}.trec"
 
 
@@ -84,6 +86,7 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=None)
     args = parser.parse_args()
 
+    from bpcr.postretrieval.options import RefineOptions
     from bpcr.postretrieval.refine import refine
 
     gt = read_ground_truth(args.work / "ground_truth.csv")
@@ -111,8 +114,8 @@ def main() -> None:
             else:
                 name = f"{method}-{i}"
                 uses_text = method == "dupgroup" and point.get("dup_by") != "image"
-                path = refine(run, text_index if uses_text else None, None, None, name, out=scratch / "runs",
-                              method=method, graph_dir=graphs, log=quiet, **point).csv
+                path = refine(run, text_index if uses_text else None, None, None, name, scratch / "runs",
+                              RefineOptions(method=method, **point), graph_dir=graphs, log=quiet).csv
             results.append((_score(path, gt, public), -i, point, path))
         best = max(results, key=lambda r: (r[0], r[1]))
         chosen[method] = {"point": best[2], "public": best[0], "private": _score(best[3], gt, private),

@@ -48,6 +48,10 @@ CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from bpcr.reranking.rerank import rerank
+try:
+    from bpcr.reranking.options import RerankOptions
+except ImportError:  # a kit from before rerank's options were declared once: keyword arguments
+    RerankOptions = None
 args = json.loads(sys.argv[2])
 
 def cpu():
@@ -57,8 +61,9 @@ def cpu():
 report = {}
 for phase in ("cold", "warm")[: 1 if args["no_warm"] else 2]:
     wall, used = time.perf_counter(), cpu()
-    result = rerank(args["run"], args["db"], args["queries"], args["name"] + "-" + phase, args["out"],
-                    cache_dir=args["cache"], **args["kwargs"])
+    given = (RerankOptions(**args["kwargs"]),) if RerankOptions else ()
+    result = rerank(args["run"], args["db"], args["queries"], args["name"] + "-" + phase, args["out"], *given,
+                    cache_dir=args["cache"], **({} if RerankOptions else args["kwargs"]))
     report[phase] = {"wall": time.perf_counter() - wall, "cpu": cpu() - used,
                      "seconds": result.provenance["seconds"], "sift_cache": result.provenance["sift_cache"],
                      "trec": str(result.written[".trec"])}
@@ -100,7 +105,7 @@ def trec_rows(path: str) -> list[list[str]]:
 
 
 def parse_setting(text: str) -> tuple[bool, dict]:
-    """``[old:]key=value,...`` -> (runs on the baseline kit, rerank keyword arguments)."""
+    """``[old:]key=value,...`` -> (runs on the baseline kit, rerank options: RerankOptions fields)."""
     old = text.startswith("old:")
     kwargs: dict = {}
     for item in filter(None, text.removeprefix("old:").split(",")):
@@ -186,7 +191,7 @@ def main() -> None:
     parser.add_argument("--gt", type=Path)
     parser.add_argument("--run", type=Path, help="input run (default: random shortlists holding the relevant images)")
     parser.add_argument("--settings", nargs="+", default=["matcher=flann", "matcher=bf"],
-                        help="rerank keyword arguments per setting, e.g. matcher=bf,root_sift=1,max_side=320; "
+                        help="rerank options (RerankOptions fields) per setting, e.g. matcher=bf,root_sift=1,max_side=320; "
                              "prefix old: to run it on --baseline-src")
     parser.add_argument("--baseline-src", type=Path, help="root of another checkout of the kit, for old: settings")
     parser.add_argument("--top", type=int, default=100)

@@ -8,7 +8,7 @@ Then, each in a fresh subprocess so that ru_maxrss is that step's peak alone:
 2. bpcr exact: ``bpcr.retrieval.search.search`` on a flat index (streams the store), timed
    end to end (opening the index and stores, search, exact re-scoring, writing
    the run) with the imports done before the clock starts, as for the baseline;
-3. bpcr approximate: ``bpcr.retrieval.index.build_index(kind="ivf")`` (recall@100 on
+3. bpcr approximate: ``build_index`` with ``IndexOptions(kind="ivf")`` (recall@100 on
    database rows is measured by the build) and ``search`` on it.
 
 Printed: wall time and peak resident memory of each, the ratios bpcr / numpy,
@@ -110,12 +110,13 @@ def child_exact(folder: Path, k: int) -> dict:
     import faiss  # noqa: F401  (imported before the clock starts, as numpy is for the baseline)
 
     from bpcr.retrieval.index import build_index
+    from bpcr.retrieval.options import IndexOptions, SearchOptions
     from bpcr.retrieval.search import search
 
     t0 = time.perf_counter()
-    build_index(folder / "db", folder / "flat", kind="flat", log=lambda s: None)
+    build_index(folder / "db", folder / "flat", IndexOptions(kind="flat"), log=lambda s: None)
     t1 = time.perf_counter()
-    search(folder / "flat", folder / "queries", "exact", folder / "runs", depth=k, log=lambda s: None)
+    search(folder / "flat", folder / "queries", "exact", folder / "runs", SearchOptions(depth=k), log=lambda s: None)
     t2 = time.perf_counter()
     return {"build_seconds": t1 - t0, "seconds": t2 - t1}
 
@@ -124,13 +125,14 @@ def child_ann(folder: Path, k: int, nlist: int | None, train_size: int | None) -
     import faiss  # noqa: F401
 
     from bpcr.retrieval.index import build_index
+    from bpcr.retrieval.options import IndexOptions, SearchOptions
     from bpcr.retrieval.search import search
 
     t0 = time.perf_counter()
-    info = build_index(folder / "db", folder / "ivf", kind="ivf", nlist=nlist, train_size=train_size,
+    info = build_index(folder / "db", folder / "ivf", IndexOptions(kind="ivf", nlist=nlist, train_size=train_size),
                        log=lambda s: print(f"    {s}", file=sys.stderr, flush=True))
     t1 = time.perf_counter()
-    search(folder / "ivf", folder / "queries", "ann", folder / "runs", depth=k, log=lambda s: None)
+    search(folder / "ivf", folder / "queries", "ann", folder / "runs", SearchOptions(depth=k), log=lambda s: None)
     t2 = time.perf_counter()
     return {"build_seconds": t1 - t0, "seconds": t2 - t1, "recall_db": info.recall_at_100, "params": info.params}
 

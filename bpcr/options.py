@@ -34,6 +34,7 @@ class Spec:
     the default is None); ``choices`` is a sequence of names or a function returning them (a registry read
     late). ``flag`` is the CLI name when it is not ``--name-with-dashes``; ``cli``: False for options a
     config or a notebook sets but the command line does not offer. ``paper``: e.g. ``"004 §3.2"``.
+    ``metavar``: how ``--help`` shows the option's value(s) (e.g. ``"A B"``), when not Typer's default.
     """
 
     help: str
@@ -46,6 +47,7 @@ class Spec:
     paper: str | None = None
     flag: str | None = None
     cli: bool = True
+    metavar: str | None = None
 
     def names(self) -> tuple[str, ...] | None:
         if self.choices is None:
@@ -57,8 +59,12 @@ class Spec:
         return self.low is not None or self.high is not None or self.integer
 
 
+# The default of an option that has none: a config must set it, the command line requires it.
+REQUIRED = dataclasses.MISSING
+
+
 def option(default: Any, help: str, **spec: Any) -> Any:
-    """A dataclass field with ``default`` and its :class:`Spec` (keyword arguments as Spec's)."""
+    """A dataclass field with ``default`` (or :data:`REQUIRED`) and its :class:`Spec` (keyword arguments as Spec's)."""
     return field(default=default, metadata={SPEC: Spec(help, **spec)})
 
 
@@ -76,29 +82,21 @@ def flag_of(f: dataclasses.Field) -> str:
 
 
 def defaults(cls: type) -> dict[str, Any]:
-    """name -> default of every option."""
-    return {f.name: f.default for f in fields_of(cls)}
+    """name -> default of every option (required ones have none and are left out)."""
+    return {f.name: f.default for f in fields_of(cls) if f.default is not REQUIRED}
 
 
-def check(options: Any) -> None:
-    """Refuse (BadInput naming the option's flag) any option outside its range or choices."""
+def check(options: Any, spell: Callable[[dataclasses.Field], str] = flag_of) -> None:
+    """Refuse (BadInput naming the option as ``spell`` spells it: its flag, or e.g. its config key) any option
+    outside its range or choices."""
     for f in fields_of(type(options)):
         spec, value = spec_of(f), getattr(options, f.name)
         if spec.bounded:
-            check_range(flag_of(f), value, spec.low, spec.high, low_open=spec.low_open, high_open=spec.high_open,
+            check_range(spell(f), value, spec.low, spec.high, low_open=spec.low_open, high_open=spec.high_open,
                         integer=spec.integer, optional=f.default is None)
         names = spec.names()
         if names is not None and value not in names and not (value is None and f.default is None):
-            raise BadInput(None, None, f"unknown {flag_of(f).lstrip('-')} {value!r}; choose from {', '.join(names)}")
-
-
-def build(cls: type, given: dict[str, Any], where: str = "") -> Any:
-    """``cls(**given)``, refusing unknown keys with one line (``where``: the table or command that gave them)."""
-    known = {f.name for f in fields_of(cls)}
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise BadInput(None, None, f"{where}unknown option {unknown[0]!r}; accepted: {', '.join(sorted(known))}")
-    return cls(**given)
+            raise BadInput(None, None, f"unknown {spell(f).lstrip('-')} {value!r}; choose from {', '.join(names)}")
 
 
 def help_text(f: dataclasses.Field) -> str:
@@ -131,7 +129,9 @@ def cli_command(cls: type, into: str = "options") -> Callable[[Callable], Callab
         own = [p for p in signature.parameters.values() if p.name != into]
         offered = [f for f in fields_of(cls) if spec_of(f).cli]
         params = own + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
-                                          default=typer.Option(f.default, flag_of(f), help=help_text(f)))
+                                          default=typer.Option(... if f.default is REQUIRED else f.default,
+                                                               flag_of(f), help=help_text(f),
+                                                               metavar=spec_of(f).metavar))
                         for f in offered]
 
         def command(**kwargs: Any) -> Any:
@@ -142,6 +142,7 @@ def cli_command(cls: type, into: str = "options") -> Callable[[Callable], Callab
         command.__module__ = func.__module__
         command.__signature__ = signature.replace(parameters=sorted(params, key=lambda p: p.kind))
         command.__annotations__ = {p.name: p.annotation for p in params}
+        command.options_class = cls  # where each of its options is declared (tests read it)
         return command
 
     return wrap

@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,7 @@ def copy_project(tmp_path: Path) -> Path:
     return project
 
 
+@pytest.mark.slow
 def test_a_broken_link_fails_the_build(tmp_path):
     project = copy_project(tmp_path)
     assert build(project, tmp_path / "clean").returncode == 0  # the copy alone builds
@@ -43,6 +46,7 @@ def test_a_broken_link_fails_the_build(tmp_path):
     assert "no-such-page.md" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_missing_anchor_fails_the_build(tmp_path):
     project = copy_project(tmp_path)
     index = project / "docs" / "index.md"
@@ -51,6 +55,7 @@ def test_a_missing_anchor_fails_the_build(tmp_path):
     assert result.returncode != 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_page_missing_from_nav_fails_the_build(tmp_path):
     project = copy_project(tmp_path)
     (project / "docs" / "orphan.md").write_text("# Orphan\n\nIn no nav.\n")

@@ -8,7 +8,7 @@ import typer
 from typer.testing import CliRunner
 
 from bpcr.errors import BadInput
-from bpcr.options import build, check, cli_command, defaults, fields_of, help_text, option
+from bpcr.options import check, cli_command, defaults, fields_of, help_text, option
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,6 @@ def test_check_refuses_with_the_flag_and_the_range(given, message):
 def test_check_accepts_the_defaults_and_none_where_the_default_is_none():
     check(Toy())
     check(Toy(margin=2.0, steps=None, loss="b", kind="y"))
-
-
-def test_build_refuses_an_unknown_key():
-    with pytest.raises(BadInput, match="unknown option 'margn'; accepted: hidden, kind, loss, margin, steps"):
-        build(Toy, {"margn": 1})
-    assert build(Toy, {"margin": 1.5}).margin == 1.5
 
 
 def test_help_text_says_the_range_choices_and_paper():

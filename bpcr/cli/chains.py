@@ -8,6 +8,7 @@ import typer
 
 from bpcr.cli.options import app
 from bpcr.options import cli_command
+from bpcr.pipeline.sweep import MAX_POINTS
 from bpcr.ranges import SEED_MAX
 from bpcr.training.options import TrainOptions
 
@@ -56,13 +57,16 @@ def sweep_command(
     grid: List[str] = typer.Option(..., "--grid", help="STAGE.KEY=V1,V2,... or STAGE.NAME.KEY=V1,V2,... (repeatable: the product of the axes). List the current default first: ties go to the earlier point."),
     run: Optional[str] = typer.Option(None, "--run", help="The run the choice is made on (default: the config's last run)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the chosen config (default WORK/sweep/chosen.toml)."),
-    split_seed: int = typer.Option(0, "--split-seed", min=0, max=SEED_MAX, help="Seed of the public/private split (as `bpcr score`)."),
-    public_share: float = typer.Option(0.5, "--public-share", min=0.0, max=1.0, help="Share of queries in the public half, in (0, 1)."),
+    split_seed: Optional[int] = typer.Option(None, "--split-seed", min=0, max=SEED_MAX, help="Seed of the public/private split (as `bpcr score`). Default: the config's [score] split_seed (0 when it sets none); one that differs from it is refused."),
+    public_share: Optional[float] = typer.Option(None, "--public-share", min=0.0, max=1.0, help="Share of queries in the public half, in (0, 1). Default: the config's [score] public_share (0.5 when it sets none)."),
+    max_points: int = typer.Option(MAX_POINTS, "--max-points", min=1, help="Refuse a grid of more points than this (each point is a whole pipeline run); counted before anything is written."),
 ) -> None:
     """Run a config over a grid of options and choose on the public half of the queries.
 
     Every point's public, private and all-queries mAP@7 goes into one table
-    (WORK/sweep/sweep.md); the private half is reported, never chosen on.
+    (WORK/sweep/sweep.md); the private half is reported, never chosen on. The
+    chosen config records the queries it was chosen on ([score] chosen_on), so
+    its leaderboard stars the figures that hold them.
 
     Example: bpcr sweep configs/demo.toml --grid rerank.fused-sift.max_keypoints=250,500,1000 --run fused-sift
     """
@@ -70,7 +74,7 @@ def sweep_command(
     from bpcr.pipeline.sweep import sweep
 
     show_sweep(sweep(config, grid, target=run, config_out=out, split_seed=split_seed, public_share=public_share,
-                     log=pipeline_log, progress=rich_progress))
+                     max_points=max_points, log=pipeline_log, progress=rich_progress))
 
 
 @app.command("train", rich_help_panel="Pipeline")

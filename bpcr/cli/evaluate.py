@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import typer
 
 from bpcr.errors import BadInput
-from bpcr.ranges import REPORT_LIMIT_MAX, RESAMPLES_MAX, SEED_MAX, THUMB_MAX, THUMB_MIN
-from bpcr.cli.options import VARIANTS, app, choices
+from bpcr.evaluation.options import ReportOptions, ScoreOptions
+from bpcr.options import cli_command
+from bpcr.cli.options import app
 
 
 @app.command(rich_help_panel="Evaluate")
+@cli_command(ScoreOptions)
 def score(
     runs: List[Path] = typer.Argument(..., help="Run files (NAME.csv / NAME.trec / NAME.json) or folders of runs."),
     gt: Path = typer.Option(..., "--gt", help="Ground truth in the challenge format."),
@@ -22,12 +24,7 @@ def score(
     per_query: Optional[Path] = typer.Option(None, "--per-query", help="Write per-query AP rows: run,query_id,ap."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the leaderboard as CSV (every figure unrounded)."),
     latex_out: Optional[Path] = typer.Option(None, "--latex", help="Write the leaderboard as a LaTeX booktabs table, significance against the baseline marked."),
-    variant: str = typer.Option("challenge", "--variant", help=f"Headline metric, one of {choices(VARIANTS)}: challenge is the default; the others are variants printed in papers."),
-    strict: bool = typer.Option(False, "--strict", help="Missing or unknown queries and malformed-but-tolerated lines become errors."),
-    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the bootstrap and the randomisation test."),
-    resamples: int = typer.Option(10_000, "--resamples", min=1, max=RESAMPLES_MAX, help="Bootstrap / randomisation resamples."),
-    split_seed: int = typer.Option(0, "--split-seed", min=0, max=SEED_MAX, help="Seed of the public/private split of the queries (a hash of each query ID)."),
-    public_share: float = typer.Option(0.5, "--public-share", min=0.0, max=1.0, help="Share of queries in the public half, in (0, 1)."),
+    options: ScoreOptions = ScoreOptions(),
 ) -> None:
     """Score runs with the challenge's mAP@7 and write leaderboard.md.
 
@@ -42,9 +39,8 @@ def score(
 
     board = None if no_leaderboard else leaderboard
     check_outputs(board, json_out, per_query, csv_out=csv_out, latex_out=latex_out)  # before any run is read
-    scores = score_runs(runs, gt, baseline=baseline, strict=strict, seed=seed, n_resamples=resamples, variant=variant,
-                        split_seed=split_seed, public_share=public_share)
-    show_scores(scores, variant, gt.name)
+    scores = score_runs(runs, gt, options, baseline=baseline)
+    show_scores(scores, options.variant, gt.name)
     written = write_outputs(scores, gt, board, json_out, per_query, csv_out=csv_out, latex_out=latex_out)
     show_written(f"{kind}: {path}" for kind, path in written.items())
 
@@ -82,17 +78,14 @@ def check(
 
 
 @app.command(rich_help_panel="Evaluate")
+@cli_command(ReportOptions)
 def report(
     runs: List[Path] = typer.Argument(..., help="Run files (NAME.csv / NAME.trec / NAME.json) or folders of runs."),
     gt: Path = typer.Option(..., "--gt", help="Ground truth in the challenge format."),
     out: Path = typer.Option(..., "--out", help="Folder to write: index.html, leaderboard.svg, report.json and thumbs/ (a report folder there is replaced)."),
     manifest_db: Optional[Path] = typer.Option(None, "--manifest-db", help="Database manifest from `bpcr prepare` (database.csv). Default: the one a run's JSON names (a re-ranked run's does); required otherwise."),
     manifest_queries: Optional[Path] = typer.Option(None, "--manifest-queries", help="Query manifest (default: queries.csv beside --manifest-db, else the one a run's JSON names)."),
-    diff: Optional[Tuple[str, str]] = typer.Option(None, "--diff", metavar="A B", help="Show the queries where run B's AP@7 differs from run A's, by AP(B) - AP(A): largest gain first, largest loss last."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, max=REPORT_LIMIT_MAX, help="Show only the first N queries (with --diff: the N largest changes). Default: all."),
-    thumb: int = typer.Option(128, "--thumb", min=THUMB_MIN, max=THUMB_MAX, help="Thumbnail size in pixels (longest side)."),
-    split_seed: int = typer.Option(0, "--split-seed", min=0, max=SEED_MAX, help="Seed of the public/private split, as given to `bpcr score`."),
-    public_share: float = typer.Option(0.5, "--public-share", min=0.0, max=1.0, help="Share of queries in the public half, in (0, 1), as given to `bpcr score`."),
+    options: ReportOptions = ReportOptions(),
 ) -> None:
     """Write a per-query visual report of runs: a self-contained HTML page to open or zip and share.
 
@@ -106,7 +99,6 @@ def report(
     from bpcr.cli.display import rich_progress, show_report
     from bpcr.evaluation.report import write_report
 
-    result = write_report(runs, gt, out, db_manifest=manifest_db, query_manifest=manifest_queries,
-                          diff=tuple(diff) if diff else None, limit=limit, thumb=thumb, split_seed=split_seed,
-                          public_share=public_share, progress=rich_progress)
+    result = write_report(runs, gt, out, options, db_manifest=manifest_db, query_manifest=manifest_queries,
+                          progress=rich_progress)
     show_report(result)

@@ -9,6 +9,10 @@ import typer
 from bpcr import __version__
 from bpcr.errors import BadInput
 from bpcr.ranges import check_weights
+# The run fusions, normalisers, rank scores (bpcr ensemble) and metric variants (bpcr score), beside their options.
+from bpcr.evaluation.options import NORMALISERS, RANK_SCORES, RUN_FUSIONS, VARIANTS  # noqa: F401 - lists of choices
+from bpcr.retrieval.options import DISTANCES, KINDS as INDEX_KINDS, SIMILARITY_FUSIONS  # noqa: F401 - lists of choices
+from bpcr.reranking.options import MATCHERS, SCORERS  # noqa: F401 - lists of choices (bpcr rerank)
 
 app = typer.Typer(
     name="bpcr",
@@ -75,22 +79,29 @@ def parse_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def parse_method_options(items: Sequence[str]) -> dict[str, Any]:
+    """``["strength=0.5", "mode=soft"]`` -> {"strength": 0.5, "mode": "soft"}: a plugin refine method's options
+    (``--method-option``); values read as JSON, else text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(None, None, f"--method-option must look like KEY=VALUE (e.g. strength=0.5), got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 
 # The CLI's lists of choices, spelled here so that `bpcr --help` stays fast (no torch or faiss
-# import); tests/test_cli.py proves each equals its registry.
+# import); tests/test_cli.py proves each equals its registry. The distances, index kinds and similarity
+# fusions are imported above from bpcr.retrieval.options, beside the options that offer them.
 POOLINGS = ("mac", "spoc", "gem", "rmac", "ramac", "grmac", "vamac", "grmaac", "srmac")  # bpcr.features.pooling.POOLINGS
-DISTANCES = ("cosine", "l2", "l1")  # bpcr.retrieval.distances.DISTANCES
-INDEX_KINDS = ("flat", "ivf", "hnsw")  # bpcr.retrieval.index.KINDS
-SIMILARITY_FUSIONS = ("sum", "product")  # bpcr.retrieval.fusion.SIMILARITY_FUSIONS
-RUN_FUSIONS = ("rrf", "borda", "combsum", "combmnz")  # bpcr.retrieval.fusion.RUN_FUSIONS
-NORMALISERS = ("minmax", "zscore")  # bpcr.retrieval.fusion.NORMALISERS
-RANK_SCORES = ("linear", "reciprocal")  # bpcr.retrieval.fusion.RANK_SCORES
 REFINE_MODES = ("fill", "rerank-union")  # bpcr.postretrieval.refine.MODES
 REFINE_METHODS = ("text", "aqe", "alpha-qe", "qe-2020", "kreciprocal", "diffusion", "dupgroup")  # bpcr.postretrieval.refine.METHODS
 DUP_BY = ("image", "text", "both", "either")  # bpcr.postretrieval.dupgroup.DUP_BY_CHOICES
-SCORERS = ("matches", "inliers", "blend")  # bpcr.reranking.order.SCORERS
-MATCHERS = ("flann", "bf")  # bpcr.reranking.sift.MATCHERS
-VARIANTS = ("challenge", "nrel", "cutoff-mean")  # bpcr.evaluation.metrics.VARIANTS
 
 
 def choices(names: tuple[str, ...]) -> str:

@@ -174,9 +174,46 @@ def generate_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors
     out = Path(out)
     images, picks = _plan(seed, n_products, n_distractors, n_queries)
     db_ids, query_ids, rotated = _identities(seed, len(images), n_queries)
-
     database_dir, queries_dir = out / "database", out / "queries"
-    names = {f"{db_ids[i]}{MESSY_KINDS[im.messy][0] if im.messy else '.jpg'}" for i, im in enumerate(images)}
+    _check_folders(database_dir, queries_dir, images, db_ids, query_ids)
+    specs = _Specs(seed)
+    tasks = [(im.role, seed, i, str(database_dir / f"{db_ids[i]}{_extension(im)}"), specs[im.product], im.messy)
+             for i, im in enumerate(images)]
+    tasks += [("query", seed, i, str(queries_dir / f"{query_ids[i]}.jpg"), specs[product], rotated.get(i))
+              for i, product in enumerate(picks)]
+    sizes = _render_all(tasks, workers)
+    missing = _write_descriptions(out / "descriptions.csv", seed, images, db_ids, specs)
+    gt = _relevant(images, picks, db_ids, query_ids)
+    if gt:
+        with atomic_path(out / "ground_truth.csv") as tmp:
+            write_ground_truth(tmp, gt)
+
+    messy_ids = {db_ids[i]: im.messy for i, im in enumerate(images) if im.messy}
+    n_db = len(images)
+    on_disk = sum(sizes) + sum(p.stat().st_size for p in (out / "descriptions.csv", out / "ground_truth.csv")
+                               if p.exists())
+    return DemoSummary(
+        out=out, database_dir=database_dir, queries_dir=queries_dir, descriptions_csv=out / "descriptions.csv",
+        ground_truth_csv=out / "ground_truth.csv", seed=seed, n_products=n_products, n_database=n_db,
+        n_target_images=sum(im.role == "shop" for im in images),
+        n_distractor_images=sum(im.role != "shop" for im in images),
+        n_hard_negative_images=sum(im.sibling for im in images), n_queries=n_queries,
+        exif_rotated_queries=tuple(sorted(query_ids[i] for i in rotated)),
+        messy=dict(sorted(messy_ids.items())),
+        unusable=tuple(sorted(i for i, k in messy_ids.items() if not MESSY_KINDS[k][1])),
+        missing_descriptions=tuple(sorted(db_ids[i] for i in missing)),
+        bytes_on_disk=on_disk, seconds=time.perf_counter() - started,
+    )
+
+
+def _extension(im: "_Image") -> str:
+    return MESSY_KINDS[im.messy][0] if im.messy else ".jpg"
+
+
+def _check_folders(database_dir: Path, queries_dir: Path, images: list, db_ids: list[str],
+                   query_ids: list[str]) -> None:
+    """Create the two image folders; refuse one holding files of another dataset rather than mix them."""
+    names = {f"{db_ids[i]}{_extension(im)}" for i, im in enumerate(images)}
     query_names = {f"{q}.jpg" for q in query_ids}
     for folder, expected in ((database_dir, names), (queries_dir, query_names)):
         if folder.is_dir():
@@ -186,31 +223,32 @@ def generate_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors
                                                         "generate the demo into an empty folder")
         folder.mkdir(parents=True, exist_ok=True)
 
-    specs: dict[tuple[int, int], dict] = {}
 
-    def spec_of(key: tuple[int, int]) -> dict:
-        if key not in specs:
-            specs[key] = product_spec(seed, *key)
-        return specs[key]
+class _Specs(dict):
+    """(family, member) -> its product spec, drawn once per generation."""
 
-    tasks = []
-    for i, im in enumerate(images):
-        ext = MESSY_KINDS[im.messy][0] if im.messy else ".jpg"
-        kind = {"shop": "shop", "distractor": "distractor", "messy": "messy"}[im.role]
-        tasks.append((kind, seed, i, str(database_dir / f"{db_ids[i]}{ext}"), spec_of(im.product), im.messy))
-    for i, product in enumerate(picks):
-        tasks.append(("query", seed, i, str(queries_dir / f"{query_ids[i]}.jpg"), spec_of(product), rotated.get(i)))
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
 
+    def __missing__(self, key: tuple[int, int]) -> dict:
+        self[key] = product_spec(self.seed, *key)
+        return self[key]
+
+
+def _render_all(tasks: list[tuple], workers: int | None) -> list[int]:
+    """Render every image task (in worker processes when there are several); each file's size in bytes."""
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = max(1, min(workers or available, 32))
     if workers == 1 or len(tasks) < 8:
-        sizes = [_render(t) for t in tasks]
-    else:
-        # spawn, not fork: the caller may already hold threads (torch, BLAS) that fork would copy mid-lock
-        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-            sizes = list(pool.imap(_render, tasks, chunksize=8))
+        return [_render(t) for t in tasks]
+    # spawn, not fork: the caller may already hold threads (torch, BLAS) that fork would copy mid-lock
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        return list(pool.imap(_render, tasks, chunksize=8))
 
-    # descriptions: one row per database image except a few, sorted by ID
+
+def _write_descriptions(path: Path, seed: int, images: list, db_ids: list[str], specs: "_Specs") -> set[int]:
+    """descriptions.csv: one row per database image except a few, sorted by ID; returns the rows left out."""
     text_rng = seeded_rng(seed, STREAM_TEXT)
     n_db = len(images)
     n_lang = max(1, int(round(n_db * NON_ENGLISH_SHARE))) if n_db >= 10 else 0
@@ -228,30 +266,10 @@ def generate_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors
             continue
         r = seeded_rng(seed, STREAM_TEXT, i)
         lang = foreign.get(i, "en")
-        rows.append((db_ids[i], "" if i in empty else describe_listing(spec_of(im.product), r, lang, i == comma)))
+        rows.append((db_ids[i], "" if i in empty else describe_listing(specs[im.product], r, lang, i == comma)))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["id", "description"])
     writer.writerows(sorted(rows))
-    write_text_atomic(out / "descriptions.csv", buffer.getvalue())
-
-    gt = _relevant(images, picks, db_ids, query_ids)
-    if gt:
-        with atomic_path(out / "ground_truth.csv") as tmp:
-            write_ground_truth(tmp, gt)
-
-    messy_ids = {db_ids[i]: im.messy for i, im in enumerate(images) if im.messy}
-    on_disk = sum(sizes) + sum(p.stat().st_size for p in (out / "descriptions.csv", out / "ground_truth.csv")
-                               if p.exists())
-    return DemoSummary(
-        out=out, database_dir=database_dir, queries_dir=queries_dir, descriptions_csv=out / "descriptions.csv",
-        ground_truth_csv=out / "ground_truth.csv", seed=seed, n_products=n_products, n_database=n_db,
-        n_target_images=sum(im.role == "shop" for im in images),
-        n_distractor_images=sum(im.role != "shop" for im in images),
-        n_hard_negative_images=sum(im.sibling for im in images), n_queries=n_queries,
-        exif_rotated_queries=tuple(sorted(query_ids[i] for i in rotated)),
-        messy=dict(sorted(messy_ids.items())),
-        unusable=tuple(sorted(i for i, k in messy_ids.items() if not MESSY_KINDS[k][1])),
-        missing_descriptions=tuple(sorted(db_ids[i] for i in missing)),
-        bytes_on_disk=on_disk, seconds=time.perf_counter() - started,
-    )
+    write_text_atomic(path, buffer.getvalue())
+    return missing

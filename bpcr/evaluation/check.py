@@ -82,7 +82,38 @@ def check_submission(path: str | Path, db_manifest: str | Path, query_manifest: 
         absent = sorted(query_ids - set(seen))
         if absent:
             report.errors.append((None, f"{len(absent)} queries of the query set missing, e.g. {absent[0]!r}"))
+    if report.ok:
+        _check_run_group(report, path)
     return report
+
+
+def _check_run_group(report: CheckReport, path: Path) -> None:
+    """A run's ``NAME.csv`` against the rest of its group: a write cut short, or files of two writes.
+
+    The group (``.csv``, ``.trec``, ``.json``) is committed by its journal (:mod:`bpcr.io.fileio`): while
+    ``.bpcr-journal.json`` is in the folder the files may be a mix, until a bpcr reader completes it.
+    """
+    from bpcr.io.fileio import JOURNAL
+    from bpcr.io.runs import SUBMISSION_DEPTH, read_submission, read_trec
+
+    if (path.parent / JOURNAL).exists():
+        report.errors.append((None, f"a write of this folder's runs was cut short ({JOURNAL} is here): these files "
+                                    "may come from two writes; any bpcr command that reads the run completes it"))
+        return
+    trec = path.with_suffix(".trec")
+    if path.suffix != ".csv" or not exists_as_input(trec):
+        return
+    try:
+        ranked, _ = read_trec(trec)
+    except BadInput as exc:
+        report.errors.append((None, f"{trec.name}, beside it, is unreadable: {exc.reason}"))
+        return
+    answers = read_submission(path)
+    for query in sorted(set(answers) | set(ranked)):
+        if answers.get(query) != ranked.get(query, [])[:SUBMISSION_DEPTH]:
+            report.errors.append((None, f"{trec.name}, beside it, answers query {query!r} otherwise: the two "
+                                        "files are not of one run (a write cut short, or one file replaced)"))
+            return
 
 
 def _check_line(report: CheckReport, number: int, line: str, seen: dict[str, int], previous: str | None,

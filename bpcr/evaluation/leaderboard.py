@@ -9,14 +9,17 @@ to refuse a bad target early).
 from __future__ import annotations
 
 import csv
+import html
 import io
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
 from bpcr.errors import BadInput
 from bpcr.io.fileio import json_text, write_group
 from bpcr.io.folders import check_output_file
+from bpcr.io.textio import inert_cell
 from bpcr.evaluation.score import HalfScore, RunScore
 
 
@@ -25,7 +28,18 @@ def _f(value: float | None, digits: int = 4) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """User-derived text (a run's method, a choice's description) in a table cell or a line: on one line, its
+    pipes escaped, and ``<``, ``>``, ``&`` as entities, so no file name or provenance becomes markup."""
+    return html.escape(text.replace("\n", " "), quote=False).replace("|", "\\|")
+
+
+def _code(text: str, in_table: bool = True) -> str:
+    """User-derived text (a run or file name) as a Markdown code span that holds it whatever it contains: the
+    fence is one backtick longer than its longest run of backticks (CommonMark), and HTML inside stays text."""
+    text = text.replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text.replace('|', chr(92) + '|') if in_table else text}{pad}{fence}"
 
 
 def _half(s: RunScore, half: str) -> HalfScore:
@@ -51,12 +65,14 @@ def render_leaderboard(scores: Sequence[RunScore], gt_name: str, chart: str | No
         how = (f" Queries are split into a public half ({n_public}) and a private half ({n_private}) by a seeded hash "
                f"of their IDs (seed {split.seed}, public share {split.public_share}): choices are tuned on the "
                "public half only, runs are ranked by their private mAP@7, and comparisons with a baseline are made "
-               "on the private half. `*` marks an in-sample figure: the run's choices were tuned on some of those "
-               "queries.")
+               "on the private half. `*` marks an in-sample figure: it holds queries that a choice the run depends "
+               "on was made on (weights tuned by `ensemble --tune-on`, settings chosen by `bpcr sweep`, or a "
+               "default fixed in the code from a benchmark; in the run or a run it was derived from), listed "
+               "below the table.")
     lines = [
         "# Leaderboard",
         "",
-        f"Ground truth: `{gt_name}` ({n} queries). mAP@7 is the challenge definition; "
+        f"Ground truth: {_code(gt_name, in_table=False)} ({n} queries). mAP@7 is the challenge definition; "
         "the interval is a seeded 95% bootstrap over queries. Against a baseline: share of queries whose AP "
         "improved / impaired, and a paired randomisation test (p with the +1 correction, Holm-adjusted)." + how +
         " P@1, hit@7 and top-k accuracy are over all queries.",
@@ -74,17 +90,34 @@ def render_leaderboard(scores: Sequence[RunScore], gt_name: str, chart: str | No
         private, public = _half(s, "private"), _half(s, "public")
         lines.append(
             "| " + " | ".join([
-                str(rank), f"`{_cell(s.name)}`", _marked(private.map7, private.in_sample), _interval(private.ci95),
+                str(rank), _code(s.name), _marked(private.map7, private.in_sample), _interval(private.ci95),
                 _marked(public.map7, public.in_sample), _marked(s.map7, s.in_sample), _interval(s.ci95),
                 _f(s.p_at_1), _f(s.hit_at_7), _f(s.top_k.get(20)), _f(s.top_k.get(100)),
-                f"`{_cell(c.baseline)}`" if c else "—",
+                _code(c.baseline) if c else "—",
                 f"{c.delta:+.4f}" if c else "—",
                 f"{c.improved:.0%} / {c.impaired:.0%}" if c else "—",
                 f"{c.p_holm:.4f}" if c else "—",
                 _cell(s.summary) or "—",
             ]) + " |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _in_sample_notes(scores)) + "\n"
+
+
+def _in_sample_notes(scores: Sequence[RunScore]) -> list[str]:
+    """Below the table: each starred run and the choices on queries that star it."""
+    notes = []
+    for s in scores:
+        reached = [c for c in s.choices if c.query_ids & set(s.per_query)]
+        if not reached or not s.in_sample:
+            continue
+        starred = ", ".join([h for h in ("private", "public") if _half(s, h).in_sample] + ["all"])
+        parts = []
+        for c in reached:
+            n = len(c.query_ids & set(s.per_query))
+            source = f" (in its input {_code(c.source, in_table=False)})" if c.source else ""
+            parts.append(f"{_cell(c.what)}{source}, by {_code(c.by, in_table=False)}: {n} of the scored queries")
+        notes.append(f"- {_code(s.name, in_table=False)} (in-sample: {starred}): " + "; ".join(parts))
+    return ["", "In-sample figures (`*`), and the choices that make them so:", ""] + notes if notes else []
 
 
 def scores_json(scores: Sequence[RunScore]) -> dict:
@@ -96,6 +129,7 @@ def scores_json(scores: Sequence[RunScore]) -> dict:
             "ci95": [s.ci95[0], s.ci95[1]],
             "variants": s.variants, "top_k": {str(k): v for k, v in s.top_k.items()},
             "missing_queries": s.missing, "unknown_queries": s.unknown, "in_sample": s.in_sample,
+            "chosen_on": [c.describe(s.per_query) for c in s.choices],
         }
         for half, h in s.halves.items():
             entry[half] = {"map7": h.map7, "n_queries": h.n_queries,
@@ -104,6 +138,8 @@ def scores_json(scores: Sequence[RunScore]) -> dict:
             c = s.comparison
             entry["vs_baseline"] = {"baseline": c.baseline, "delta": c.delta, "improved": c.improved,
                                     "impaired": c.impaired, "p_value": c.p_value, "p_holm": c.p_holm}
+        if s.variant_plugin:  # a plugin's headline variant: which one, from which distribution and version
+            entry["variant_plugin"] = s.variant_plugin
         runs[s.name] = entry
     split = next((s.split for s in scores if s.split is not None), None)
     return {"runs": runs, "split": None if split is None else split.describe()}
@@ -123,11 +159,11 @@ def leaderboard_csv(scores: Sequence[RunScore]) -> str:
     for rank, s in enumerate(scores, start=1):
         private, public, c = _half(s, "private"), _half(s, "public"), s.comparison
         writer.writerow([
-            rank, s.name, _raw(private.map7), *(_raw(v) for v in (private.ci95 or (None, None))),
+            rank, inert_cell(s.name), _raw(private.map7), *(_raw(v) for v in (private.ci95 or (None, None))),
             private.in_sample, _raw(public.map7), public.in_sample, _raw(s.map7), _raw(s.ci95[0]), _raw(s.ci95[1]),
             s.in_sample, _raw(s.p_at_1), _raw(s.hit_at_7), _raw(s.top_k.get(20)), _raw(s.top_k.get(100)),
-            s.n_queries, c.baseline if c else "", _raw(c.delta if c else None), _raw(c.improved if c else None),
-            _raw(c.impaired if c else None), _raw(c.p_holm if c else None), s.summary,
+            s.n_queries, inert_cell(c.baseline) if c else "", _raw(c.delta if c else None), _raw(c.improved if c else None),
+            _raw(c.impaired if c else None), _raw(c.p_holm if c else None), inert_cell(s.summary),
         ])
     return buf.getvalue()
 

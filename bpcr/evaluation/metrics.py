@@ -8,15 +8,28 @@ submitted list p_1..p_k:
 - AP@k   = sum_i P(i) rel(i) / min(|G(q)|, k).
 
 Papers print other forms: 000 eq 10 drops rel(k), 002 eq A1 and 003 eq 16-18
-differ again (seeds/README.md). Two of them are offered by name, never by
-default: ``nrel`` (denominator |G(q)|) and ``cutoff-mean`` (mean over n = 1..k
-of AP@n with denominator |G(q)|).
+differ again (seeds/README.md). Three of them are offered by name, never by
+default, so a team can set its number beside a paper's:
+
+- ``nrel``: denominator |G(q)| (trec_eval's ``map_cut``, ranx's ``map@k``);
+- ``cutoff-mean``: the mean over n = 1..k of AP@n with denominator |G(q)|;
+- ``hits``: denominator the number of relevant images found in the top k,
+  sum_i P(i) rel(i) / sum_i rel(i), and 0 when none is found (the
+  normalisation several teams' published scorers used; it is also
+  scikit-learn's ``average_precision_score`` of the top k alone). It never
+  penalises a relevant image left out of the list: a query with one hit at
+  rank 1 and five relevant images missed scores 1.
+
+A team's own variant registers in the entry-point group ``bpcr.metric_variants``
+(:func:`plugin_variant`) and is then named as these are.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
-VARIANTS = ("challenge", "nrel", "cutoff-mean")
+from bpcr import plugins
+
+VARIANTS = ("challenge", "nrel", "cutoff-mean", "hits")
 
 
 def _precision_sum(ranked: Sequence[str], relevant: set[str], k: int) -> tuple[float, int]:
@@ -48,7 +61,26 @@ def ap_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int = 7, variant:
         return total / len(relevant)
     if variant == "cutoff-mean":
         return sum(_precision_sum(ranked, relevant, n)[0] for n in range(1, k + 1)) / (k * len(relevant))
+    if variant == "hits":
+        total, hits = _precision_sum(ranked, relevant, k)
+        return total / hits if hits else 0.0
+    plugin = plugin_variant(variant)
+    if plugin is not None:
+        return float(plugin(ranked, relevant, k))
     raise ValueError(f"unknown metric variant {variant!r}; choose from {', '.join(VARIANTS)}")
+
+
+def plugin_variant(name: str) -> Callable[[Sequence[str], set[str], int], float] | None:
+    """Plugin metric variant ``name`` of the entry-point group ``bpcr.metric_variants`` (:mod:`bpcr.plugins`,
+    docs/plugins.md), a function ``f(ranked, relevant, k) -> float`` called as the built-ins' rule is (``relevant``
+    a non-empty set, ``ranked`` best first); None when no plugin has that name. A plugin named as a built-in is
+    refused (BadInput)."""
+    return plugins.get(plugins.METRIC_VARIANTS, name, VARIANTS)
+
+
+def variant_provenance(name: str) -> dict[str, str] | None:
+    """What a scores JSON records of a plugin variant (:func:`bpcr.plugins.provenance`); None for a built-in."""
+    return None if name in VARIANTS else plugins.provenance(plugins.METRIC_VARIANTS, name)
 
 
 def per_query_ap(

@@ -6,6 +6,11 @@ relevant database images, and each run's AP@7. At the top: each run's mAP@7 on
 the private half, the public half and all queries (``bpcr.evaluation.score``) and the
 leaderboard chart (``bpcr.evaluation.chart``).
 
+Which queries: those of one half of the leaderboard's split (``half``: public by
+default, private or all), so that reading queries one by one, and fixing what
+they show, never looks at the private half the leaderboard ranks by unless asked;
+the page and ``report.json`` say which half is shown.
+
 Order of the queries:
 
 - default: worst first, by the mean AP@7 over the runs, ties by query ID;
@@ -19,7 +24,8 @@ The folder holds ``index.html``, ``leaderboard.svg``, ``report.json`` (what
 was shown, from which inputs) and ``thumbs/`` (small JPEGs), so it can be
 zipped and opened anywhere: plain HTML and CSS, no script, nothing fetched.
 It is built beside ``out`` and swapped into place whole (``bpcr.io.folders``),
-and the same inputs always give the same bytes.
+and the same inputs always give the same bytes. The options (``diff``, ``limit``,
+``thumb``, ``half``, the split) are declared once, in :class:`bpcr.evaluation.options.ReportOptions`.
 """
 from __future__ import annotations
 
@@ -33,16 +39,16 @@ from bpcr import __version__
 from bpcr.evaluation.chart import chart_svg
 from bpcr.errors import BadInput
 from bpcr.io.fileio import json_text
-from bpcr.io.folders import REPORT, check_output_folder, replace_dir
+from bpcr.io.folders import REPORT, check_output_folder, replace_dir, writing_dir
 from bpcr.dataset.gt import read_ground_truth
 from bpcr.dataset.images import ImageError, load_rgb
 from bpcr.dataset.manifest import Manifest, read_manifest
 from bpcr.evaluation.metrics import ap_at_k
+from bpcr.evaluation.options import ReportOptions, ScoreOptions
+from bpcr.options import check
 from bpcr.progress import Progress, start
-from bpcr.ranges import REPORT_LIMIT_MAX, THUMB_MAX, THUMB_MIN, check_range
 from bpcr.io.runs import Run, expand_run_paths, load_run
 from bpcr.evaluation.score import AP_TOLERANCE, RunScore, score_runs
-from bpcr.evaluation.split import DEFAULT_PUBLIC_SHARE, DEFAULT_SEED
 
 FORMAT = "bpcr-report/1"
 DEPTH = 7
@@ -131,60 +137,100 @@ def order_queries(ap: Mapping[str, Mapping[str, float]], runs: Sequence[str], di
 
 
 def write_report(run_paths: Sequence[str | Path], gt_path: str | Path, out: str | Path,
-                 db_manifest: str | Path | None = None, query_manifest: str | Path | None = None,
-                 diff: tuple[str, str] | None = None, limit: int | None = None, thumb: int = 128,
-                 split_seed: int = DEFAULT_SEED, public_share: float = DEFAULT_PUBLIC_SHARE,
-                 progress: Progress | None = None) -> ReportResult:
-    """Write the report of ``run_paths`` (files or folders of runs) against ``gt_path`` into the folder ``out``."""
-    check_range("--thumb", thumb, THUMB_MIN, THUMB_MAX, integer=True)
-    check_range("--limit", limit, 1, REPORT_LIMIT_MAX, integer=True, optional=True)
+                 options: ReportOptions = ReportOptions(), *, db_manifest: str | Path | None = None,
+                 query_manifest: str | Path | None = None, progress: Progress | None = None,
+                 chosen_on: Sequence[Mapping] = ()) -> ReportResult:
+    """Write the report of ``run_paths`` (files or folders of runs) against ``gt_path`` into the folder ``out``.
+
+    ``options``: :class:`ReportOptions`, declared in :mod:`bpcr.evaluation.options`. The manifests are found
+    as :func:`find_manifests` says when not given. ``chosen_on``: as :func:`bpcr.evaluation.score.score_runs`
+    takes it (a config's ``[score] chosen_on``), so the page stars what the leaderboard stars.
+    """
+    check(options)
     out = check_output_folder(out, "--out", REPORT)  # before any work: only a report folder is replaced
-    scores = score_runs(run_paths, gt_path, split_seed=split_seed, public_share=public_share)
+    scores = score_runs(run_paths, gt_path, ScoreOptions(split_seed=options.split_seed,
+                                                         public_share=options.public_share), chosen_on=chosen_on)
     gt = read_ground_truth(gt_path)
     by_name = {run.name: run for run in (load_run(stem, exact_depth=True) for stem in expand_run_paths(run_paths))}
-    names = [s.name for s in scores]  # the leaderboard's order
-    if diff is not None:
-        for name in diff:
-            if name not in by_name:
-                raise BadInput(None, None, f"--diff {name!r} is not one of the runs reported: {', '.join(names)}")
-        if diff[0] == diff[1]:
-            raise BadInput(None, None, f"--diff needs two different runs, got {diff[0]!r} twice")
-        names = [*diff, *(n for n in names if n not in diff)]
+    names = _run_order([s.name for s in scores], by_name, options.diff)
     db_path, query_path = find_manifests([by_name[n] for n in sorted(by_name)], db_manifest, query_manifest)
-    db, queries = read_manifest(db_path), read_manifest(query_path)
+    manifests = {"d": read_manifest(db_path), "q": read_manifest(query_path)}
     tops = {n: by_name[n].top(DEPTH) for n in names}
-    ap = {n: {q: ap_at_k(tops[n].get(q, []), gt[q], DEPTH) for q in gt} for n in names}
-    shown, order = order_queries(ap, names, diff, limit)
+    half_ids = scores[0].split.half(gt, options.half)  # the leaderboard's split: score_runs made it
+    ap = {n: {q: ap_at_k(tops[n].get(q, []), gt[q], DEPTH) for q in half_ids} for n in names}
+    shown, order = order_queries(ap, names, options.diff, options.limit)
+    which = _half_words(options.half, len(half_ids), len(gt), scores[0].split)
+    record = {"format": FORMAT, "bpcr_version": __version__, "runs": names, "ground_truth": str(gt_path),
+              "manifests": {"database": str(db_path), "queries": str(query_path)}, "order": order,
+              "diff": list(options.diff) if options.diff else None, "limit": options.limit, "thumb": options.thumb,
+              "split": scores[0].split.describe() if scores[0].split else None,
+              "half": options.half, "n_half": len(half_ids), "queries_shown": shown, "n_queries": len(gt)}
 
-    tmp = out.with_name(f".{out.name}.writing")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "thumbs").mkdir(parents=True)
-    try:
-        query_ids = sorted(shown)
-        db_ids = sorted({d for q in shown for d in [*gt[q][:DEPTH], *(x for n in names for x in tops[n].get(q, []))]})
-        images = {"q": _thumbnails(query_ids, queries, "q", tmp, thumb, progress),
-                  "d": _thumbnails(db_ids, db, "d", tmp, thumb, progress)}
-        missing = sum(image.file is None for kind in images.values() for image in kind.values())
-        (tmp / "leaderboard.svg").write_bytes(chart_svg(scores))
-        page = _page(scores, names, gt, Path(gt_path).name, tops, ap, shown, order, images, diff, thumb)
-        (tmp / "index.html").write_text(page, encoding="utf-8", newline="\n")
-        record = {"format": FORMAT, "bpcr_version": __version__, "runs": names, "ground_truth": str(gt_path),
-                  "manifests": {"database": str(db_path), "queries": str(query_path)}, "order": order,
-                  "diff": list(diff) if diff else None, "limit": limit, "thumb": thumb,
-                  "split": scores[0].split.describe() if scores[0].split else None,
-                  "queries_shown": shown, "n_queries": len(gt)}
-        (tmp / "report.json").write_text(json_text(record), encoding="utf-8", newline="\n")
-        replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    def write(folder: Path) -> dict[str, dict[str, _Image]]:
+        images = _all_thumbnails(shown, gt, names, tops, manifests, folder, options.thumb, progress)
+        (folder / "leaderboard.svg").write_bytes(chart_svg(scores))
+        page = _page(scores, names, gt, Path(gt_path).name, tops, ap, shown, order, images, options.diff, options.thumb,
+                     which)
+        (folder / "index.html").write_text(page, encoding="utf-8", newline="\n")
+        (folder / "report.json").write_text(json_text(record), encoding="utf-8", newline="\n")
+        return images
+
+    images = _swap_in(out, write)
+    missing = sum(image.file is None for kind in images.values() for image in kind.values())
     warnings = [w for s in scores for w in s.warnings]
     if missing:
         warnings.append(f"{missing} image{'s' if missing != 1 else ''} could not be shown (not in the manifest, "
                         "or unreadable): a labelled box in the report instead")
     n_thumbs = sum(image.file is not None for kind in images.values() for image in kind.values())
     return ReportResult(out, out / "index.html", names, len(gt), len(shown), order, n_thumbs, missing, warnings)
+
+
+def _half_words(half: str, n_half: int, n_all: int, split) -> str:
+    """What the page says of the queries it shows: which half, how many, by which split."""
+    how = f"split seed {split.seed}, public share {split.public_share}"
+    if half == "all":
+        return (f"all {n_all} queries, both halves ({how}): the private half, which the leaderboard ranks by, "
+                "is shown too")
+    words = f"the {half} half only: {n_half} of the {n_all} queries ({how})"
+    if half == "private":
+        return words + ": the queries the leaderboard ranks by; a choice made from what they show is in-sample"
+    return words + "; the private half, which the leaderboard ranks by, is not shown (--half private or all)"
+
+
+def _run_order(ranked: list[str], by_name: Mapping[str, Run], diff: tuple[str, str] | None) -> list[str]:
+    """The runs in the leaderboard's order; with ``diff`` (A, B), A and B first (both must be reported)."""
+    if diff is None:
+        return ranked
+    for name in diff:
+        if name not in by_name:
+            raise BadInput(None, None, f"--diff {name!r} is not one of the runs reported: {', '.join(ranked)}")
+    if diff[0] == diff[1]:
+        raise BadInput(None, None, f"--diff needs two different runs, got {diff[0]!r} twice")
+    return [*diff, *(n for n in ranked if n not in diff)]
+
+
+def _swap_in(out: Path, write):
+    """Run ``write(folder)`` on a folder beside ``out`` with its thumbs/, then swap it into place whole
+    (``bpcr.io.folders``); nothing is left behind on failure. Returns what ``write`` returns."""
+    tmp = writing_dir(out)
+    (tmp / "thumbs").mkdir()
+    try:
+        made = write(tmp)
+        replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return made
+
+
+def _all_thumbnails(shown: Sequence[str], gt: Mapping[str, list[str]], names: Sequence[str],
+                    tops: Mapping[str, Mapping[str, list[str]]], manifests: Mapping[str, Manifest], folder: Path,
+                    size: int, progress: Progress | None) -> dict[str, dict[str, _Image]]:
+    """Thumbnails of the queries shown ("q") and of every database image their rows show ("d")."""
+    query_ids = sorted(shown)
+    db_ids = sorted({d for q in shown for d in [*gt[q][:DEPTH], *(x for n in names for x in tops[n].get(q, []))]})
+    return {"q": _thumbnails(query_ids, manifests["q"], "q", folder, size, progress),
+            "d": _thumbnails(db_ids, manifests["d"], "d", folder, size, progress)}
 
 
 def _thumbnails(ids: Sequence[str], manifest: Manifest, prefix: str, folder: Path, size: int,
@@ -313,13 +359,15 @@ def _summary(scores: Sequence[RunScore]) -> str:
     first = scores[0]
     counts = {h: (first.halves[h].n_queries if h in first.halves else 0) for h in ("private", "public")}
     note = (f"<p>Ranked by the private half ({counts['private']} queries); public half {counts['public']} queries, "
-            f"all {first.n_queries}. * in-sample: the run was tuned on some of those queries.</p>")
+            f"all {first.n_queries}. * in-sample: a choice the run depends on (tuned weights, swept settings, a "
+            f"default chosen from a benchmark) was made on some of those queries.</p>")
     return f'<table class="summary">{head}{"".join(rows)}</table>{note}'
 
 
 def _page(scores: Sequence[RunScore], names: Sequence[str], gt: Mapping[str, list[str]], gt_name: str,
           tops: Mapping[str, Mapping[str, list[str]]], ap: Mapping[str, Mapping[str, float]], shown: Sequence[str],
-          order: str, images: Mapping[str, Mapping[str, _Image]], diff: tuple[str, str] | None, thumb: int) -> str:
+          order: str, images: Mapping[str, Mapping[str, _Image]], diff: tuple[str, str] | None, thumb: int,
+          which: str = "") -> str:
     title = f"bpcr report: {', '.join(names)}" if len(names) <= 4 else f"bpcr report: {len(names)} runs"
     body = "\n".join(_query(i, q, gt[q], names, tops, ap, images, diff) for i, q in enumerate(shown, start=1))
     return f"""<!DOCTYPE html>
@@ -332,6 +380,7 @@ def _page(scores: Sequence[RunScore], names: Sequence[str], gt: Mapping[str, lis
 <p>Ground truth <code>{escape(gt_name)}</code>: {len(gt)} queries; mAP@7 as the challenge defines it.</p>
 {_summary(scores)}
 <img class="chart" src="leaderboard.svg" alt="leaderboard chart: private mAP@7 of each run with its 95% interval">
+<p class="legend" id="half"><span><b>Queries shown</b>: {escape(which)}.</span></p>
 <p class="legend"><span><b>Order</b>: {escape(order)}.</span></p>
 <p class="legend"><span>Each row: a run's top {DEPTH}, best first.</span><span>green frame and ✓: relevant</span>
 <span>dashed frame: a repeated ID (counts once)</span><span>last row: the relevant database images</span></p>

@@ -11,9 +11,17 @@ The leaderboard cannot flatter (``bpcr.evaluation.split``): the ground truth's q
 split into a public and a private half; mAP@7 and its interval are shown on
 each half and on all queries. Choices are tuned on the public half only, so
 runs are ranked by their private mAP@7, and comparisons with a baseline are
-made on the private half. A run whose JSON lists the queries it was tuned on
-(``tuned_on``) is marked in-sample on every half that holds any of them, and
-a run tuned on private queries ranks after those that were not.
+made on the private half. A figure is marked in-sample (``*``) when it holds
+any query a choice the run depends on was made on, whoever made it
+(:mod:`bpcr.evaluation.chosen`): weights tuned by ``ensemble --tune-on`` (the
+run's ``tuned_on``), settings chosen by ``bpcr sweep`` (a config's ``[score]
+chosen_on``, given here as ``chosen_on``), a default fixed in the code from a
+benchmark on the demo's public half, or any of these in a run it was derived
+from. A run in-sample on its private half ranks after those that are not, and
+a choice made under another split than the scorer's is warned of.
+
+The options (the metric variant, strictness, resampling, the halves) are declared once, in
+:class:`bpcr.evaluation.options.ScoreOptions`.
 """
 from __future__ import annotations
 
@@ -23,10 +31,11 @@ from typing import Mapping, Sequence
 
 from bpcr.errors import BadInput
 from bpcr.dataset.gt import read_ground_truth
-from bpcr.evaluation.metrics import VARIANTS, hit_at_k, per_query_ap, precision_at_1
-from bpcr.ranges import RESAMPLES_MAX, check_range, check_seed
+from bpcr.evaluation.chosen import Choice, check_chosen_on, run_choices, split_mismatch
+from bpcr.evaluation.metrics import VARIANTS, hit_at_k, per_query_ap, plugin_variant, precision_at_1, variant_provenance
+from bpcr.evaluation.options import ScoreOptions, check_score_options
 from bpcr.io.runs import Run, expand_run_paths, load_run
-from bpcr.evaluation.split import DEFAULT_PUBLIC_SHARE, DEFAULT_SEED, HALVES, QuerySplit
+from bpcr.evaluation.split import HALVES, QuerySplit
 from bpcr.evaluation.stats import bootstrap_ci, holm, paired_randomisation_test
 
 TOP_K = (1, 7, 20, 100)
@@ -73,8 +82,10 @@ class RunScore:
     warnings: list[str] = field(default_factory=list)
     comparison: Comparison | None = None
     halves: dict[str, HalfScore] = field(default_factory=dict)
-    in_sample: bool = False  # tuned on some of the queries scored
+    in_sample: bool = False  # a choice it depends on was made on some of the queries scored
     split: QuerySplit | None = None
+    choices: list[Choice] = field(default_factory=list)  # the choices on queries it depends on
+    variant_plugin: dict | None = None  # the headline variant's plugin, when a plugin's (bpcr.plugins.provenance)
 
     def rank_key(self) -> tuple:
         """Private mAP@7 first (runs tuned on private queries after the others), then all, then name."""
@@ -101,10 +112,10 @@ def _input_run_names(run: Run) -> list[str]:
     return names
 
 
-def score_run(run: Run, gt: Mapping[str, Sequence[str]], strict: bool = False, seed: int = 0,
-              n_resamples: int = 10_000, variant: str = "challenge") -> RunScore:
-    """Score one loaded run against ``gt`` (queries missing from the run score 0)."""
-    if variant not in VARIANTS:
+def score_run(run: Run, gt: Mapping[str, Sequence[str]], options: ScoreOptions = ScoreOptions()) -> RunScore:
+    """Score one loaded run against ``gt`` (queries missing from the run score 0), as ``options`` say."""
+    strict, variant = options.strict, options.variant
+    if variant not in VARIANTS and plugin_variant(variant) is None:  # a plugin's (bpcr.plugins) is named as these
         raise BadInput(None, None, f"unknown metric variant {variant!r}; choose from {', '.join(VARIANTS)}")
     submission = run.top(7)
     missing = sorted(set(gt) - set(submission))
@@ -129,7 +140,7 @@ def score_run(run: Run, gt: Mapping[str, Sequence[str]], strict: bool = False, s
     per_query = per_query_ap(submission, gt, 7, variant)
     values = [per_query[q] for q in sorted(per_query)]
     n = len(values)
-    variants = {v: sum(per_query_ap(submission, gt, 7, v).values()) / n for v in VARIANTS}
+    variants = {v: sum(per_query_ap(submission, gt, 7, v).values()) / n for v in dict.fromkeys((*VARIANTS, variant))}
     top_k: dict[int, float | None] = {}
     for k in TOP_K:
         source = submission if k <= 7 else run.ranking
@@ -139,7 +150,7 @@ def score_run(run: Run, gt: Mapping[str, Sequence[str]], strict: bool = False, s
     return RunScore(
         name=run.name,
         map7=sum(values) / n,
-        ci95=bootstrap_ci(values, n_resamples=n_resamples, seed=seed),
+        ci95=bootstrap_ci(values, n_resamples=options.n_resamples, seed=options.seed),
         p_at_1=sum(precision_at_1(submission.get(q, ()), gt[q]) for q in gt) / n,
         hit_at_7=top_k[7] or 0.0,
         n_queries=n,
@@ -152,6 +163,7 @@ def score_run(run: Run, gt: Mapping[str, Sequence[str]], strict: bool = False, s
         summary=str(run.provenance.get("summary") or run.provenance.get("method") or ""),
         created=created,
         warnings=warnings,
+        variant_plugin=None if variant in VARIANTS else {"variant": variant, **variant_provenance(variant)},
     )
 
 
@@ -171,28 +183,43 @@ def compare(score: RunScore, baseline: RunScore, seed: int = 0, n_resamples: int
     )
 
 
-def check_score_options(seed: int = 0, n_resamples: int = 10_000, variant: str = "challenge") -> None:
-    """Refuse option values score_runs cannot use (BadInput), before any file is read."""
-    check_seed(seed)
-    check_range("--resamples", n_resamples, 1, RESAMPLES_MAX, integer=True)
-    if variant not in VARIANTS:
-        raise BadInput(None, None, f"--variant {variant!r} is not a metric variant; choose from {', '.join(VARIANTS)}")
+def score_runs(run_paths: Sequence[str | Path], gt_path: str | Path, options: ScoreOptions = ScoreOptions(), *,
+               baseline: str | Path | None = None, chosen_on: Sequence[Mapping] = ()) -> list[RunScore]:
+    """Score every run named by ``run_paths`` (files or folders) against the ground truth at ``gt_path``, ranked
+    as the module docstring says; ``options``: :class:`ScoreOptions`, declared in :mod:`bpcr.evaluation.options`.
 
-
-def score_runs(run_paths: Sequence[str | Path], gt_path: str | Path, baseline: str | Path | None = None,
-               strict: bool = False, seed: int = 0, n_resamples: int = 10_000,
-               variant: str = "challenge", split_seed: int = DEFAULT_SEED,
-               public_share: float = DEFAULT_PUBLIC_SHARE) -> list[RunScore]:
-    """Score every run named by ``run_paths`` (files or folders), ranked as the module docstring says.
-
-    With ``baseline`` every other run is compared with it; without, a run whose
-    provenance names input runs that are also being scored (refine, rerank,
-    ensemble) is compared with the best-scoring of them, on the private half.
-    ``split_seed`` and ``public_share`` define the halves (:mod:`bpcr.evaluation.split`).
+    With ``baseline`` (a run, scored too) every other run is compared with it; without, a run whose
+    provenance names input runs that are also being scored (refine, rerank, ensemble) is compared with the
+    best-scoring of them, on the private half. The options' ``split_seed`` and ``public_share`` define the
+    halves (:mod:`bpcr.evaluation.split`). ``chosen_on``: records of choices made on queries beyond the runs'
+    own (a config's ``[score] chosen_on``, as ``bpcr sweep`` writes it; :func:`bpcr.evaluation.chosen.check_chosen_on`),
+    each for the runs it names (every run when it names none).
     """
-    split = QuerySplit(split_seed, public_share)
-    check_score_options(seed, n_resamples, variant)
+    check_score_options(options)
+    split = QuerySplit(options.split_seed, options.public_share)
+    extra = check_chosen_on(list(chosen_on))
     gt = read_ground_truth(gt_path)
+    runs, baseline_name = _load_runs(run_paths, baseline, options.strict)
+    scores = {r.name: score_run(r, gt, options) for r in runs}
+    halves = {h: split.half(gt, h) for h in HALVES}
+    choices = _choices(runs, extra)
+    for run in runs:
+        score = scores[run.name]
+        score.choices = choices[run.name]
+        _score_halves(score, gt, halves, options.seed, options.n_resamples)
+        score.warnings += [f"{run.name}: {words}" for words in
+                           (split_mismatch(c, split, halves["private"]) for c in score.choices) if words]
+    # Comparisons on the private half, which nothing is tuned on (all queries when it is empty).
+    _compare_pairs(scores, _pairs(runs, scores, baseline_name), halves["private"] or sorted(gt), options)
+    ranked = sorted(scores.values(), key=RunScore.rank_key)
+    for s in ranked:
+        s.split = split
+    return ranked
+
+
+def _load_runs(run_paths: Sequence[str | Path], baseline: str | Path | None, strict: bool
+               ) -> tuple[list[Run], str | None]:
+    """The runs (the baseline's added when not among them), their names unique; the baseline's name."""
     stems = expand_run_paths(run_paths)
     baseline_stem = None
     if baseline is not None:
@@ -204,30 +231,51 @@ def score_runs(run_paths: Sequence[str | Path], gt_path: str | Path, baseline: s
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise BadInput(None, None, f"two runs share the name {duplicates[0]!r}; run names must be unique")
-    scores = {r.name: score_run(r, gt, strict, seed, n_resamples, variant) for r in runs}
-    halves = {h: split.half(gt, h) for h in HALVES}
-    for run in runs:
-        _score_halves(scores[run.name], run, gt, halves, seed, n_resamples)
-    # Comparisons on the private half, which nothing is tuned on (all queries when it is empty).
-    compared_on = halves["private"] or sorted(gt)
+    return runs, None if baseline_stem is None else baseline_stem.name
+
+
+def _pairs(runs: Sequence[Run], scores: Mapping[str, RunScore], baseline: str | None) -> list[tuple[str, str]]:
+    """(run, the run it is compared with): every run with the baseline, else a derived run with its best input."""
     pairs: list[tuple[str, str]] = []
     for run in runs:
-        if baseline_stem is not None:
-            if run.name != baseline_stem.name:
-                pairs.append((run.name, baseline_stem.name))
+        if baseline is not None:
+            if run.name != baseline:
+                pairs.append((run.name, baseline))
         else:
             # a derived run is compared with its best-scoring input among the runs scored here
             inputs = [n for n in _input_run_names(run) if n in scores and n != run.name]
             if inputs:
                 pairs.append((run.name, max(inputs, key=lambda n: (scores[n].map7, n))))
-    comparisons = [compare(scores[a], scores[b], seed, n_resamples, compared_on) for a, b in pairs]
+    return pairs
+
+
+def _compare_pairs(scores: Mapping[str, RunScore], pairs: Sequence[tuple[str, str]], queries: Sequence[str],
+                   options: ScoreOptions) -> None:
+    """Compare each pair on ``queries``, Holm-corrected over all of them; each run keeps its comparison."""
+    comparisons = [compare(scores[a], scores[b], options.seed, options.n_resamples, queries) for a, b in pairs]
     for (a, _), comparison, adjusted in zip(pairs, comparisons, holm([c.p_value for c in comparisons])):
         comparison.p_holm = adjusted
         scores[a].comparison = comparison
-    ranked = sorted(scores.values(), key=RunScore.rank_key)
-    for s in ranked:
-        s.split = split
-    return ranked
+
+
+def _choices(runs: Sequence[Run], extra: Sequence[tuple[Choice, tuple[str, ...] | None]]) -> dict[str, list[Choice]]:
+    """Each run's choices on queries: its JSON's, the extra records that reach it, and those of the runs it was
+    derived from among the runs scored (transitively; an inherited choice names the input that made it)."""
+    own = {run.name: run_choices(run) + [c for c, names in extra if names is None or run.name in names]
+           for run in runs}
+    inputs = {run.name: [n for n in _input_run_names(run) if n in own and n != run.name] for run in runs}
+
+    def gather(name: str, seen: frozenset[str]) -> list[Choice]:
+        found = list(own[name])
+        for source in inputs[name]:
+            if source not in seen:
+                found += [c.inherited(source) for c in gather(source, seen | {source})]
+        unique: dict[tuple, Choice] = {}
+        for c in found:
+            unique.setdefault((c.what, c.by, c.source, c.query_ids), c)
+        return list(unique.values())
+
+    return {run.name: gather(run.name, frozenset({run.name})) for run in runs}
 
 
 def tuned_query_ids(run: Run) -> set[str]:
@@ -241,9 +289,10 @@ def tuned_query_ids(run: Run) -> set[str]:
     return set(ids)
 
 
-def _score_halves(score: RunScore, run: Run, gt: Mapping[str, Sequence[str]], halves: Mapping[str, list[str]],
+def _score_halves(score: RunScore, gt: Mapping[str, Sequence[str]], halves: Mapping[str, list[str]],
                   seed: int, n_resamples: int) -> None:
-    tuned = tuned_query_ids(run)
+    """Each half's mAP@7 and interval, in-sample where it holds a query any of the run's choices was made on."""
+    tuned = set().union(*(c.query_ids for c in score.choices))
     score.in_sample = bool(tuned & set(gt))
     for half, queries in halves.items():
         values = [score.per_query[q] for q in queries]

@@ -4,6 +4,7 @@ One forward pass of the backbone feeds every requested pooling; each pooling
 gets its own store, ``OUT/<pooling>/`` (the same layout for one pooling or
 several, so adding a pooling later never moves the others). Rows follow the
 manifest's order; unreadable images go to ``failed.csv`` and are skipped.
+The options named below are the fields of :class:`bpcr.features.options.ExtractOptions`.
 
 How a descriptor is made (per image, never across a batch):
 
@@ -38,7 +39,6 @@ shards' stores into exactly the bytes a single run writes (``ids.txt``, ``featur
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,24 +53,19 @@ from bpcr.features.backbones import Backbone, load_backbone
 from bpcr.errors import BadInput
 from bpcr.io.fileio import sha256_file
 from bpcr.device import cpu_threads, deterministic, resolve_device
-from bpcr.features.loader import LAYOUT, MEMORY_FORMAT, RESIZE_MODES, batch_loader, batches_of_chunk, model_on, target_shape
+from bpcr.features.loader import LAYOUT, MEMORY_FORMAT, batch_loader, batches_of_chunk, model_on, target_shape
 from bpcr.dataset.manifest import Manifest, read_manifest
-from bpcr.features.pooling import MASK_OPTIONAL, MASK_REQUIRED, POOLINGS, check_params, l2n
+from bpcr.features.options import DTYPES, MULTISCALE, SALIENCY, ExtractOptions, check_extract_options
+from bpcr.features.pooling import check_params, l2n, mask_use, plugin_provenance, pooling_function, pooling_names
 from bpcr.progress import Advance, Progress, start
-from bpcr.ranges import check_range
 from bpcr.features.shards import check_outputs, finish_store, merge, now, shard_chunks
 from bpcr.io.store import Chunk, PartialStore
 from bpcr.features.whitening import read_whitening
 
-__all__ = ["PoolingSpec", "extract", "merge", "MULTISCALE", "DTYPES", "SALIENCY"]
+__all__ = ["ExtractOptions", "PoolingSpec", "extract", "merge", "MULTISCALE", "DTYPES", "SALIENCY"]
 
 # merge and shard planning live in bpcr.features.shards; imported here so `from bpcr.features.extract import merge` keeps working.
 _shard_chunks = shard_chunks
-
-MULTISCALE = (1.0, 1.0 / math.sqrt(2.0), 0.5)
-DTYPES = ("float16", "float32")
-SALIENCY = ("spectral", "fine")
-
 
 
 @dataclass(frozen=True)
@@ -82,110 +77,142 @@ class PoolingSpec:
     mask: str | None
 
     def meta(self) -> dict[str, Any]:
-        return {"pooling": self.name, "pooling_params": _jsonable(self.params), "mask": self.mask}
+        meta = {"pooling": self.name, "pooling_params": _jsonable(self.params), "mask": self.mask}
+        plugin = plugin_provenance(self.name)  # a plugin pooling (bpcr.plugins): which distribution, which version
+        return meta if plugin is None else {**meta, "plugin": plugin}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One extraction as planned: the manifest, the network, the chunks of this shard and the settings recorded."""
+
+    man: Manifest
+    net: Backbone
+    dev: torch.device
+    specs: list[PoolingSpec]
+    chunk_rows: int
+    first: int
+    last: int
+    shapes: list[tuple[int, int]]
+    precision: str
+    config: dict[str, Any]  # the settings meta.json and plan.json record
+
+    @property
+    def chunks(self) -> range:
+        return range(self.first, self.last)
 
 
 def extract(
     manifest: str | Path,
     out: str | Path,
-    backbone: str,
-    poolings: Sequence[str],
+    options: ExtractOptions = ExtractOptions(),
     *,
-    pooling_params: Mapping[str, Mapping[str, Any]] | None = None,
-    weights: str | Path | None = None,
-    layer: int | None = None,
-    size: int = 224,
-    resize: str = "square",
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    saliency: str | None = None,
-    dtype: str = "float16",
-    batch_size: int = 32,
-    chunk_batches: int = 16,
-    workers: int | None = None,
-    device: str = "auto",
-    threads: int | None = None,
-    shard: tuple[int, int] | None = None,
-    pca_whiten: bool = False,
-    pca_from: str | Path | None = None,
-    jpeg_draft: bool = False,
     restart: bool = False,
     progress: Progress | None = None,
     on_chunk: Callable[[int], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
-    """Extract one store per pooling into ``out/<pooling>/``; returns pooling -> store folder.
+    """Extract one store per pooling of ``options.poolings`` from the images of ``manifest`` into
+    ``out/<pooling>/``; returns pooling -> store folder.
 
-    ``on_chunk(index)`` is called after each chunk file is safely written
-    (progress reporting; an exception raised there interrupts the run exactly
-    as Ctrl-C would). ``threads`` is torch's CPU thread count during the run
-    (default: every core this process may use). ``restart`` discards an
-    unfinished extraction made with other settings instead of refusing to mix
-    the two. ``progress`` is told of every image done (:mod:`bpcr.progress`).
-    ``on_warning(message)`` hears of damaged leftovers of an interrupted run
-    that are computed again (default: :func:`warnings.warn`). ``jpeg_draft``
-    decodes big JPEGs at a reduced scale (:func:`bpcr.features.loader.decode_resized`):
-    faster, slightly different pixels; recorded in meta.json, and a store made
-    with it is only compared with stores made with it.
+    The options (backbone, poolings, size, scales, whitening, shard, ...) are declared, with their defaults,
+    ranges and papers, in :class:`bpcr.features.options.ExtractOptions`; out-of-range ones are refused before
+    any work. ``restart`` discards an unfinished extraction made with other settings instead of refusing to
+    mix the two. ``progress`` is told of every image done (:mod:`bpcr.progress`). ``on_chunk(index)`` is
+    called after each chunk file is safely written (an exception raised there interrupts the run exactly as
+    Ctrl-C would). ``on_warning(message)`` hears of damaged leftovers of an interrupted run that are computed
+    again (default: :func:`warnings.warn`).
     """
-    out = Path(out)
-    _check_options(size, resize, dtype, batch_size, chunk_batches, scales, saliency, shard, pca_whiten, pca_from,
-                   workers=workers, threads=threads, poolings=poolings)
-    specs = _pooling_specs(poolings, pooling_params or {}, saliency)
-    out = check_outputs(out, [s.name for s in specs], pca_whiten or bool(pca_from), partial=True)
-    man = read_manifest(manifest)
-    dev = resolve_device(device)
-    net = load_backbone(backbone, weights, layer)
-    rows_total = len(man)
-    chunk_rows = batch_size * chunk_batches
-    first, last = shard_chunks(rows_total, chunk_rows, shard)
-    shapes = [target_shape(w, h, size, resize, net.stride) for w, h in zip(man.widths, man.heights)]
-    precision = "float16" if dev.type == "cuda" else "float32"
-    config = {
-        **net.meta(), "input_size": size, "resize": resize, "interpolation": "bicubic",
-        "scales": [float(s) for s in scales], "flip": bool(flip), "normalisation": "l2",
-        "manifest": {"file": man.path.name, "sha256": sha256_file(man.path), "rows": rows_total},
-        "batch_size": batch_size, "chunk_rows": chunk_rows,
-        # Only when on, so stores made before the option, or without it, stay comparable with each other.
-        **({"jpeg_draft": True} if jpeg_draft else {}),
-    }
-    plan = {"config": config, "poolings": [s.meta() for s in specs], "shard": list(shard) if shard else None,
-            "chunks": [first, last], "device": dev.type, "precision": precision, "layout": LAYOUT}
+    specs, out = _checked(options, Path(out))
+    plan = _plan(manifest, options, specs)
     partial = PartialStore(out.with_name(f".{out.name}.partial"), on_warning=on_warning)
-    partial.start(plan, restart=restart)
-    chunks = range(first, last)
+    partial.start(_partial_plan(plan, options), restart=restart)
+    _compute(plan, options, partial, progress, on_chunk)
+    stores = _finish(plan, options, partial, out)
+    partial.remove()
+    return stores
+
+
+def _checked(options: ExtractOptions, out: Path) -> tuple[list[PoolingSpec], Path]:
+    """Refuse bad options, poolings, a damaged ``pca_from`` whitening or an unusable ``out``, before any work."""
+    check_extract_options(options)
+    if options.pca_from:
+        _read_pca_from(Path(options.pca_from), options.poolings)
+    specs = _pooling_specs(options.poolings, options.pooling_params or {}, options.saliency)
+    return specs, check_outputs(out, [s.name for s in specs], options.pca_whiten or bool(options.pca_from),
+                                partial=True)
+
+
+def _plan(manifest: str | Path, options: ExtractOptions, specs: list[PoolingSpec]) -> _Plan:
+    """Read the manifest, load the network, choose this shard's chunks and the settings the stores record."""
+    man = read_manifest(manifest)
+    if len(man) == 0:
+        raise BadInput(man.path, None, "lists no image: nothing to extract")
+    dev = resolve_device(options.device)
+    net = load_backbone(options.backbone, options.weights, options.layer)
+    chunk_rows = options.batch_size * options.chunk_batches
+    first, last = shard_chunks(len(man), chunk_rows, options.shard)
+    shapes = [target_shape(w, h, options.size, options.resize, net.stride) for w, h in zip(man.widths, man.heights)]
+    config = {
+        **net.meta(), "input_size": options.size, "resize": options.resize, "interpolation": "bicubic",
+        "scales": [float(s) for s in options.scales], "flip": bool(options.flip), "normalisation": "l2",
+        "manifest": {"file": man.path.name, "sha256": sha256_file(man.path), "rows": len(man)},
+        "batch_size": options.batch_size, "chunk_rows": chunk_rows,
+        # Only when on, so stores made before the option, or without it, stay comparable with each other.
+        **({"jpeg_draft": True} if options.jpeg_draft else {}),
+    }
+    precision = "float16" if dev.type == "cuda" else "float32"
+    return _Plan(man, net, dev, specs, chunk_rows, first, last, shapes, precision, config)
+
+
+def _partial_plan(plan: _Plan, options: ExtractOptions) -> dict[str, Any]:
+    """What the partial folder's plan.json records: a re-run resumes only an extraction of the same plan."""
+    return {"config": plan.config, "poolings": [s.meta() for s in plan.specs],
+            "shard": list(options.shard) if options.shard else None, "chunks": [plan.first, plan.last],
+            "device": plan.dev.type, "precision": plan.precision, "layout": LAYOUT}
+
+
+def _compute(plan: _Plan, options: ExtractOptions, partial: PartialStore, progress: Progress | None,
+             on_chunk: Callable[[int], None] | None) -> None:
+    """Compute every chunk of this shard that the partial folder does not hold yet."""
+    man, chunk_rows, rows_total = plan.man, plan.chunk_rows, len(plan.man)
     # A chunk file is trusted only when it holds exactly this chunk's rows; any other is done again.
-    finished = partial.usable_chunks({c: man.ids[c * chunk_rows:(c + 1) * chunk_rows] for c in chunks},
-                                     [s.name for s in specs], net.dim)
-    todo = [c for c in chunks if c not in finished]
-    if todo:
-        shard_rows = _rows_in(chunks, chunk_rows, rows_total)
-        try:
-            with cpu_threads(dev, threads), start(progress, "extract", shard_rows,
-                                                  shard_rows - _rows_in(todo, chunk_rows, rows_total)) as advance:
-                _run_chunks(man, shapes, net, specs, todo, chunk_rows, batch_size, scales, flip, dev, precision,
-                            partial, workers, advance, on_chunk, jpeg_draft)
-        except KeyboardInterrupt:
-            raise KeyboardInterrupt(f"finished chunks are kept in {partial.path}; "
-                                    "run the same command again to resume") from None
-    rows = [min(first * chunk_rows, rows_total), min(last * chunk_rows, rows_total)]
-    meta = {**config, "compute": {"device": dev.type, "precision": precision, "layout": LAYOUT,
-                                  "torch": torch.__version__},
+    finished = partial.usable_chunks({c: man.ids[c * chunk_rows:(c + 1) * chunk_rows] for c in plan.chunks},
+                                     [s.name for s in plan.specs], plan.net.dim)
+    todo = [c for c in plan.chunks if c not in finished]
+    if not todo:
+        return
+    shard_rows = _rows_in(plan.chunks, chunk_rows, rows_total)
+    try:
+        with cpu_threads(plan.dev, options.threads), start(progress, "extract", shard_rows,
+                                                           shard_rows - _rows_in(todo, chunk_rows, rows_total)) as advance:
+            _run_chunks(plan, options, todo, partial, advance, on_chunk)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"finished chunks are kept in {partial.path}; "
+                                "run the same command again to resume") from None
+
+
+def _finish(plan: _Plan, options: ExtractOptions, partial: PartialStore, out: Path) -> dict[str, Path]:
+    """Write one store per pooling from the chunk files (whitened as asked); returns pooling -> store folder."""
+    rows_total, shard = len(plan.man), options.shard
+    rows = [min(plan.first * plan.chunk_rows, rows_total), min(plan.last * plan.chunk_rows, rows_total)]
+    meta = {**plan.config, "compute": {"device": plan.dev.type, "precision": plan.precision, "layout": LAYOUT,
+                                       "torch": torch.__version__},
             "bpcr_version": __version__,
             "shard": None if shard is None else {"index": shard[0], "count": shard[1], "rows": rows}}
     ids: list[str] = []
     failed: dict[str, str] = {}
-    for c in chunks:
+    for c in plan.chunks:
         head = partial.read_chunk(c, [])
         ids += head.ids
         failed.update(head.failed)
     stores: dict[str, Path] = {}
-    for spec in specs:
-        blocks = (partial.read_chunk(c, [spec.name]).features[spec.name] for c in chunks)
+    for spec in plan.specs:
+        blocks = (partial.read_chunk(c, [spec.name]).features[spec.name] for c in plan.chunks)
         stores[spec.name] = out / spec.name
-        finish_store(stores[spec.name], ids, blocks, net.dim, dtype, {**meta, **spec.meta(), "created": now()},
-                      failed, pca_whiten, pca_from, spec.name)
-    partial.remove()
+        finish_store(stores[spec.name], ids, blocks, plan.net.dim, options.dtype,
+                     {**meta, **spec.meta(), "created": now()}, failed, options.pca_whiten, options.pca_from,
+                     spec.name)
     return stores
 
 
@@ -193,20 +220,21 @@ def extract(
 # the forward loop
 # --------------------------------------------------------------------------
 
-def _run_chunks(man: Manifest, shapes: list[tuple[int, int]], net: Backbone, specs: list[PoolingSpec],
-                todo: list[int], chunk_rows: int, batch_size: int, scales: Sequence[float], flip: bool,
-                dev: torch.device, precision: str, partial: PartialStore, workers: int | None, advance: Advance,
-                on_chunk: Callable[[int], None] | None, jpeg_draft: bool = False) -> None:
+def _run_chunks(plan: _Plan, options: ExtractOptions, todo: list[int], partial: PartialStore, advance: Advance,
+                on_chunk: Callable[[int], None] | None) -> None:
+    man, specs, dev, precision = plan.man, plan.specs, plan.dev, plan.precision
+    scales, flip = options.scales, options.flip
     batches: list[list[int]] = []
     owner: list[int] = []
     for c in todo:
-        for batch in batches_of_chunk(c, chunk_rows, batch_size, len(man), shapes):
+        for batch in batches_of_chunk(c, plan.chunk_rows, options.batch_size, len(man), plan.shapes):
             batches.append(batch)
             owner.append(c)
     left = Counter(owner)
     mask_method = next((s.mask for s in specs if s.mask), None)
-    loader = batch_loader(man.paths, shapes, batches, mask_method, workers, dev, jpeg_draft=jpeg_draft)
-    net = model_on(net, dev)
+    loader = batch_loader(man.paths, plan.shapes, batches, mask_method, options.workers, dev,
+                          jpeg_draft=options.jpeg_draft)
+    net = model_on(plan.net, dev)
     done: dict[int, list[tuple[list[int], dict[str, np.ndarray]]]] = {c: [] for c in todo}
     fails: dict[int, dict[int, str]] = {c: {} for c in todo}
     with deterministic(dev):
@@ -249,7 +277,7 @@ def _describe(net: Backbone, images: torch.Tensor, maps: torch.Tensor | None, sp
 
                     mask = mask_for_features(maps, size=tuple(fmap.shape[-2:])).to(dev)
                     kwargs["mask"] = mask.flip(-1) if flipped else mask
-                d = l2n(POOLINGS[spec.name](fmap, **kwargs).float())
+                d = l2n(pooling_function(spec.name)(fmap, **kwargs).float())
                 sums[spec.name] = d if spec.name not in sums else sums[spec.name] + d
     return {name: (l2n(v) if views > 1 else v).cpu().numpy() for name, v in sums.items()}
 
@@ -278,7 +306,7 @@ def _rows_in(chunks: Sequence[int] | range, chunk_rows: int, rows: int) -> int:
 def _pooling_specs(names: Sequence[str], params: Mapping[str, Mapping[str, Any]],
                    saliency: str | None) -> list[PoolingSpec]:
     if not names:
-        raise BadInput(None, None, f"give at least one pooling; choose from {', '.join(sorted(POOLINGS))}")
+        raise BadInput(None, None, f"give at least one pooling; choose from {', '.join(sorted(pooling_names()))}")
     if len(set(names)) != len(names):
         raise BadInput(None, None, "a pooling is listed twice")
     for key in params:
@@ -287,7 +315,8 @@ def _pooling_specs(names: Sequence[str], params: Mapping[str, Mapping[str, Any]]
     specs = []
     for name in names:
         kwargs = check_params(name, params.get(name))
-        mask = (saliency or "spectral") if name in MASK_REQUIRED else (saliency if name in MASK_OPTIONAL else None)
+        use = mask_use(name)
+        mask = (saliency or "spectral") if use == "required" else (saliency if use == "optional" else None)
         specs.append(PoolingSpec(name, kwargs, mask))
     methods = {s.mask for s in specs if s.mask}
     if len(methods) > 1:
@@ -295,35 +324,11 @@ def _pooling_specs(names: Sequence[str], params: Mapping[str, Mapping[str, Any]]
     return specs
 
 
-def _check_options(size: int, resize: str, dtype: str, batch_size: int, chunk_batches: int, scales: Sequence[float],
-                   saliency: str | None, shard: tuple[int, int] | None, pca_whiten: bool,
-                   pca_from: str | Path | None, workers: int | None = None, threads: int | None = None,
-                   poolings: Sequence[str] = ()) -> None:
-    if not 16 <= size <= 4096:
-        raise BadInput(None, None, f"--size must be between 16 and 4096, got {size}")
-    if resize not in RESIZE_MODES:
-        raise BadInput(None, None, f"unknown resize mode {resize!r}; choose from {', '.join(RESIZE_MODES)}")
-    if dtype not in DTYPES:
-        raise BadInput(None, None, f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
-    if batch_size < 1 or chunk_batches < 1:
-        raise BadInput(None, None, "--batch-size and the chunk size must be at least 1")
-    if not scales or any(not 0 < s <= 4 for s in scales) or len(set(scales)) != len(scales):
-        raise BadInput(None, None, f"scales must be distinct numbers in (0, 4], got {list(scales)}")
-    if saliency is not None and saliency not in SALIENCY:
-        raise BadInput(None, None, f"unknown saliency method {saliency!r}; choose from {', '.join(SALIENCY)}")
-    if shard is not None and not (1 <= shard[0] <= shard[1]):
-        raise BadInput(None, None, f"--shard I/N needs 1 <= I <= N, got {shard[0]}/{shard[1]}")
-    if shard is not None and (pca_whiten or pca_from):
-        raise BadInput(None, None, "PCA-whitening applies to the whole store: pass --pca-whiten/--pca-from to --merge")
-    if pca_whiten and pca_from:
-        raise BadInput(None, None, "--pca-whiten learns a whitening, --pca-from applies one: choose one")
-    check_range("--workers", workers, 0, integer=True, optional=True)
-    check_range("--threads", threads, 1, integer=True, optional=True)
-    if pca_from:
-        # Read now, as _finish_store will (its <pooling>/ when present), not after the whole extraction.
-        source = Path(pca_from)
-        for pooling in poolings or [""]:
-            read_whitening(source / pooling if pooling and (source / pooling).is_dir() else source)
+def _read_pca_from(source: Path, poolings: Sequence[str]) -> None:
+    """Read a ``pca_from`` whitening now, as the finished store will (its ``<pooling>/`` when present), not after
+    the whole extraction."""
+    for pooling in poolings or [""]:
+        read_whitening(source / pooling if pooling and (source / pooling).is_dir() else source)
 
 
 def _jsonable(value: Any) -> Any:

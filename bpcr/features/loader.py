@@ -26,7 +26,6 @@ from torch.utils.data import DataLoader, Dataset
 from bpcr.dataset.images import DRAFT_MARGIN, ImageError, load_rgb, load_rgb_draft
 from bpcr.device import cores
 
-RESIZE_MODES = ("square", "aspect")
 M = TypeVar("M", bound=torch.nn.Module)
 
 # The memory layout of a batch and of the network, on every device. On the CPU too:

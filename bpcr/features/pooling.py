@@ -26,15 +26,26 @@ requires one; VAMAC and GRMAAC accept one (003's "LDF-based" variants).
 The tables at the end (``POOLINGS``, ``DEFAULT_PARAMS``, ``MASK_REQUIRED``,
 ``MASK_OPTIONAL``) are what the CLI and the pipeline config look names up in;
 :func:`check_params` turns user-given parameters into keyword arguments.
+
+Plugins. A pooling registered in the entry-point group ``bpcr.poolings``
+(:mod:`bpcr.plugins`, docs/plugins.md) is a function ``f(x, **params)`` of the
+same shape; its keyword defaults are its parameters, and a ``mask`` parameter
+takes the saliency mask (optional when it has a default, required when not).
+:func:`pooling_function`, :func:`pooling_params`, :func:`mask_use` and
+:func:`check_params` answer for a plugin as for a built-in; the built-in tables
+hold the built-ins only.
 """
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+from bpcr import plugins
 from bpcr.errors import BadInput
 
 Region = tuple[int, int, int, int]  # (y0, x0, h, w) on the feature map
@@ -434,8 +445,12 @@ def check_params(name: str, params: Mapping[str, Any] | None = None, source: str
     tuples, integers given for float parameters become floats). An unknown name
     or parameter, or a value out of range, raises ``BadInput(source, None, ...)``.
     """
+    plugins.check(plugins.POOLINGS, POOLINGS)
     if name not in POOLINGS:
-        raise BadInput(source, None, f"unknown pooling {name!r}; choose from {', '.join(sorted(POOLINGS))}")
+        plugin = _plugin(name)
+        if plugin is None:
+            raise BadInput(source, None, f"unknown pooling {name!r}; choose from {', '.join(sorted(pooling_names()))}")
+        return _check_plugin_params(name, plugin.params, params, source)
     out = dict(DEFAULT_PARAMS[name])
     for key, value in (params or {}).items():
         if key not in out:
@@ -447,6 +462,130 @@ def check_params(name: str, params: Mapping[str, Any] | None = None, source: str
         if isinstance(value, list):
             value = tuple(value)
         if isinstance(value, int) and isinstance(DEFAULT_PARAMS[name][key], float):
+            value = float(value)
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------
+# plugins (entry-point group bpcr.poolings; bpcr.plugins)
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PluginPooling:
+    """A plugin pooling as this table holds it: its function, its parameters' defaults, its use of the mask."""
+
+    function: Callable[..., Tensor]
+    params: dict[str, Any]
+    mask: str | None  # "required", "optional" or None
+
+
+_PLUGINS: dict[str, PluginPooling] = {}
+
+
+def _plugin(name: str) -> PluginPooling | None:
+    """Plugin pooling ``name`` (imported once), None when no plugin has that name."""
+    if name in _PLUGINS:
+        return _PLUGINS[name]
+    function = plugins.get(plugins.POOLINGS, name, POOLINGS)
+    if function is None:
+        return None
+    where = plugins.provenance(plugins.POOLINGS, name)
+    if not callable(function):
+        raise BadInput(None, None, f"pooling plugin {name!r} of {where['plugin']} ({where['entry_point']}) is not a "
+                                   "function f(x, **params)")
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        raise BadInput(None, None, f"pooling plugin {name!r} of {where['plugin']}: its signature cannot be read; "
+                                   "it must be a function f(x, **params)") from None
+    params: dict[str, Any] = {}
+    mask = None
+    for p in list(signature.parameters.values())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.name == "mask":
+            mask = "required" if p.default is p.empty else "optional"
+        elif p.default is p.empty:
+            raise BadInput(None, None, f"pooling plugin {name!r} of {where['plugin']}: parameter {p.name!r} has no "
+                                       "default; a pooling's parameters are keyword arguments with defaults")
+        else:
+            params[p.name] = p.default
+    _PLUGINS[name] = PluginPooling(function, params, mask)
+    return _PLUGINS[name]
+
+
+def pooling_names() -> tuple[str, ...]:
+    """The built-in poolings' names, then the plugins' (refusing a plugin named as a built-in)."""
+    return plugins.known(plugins.POOLINGS, POOLINGS)
+
+
+def _known(name: str) -> PluginPooling | None:
+    """None for a built-in; the plugin for a plugin; BadInput for neither."""
+    if name in POOLINGS:
+        return None
+    plugin = _plugin(name)
+    if plugin is None:
+        raise BadInput(None, None, f"unknown pooling {name!r}; choose from {', '.join(sorted(pooling_names()))}")
+    return plugin
+
+
+def pooling_function(name: str) -> Callable[..., Tensor]:
+    """The function of pooling ``name``, a built-in's (``POOLINGS[name]``) or a plugin's."""
+    plugin = _known(name)
+    return POOLINGS[name] if plugin is None else plugin.function
+
+
+def pooling_params(name: str) -> dict[str, Any]:
+    """The default parameters of pooling ``name`` (``DEFAULT_PARAMS[name]`` for a built-in)."""
+    plugin = _known(name)
+    return dict(DEFAULT_PARAMS[name] if plugin is None else plugin.params)
+
+
+def mask_use(name: str) -> str | None:
+    """"required" (as srmac), "optional" (as vamac and grmaac) or None: how pooling ``name`` takes the mask."""
+    plugin = _known(name)
+    if plugin is not None:
+        return plugin.mask
+    return "required" if name in MASK_REQUIRED else "optional" if name in MASK_OPTIONAL else None
+
+
+def plugin_provenance(name: str) -> dict[str, str] | None:
+    """What a store's meta.json records of a plugin pooling (:func:`bpcr.plugins.provenance`); None for a built-in."""
+    return None if _known(name) is None else plugins.provenance(plugins.POOLINGS, name)
+
+
+def _plugin_value(default: Any, value: Any) -> tuple[bool, str]:
+    """Whether ``value`` can stand where a plugin's parameter defaults to ``default``, and what it must be."""
+    if default is None:
+        return True, "any value"
+    if isinstance(default, bool):
+        return isinstance(value, bool), "true or false"
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool), "an integer"
+    if isinstance(default, float):
+        return _is_num(value), "a number"
+    if isinstance(default, str):
+        return isinstance(value, str), "a string"
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple)), "an array"
+    return True, "any value"
+
+
+def _check_plugin_params(name: str, defaults: Mapping[str, Any], params: Mapping[str, Any] | None,
+                         source: str | None) -> dict[str, Any]:
+    """:func:`check_params` for a plugin: its keyword defaults overlaid with ``params``, each of its default's kind."""
+    out = dict(defaults)
+    for key, value in (params or {}).items():
+        if key not in out:
+            allowed = ", ".join(sorted(out)) or "none"
+            raise BadInput(source, None, f"pooling {name!r} has no parameter {key!r} (allowed: {allowed})")
+        ok, what = _plugin_value(defaults[key], value)
+        if not ok:
+            raise BadInput(source, None, f"pooling {name!r}: {key} must be {what}, got {value!r}")
+        if isinstance(value, list):
+            value = tuple(value)
+        if isinstance(value, int) and not isinstance(value, bool) and isinstance(defaults[key], float):
             value = float(value)
         out[key] = value
     return out

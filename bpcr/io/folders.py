@@ -28,7 +28,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from bpcr.errors import BadInput
 
@@ -82,8 +82,9 @@ REPORT = FolderKind("bpcr report folder", ("report.json", "index.html"), format_
 REPLACED_KINDS = (INDEX, TEXT_INDEX, FEATURE_STORE, REPORT)
 
 
-def check_output_file(path: str | Path, option: str | None = None) -> Path:
-    """Refuse (BadInput naming ``option`` and ``path``) a file target that cannot be written safely.
+def check_output_file(path: str | Path, option: str | None = None, inputs: Sequence[str | Path] = ()) -> Path:
+    """Refuse (BadInput naming ``option`` and ``path``) a file target that cannot be written safely, or that
+    is one of the command's ``inputs`` (the same file, under any name or link).
 
     Returns the file that will be replaced: ``path``, or the regular file a
     symbolic link at ``path`` points to (written through, the link kept).
@@ -98,8 +99,22 @@ def check_output_file(path: str | Path, option: str | None = None) -> Path:
             raise BadInput(where, None, "is a folder; a file is expected here")
         if not stat.S_ISREG(mode):
             raise BadInput(where, None, f"is {describe_mode(mode)}, not a regular file; refusing to write to it")
+        same = next((i for i in inputs if os.path.exists(i) and os.path.samefile(target, i)), None)
+        if same is not None:
+            raise BadInput(where, None, f"is {same}, an input of this command; write the output elsewhere")
     _check_writable(target.parent, where)
     return target
+
+
+def check_cache_folder(path: str | Path | None, option: str) -> Path | None:
+    """Refuse (BadInput naming ``option``) a cache folder that is a file or a special file, before any work."""
+    if path is None:
+        return None
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        mode = lstat_mode(path)
+        raise BadInput(_where(path, option), None, f"is {describe_mode(mode or 0)}; a folder is expected here")
+    return path
 
 
 def check_output_folder(path: str | Path, option: str | None = None, kind: FolderKind | None = None) -> Path:

@@ -369,9 +369,10 @@ def people_csv(header: list[str], rows: list[tuple] | list[list]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows([[_inert(cell) for cell in row] for row in rows])
+    writer.writerows([[inert_cell(cell) for cell in row] for row in rows])
     return buf.getvalue()
 
 
-def _inert(cell: object) -> object:
+def inert_cell(cell: object) -> object:
+    """``cell`` as a spreadsheet shows it but never runs it (a leading apostrophe where it would be a formula)."""
     return f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell

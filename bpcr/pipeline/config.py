@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from bpcr.pipeline.configtypes import accepts, check_options, check_value, describe, shown  # noqa: F401 - accepts, describe: re-exported
 from bpcr.errors import BadInput
@@ -114,21 +114,35 @@ def validate_config(config_path: Path, config: Mapping[str, Any]) -> None:
 
     ``config`` comes from :func:`load_config` (its top-level shape is checked there).
     """
-    from bpcr.postretrieval.dba import check_dba_options, dba
-    from bpcr.demo import prepare_demo
-    from bpcr.retrieval.distances import DISTANCES
-    from bpcr.evaluation.ensemble import ensemble
-    from bpcr.features.extract import extract
-    from bpcr.retrieval.index import build_index
-    from bpcr.features.pooling import POOLINGS
-    from bpcr.dataset.prepare import prepare
-    from bpcr.postretrieval.refine import refine
-    from bpcr.reranking.rerank import rerank
-    from bpcr.evaluation.score import check_score_options, score_runs
-    from bpcr.retrieval.search import search
-    from bpcr.text.index import build_text_index
-
     path = config_path
+    has_gt = _check_prepare(path, config)
+    _check_indexes(path, config)
+    trains = _check_trains(path, config)
+    extracts = _check_extracts(path, config, trains)
+    runs: set[str] = set()
+    for table in RUN_TABLES:
+        for entry in config.get(table, []):
+            runs.add(_check_run(path, table, entry, extracts, runs, config, has_gt))
+    _check_score(path, config.get("score", {}), has_gt)
+    if "report" in config:
+        _check_report(path, config["report"], runs, has_gt)
+        _check_report_out(path, config)
+
+
+# The tables that make runs, in pipeline order: the pipeline's own keys of each, and their types.
+RUN_TABLES = {
+    "search": {"features": str | list[str], "dba": dict},
+    "refine": {"input": str, "features": str | list[str]},
+    "rerank": {"input": str},
+    "ensemble": {"inputs": list[str], "tune": bool},
+}
+
+
+def _check_prepare(path: Path, config: Mapping[str, Any]) -> bool:
+    """[prepare]: the demo's options or a dataset's; returns whether the config has ground truth."""
+    from bpcr.dataset.prepare import prepare
+    from bpcr.demo import prepare_demo
+
     prep = config.get("prepare", {})
     demo = prep.get("demo", False)
     check_value(path, "prepare", "demo", demo, bool)
@@ -139,107 +153,123 @@ def validate_config(config_path: Path, config: Mapping[str, Any]) -> None:
             if required not in prep:
                 raise BadInput(path, None, f"[prepare] needs {required!r} (or demo = true)")
         check_options(path, "prepare", prepare, _without(prep, "demo"), {"out", "progress"})
-    has_gt = bool(demo) or "gt" in prep or "gt" in config.get("score", {})
+    return bool(demo) or "gt" in prep or "gt" in config.get("score", {})
 
-    index = config.get("index", {})
-    check_options(path, "index", build_index, index, {"store", "out", "log"})
-    if "metric" in index and index["metric"] not in DISTANCES:  # it names the index folders
-        raise BadInput(path, None, f"[index] metric {index['metric']!r} is not one of {', '.join(DISTANCES)}")
-    check_options(path, "text_index", build_text_index, config.get("text_index", {}), {"manifest", "out", "force"})
 
-    trains = _check_trains(path, config)
-    extracts: dict[str, Mapping[str, Any]] = {}
-    for entry in config.get("extract", []):
-        name = entry_name(path, "extract", entry)
-        if name in extracts:
-            raise BadInput(path, None, f"two [[extract]] are named {name!r}")
-        if "poolings" not in entry or "backbone" not in entry:
-            raise BadInput(path, None, f"[extract {name}] needs backbone and poolings")
-        check_value(path, f"extract {name}", "database_parts", entry.get("database_parts", []), list[str])
-        check_options(path, f"extract {name}", extract, _without(entry, "name", "database_parts"),
-                      {"manifest", "out", "progress", "on_chunk"})
-        for pooling in entry["poolings"]:  # each names a store folder
-            if pooling not in POOLINGS:
-                raise BadInput(path, None, f"[extract {name}] poolings: unknown pooling {pooling!r}; "
-                                           f"choose from {', '.join(POOLINGS)}")
-        if train_name(entry.get("weights")) is not None:
-            _check_trained_extract(path, name, entry, trains)
-        extracts[name] = entry
+def _check_run(path: Path, table: str, entry: Mapping[str, Any], extracts: Mapping[str, Mapping[str, Any]],
+               runs: set[str], config: Mapping[str, Any], has_gt: bool) -> str:
+    """One [[search]], [[refine]], [[rerank]] or [[ensemble]]: its keys, their types and ranges, the features
+    and the earlier runs it names; returns its run name."""
+    own = RUN_TABLES[table]
+    name = entry_name(path, table, entry)
+    label = f"{table} {name}"
+    for key, expected in own.items():
+        if key in entry:
+            check_value(path, label, key, entry[key], expected)
+    given = _without(entry, "name", *own)
+    method_options = refine_plugin_options(path, label, given) if table == "refine" else {}
+    check_options(path, label, _options_class(table), _without(given, *method_options), set())
+    _check_run_ranges(path, label, table, entry, given, method_options)
+    if "features" in own:
+        specs = entry.get("features") or []
+        specs = [specs] if isinstance(specs, str) else specs
+        if not specs and table == "search":  # refine without features ranks as its input run did
+            raise BadInput(path, None, f"[{label}] needs features = ['<extract name>/<pooling>', ...]")
+        for spec in specs:
+            check_features(path, label, spec, extracts)
+    for source in _run_sources(path, label, table, entry, config, has_gt):
+        if source not in runs:
+            raise BadInput(path, None, f"[{label}] input {source!r} is not a run made earlier in this config")
+    if name in runs:
+        raise BadInput(path, None, f"two runs are named {name!r}")
+    return name
 
-    # table: (stage function, parameters the pipeline passes itself, the pipeline's own keys and their types)
-    tables = {
-        "search": (search, {"indexes", "queries", "name", "out", "log"}, {"features": str | list[str], "dba": dict}),
-        "refine": (refine, {"run_path", "text_index", "db_store", "query_store", "name", "out", "graph_dir", "log"},
-                   {"input": str, "features": str | list[str]}),
-        "rerank": (rerank, {"run_path", "db_manifest", "query_manifest", "name", "out", "cache_dir", "progress"},
-                   {"input": str}),
-        "ensemble": (ensemble, {"run_paths", "name", "out", "tune_on"}, {"inputs": list[str], "tune": bool}),
-    }
-    runs: set[str] = set()
-    for table, (func, reserved, own) in tables.items():
-        for entry in config.get(table, []):
-            name = entry_name(path, table, entry)
-            label = f"{table} {name}"
-            for key, expected in own.items():
-                if key in entry:
-                    check_value(path, label, key, entry[key], expected)
-            check_options(path, label, func, _without(entry, "name", *own), reserved)
-            if table == "refine":
-                check_refine_method(path, label, _without(entry, "name", *own))
-            if table == "search" and "dba" in entry:
-                check_options(path, f"{label} dba", dba, entry["dba"], {"store", "out", "index", "graph_dir", "log"})
-                try:
-                    check_dba_options(**entry["dba"])
-                except BadInput as exc:
-                    raise BadInput(path, None, f"[{label} dba] {exc.reason}") from None
-            if "features" in own:
-                specs = entry.get("features") or []
-                specs = [specs] if isinstance(specs, str) else specs
-                if not specs and table == "search":  # refine without features ranks as its input run did
-                    raise BadInput(path, None, f"[{label}] needs features = ['<extract name>/<pooling>', ...]")
-                for spec in specs:
-                    check_features(path, label, spec, extracts)
-            if table == "ensemble":
-                sources = entry.get("inputs", [])
-                if len(sources) < 2:
-                    raise BadInput(path, None, f"[{label}] inputs must name at least two runs made earlier in this config")
-                if entry.get("tune") and not has_gt:
-                    raise BadInput(path, None, f"[{label}] tune = true needs ground truth: "
-                                               "give [prepare] gt (or demo = true)")
-            elif table != "search":
-                if "input" not in entry:
-                    raise BadInput(path, None, f"[{label}] needs input = '<name of a run made earlier in this config>'")
-                sources = [entry["input"]]
-            else:
-                sources = []
-            for source in sources:
-                if source not in runs:
-                    raise BadInput(path, None, f"[{label}] input {source!r} is not a run made earlier in this config")
-            if name in runs:
-                raise BadInput(path, None, f"two runs are named {name!r}")
-            runs.add(name)
 
-    score = config.get("score", {})
-    if "gt" in score:
-        check_value(path, "score", "gt", score["gt"], str)
-    options = _without(score, "gt")
-    check_options(path, "score", score_runs, options, {"run_paths", "gt_path"})
-    if options and not has_gt:
-        raise BadInput(path, None, f"[score] {next(iter(options))} is set, but nothing is scored without ground truth: "
-                                   "give [prepare] gt or [score] gt (or demo = true)")
-    for key in ("seed", "n_resamples", "variant"):  # scoring comes last: refuse its values before the first stage
-        if key in options:
-            try:
-                check_score_options(**{key: options[key]})
-            except BadInput as exc:
-                raise BadInput(path, None, f"[score] {key}: {exc.reason}") from None
-    if "report" in config:
-        _check_report(path, config["report"], runs, has_gt)
+def _options_class(table: str) -> type:
+    from bpcr.evaluation.options import EnsembleOptions
+    from bpcr.postretrieval.options import RefineOptions
+    from bpcr.reranking.options import RerankOptions
+    from bpcr.retrieval.options import SearchOptions
+
+    return {"search": SearchOptions, "refine": RefineOptions, "rerank": RerankOptions,
+            "ensemble": EnsembleOptions}[table]
+
+
+def _check_run_ranges(path: Path, label: str, table: str, entry: Mapping[str, Any], given: Mapping[str, Any],
+                      method_options: Mapping[str, Any]) -> None:
+    """A run table's values within the ranges its options class declares (a DBA table's too)."""
+    from bpcr.evaluation.options import EnsembleOptions, check_ensemble_options
+    from bpcr.options import check
+    from bpcr.postretrieval.options import DbaOptions, check_dba_options
+    from bpcr.reranking.options import RerankOptions
+    from bpcr.retrieval.options import SearchOptions, check_search_options
+
+    if table == "refine":
+        check_refine_method(path, label, _without(given, *method_options), method_options)
+        return
+    checks = {"rerank": lambda: check(RerankOptions(**given), spell=lambda f: f.name),
+              "search": lambda: check_search_options(SearchOptions(**given)),
+              "ensemble": lambda: check_ensemble_options(EnsembleOptions(**given))}
+    _labelled(path, label, checks[table])
+    if table == "search" and "dba" in entry:
+        check_options(path, f"{label} dba", DbaOptions, entry["dba"], set())
+        _labelled(path, f"{label} dba", lambda: check_dba_options(DbaOptions(**entry["dba"])))
+
+
+def _labelled(path: Path, label: str, check: Callable[[], Any]) -> None:
+    """Run a range check, its refusal naming the config file and the table."""
+    try:
+        check()
+    except BadInput as exc:
+        raise BadInput(path, None, f"[{label}] {exc.reason}") from None
+
+
+def _run_sources(path: Path, label: str, table: str, entry: Mapping[str, Any], config: Mapping[str, Any],
+                 has_gt: bool) -> list[str]:
+    """The earlier runs a table reads: an ensemble's inputs (two at least), a refine's or rerank's input."""
+    if table == "ensemble":
+        sources = entry.get("inputs", [])
+        if len(sources) < 2:
+            raise BadInput(path, None, f"[{label}] inputs must name at least two runs made earlier in this config")
+        if entry.get("tune") and not has_gt:
+            raise BadInput(path, None, f"[{label}] tune = true needs ground truth: "
+                                       "give [prepare] gt (or demo = true)")
+        if entry.get("tune"):
+            _check_one_split(path, label, entry, config.get("score", {}))
+        return sources
+    if table == "search":
+        return []
+    if "input" not in entry:
+        raise BadInput(path, None, f"[{label}] needs input = '<name of a run made earlier in this config>'")
+    return [entry["input"]]
 
 
 def train_name(weights: Any) -> str | None:
     """The [[train]] name of an [[extract]]'s ``weights = "train:<name>"``; None for weights of another kind."""
     return weights[len(TRAIN_REF):] if isinstance(weights, str) and weights.startswith(TRAIN_REF) else None
+
+
+def _check_indexes(path: Path, config: Mapping[str, Any]) -> None:
+    """[index] and [text_index]: options of :class:`bpcr.retrieval.options.IndexOptions` and
+    :class:`bpcr.text.options.TextIndexOptions` within their ranges."""
+    from bpcr.options import check
+    from bpcr.retrieval.options import DISTANCES, IndexOptions, check_index_options
+    from bpcr.text.options import TextIndexOptions
+
+    index = config.get("index", {})
+    check_options(path, "index", IndexOptions, index, set())
+    if "metric" in index and index["metric"] not in DISTANCES:  # it names the index folders
+        raise BadInput(path, None, f"[index] metric {index['metric']!r} is not one of {', '.join(DISTANCES)}")
+    try:
+        check_index_options(IndexOptions(**index))
+    except BadInput as exc:
+        raise BadInput(path, None, f"[index] {exc.reason}") from None
+    text_index = config.get("text_index", {})
+    check_options(path, "text_index", TextIndexOptions, text_index, set())
+    try:
+        check(TextIndexOptions(**text_index))
+    except BadInput as exc:
+        raise BadInput(path, None, f"[text_index] {exc.reason}") from None
 
 
 def _check_trains(path: Path, config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -265,6 +295,43 @@ def _check_trains(path: Path, config: Mapping[str, Any]) -> dict[str, Mapping[st
     return trains
 
 
+def _check_extracts(path: Path, config: Mapping[str, Any], trains: Mapping[str, Mapping[str, Any]]
+                    ) -> dict[str, Mapping[str, Any]]:
+    """Every [[extract]]: a name, backbone and poolings, options of :class:`bpcr.features.options.ExtractOptions`
+    within their ranges, and the pipeline's own keys (``database_parts``, ``restart``)."""
+    from bpcr.features.options import ExtractOptions, check_extract_options
+    from bpcr.features.pooling import pooling_names
+
+    extracts: dict[str, Mapping[str, Any]] = {}
+    for entry in config.get("extract", []):
+        name = entry_name(path, "extract", entry)
+        label = f"extract {name}"
+        if name in extracts:
+            raise BadInput(path, None, f"two [[extract]] are named {name!r}")
+        if "poolings" not in entry or "backbone" not in entry:
+            raise BadInput(path, None, f"[{label}] needs backbone and poolings")
+        check_value(path, label, "database_parts", entry.get("database_parts", []), list[str])
+        check_value(path, label, "restart", entry.get("restart", False), bool)
+        options = _without(entry, "name", "database_parts", "restart")
+        check_options(path, label, ExtractOptions, options, set())
+        for pooling in entry["poolings"]:  # each names a store folder (a built-in's or a plugin's, bpcr.plugins)
+            try:
+                known = pooling_names()
+            except BadInput as exc:
+                raise BadInput(path, None, f"[{label}] {exc.reason}") from None
+            if pooling not in known:
+                raise BadInput(path, None, f"[{label}] poolings: unknown pooling {pooling!r}; "
+                                           f"choose from {', '.join(known)}")
+        try:
+            check_extract_options(ExtractOptions(**options))
+        except BadInput as exc:
+            raise BadInput(path, None, f"[{label}] {exc.reason}") from None
+        if train_name(entry.get("weights")) is not None:
+            _check_trained_extract(path, name, entry, trains)
+        extracts[name] = entry
+    return extracts
+
+
 def _check_trained_extract(path: Path, name: str, entry: Mapping[str, Any], trains: Mapping[str, Mapping[str, Any]]
                            ) -> None:
     """An [[extract]] with ``weights = "train:<name>"`` names a [[train]] of the same backbone."""
@@ -286,27 +353,64 @@ def _check_trained_extract(path: Path, name: str, entry: Mapping[str, Any], trai
                                    f"[train {source}], which trains {trained!r}")
 
 
-def _check_report(path: Path, report: Mapping[str, Any], runs: set[str], has_gt: bool) -> None:
-    """[report]: :func:`bpcr.evaluation.report.write_report`'s options, ``runs``/``diff`` naming runs of the config."""
-    from bpcr.ranges import REPORT_LIMIT_MAX, THUMB_MAX, THUMB_MIN, check_range
-    from bpcr.evaluation.report import write_report
+def _check_one_split(path: Path, label: str, entry: Mapping[str, Any], score: Mapping[str, Any]) -> None:
+    """An [[ensemble]] tunes on the public half of [score]'s split (the pipeline passes it): a split of its own
+    that differs would tune on queries the leaderboard reports as private, and is refused."""
+    from bpcr.evaluation.options import ScoreOptions
 
-    own = {"runs": list[str], "best": int}
+    for key in ("split_seed", "public_share"):
+        if key in entry and entry[key] != score.get(key, getattr(ScoreOptions, key)):
+            raise BadInput(path, None, f"[{label}] {key} = {entry[key]!r} differs from [score] {key} = "
+                                       f"{score.get(key, getattr(ScoreOptions, key))!r}: tuning would choose on "
+                                       "queries the leaderboard reports as private; set the split once, in [score]")
+
+
+def _check_score(path: Path, score: Mapping[str, Any], has_gt: bool) -> None:
+    """[score]: options of :class:`bpcr.evaluation.options.ScoreOptions` within their ranges (scoring comes last:
+    its values are refused before the first stage), and the pipeline's own ``gt``, ``baseline`` and ``chosen_on``
+    (what ``bpcr sweep`` chose on: :func:`bpcr.evaluation.chosen.check_chosen_on`)."""
+    from bpcr.evaluation.chosen import check_chosen_on
+    from bpcr.evaluation.options import ScoreOptions, check_score_options
+
+    own = {"gt": str, "baseline": str, "chosen_on": list[dict]}
+    for key, expected in own.items():
+        if key in score:
+            check_value(path, "score", key, score[key], expected)
+    options = _without(score, *own)
+    check_options(path, "score", ScoreOptions, options, set())
+    if "chosen_on" in score:
+        check_chosen_on(score["chosen_on"], path)
+    given = _without(score, "gt")
+    if given and not has_gt:
+        raise BadInput(path, None, f"[score] {next(iter(given))} is set, but nothing is scored without ground truth: "
+                                   "give [prepare] gt or [score] gt (or demo = true)")
+    for key in options:  # one at a time, so the message names the key
+        try:
+            check_score_options(ScoreOptions(**{key: options[key]}))
+        except BadInput as exc:
+            raise BadInput(path, None, f"[score] {key}: {exc.reason}") from None
+
+
+def _check_report(path: Path, report: Mapping[str, Any], runs: set[str], has_gt: bool) -> None:
+    """[report]: options of :class:`bpcr.evaluation.options.ReportOptions` within their ranges (the halves are
+    [score]'s), and the pipeline's own ``runs``/``best`` (which runs) and ``out`` (default: beside the leaderboard)."""
+    from bpcr.options import check
+    from bpcr.evaluation.options import ReportOptions
+    from bpcr.ranges import REPORT_LIMIT_MAX, check_range
+
+    own = {"runs": list[str], "best": int, "out": str}
     for key, expected in own.items():
         if key in report:
             check_value(path, "report", key, report[key], expected)
-    # out has a default here: beside the leaderboard. The halves are [score]'s.
-    check_options(path, "report", write_report, _without(report, *own),
-                  {"run_paths", "gt_path", "db_manifest", "query_manifest", "split_seed", "public_share", "progress"},
-                  required=False)
+    options = _without(report, *own)
+    check_options(path, "report", ReportOptions, options, {"split_seed", "public_share"})
     if not has_gt:
         raise BadInput(path, None, "[report] needs ground truth: give [prepare] gt or [score] gt (or demo = true)")
-    for key, low, high in (("best", 1, REPORT_LIMIT_MAX), ("limit", 1, REPORT_LIMIT_MAX),
-                           ("thumb", THUMB_MIN, THUMB_MAX)):
-        try:
-            check_range(key, report.get(key), low, high, integer=True, optional=True)
-        except BadInput as exc:
-            raise BadInput(path, None, f"[report] {exc.reason}") from None
+    try:
+        check_range("best", report.get("best"), 1, REPORT_LIMIT_MAX, integer=True, optional=True)
+        check(ReportOptions(**options), spell=lambda f: f.name)
+    except BadInput as exc:
+        raise BadInput(path, None, f"[report] {exc.reason}") from None
     for key in ("runs", "diff"):
         for name in report.get(key, []):
             if name not in runs:
@@ -318,18 +422,60 @@ def _check_report(path: Path, report: Mapping[str, Any], runs: set[str], has_gt:
         raise BadInput(path, None, "[report] runs is empty; leave it out to report the best runs")
 
 
-def check_refine_method(config_path: Path, label: str, options: Mapping[str, Any]) -> None:
-    """A [[refine]]'s method is known, and its options are that method's and within their ranges."""
-    from bpcr.postretrieval.refine import METHODS, method_options
+def _check_report_out(path: Path, config: Mapping[str, Any]) -> None:
+    """[report] out is a folder of its own: not the work or runs folder, nor one holding them (its swap would
+    replace them whole)."""
+    out = config["report"].get("out")
+    if out is None:
+        return
+    target = Path(out).resolve()
+    for key, default in (("work", "work"), ("submissions", "submissions")):
+        folder = Path(config.get(key, default)).resolve()
+        if target == folder or target in folder.parents:
+            raise BadInput(path, None, f"[report] out {out!r} is {'the' if target == folder else 'above the'} "
+                                       f"{key} folder; give the report a folder of its own")
 
-    method = options.get("method", "text")
-    if method not in METHODS:
-        raise BadInput(config_path, None, f"[{label}] method {method!r} is not one of {', '.join(METHODS)}")
-    given = {k: v for k, v in options.items() if k not in ("method", "weights", "fusion")}
+
+def check_refine_method(config_path: Path, label: str, options: Mapping[str, Any],
+                        method_options: Mapping[str, Any] | None = None) -> None:
+    """A [[refine]]'s method is known (a built-in or a plugin, :mod:`bpcr.plugins`), and its options (of
+    :class:`bpcr.postretrieval.options.RefineOptions`, their types already checked; ``method_options``: a plugin's
+    own, from :func:`refine_plugin_options`) are that method's and within their ranges."""
+    from bpcr import plugins
+    from bpcr.postretrieval.options import METHOD_FIELDS, METHOD_OPTIONS, RefineOptions, resolve_method_options
+
+    method = options.get("method", RefineOptions.method)
     try:
-        method_options(METHODS[method], given)
+        names = plugins.known(plugins.REFINE_METHODS, METHOD_OPTIONS)
     except BadInput as exc:
         raise BadInput(config_path, None, f"[{label}] {exc.reason}") from None
+    if method not in names:
+        raise BadInput(config_path, None, f"[{label}] method {method!r} is not one of {', '.join(names)}")
+    try:
+        resolve_method_options(method, {k: v for k, v in options.items() if k in METHOD_FIELDS}, method_options)
+    except BadInput as exc:
+        raise BadInput(config_path, None, f"[{label}] {exc.reason}") from None
+
+
+def refine_plugin_options(config_path: Path, label: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a [[refine]] that are a plugin method's own options (beside RefineOptions'), their types checked
+    against its options class; empty for a built-in method (whose table takes RefineOptions' keys only)."""
+    from bpcr.options import fields_of
+    from bpcr.postretrieval.options import METHOD_OPTIONS, RefineOptions, check_method, plugin_method
+
+    method = options.get("method", RefineOptions.method)
+    if not isinstance(method, str) or method in METHOD_OPTIONS:
+        return {}
+    try:
+        if plugin_method(method) is None:
+            return {}  # an unknown method: check_refine_method names it
+        cls = check_method(method)
+    except BadInput as exc:
+        raise BadInput(config_path, None, f"[{label}] {exc.reason}") from None
+    known = {f.name for f in fields_of(RefineOptions)}
+    own = {k: v for k, v in options.items() if k not in known}
+    check_options(config_path, label, cls, own, set(), required=False)
+    return own
 
 
 def check_features(config_path: Path, label: str, spec: str, extracts: Mapping[str, Mapping[str, Any]]) -> None:

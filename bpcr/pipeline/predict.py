@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Callable
 
 from bpcr.evaluation.check import check_submission
-from bpcr.pipeline.config import entry_name
+from bpcr.pipeline.config import RUN_TABLES, entry_name  # RUN_TABLES in pipeline order: the last run is the final one
 from bpcr.errors import BadInput
 from bpcr.io.fileio import atomic_path, json_text, write_text_atomic
 from bpcr.io.folders import check_output_file
@@ -55,7 +55,6 @@ from bpcr.io.runs import SUBMISSION_DEPTH, read_provenance, read_submission
 from bpcr.io.store import check_same_extraction, open_store
 from bpcr.io.textio import people_csv
 
-RUN_TABLES = ("search", "refine", "rerank", "ensemble")  # in pipeline order: the last run is the final one
 FALLBACK_RULE = ("the 7 database images the final run answers most often for the config's own queries "
                  "(bpcr run's submission), ties by ID")
 
@@ -101,8 +100,8 @@ def predict(
     started = time.perf_counter()
     test_dir, out_csv = Path(test_dir), Path(out_csv)
     rejects = rejects_path(out_csv)
-    check_output_file(out_csv, "OUT_CSV")
-    check_output_file(rejects, "OUT_CSV")
+    check_output_file(out_csv, "OUT_CSV", inputs=[config])
+    check_output_file(rejects, "OUT_CSV", inputs=[config])
     if not test_dir.is_dir():
         raise BadInput(test_dir, None, "folder not found" if not test_dir.exists() else "not a folder")
     pipeline, target, fallback = _frozen_pipeline(config, test_dir, run, log, progress)

@@ -132,15 +132,18 @@ class Pipeline(StageRunners):
 
     def score(self) -> None:
         from bpcr.evaluation.leaderboard import write_outputs
+        from bpcr.evaluation.options import ScoreOptions
         from bpcr.evaluation.score import score_runs
 
         options = dict(self.config.get("score", {}))
         gt = Path(options.pop("gt")) if "gt" in options else self.gt
+        baseline = options.pop("baseline", None)
+        chosen_on = options.pop("chosen_on", [])  # what `bpcr sweep` chose this config's settings on
         if gt is None or not self.result.runs:
             self.log("[score] no ground truth or no runs: nothing to score")
             return
         start = time.perf_counter()
-        scores = score_runs(self.result.runs, gt, **options)
+        scores = score_runs(self.result.runs, gt, ScoreOptions(**options), baseline=baseline, chosen_on=chosen_on)
         write_outputs(scores, gt, self.leaderboard, self.work / "scores.json", self.work / "per_query.csv")
         self.result.times.append(StageTime("score", "leaderboard", time.perf_counter() - start, False))
         self.result.leaderboard = self.leaderboard
@@ -152,6 +155,7 @@ class Pipeline(StageRunners):
 
     def report(self) -> None:
         """[report]: ``bpcr report``'s page of the runs it names (default: the best ones), after scoring."""
+        from bpcr.evaluation.options import ReportOptions
         from bpcr.evaluation.report import write_report
 
         if "report" not in self.config:
@@ -167,14 +171,15 @@ class Pipeline(StageRunners):
             names += [n for n in options["diff"] if n not in names]
         # The halves are the leaderboard's, so the page's figures are the leaderboard's.
         split = {k: v for k, v in self.config.get("score", {}).items() if k in ("split_seed", "public_share")}
+        chosen_on = self.config.get("score", {}).get("chosen_on", [])
         out, gt = self._report_out(), self.scored_gt
-        key = stage_key("report", options, split, names, [self.keys[f"run:{n}"] for n in names], sha256_file(gt),
-                   self.keys["prepare"])
+        # The half shown is keyed even when defaulted: a page made before [report] half existed showed both.
+        key = stage_key("report", {"half": ReportOptions.half, **options}, split, chosen_on, names,
+                        [self.keys[f"run:{n}"] for n in names], sha256_file(gt), self.keys["prepare"])
         self._step("report", out.name, key, [out / "index.html", out / "report.json"],
-                   lambda: write_report([self.run_path(n) for n in names], gt, out,
-                                        db_manifest=self.manifests["database"],
-                                        query_manifest=self.manifests["queries"], progress=self.progress,
-                                        **split, **options))
+                   lambda: write_report([self.run_path(n) for n in names], gt, out, ReportOptions(**split, **options),
+                                        chosen_on=chosen_on, db_manifest=self.manifests["database"],
+                                        query_manifest=self.manifests["queries"], progress=self.progress))
 
     def run(self) -> PipelineResult:
         from bpcr.io.folders import REPORT, check_output_folder

@@ -27,7 +27,7 @@ def stage_key(*parts: Any) -> str:
 
 
 def code_defaults(stage: str) -> dict:
-    """What a stage does with every option a config leaves out: its function's defaults, in its key.
+    """What a stage does with every option a config leaves out: the defaults its options class declares, in its key.
 
     A new version of the kit that changes a default (a SIFT working size, a matcher, a
     refinement's parameter) then re-runs the stages it changes instead of keeping their
@@ -35,12 +35,14 @@ def code_defaults(stage: str) -> dict:
     re-ranking the version of its SIFT descriptors, extraction and training the network's
     memory layout.
     """
-    import inspect
-
     if stage == "rerank":
-        from bpcr.reranking.rerank import rerank as func
+        from bpcr.options import defaults
+        from bpcr.reranking.options import RerankOptions
         from bpcr.reranking.sift import SIFT_VERSION
-        extra: dict = {"sift_version": SIFT_VERSION}
+        # The key it held when rerank's signature gave the defaults (None left out, out in), so work folders made
+        # before stay up to date and `bpcr predict` reuses them; the descriptors' version re-runs it when they change.
+        return {**{k: v for k, v in defaults(RerankOptions).items() if v is not None}, "out": "submissions",
+                "sift_version": SIFT_VERSION}
     elif stage == "train":
         from bpcr.features.loader import LAYOUT
         from bpcr.options import defaults
@@ -48,25 +50,35 @@ def code_defaults(stage: str) -> dict:
         return {**defaults(TrainOptions), "layout": LAYOUT}
     elif stage == "extract":
         from bpcr.features.loader import LAYOUT
-        func = _lazy("features.extract", "extract")
-        extra = {"layout": LAYOUT}
+        from bpcr.features.options import ExtractOptions
+        from bpcr.options import defaults
+        return {**defaults(ExtractOptions), "layout": LAYOUT}
     elif stage == "refine":
-        from bpcr.postretrieval.refine import METHODS, refine as func
-        extra = {m.name: {**{k: o.default for k, o in m.options.items()}, **dict(m.preset)} for m in METHODS.values()}
+        from bpcr.options import defaults
+        from bpcr.postretrieval.options import RefineOptions
+        from bpcr.postretrieval.refine import METHODS
+        return {**defaults(RefineOptions), **{m.name: {**m.defaults, **dict(m.preset)} for m in METHODS.values()}}
+    elif stage == "dba":
+        from bpcr.options import defaults
+        from bpcr.postretrieval.options import DbaOptions
+        return defaults(DbaOptions)
+    elif stage in ("index", "search", "text-index"):
+        from bpcr.options import defaults
+        from bpcr.retrieval.options import IndexOptions, SearchOptions
+        from bpcr.text.options import TextIndexOptions
+        # The keys these stages held when their function's signature gave the defaults (None left out, search's
+        # out and text-index's force in), so work folders made before stay up to date and `bpcr predict` reuses them.
+        cls, kept = {"index": (IndexOptions, {}), "search": (SearchOptions, {"out": "submissions"}),
+                     "text-index": (TextIndexOptions, {"force": False})}[stage]
+        return {**{k: v for k, v in defaults(cls).items() if v is not None}, **kept}
+    elif stage == "ensemble":
+        from bpcr.evaluation.options import EnsembleOptions
+        from bpcr.options import defaults
+        # The key it held when ensemble's signature gave the defaults (None left out, out in), so work folders
+        # made before stay up to date and `bpcr predict` reuses them.
+        return {**{k: v for k, v in defaults(EnsembleOptions).items() if v is not None}, "out": "submissions"}
     else:
-        func = {"index": _lazy("retrieval.index", "build_index"), "search": _lazy("retrieval.search", "search"),
-                "text-index": _lazy("text.index", "build_text_index"), "ensemble": _lazy("evaluation.ensemble", "ensemble"),
-                "dba": _lazy("postretrieval.dba", "dba")}[stage]
-        extra = {}
-    defaults = {name: p.default for name, p in inspect.signature(func).parameters.items()
-                if p.default is not inspect.Parameter.empty and isinstance(p.default, (bool, int, float, str, tuple))}
-    return {**defaults, **extra}
-
-
-def _lazy(module: str, name: str) -> Any:
-    import importlib
-
-    return getattr(importlib.import_module(f"bpcr.{module}"), name)
+        raise KeyError(stage)
 
 
 def _file_digest(weights: Any) -> str | None:
@@ -111,7 +123,11 @@ class StageRunners(PipelineState):
         return out / "weights.pt"
 
     def extract(self) -> None:
+        """Every [[extract]]: ``WORK/features/<name>/{database,queries}/<pooling>/`` (:func:`bpcr.features.extract.extract`
+        with :class:`bpcr.features.options.ExtractOptions` from the table; ``restart`` and ``database_parts`` are the
+        pipeline's own keys)."""
         from bpcr.features.extract import extract, merge
+        from bpcr.features.options import ExtractOptions
 
         for entry in self.config.get("extract", []):
             name = self._run_name("extract", entry)
@@ -141,13 +157,20 @@ class StageRunners(PipelineState):
                         parts, out, pca_whiten=bool(kwargs.get("pca_whiten")))
                 else:
                     key = stage_key("extract", keyed_kwargs, code_defaults("extract"), self.keys["prepare"], which)
-                    action = lambda out=out, which=which, kwargs=kwargs: extract(
-                        self.manifests[which], out, progress=self.progress, on_warning=self._warn, **kwargs)
+                    restart = bool(kwargs.pop("restart", False))
+                    action = lambda out=out, which=which, kwargs=kwargs, restart=restart: extract(
+                        self.manifests[which], out, ExtractOptions(**kwargs), restart=restart, progress=self.progress,
+                        on_warning=self._warn)
                 self._step("extract", f"{name}-{which}", key, outputs, action, database=which == "database")
                 self.keys[f"extract:{name}:{which}"] = key
 
     def search(self) -> None:
+        """Every [[search]]: the index of each feature set (``WORK/indexes/``,
+        :func:`bpcr.retrieval.index.build_index` with :class:`bpcr.retrieval.options.IndexOptions` from [index])
+        and the run (:func:`bpcr.retrieval.search.search` with :class:`bpcr.retrieval.options.SearchOptions`
+        from the table; ``features`` and ``dba`` are the pipeline's own keys)."""
         from bpcr.retrieval.index import build_index
+        from bpcr.retrieval.options import IndexOptions, SearchOptions
         from bpcr.retrieval.search import search
 
         index_options = dict(self.config.get("index", {}))
@@ -166,7 +189,8 @@ class StageRunners(PipelineState):
                 index_dir = self.work / "indexes" / f"{index_name}-{index_options.get('metric', 'cosine')}"
                 index_key = stage_key("index", index_options, code_defaults("index"), db_key, pooling)
                 self._step("index", index_dir.name, index_key, [index_dir],
-                           lambda s=db_store, d=index_dir: build_index(s, d, log=self.log, **index_options),
+                           lambda s=db_store, d=index_dir: build_index(s, d, IndexOptions(**index_options),
+                                                                       log=self.log),
                            database=True)
                 indexes.append(index_dir)
                 queries.append(self.store(extract_name, "queries", pooling))
@@ -174,8 +198,8 @@ class StageRunners(PipelineState):
             key = stage_key("search", options, code_defaults("search"), upstream)
             self._step("search", name, key, [self.run_path(name)],
                        lambda i=indexes, q=queries, n=name, o=options: search(
-                           i if len(i) > 1 else i[0], q if len(q) > 1 else q[0], n, self.submissions, log=self.log,
-                           **o))
+                           i if len(i) > 1 else i[0], q if len(q) > 1 else q[0], n, self.submissions,
+                           SearchOptions(**o), log=self.log))
             self.keys[f"run:{name}"] = key
             self.result.runs.append(self.run_path(name))
 
@@ -186,12 +210,14 @@ class StageRunners(PipelineState):
         Returns the new store, its key and the name its index goes by; the query store is unchanged.
         """
         from bpcr.postretrieval.dba import dba
+        from bpcr.postretrieval.options import DbaOptions
 
         tag = "dba-" + stage_key("dba", dict(options))[:8]
         out = self.work / "features-dba" / extract_name / f"{pooling}-{tag}"
         dba_key = stage_key("dba", dict(options), code_defaults("dba"), key, pooling)
         self._step("dba", f"{extract_name}-{pooling}-{tag}", dba_key, [out / "meta.json"],
-                   lambda: dba(store, out, graph_dir=self.work / "graphs", log=self.log, **options), database=True)
+                   lambda: dba(store, out, DbaOptions(**options), graph_dir=self.work / "graphs", log=self.log),
+                   database=True)
         return out, dba_key, f"{extract_name}-{pooling}-{tag}"
 
     def _input_run(self, source: str) -> tuple[Path, str]:
@@ -199,8 +225,10 @@ class StageRunners(PipelineState):
         return self.run_path(source), self.keys[f"run:{source}"]
 
     def refine(self) -> None:
+        from bpcr.postretrieval.options import reads_text_index, refine_table
         from bpcr.postretrieval.refine import refine
         from bpcr.text.index import build_text_index
+        from bpcr.text.options import TextIndexOptions
 
         entries = self.config.get("refine", [])
         if not entries:
@@ -209,9 +237,10 @@ class StageRunners(PipelineState):
         text_options = dict(self.config.get("text_index", {}))
         text_key = stage_key("text-index", text_options, code_defaults("text-index"), self.keys["prepare"])
         # The textual index is built for the methods that read it (text; dupgroup's description links).
-        if any(entry.get("method", "text") in TEXT_INDEX_METHODS for entry in entries):
+        if any(reads_text_index(entry.get("method", "text")) for entry in entries):  # a plugin's that says so too
             self._step("text-index", "database", text_key, [text_dir],
-                       lambda: build_text_index(self.manifests["database"], text_dir, force=True, **text_options),
+                       lambda: build_text_index(self.manifests["database"], text_dir, TextIndexOptions(**text_options),
+                                                force=True),
                        database=True)
         for entry in entries:
             name = self._run_name("refine", entry)
@@ -227,16 +256,20 @@ class StageRunners(PipelineState):
                 upstream += [self.keys[f"extract:{extract_name}:database"], self.keys[f"extract:{extract_name}:queries"],
                              pooling]
             options = {k: v for k, v in entry.items() if k not in ("name", "input", "features")}
-            reads_text = options.get("method", "text") in TEXT_INDEX_METHODS
+            reads_text = reads_text_index(options.get("method", "text"))
             key = stage_key("refine", options, code_defaults("refine"), run_key, text_key if reads_text else None, upstream)
             self._step("refine", name, key, [self.run_path(name)],
                        lambda r=run, n=name, o=options, d=db_stores or None, q=query_stores or None, t=reads_text:
-                       refine(r, text_dir if t else None, d, q, n, self.submissions,
-                              graph_dir=self.work / "graphs", log=self.log, **o))
+                       refine(r, text_dir if t else None, d, q, n, self.submissions, *refine_table(o),
+                              graph_dir=self.work / "graphs", log=self.log))
             self.keys[f"run:{name}"] = key
             self.result.runs.append(self.run_path(name))
 
     def rerank(self) -> None:
+        """Every [[rerank]]: the run (:func:`bpcr.reranking.rerank.rerank` with
+        :class:`bpcr.reranking.options.RerankOptions` from the table; ``input`` is the pipeline's own key), its SIFT
+        descriptors cached in ``WORK/sift-cache``."""
+        from bpcr.reranking.options import RerankOptions
         from bpcr.reranking.rerank import rerank
 
         cache_dir = self.work / "sift-cache"
@@ -248,14 +281,15 @@ class StageRunners(PipelineState):
             options = {k: v for k, v in entry.items() if k not in ("name", "input")}
             key = stage_key("rerank", options, code_defaults("rerank"), run_key, self.keys["prepare"])
             self._step("rerank", name, key, [self.run_path(name)],
-                       lambda r=run, n=name, o=options: rerank(
-                           r, self.manifests["database"], self.manifests["queries"], n, self.submissions,
-                           cache_dir=cache_dir, progress=self.progress, **o))
+                       lambda r=run, n=name, o=RerankOptions(**options): rerank(
+                           r, self.manifests["database"], self.manifests["queries"], n, self.submissions, o,
+                           cache_dir=cache_dir, progress=self.progress))
             self.keys[f"run:{name}"] = key
             self.result.runs.append(self.run_path(name))
 
     def ensemble(self) -> None:
         from bpcr.evaluation.ensemble import ensemble
+        from bpcr.evaluation.options import EnsembleOptions
 
         for entry in self.config.get("ensemble", []):
             name = self._run_name("ensemble", entry)
@@ -272,9 +306,14 @@ class StageRunners(PipelineState):
                 if self.gt is None:
                     raise BadInput(self.config_path, None, f"[ensemble {name}] tune = true needs ground truth")
                 options["tune_on"] = self.gt
+                # One split everywhere: tuned on the public half of the split the leaderboard scores with.
+                options.update({k: v for k, v in self.config.get("score", {}).items()
+                                if k in ("split_seed", "public_share")})
             key = stage_key("ensemble", options, code_defaults("ensemble"), keys)
+            tune_on = options.pop("tune_on", None)
             self._step("ensemble", name, key, [self.run_path(name)],
-                       lambda p=paths, n=name, o=options: ensemble(p, name=n, out=self.submissions, **o))
+                       lambda p=paths, n=name, o=EnsembleOptions(**options), t=tune_on: ensemble(
+                           p, n, o, self.submissions, tune_on=t))
             self.keys[f"run:{name}"] = key
             self.result.runs.append(self.run_path(name))
 

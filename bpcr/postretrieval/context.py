@@ -24,7 +24,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bpcr.errors import BadInput
-from bpcr.ranges import check_range
 from bpcr.io.runs import SUBMISSION_DEPTH, Run
 from bpcr.postretrieval.similarity import Similarity
 from bpcr.text.index import TextIndex
@@ -124,32 +123,3 @@ def graph_for(ctx: Context, s: int, k: int):
         index = None
     return knn_graph(sim.db[s], sim.distances[s], k, index=index, cache=ctx.graph_dir, log=ctx.log)
 
-
-@dataclass(frozen=True)
-class Option:
-    """One option of a method: its default and the values it accepts (checked before any file is read).
-
-    ``low``/``high`` bound a number (``*_open``: strictly), ``integer`` wants an int,
-    ``choices`` lists the accepted strings, ``optional`` lets None through.
-    """
-
-    default: object
-    low: float | None = None
-    high: float | None = None
-    integer: bool = False
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple[str, ...] | None = None
-    optional: bool = False
-
-    def check(self, name: str, value: object) -> None:
-        option = "--" + name.replace("_", "-")
-        if self.choices is not None:
-            if value not in self.choices:
-                raise BadInput(None, None, f"unknown {option} {value!r}; choose one of {', '.join(self.choices)}")
-            return
-        check_range(option, value, self.low, self.high, low_open=self.low_open, high_open=self.high_open,
-                    integer=self.integer, optional=self.optional)
-
-
-SHORTLIST = Option(None, SUBMISSION_DEPTH, None, integer=True, optional=True)

@@ -32,40 +32,37 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from bpcr.retrieval.distances import get_distance, iter_chunks, normalise_rows
 from bpcr.errors import BadInput
 from bpcr.io.fileio import sha256_file
-from bpcr.io.folders import FEATURE_STORE, check_output_folder
-from bpcr.retrieval.knngraph import describe_graph, knn_graph, stream_rows
-from bpcr.ranges import check_range
+from bpcr.io.folders import FEATURE_STORE, check_output_folder, check_cache_folder
+from bpcr.retrieval.knngraph import KnnGraph, describe_graph, knn_graph, stream_rows
 from bpcr.io.store import FeatureStore, open_store, write_store_blocks
+from bpcr.postretrieval.options import DbaOptions, check_dba_options
 
-DBA_N = 1
-DBA_ALPHA = 0.0
-DBA_N_MAX = 100
+# Chosen on the demo's public half (module docstring); declared in bpcr.postretrieval.options.
+DBA_N = DbaOptions.n
+DBA_ALPHA = DbaOptions.alpha
 # Working memory of one block of augmented rows: the float64 sums and their neighbours' rows.
 BLOCK_BYTES = 128 << 20
 
 
-def check_dba_options(n: int = DBA_N, alpha: float = DBA_ALPHA) -> None:
-    """Refuse ``n`` and ``alpha`` outside their ranges (before any file is read)."""
-    check_range("--n", n, 1, DBA_N_MAX, integer=True)
-    check_range("--alpha", alpha, 0.0, 100.0)
-
-
-def dba(store: str | Path, out: str | Path, n: int = DBA_N, alpha: float = DBA_ALPHA, index: str | Path | None = None,
+def dba(store: str | Path, out: str | Path, options: DbaOptions = DbaOptions(), *, index: str | Path | None = None,
         graph_dir: str | Path | None = None, log: Callable[[str], None] = print) -> FeatureStore:
     """Write the augmented copy of ``store`` to ``out`` (module docstring) and return it opened.
 
+    ``options``: ``n`` and ``alpha``, declared in :class:`bpcr.postretrieval.options.DbaOptions`;
     ``index``: an approximate bpcr index of ``store`` to find neighbours with (default: exact scan);
     ``graph_dir``: where the k-NN graph is kept and reused (None: built, not kept).
     """
     started = time.perf_counter()
-    check_dba_options(n, alpha)
+    check_dba_options(options)
+    check_cache_folder(graph_dir, "--graph-dir")
+    n, alpha = options.n, options.alpha
     source = open_store(store, role="database")
     target = check_output_folder(out, "--out", FEATURE_STORE)
     if target.resolve() == source.path.resolve():
@@ -74,26 +71,28 @@ def dba(store: str | Path, out: str | Path, n: int = DBA_N, alpha: float = DBA_A
     graph = knn_graph(source, distance, n, index=index, cache=graph_dir, log=log)
     features = source.features
     dim = features.shape[1]
-    block_rows = max(256, BLOCK_BYTES // (8 * dim * (graph.k + 1)))
-
-    def blocks():
-        for start, block in iter_chunks(features, block_rows):
-            m = block.shape[0]
-            rows = graph.rows[start:start + m].astype(np.int64)
-            weights = np.where(rows >= 0, np.maximum(graph.scores[start:start + m].astype(np.float64), 0.0) ** alpha, 0.0)
-            total = normalise_rows(block.astype(np.float64))
-            valid = np.flatnonzero(rows.ravel() >= 0)
-            for positions, found in stream_rows(features, rows.ravel()[valid]):
-                flat = valid[positions]
-                neighbours = normalise_rows(found.astype(np.float64)) * weights.ravel()[flat][:, None]
-                np.add.at(total, flat // rows.shape[1], neighbours)
-            yield normalise_rows(total)
-
     meta = dict(source.meta)
     meta["dba"] = {"n": n, "alpha": alpha, "equation": "x + sum_i s_i^alpha x_i, normalised (alpha-DBA)",
                    "source": str(source.path), "source_features_sha256": sha256_file(source.path / "features.npy"),
                    "source_ids_sha256": sha256_file(source.path / "ids.txt"), "graph": describe_graph(graph)}
-    written = write_store_blocks(target, source.ids, blocks(), dim, features.dtype, meta, source.failed)
+    written = write_store_blocks(target, source.ids, _augmented(features, graph, alpha), dim, features.dtype, meta,
+                                 source.failed)
     log(f"augmented {len(source)} database vectors with their {n} nearest (alpha={alpha:g}) in "
         f"{time.perf_counter() - started:.1f} s")
     return written
+
+
+def _augmented(features: np.ndarray, graph: KnnGraph, alpha: float) -> Iterator[np.ndarray]:
+    """Blocks of x' = normalise(x + sum_i s_i^alpha x_i) over the store's rows, in order (module docstring)."""
+    block_rows = max(256, BLOCK_BYTES // (8 * features.shape[1] * (graph.k + 1)))
+    for start, block in iter_chunks(features, block_rows):
+        m = block.shape[0]
+        rows = graph.rows[start:start + m].astype(np.int64)
+        weights = np.where(rows >= 0, np.maximum(graph.scores[start:start + m].astype(np.float64), 0.0) ** alpha, 0.0)
+        total = normalise_rows(block.astype(np.float64))
+        valid = np.flatnonzero(rows.ravel() >= 0)
+        for positions, found in stream_rows(features, rows.ravel()[valid]):
+            flat = valid[positions]
+            neighbours = normalise_rows(found.astype(np.float64)) * weights.ravel()[flat][:, None]
+            np.add.at(total, flat // rows.shape[1], neighbours)
+        yield normalise_rows(total)

@@ -43,26 +43,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpcr.postretrieval.context import (SHORTLIST, Context, Option, Refinement, check_queries, count_changed, fused_description,
-                            graph_for, reciprocal_ranks, reorder, shortlist_of)
+from bpcr.postretrieval.context import (Context, Refinement, check_queries, count_changed, fused_description, graph_for,
+                                        reciprocal_ranks, reorder, shortlist_of)
+from bpcr.postretrieval.options import DiffusionOptions
 
-KQ = 7
-KD = 10
-GAMMA = 10.0
-DIFFUSION_ALPHA = 0.99
-ITERATIONS = 20
-K_MAX = 1000
-ITERATIONS_MAX = 1000
-GAMMA_MAX = 1000.0
+# The paper's (alpha, iterations) and the demo's public half's (kq, kd, gamma; module docstring); declared in
+# bpcr.postretrieval.options.
+KQ = DiffusionOptions.kq
+KD = DiffusionOptions.kd
+GAMMA = DiffusionOptions.gamma
+DIFFUSION_ALPHA = DiffusionOptions.diffusion_alpha
+ITERATIONS = DiffusionOptions.iterations
 _TOLERANCE = 1e-10
-OPTIONS = {
-    "kq": Option(KQ, 1, K_MAX, integer=True),
-    "kd": Option(KD, 1, K_MAX, integer=True),
-    "gamma": Option(GAMMA, 0.0, GAMMA_MAX, low_open=True),
-    "diffusion_alpha": Option(DIFFUSION_ALPHA, 0.0, 1.0, high_open=True),
-    "iterations": Option(ITERATIONS, 1, ITERATIONS_MAX, integer=True),
-    "shortlist": SHORTLIST,
-}
 
 
 def mutual_mask(rows: np.ndarray) -> np.ndarray:

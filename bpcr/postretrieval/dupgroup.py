@@ -36,24 +36,17 @@ from __future__ import annotations
 import numpy as np
 
 from bpcr.errors import BadInput
-from bpcr.postretrieval.context import Context, Option, Refinement, check_queries, count_changed, fused_description, graph_for
+from bpcr.postretrieval.context import Context, Refinement, check_queries, count_changed, fused_description, graph_for
 from bpcr.io.runs import SUBMISSION_DEPTH
+from bpcr.postretrieval.options import DUP_BY_CHOICES, DupgroupOptions  # noqa: F401  (DUP_BY_CHOICES: the API)
 from bpcr.postretrieval.similarity import similarity_order
 
-DUP_COSINE = 0.9
-DUP_TAU = 0.7
-DUP_BY = "either"
-DUP_EXPAND = 3
-DUP_K = 10
-DUP_BY_CHOICES = ("image", "text", "both", "either")
-K_MAX = 1000
-OPTIONS = {
-    "dup_cosine": Option(DUP_COSINE, -1.0, 1.0),
-    "dup_tau": Option(DUP_TAU, 0.0, 1.0),
-    "dup_by": Option(DUP_BY, choices=DUP_BY_CHOICES),
-    "dup_expand": Option(DUP_EXPAND, 1, SUBMISSION_DEPTH, integer=True),
-    "dup_k": Option(DUP_K, 1, K_MAX, integer=True),
-}
+# Chosen on the demo's public half (module docstring); declared in bpcr.postretrieval.options.
+DUP_COSINE = DupgroupOptions.dup_cosine
+DUP_TAU = DupgroupOptions.dup_tau
+DUP_BY = DupgroupOptions.dup_by
+DUP_EXPAND = DupgroupOptions.dup_expand
+DUP_K = DupgroupOptions.dup_k
 
 
 def _keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:

@@ -46,20 +46,15 @@ from __future__ import annotations
 import numpy as np
 
 from bpcr.retrieval.distances import rescore
-from bpcr.postretrieval.context import (SHORTLIST, Context, Option, Refinement, check_queries, count_changed, fused_description,
-                            graph_for, reciprocal_ranks, reorder, shortlist_of)
+from bpcr.postretrieval.context import (Context, Refinement, check_queries, count_changed, fused_description, graph_for,
+                                        reciprocal_ranks, reorder, shortlist_of)
+from bpcr.postretrieval.options import KReciprocalOptions
 
-K1 = 5
-K2 = 3
-KR_LAMBDA = 0.7
-K_MAX = 1000
+# Chosen on the demo's public half (module docstring); declared in bpcr.postretrieval.options.
+K1 = KReciprocalOptions.k1
+K2 = KReciprocalOptions.k2
+KR_LAMBDA = KReciprocalOptions.kr_lambda
 QUERY = -1  # the query's key in a V vector (database rows are >= 0)
-OPTIONS = {
-    "k1": Option(K1, 1, K_MAX, integer=True),
-    "k2": Option(K2, 1, K_MAX, integer=True),
-    "kr_lambda": Option(KR_LAMBDA, 0.0, 1.0),
-    "shortlist": SHORTLIST,
-}
 
 
 class _SetGeometry:

@@ -40,18 +40,16 @@ from typing import Sequence
 import numpy as np
 
 from bpcr.retrieval.distances import TIE_MARGIN, exact_topk, gather_rows, normalise_rows, prepare_queries, rescore
-from bpcr.postretrieval.context import Context, Option, Refinement, check_queries, count_changed, fused_description
+from bpcr.postretrieval.context import Context, Refinement, check_queries, count_changed, fused_description
 from bpcr.io.runs import SUBMISSION_DEPTH
+from bpcr.postretrieval.options import AlphaQeOptions, AqeOptions
 
-# Chosen on the demo's public half (module docstring).
-QE_N = 1
-ALPHA_QE_N = 1
-QE_ALPHA = 1.0
+# Chosen on the demo's public half (module docstring); declared in bpcr.postretrieval.options.
+QE_N = AqeOptions.qe_n
+ALPHA_QE_N = AlphaQeOptions.qe_n
+QE_ALPHA = AlphaQeOptions.qe_alpha
 # The 2020 winner's expansion: q + 2/3 top1 + 1/3 top2.
 WINNER_2020_WEIGHTS = (2.0 / 3.0, 1.0 / 3.0)
-QE_N_MAX = 100
-AQE_OPTIONS = {"qe_n": Option(QE_N, 1, QE_N_MAX, integer=True)}
-ALPHA_QE_OPTIONS = {"qe_n": Option(ALPHA_QE_N, 1, QE_N_MAX, integer=True), "qe_alpha": Option(QE_ALPHA, 0.0, 100.0)}
 
 
 def expanded_queries(ctx: Context, query_ids: Sequence[str], n: int, alpha: float,

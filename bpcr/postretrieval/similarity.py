@@ -108,6 +108,25 @@ def similarity_order(ids: Sequence[str], scores: np.ndarray) -> list[str]:
     return [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))]
 
 
+def _recorded(value, source: Path | None):
+    """A path a run's provenance records, relative to the folder the run was made in (or absolute).
+
+    Found from the current folder first; else from the run file's folder and up to three folders above it
+    (a run kept in ``PROJECT/submissions`` names ``work/...`` relative to ``PROJECT``), so a run can be
+    refined from another working folder.
+    """
+    if not isinstance(value, str):
+        return value
+    path = Path(value)
+    if path.is_absolute() or path.exists() or source is None:
+        return path
+    folder = Path(source).resolve().parent
+    for base in [folder, *folder.parents][:4]:
+        if (base / path).exists():
+            return base / path
+    return path
+
+
 def _open(value, opener):
     return opener(value) if isinstance(value, (str, Path)) else value
 
@@ -150,7 +169,9 @@ def load_similarity(run: Run, files: dict[str, Path], db_store=None, query_store
         fusion = params.get("fusion") if fusion is None else fusion
         named = params.get("indexes")
         if isinstance(named, list) and len(named) == len(db_paths) and all(isinstance(p, str) for p in named):
-            index_paths = [Path(p) for p in named]
+            index_paths = [_recorded(p, source) for p in named]
+        db_paths = [_recorded(p, source) for p in db_paths]
+        query_paths = [_recorded(p, source) for p in query_paths]
         origin = "input run"
     else:
         db_paths, query_paths = _as_list(db_store), _as_list(query_store)

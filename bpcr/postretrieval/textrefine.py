@@ -35,14 +35,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bpcr.errors import BadInput
-from bpcr.postretrieval.context import Context, Option, Refinement, check_queries
+from bpcr.postretrieval.context import Context, Refinement, check_queries
+from bpcr.postretrieval.options import MODES, TextOptions  # noqa: F401  (MODES: the refine API)
 from bpcr.io.runs import SUBMISSION_DEPTH
 from bpcr.postretrieval.similarity import similarity_order
 from bpcr.text.index import TextIndex
 
-MODES = ("fill", "rerank-union")
-K_KEEP = 3  # paper 001's k: its §3 finds 3 best
-OPTIONS = {"k_keep": Option(K_KEEP, 1, SUBMISSION_DEPTH, integer=True), "mode": Option("fill", choices=MODES)}
+K_KEEP = TextOptions.k_keep  # paper 001's k: its §3 finds 3 best
 
 
 @dataclass

@@ -4,27 +4,13 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from bpcr.io.runs import Run, order_by_score
+from bpcr.reranking.options import SCORERS  # the scorers, declared with the options
 from bpcr.reranking.sift import local_score
-
-
-@dataclass(frozen=True)
-class Scorer:
-    description: str
-    local: str | None  # the SIFT score it ranks by; None: the one named by blend_of
-
-
-SCORERS: dict[str, Scorer] = {
-    "matches": Scorer("number of ratio-test SIFT matches, ties by mean match distance (paper 000 §3.1.1)", "matches"),
-    "inliers": Scorer("RANSAC homography inliers among the ratio-test matches (spatial verification)", "inliers"),
-    "blend": Scorer("(1-λ)·input score + λ·SIFT score, both min-max normalised per shortlist", None),
-}
-LOCAL_SCORERS = ("matches", "inliers")
 
 
 def sift_scores(counts: Sequence[int], mean_distances: Sequence[float]) -> list[float]:

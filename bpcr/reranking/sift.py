@@ -37,6 +37,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from bpcr.reranking.options import MATCHERS  # the matchers' names, declared with the options
+
 # Bumped whenever keypoint extraction changes, so cached descriptors are rebuilt.
 # 2: baseline OpenCV code paths on one thread, canonical keypoint order.
 # 3: JPEG draft decoding (bpcr.reranking.sift_tasks.load_gray), named in the cache key and stamp.
@@ -51,8 +53,6 @@ DISTANCE_BOUND = 1024.0
 FLANN_INDEX_KDTREE = 1
 FLANN_TREES = 5
 FLANN_CHECKS = 50
-
-MATCHERS = ("flann", "bf")
 
 # RootSIFT descriptors are stored like OpenCV's: unit vectors scaled by 512 and rounded to integers.
 ROOT_SIFT_SCALE = 512.0

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from bpcr.io.fileio import atomic_path, sha256_file
+from bpcr.reranking.options import RerankOptions
 from bpcr.reranking.sift import SIFT_VERSION, Keypoints
 
 ARRAYS = ("xy", "desc", "image_sha256", "sift")
@@ -36,11 +37,16 @@ _READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zli
 
 @dataclass(frozen=True)
 class SiftOptions:
-    """Everything that changes a database image's cached descriptors."""
+    """Everything that changes an image's cached descriptors: the options of :class:`RerankOptions` that key
+    the cache (their defaults and meaning are declared there; :meth:`of` picks them from a stage's options)."""
 
-    max_side: int
-    max_keypoints: int
-    jpeg_draft: bool = True  # JPEGs decoded at a reduced scale near max_side (bpcr.reranking.sift_tasks.load_gray)
+    max_side: int = RerankOptions.max_side
+    max_keypoints: int = RerankOptions.max_keypoints
+    jpeg_draft: bool = RerankOptions.jpeg_draft  # decoded near max_side (bpcr.reranking.sift_tasks.load_gray)
+
+    @classmethod
+    def of(cls, options: RerankOptions) -> SiftOptions:
+        return cls(options.max_side, options.max_keypoints, options.jpeg_draft)
 
     def stamp(self) -> np.ndarray:
         """The ``sift`` array an entry made with these options holds."""

@@ -15,7 +15,9 @@ fusion, Borda count, CombSUM and CombMNZ. Each is a pure function of one query's
 weight matrix ``weights: (W, R)`` (W weightings of R runs at once, so a weight
 grid is scored in one pass); it returns fused scores ``(W, C)``, higher is
 better. They are looked up by name in :data:`RUN_FUSIONS`, so ``--method rrf``
-and a config's ``method = "rrf"`` reach the same code.
+and a config's ``method = "rrf"`` reach the same code; :func:`get_run_fusion`
+also finds a team's own, registered in the entry-point group ``bpcr.fusions``
+(:func:`plugin_run_fusion`, docs/plugins.md).
 
 For run r with weight w_r, a document d at 1-based position rank_r(d) of a list
 of depth n_r, in a query whose candidate pool (all distinct documents any input
@@ -49,11 +51,13 @@ constant list must not collapse to the score of an absent document.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from bpcr import plugins
 from bpcr.errors import BadInput
 
 # Below this a fused score is float noise from cancellation (z-scores), not a preference.
@@ -293,9 +297,46 @@ RUN_FUSIONS: dict[str, RunFusion] = {
 
 
 def get_run_fusion(method: str) -> RunFusion:
-    if method not in RUN_FUSIONS:
-        raise BadInput(None, None, f"unknown fusion method {method!r}; choose from {', '.join(RUN_FUSIONS)}")
-    return RUN_FUSIONS[method]
+    """The run fusion named ``method``: a built-in of :data:`RUN_FUSIONS` or a plugin of the entry-point group
+    ``bpcr.fusions`` (:func:`plugin_run_fusion`); BadInput for neither, or for a plugin named as a built-in."""
+    plugins.check(plugins.FUSIONS, RUN_FUSIONS)
+    if method in RUN_FUSIONS:
+        return RUN_FUSIONS[method]
+    fusion = plugin_run_fusion(method)
+    if fusion is None:
+        names = plugins.choices(plugins.FUSIONS, RUN_FUSIONS)
+        raise BadInput(None, None, f"unknown fusion method {method!r}; choose from {', '.join(names)}")
+    return fusion
+
+
+def plugin_run_fusion(name: str) -> RunFusion | None:
+    """Plugin run fusion ``name`` (bpcr.plugins) as a :class:`RunFusion`; None when no plugin has that name.
+
+    The plugin's object is a :class:`RunFusion` (or any object with its attributes ``kernel``, ``uses_scores``,
+    ``defaults``, ``grid``), or a kernel ``f(table, weights, **params)`` as :func:`rrf`'s: (W, R) weights ->
+    (W, *B, C) scores, higher better, on one query's table or a stack of them; its keyword defaults are its
+    parameters (a ``k`` is set by ``--rrf-k``), and attributes ``uses_scores`` (default true: it reads
+    ``table.values``) and ``grid`` (parameter -> values tuned beside the weights) may say more.
+    """
+    obj = plugins.get(plugins.FUSIONS, name, RUN_FUSIONS)
+    if obj is None:
+        return None
+    if hasattr(obj, "kernel"):
+        return RunFusion(name, obj.kernel, bool(getattr(obj, "uses_scores", True)),
+                         dict(getattr(obj, "defaults", {})), dict(getattr(obj, "grid", {})))
+    if not callable(obj):
+        where = plugins.provenance(plugins.FUSIONS, name)
+        raise BadInput(None, None, f"run fusion plugin {name!r} of {where['plugin']} ({where['entry_point']}) is "
+                                   "neither a RunFusion nor a function f(table, weights, **params)")
+    params = list(inspect.signature(obj).parameters.values())[2:]
+    defaults = {p.name: p.default for p in params
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.default is not p.empty}
+    return RunFusion(name, obj, bool(getattr(obj, "uses_scores", True)), defaults, dict(getattr(obj, "grid", {})))
+
+
+def run_fusion_provenance(name: str) -> dict[str, str] | None:
+    """What a fused run's JSON records of a plugin fusion (:func:`bpcr.plugins.provenance`); None for a built-in."""
+    return None if name in RUN_FUSIONS else plugins.provenance(plugins.FUSIONS, name)
 
 
 # ---------------------------------------------------------------- run fusions: fused order

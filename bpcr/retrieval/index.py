@@ -28,9 +28,10 @@ import math
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -39,15 +40,14 @@ from bpcr.retrieval.distances import (Distance, default_chunk_rows, exact_top_ro
                         get_distance, gpu_count, iter_chunks, prepare_queries)
 from bpcr.errors import BadInput
 from bpcr.io.fileio import sha256_file, write_json_atomic
-from bpcr.io.folders import INDEX as INDEX_FOLDER, check_output_folder, replace_dir
-from bpcr.ranges import check_range, check_seed
+from bpcr.io.folders import INDEX as INDEX_FOLDER, check_output_folder, replace_dir, writing_dir
 from bpcr.io.store import FeatureStore, check_finite, open_store
 from bpcr.io.textio import exists_as_input, read_json
+from bpcr.retrieval.options import KINDS, IndexOptions, check_index_options
 
 INDEX_FORMAT = "bpcr-index/1"
 INDEX_JSON = "index.json"
 INDEX_FAISS = "index.faiss"
-KINDS = ("flat", "ivf", "hnsw")
 RECALL_K = 100
 
 
@@ -134,60 +134,49 @@ def _measure_recall(index, store: FeatureStore, distance: Distance, kind: str, p
     return param_name, tuning[-1][param_name], tuning[-1]["recall_at_100"], tuning
 
 
-def build_index(
-    store: str | Path,
-    out: str | Path,
-    metric: str = "cosine",
-    kind: str = "flat",
-    pq: int | None = None,
-    nlist: int | None = None,
-    hnsw_m: int = 32,
-    target_recall: float = 0.95,
-    recall_sample: int = 200,
-    train_size: int | None = None,
-    seed: int = 0,
-    chunk_rows: int | None = None,
-    log: Callable[[str], None] = print,
-) -> IndexInfo:
-    """Build an index folder ``out`` over the store at ``store`` (see module doc).
+def build_index(store: str | Path, out: str | Path, options: IndexOptions = IndexOptions(), *,
+                log: Callable[[str], None] = print) -> IndexInfo:
+    """Build an index folder ``out`` over the feature store at ``store`` (see module doc).
 
-    Approximate kinds are trained on ``train_size`` rows drawn with ``seed``
-    (default: 50 per IVF list, at least 10,000, at most all), filled in chunks, and
-    their recall@100 is measured and logged. Nothing is left under ``out`` unless
-    the build completes.
+    The options (distance, kind, faiss parameters, recall target, seed) are declared in
+    :class:`bpcr.retrieval.options.IndexOptions`. Approximate kinds are trained on a seeded sample, filled
+    in chunks, and their recall@100 is measured and logged. Nothing is left under ``out`` unless the build
+    completes.
     """
     started = time.perf_counter()
-    distance = get_distance(metric)
-    if kind not in KINDS:
-        raise BadInput(None, None, f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
-    check_range("--target-recall", target_recall, 0, 1, low_open=True)
-    check_range("--pq", pq, 1, integer=True, optional=True)
-    check_range("--nlist", nlist, 1, integer=True, optional=True)
-    check_range("--hnsw-m", hnsw_m, 2, integer=True)
-    check_range("--recall-sample", recall_sample, 1, integer=True)
-    check_range("train_size", train_size, 1, integer=True, optional=True)
-    check_range("chunk_rows", chunk_rows, 1, integer=True, optional=True)
-    check_seed(seed)
-    if pq is not None and kind == "flat":
-        raise BadInput(None, None, "--pq applies to --kind ivf or hnsw; a flat index is exact and not quantised")
-    if nlist is not None and kind != "ivf":
-        raise BadInput(None, None, f"--nlist applies to --kind ivf, not {kind}")
+    distance = get_distance(options.metric)
+    check_index_options(options)
     out = check_output_folder(out, "--out", INDEX_FOLDER)  # before any work: only an index is replaced
     store = open_store(store, role="database")  # refuses a store without rows
     n, dim = store.features.shape
-    if kind != "flat":
-        _factory_string(kind, dim, n, distance, pq, nlist, hnsw_m)  # refuse bad options before hashing the store
-    chunk_rows = chunk_rows or default_chunk_rows(dim)
+    if options.kind != "flat":  # refuse bad options before hashing the store
+        _factory_string(options.kind, dim, n, distance, options.pq, options.nlist, options.hnsw_m)
+    chunk_rows = options.chunk_rows or default_chunk_rows(dim)
     # Every row once, before any work: NaN or infinity would crash faiss's k-means and poison every distance.
     check_finite(store, "database", iter_chunks(store.features, chunk_rows))
+    sidecar = _sidecar(store, out, distance, options.kind)
+    with _writing(out) as tmp:
+        if options.kind != "flat":
+            _build_faiss(store, distance, options, chunk_rows, sidecar, tmp, log)
+        sidecar["seconds"] = round(time.perf_counter() - started, 3)
+        write_json_atomic(tmp / INDEX_JSON, sidecar)
+    return IndexInfo(path=out, distance=distance.name, kind=options.kind, count=n, dim=dim, params=sidecar["params"],
+                     recall_at_100=sidecar["recall_at_100"], tuning=sidecar["tuning"], seconds=sidecar["seconds"])
+
+
+def _sidecar(store: FeatureStore, out: Path, distance: Distance, kind: str) -> dict:
+    """index.json before the faiss build fills its params, recall and tuning."""
+    n, dim = store.features.shape
     store_abs = store.path.resolve()
-    sidecar: dict = {
+    return {
         "format": INDEX_FORMAT,
         "store": os.path.relpath(store_abs, out.resolve()),
         "store_abs": str(store_abs),
         "store_meta": store.meta,
         "ids_sha256": sha256_file(store.path / "ids.txt"),
         "features_sha256": sha256_file(store.path / "features.npy"),
+        # How features.npy looked when indexed: an open compares these first, the digest only when they differ.
+        "features_stat": _stat_of(store.path / "features.npy"),
         "count": n,
         "dim": dim,
         "dtype": str(store.features.dtype),
@@ -199,32 +188,28 @@ def build_index(
         "bpcr_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    tmp = out.with_name(f".{out.name}.writing")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[Path]:
+    """A folder beside ``out`` to fill, renamed into place when the block completes and removed if it fails."""
+    tmp = writing_dir(out)
     try:
-        if kind != "flat":
-            _build_faiss(store, distance, kind, pq, nlist, hnsw_m, target_recall, recall_sample, train_size, seed,
-                         chunk_rows, sidecar, tmp, log)
-        sidecar["seconds"] = round(time.perf_counter() - started, 3)
-        write_json_atomic(tmp / INDEX_JSON, sidecar)
+        yield tmp
         replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    info = IndexInfo(path=out, distance=distance.name, kind=kind, count=n, dim=dim, params=sidecar["params"],
-                     recall_at_100=sidecar["recall_at_100"], tuning=sidecar["tuning"], seconds=sidecar["seconds"])
-    return info
 
 
-def _build_faiss(store, distance, kind, pq, nlist, hnsw_m, target_recall, recall_sample, train_size, seed,
-                 chunk_rows, sidecar, tmp, log) -> None:
+def _build_faiss(store: FeatureStore, distance: Distance, options: IndexOptions, chunk_rows: int, sidecar: dict,
+                 tmp: Path, log: Callable[[str], None]) -> None:
     faiss = faiss_module()
+    kind, seed = options.kind, options.seed
     n, dim = store.features.shape
-    factory, params = _factory_string(kind, dim, n, distance, pq, nlist, hnsw_m)
+    factory, params = _factory_string(kind, dim, n, distance, options.pq, options.nlist, options.hnsw_m)
     index = faiss.index_factory(dim, factory, getattr(faiss, distance.faiss_metric))
-    params.update(factory=factory, pq=pq, fetch_factor=4 if pq else 1, seed=seed)
+    params.update(factory=factory, pq=options.pq, fetch_factor=4 if options.pq else 1, seed=seed)
     if kind == "ivf":
         faiss.extract_index_ivf(index).cp.seed = seed
     gpu = None
@@ -238,7 +223,7 @@ def _build_faiss(store, distance, kind, pq, nlist, hnsw_m, target_recall, recall
             log(f"GPU build unavailable ({str(exc).splitlines()[0]}); building on the CPU")
     working = gpu if gpu is not None else index
     if kind == "ivf":
-        size = train_size or max(10_000, 50 * params["nlist"])
+        size = options.train_size or max(10_000, 50 * params["nlist"])
         train_rows = np.sort(np.random.default_rng(seed).choice(n, size=min(size, n), replace=False))
         train = prepare_queries(distance, gather_rows(store.features, train_rows))
         params["train_size"] = int(len(train_rows))
@@ -252,6 +237,7 @@ def _build_faiss(store, distance, kind, pq, nlist, hnsw_m, target_recall, recall
     log(f"added {n} rows in {time.perf_counter() - t0:.1f} s")
     if gpu is not None:
         index = faiss.index_gpu_to_cpu(gpu)
+    target_recall, recall_sample = options.target_recall, options.recall_sample
     param_name, value, recall, tuning = _measure_recall(
         index, store, distance, kind, params, params["fetch_factor"], target_recall, recall_sample, seed, chunk_rows)
     params[param_name] = value
@@ -284,6 +270,20 @@ class LoadedIndex:
 
 _SIDECAR_FIELDS = {"store": str, "store_abs": str, "ids_sha256": str, "count": int, "dim": int, "distance": str,
                    "kind": str, "params": dict}
+
+
+def _stat_of(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _same_features(features: Path, sidecar: dict) -> bool:
+    """Whether ``features`` still holds the vectors indexed: the same size and mtime (cheap), else the same
+    sha256 (a store copied elsewhere keeps its bytes, not its mtime)."""
+    if sidecar.get("features_stat") == _stat_of(features):
+        return True
+    recorded = sidecar.get("features_sha256")
+    return not isinstance(recorded, str) or sha256_file(features) == recorded
 
 
 def _check_sidecar(side_path: Path, sidecar: dict) -> None:
@@ -341,7 +341,8 @@ def load_index(path: str | Path, with_faiss: bool = True) -> LoadedIndex:
         raise BadInput(side_path, None,
                        f"the indexed feature store is gone: {sidecar['store']} (also tried {sidecar['store_abs']})")
     store = open_store(store_path)
-    if sha256_file(store.path / "ids.txt") != sidecar["ids_sha256"] or store.features.shape != (sidecar["count"], sidecar["dim"]):
+    if sha256_file(store.path / "ids.txt") != sidecar["ids_sha256"] or store.features.shape != (sidecar["count"], sidecar["dim"]) \
+            or not _same_features(store.path / "features.npy", sidecar):
         raise BadInput(store.path, None, f"the feature store changed since {path} was built; rebuild the index")
     faiss_index = None
     if sidecar["kind"] != "flat" and with_faiss:

@@ -36,7 +36,7 @@ from bpcr.retrieval.fusion import SimilarityFusion, get_similarity_fusion
 from bpcr.errors import BadInput
 from bpcr.io.fileio import portable_path
 from bpcr.retrieval.index import LoadedIndex, candidates, load_index
-from bpcr.ranges import check_range, check_weights
+from bpcr.retrieval.options import SearchOptions, check_search_options
 from bpcr.io.runs import RunResult, check_run_output, provenance, write_run
 from bpcr.io.store import FeatureStore, check_same_extraction, open_store
 
@@ -112,51 +112,72 @@ def search(
     queries: str | Path | Sequence[str | Path],
     name: str,
     out: str | Path = "submissions",
-    depth: int = 100,
-    weights: Sequence[float] | None = None,
-    fusion: str = "sum",
-    exhaustive: bool = False,
-    shortlist: int | None = None,
-    chunk_rows: int | None = None,
+    options: SearchOptions = SearchOptions(),
+    *,
     log: Callable[[str], None] = print,
-    device: str = "auto",
 ) -> RunResult:
     """Search every query of ``queries`` in ``indexes`` and write run ``name`` to ``out``.
 
-    ``indexes`` and ``queries`` are one path each, or equal-length lists (one query
-    store per index) whose similarities are fused by ``fusion`` with ``weights``
-    (default all 1). ``shortlist``: candidates taken from each index (default
-    ``depth + TIE_MARGIN``). Writes ``name.csv`` (top 7), ``name.trec`` (top ``depth``)
-    and ``name.json``; returns what was written. ``device`` is where flat indexes are
-    scanned (:func:`bpcr.retrieval.distances.search_device`: auto, cpu or cuda[:N]); the run is
-    the same on each, since every candidate is re-scored exactly.
+    ``indexes`` and ``queries`` are one path each, or equal-length lists (one query store per index) whose
+    similarities are fused. The options (depth, fusion and weights, shortlist, exhaustive, device) are declared
+    in :class:`bpcr.retrieval.options.SearchOptions`. Writes ``name.csv`` (top 7), ``name.trec`` (top
+    ``depth``) and ``name.json``; returns what was written. The run is the same on every device, since every
+    candidate is re-scored exactly.
     """
     started = time.perf_counter()
-    check_run_output(out, name)  # before any work: the run's files are named after it
+    index_paths, query_paths, fuse, weights = _plan(indexes, queries, name, out, options)
+    query_ids, db_ids, sets, missing = _open_sets(index_paths, query_paths, fuse, options.exhaustive, log)
+    t_load = time.perf_counter()
+    if options.exhaustive:
+        shared = _exhaustive_candidates(sets, fuse, weights, options.depth + TIE_MARGIN, options.chunk_rows)
+    else:
+        shared = _union_candidates(sets, _shortlist(options), options.chunk_rows, options.device)
+    t_search = time.perf_counter()
+    ranking, scores = _rescored(sets, query_ids, db_ids, shared, fuse, weights)
+    t_rescore = time.perf_counter()
+    params = _params(index_paths, query_paths, sets, options, fuse, weights, len(query_ids), len(db_ids), missing)
+    prov = provenance(name, "search" if len(sets) == 1 else f"search+fusion-{fuse.name}", params, _inputs(sets),
+                      {"load": t_load - started, "search": t_search - t_load, "rescore": t_rescore - t_search},
+                      _summary(sets, fuse, weights))
+    written = write_run(out, name, ranking, scores, prov, depth=options.depth)
+    return RunResult(name, written, prov)
+
+
+def _plan(indexes: str | Path | Sequence[str | Path], queries: str | Path | Sequence[str | Path], name: str,
+          out: str | Path, options: SearchOptions) -> tuple[list[Path], list[Path], SimilarityFusion, np.ndarray]:
+    """Refuse (BadInput) a bad run name, unpaired inputs or options, before any work; the index and query
+    paths, the fusion and the weights (all 1 by default)."""
+    check_run_output(out, name)  # the run's files are named after it
     index_paths, query_paths = _as_list(indexes), _as_list(queries)
     if not index_paths:
         raise BadInput(None, None, "give at least one --index")
     if len(index_paths) != len(query_paths):
         raise BadInput(None, None, f"give one --queries store per --index: {len(index_paths)} indexes, "
                                    f"{len(query_paths)} query stores")
-    if depth < 1:
-        raise BadInput(None, None, f"--depth must be at least 1, got {depth}")
+    fuse = get_similarity_fusion(options.fusion)
     n_sets = len(index_paths)
-    if weights is not None and len(weights) != n_sets:
-        raise BadInput(None, None, f"--weights needs {n_sets} finite numbers, one per --index; got {list(weights)}")
-    weights_arr = np.ones(n_sets) if weights is None else np.asarray(check_weights(weights), dtype=np.float64)
-    check_range("--shortlist", shortlist, 1, integer=True, optional=True)
-    check_range("chunk_rows", chunk_rows, 1, integer=True, optional=True)
-    search_device(device)  # an unknown device, or CUDA without a GPU, before any work
-    fuse = get_similarity_fusion(fusion)
-    shortlist = max(depth + TIE_MARGIN, shortlist or 0)
+    if options.weights is not None and len(options.weights) != n_sets:
+        raise BadInput(None, None, f"--weights needs {n_sets} finite numbers, one per --index; "
+                                   f"got {list(options.weights)}")
+    weights = check_search_options(options)
+    search_device(options.device)  # an unknown device, or CUDA without a GPU
+    return index_paths, query_paths, fuse, np.ones(n_sets) if weights is None else np.asarray(weights, dtype=np.float64)
 
+
+def _shortlist(options: SearchOptions) -> int:
+    """Candidates each index proposes: at least ``depth + TIE_MARGIN``."""
+    return max(options.depth + TIE_MARGIN, options.shortlist or 0)
+
+
+def _open_sets(index_paths: list[Path], query_paths: list[Path], fuse: SimilarityFusion, exhaustive: bool,
+               log: Callable[[str], None]) -> tuple[list[str], list[str], list[FeatureSet], dict]:
+    """Each (index, query store) pair opened and checked, aligned to the IDs every set holds, queries prepared."""
     pairs = []
     for ip, qp in zip(index_paths, query_paths):
         loaded = load_index(ip, with_faiss=not exhaustive)
         qstore = open_store(qp, role="query")  # rows needed, finite
         check_same_extraction(loaded.store, qstore, f"the index {loaded.path}")
-        if n_sets > 1 and fuse.cosine_only and loaded.distance.name != "cosine":
+        if len(index_paths) > 1 and fuse.cosine_only and loaded.distance.name != "cosine":
             raise BadInput(ip, None, f"the {fuse.name} fusion ({fuse.equation}) multiplies cosine similarities; "
                                      f"this index uses {loaded.distance.name}")
         pairs.append((loaded, qstore))
@@ -166,14 +187,12 @@ def search(
             log(f"set {s + 1}: {missing['queries'][s]} query and {missing['database'][s]} database IDs "
                 "are not in every set; left out")
         fs.prepared = prepare_queries(fs.distance, fs.queries.features[fs.query_rows])
-    t_load = time.perf_counter()
+    return query_ids, db_ids, sets, missing
 
-    if exhaustive:
-        shared = _exhaustive_candidates(sets, fuse, weights_arr, depth + TIE_MARGIN, chunk_rows)
-    else:
-        shared = _union_candidates(sets, shortlist, chunk_rows, device)
-    t_search = time.perf_counter()
 
+def _rescored(sets: list[FeatureSet], query_ids: list[str], db_ids: list[str], shared: list[np.ndarray],
+              fuse: SimilarityFusion, weights: np.ndarray) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
+    """Each query's candidates and their exact (float64) scores, fused across the sets."""
     ranking: dict[str, list[str]] = {}
     scores: dict[str, list[float]] = {}
     for qi, query in enumerate(query_ids):
@@ -182,12 +201,17 @@ def search(
             rescore(fs.distance, fs.queries.features[fs.query_rows[qi]], fs.loaded.store.features, fs.db_rows[cand])
             for fs in sets
         ])
-        fused = per_set[0] if n_sets == 1 else fuse.combine(per_set, weights_arr)
+        fused = per_set[0] if len(sets) == 1 else fuse.combine(per_set, weights)
         ranking[query] = [db_ids[c] for c in cand]
         scores[query] = fused.tolist()
-    t_rescore = time.perf_counter()
+    return ranking, scores
 
-    params = {
+
+def _params(index_paths: list[Path], query_paths: list[Path], sets: list[FeatureSet], options: SearchOptions,
+            fuse: SimilarityFusion, weights: np.ndarray, n_queries: int, n_database: int, missing: dict) -> dict:
+    """The run's provenance ``params``."""
+    fused = len(sets) > 1
+    return {
         "indexes": [str(p) for p in index_paths],
         "queries": [str(p) for p in query_paths],
         "distances": [fs.distance.name for fs in sets],
@@ -195,34 +219,36 @@ def search(
         "index_params": [fs.loaded.sidecar["params"] for fs in sets],
         "index_recall_at_100": [fs.loaded.sidecar.get("recall_at_100") for fs in sets],
         "stores": [portable_path(fs.loaded.store.path) for fs in sets],
-        "k": depth,
-        "shortlist": None if exhaustive else shortlist,
+        "k": options.depth,
+        "shortlist": None if options.exhaustive else _shortlist(options),
         "tie_margin": TIE_MARGIN,
-        "exhaustive": exhaustive,
-        "fusion": fuse.name if n_sets > 1 else None,
-        "fusion_equation": fuse.equation if n_sets > 1 else None,
-        "weights": weights_arr.tolist(),
-        "chunk_rows": chunk_rows,
-        "n_queries": len(query_ids),
-        "n_database": len(db_ids),
+        "exhaustive": options.exhaustive,
+        "fusion": fuse.name if fused else None,
+        "fusion_equation": fuse.equation if fused else None,
+        "weights": weights.tolist(),
+        "chunk_rows": options.chunk_rows,
+        "n_queries": n_queries,
+        "n_database": n_database,
         "left_out_ids": missing,
     }
+
+
+def _inputs(sets: list[FeatureSet]) -> list[Path]:
+    """The files the run read: each index.json and query store (a query store shared by two sets once)."""
     inputs: list[Path] = []
     for fs in sets:
         inputs.append(fs.loaded.path / "index.json")
         inputs += [fs.queries.path / n for n in ("ids.txt", "meta.json", "features.npy")]
-    inputs = list(dict.fromkeys(inputs))  # a query store shared by two sets is hashed once
-    method = "search" if n_sets == 1 else f"search+fusion-{fuse.name}"
+    return list(dict.fromkeys(inputs))
+
+
+def _summary(sets: list[FeatureSet], fuse: SimilarityFusion, weights: np.ndarray) -> str:
     summary = " + ".join(
         f"{fs.loaded.store.meta.get('backbone', '?')} {fs.loaded.store.meta.get('pooling', fs.loaded.store.path.name)}"
         f"@{fs.loaded.store.meta.get('input_size', '?')}, {fs.distance.name} {fs.loaded.kind}" for fs in sets)
-    if n_sets > 1:
-        summary += f", {fuse.name} fusion ({fuse.equation}) weights {weights_arr.tolist()}"
-    prov = provenance(name, method, params, inputs,
-                      {"load": t_load - started, "search": t_search - t_load, "rescore": t_rescore - t_search},
-                      summary)
-    written = write_run(out, name, ranking, scores, prov, depth=depth)
-    return RunResult(name, written, prov)
+    if len(sets) > 1:
+        summary += f", {fuse.name} fusion ({fuse.equation}) weights {weights.tolist()}"
+    return summary
 
 
 def _union_candidates(sets: list[FeatureSet], shortlist: int, chunk_rows: int | None,

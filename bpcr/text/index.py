@@ -12,7 +12,6 @@ and ``meta.json``. It is read with ``allow_pickle=False``.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,12 @@ import scipy.sparse as sp
 from bpcr import __version__
 from bpcr.errors import BadInput
 from bpcr.io.fileio import sha256_file, write_json_atomic
-from bpcr.io.folders import TEXT_INDEX as TEXT_INDEX_FOLDER, check_output_folder, replace_dir
+from bpcr.io.folders import TEXT_INDEX as TEXT_INDEX_FOLDER, check_output_folder, replace_dir, writing_dir
 from bpcr.io.ids import check_id
 from bpcr.dataset.manifest import read_manifest
-from bpcr.ranges import check_range
-from bpcr.text.tfidf import (DEFAULT_CHUNK_ROWS, DEFAULT_MAX_CANDIDATES, DEFAULT_MAX_NON_LATIN, DEFAULT_TAU, PREPROCESSING, is_english,
-                    row_of_entry, similar_pairs, tfidf_vectors)
+from bpcr.options import check
+from bpcr.text.options import TextIndexOptions
+from bpcr.text.tfidf import PREPROCESSING, is_english, row_of_entry, similar_pairs, tfidf_vectors
 from bpcr.io.npyio import read_npz
 from bpcr.io.textio import check_regular, exists_as_input, iter_lines, read_json
 
@@ -88,93 +87,97 @@ def _best_first(pairs: sp.csr_matrix, ids: list[str]) -> tuple[np.ndarray, np.nd
     return pairs.indptr.astype(np.int64), pairs.indices[order].astype(np.int32), sims[order]
 
 
-def build_text_index(
-    manifest: str | Path,
-    out: str | Path,
-    tau: float = DEFAULT_TAU,
-    max_non_latin: float = DEFAULT_MAX_NON_LATIN,
-    force: bool = False,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    max_candidates: int = DEFAULT_MAX_CANDIDATES,
-) -> TextIndex:
-    """Build the TI of the manifest's descriptions into folder ``out``; reuse it when it already matches.
+def build_text_index(manifest: str | Path, out: str | Path, options: TextIndexOptions = TextIndexOptions(), *,
+                     force: bool = False) -> TextIndex:
+    """Build the TI of the descriptions of the manifest at ``manifest`` into folder ``out``; reuse it when it
+    already matches.
 
-    A stored index is reused when its format, preprocessing, ``tau``,
-    ``max_non_latin`` and the manifest's sha256 all match (``force`` rebuilds).
-    The folder is written beside ``out`` and renamed into place in one step.
+    The options (``tau``, ``max_non_latin`` and the pair search's memory bounds) are declared in
+    :class:`bpcr.text.options.TextIndexOptions`. A stored index is reused when its format, preprocessing,
+    ``tau``, ``max_non_latin`` and the manifest's sha256 all match (``force`` rebuilds). The folder is
+    written beside ``out`` and renamed into place in one step.
     """
     manifest, out = Path(manifest), Path(out)
-    if not 0.0 <= tau < 1.0:
-        raise BadInput(None, None, f"--tau must be in [0, 1), got {tau}")
-    if not 0.0 <= max_non_latin <= 1.0:
-        raise BadInput(None, None, f"--max-non-latin must be in [0, 1], got {max_non_latin}")
-    check_range("chunk_rows", chunk_rows, 1, integer=True)
-    check_range("max_candidates", max_candidates, 1, integer=True)
+    check(options)
     out = check_output_folder(out, "--out", TEXT_INDEX_FOLDER)  # before any work: only a text index is replaced
     check_regular(manifest, "manifest")  # a FIFO or a folder is refused, never waited on
-    manifest_sha = sha256_file(manifest)
     wanted = {
         "format": FORMAT,
         "preprocessing": PREPROCESSING,
-        "tau": float(tau),
-        "max_non_latin": float(max_non_latin),
-        "manifest_sha256": manifest_sha,
+        "tau": float(options.tau),
+        "max_non_latin": float(options.max_non_latin),
+        "manifest_sha256": sha256_file(manifest),
     }
-    if out.exists():
-        existing = _read_meta(out) if (out / "meta.json").is_file() else None
-        if existing is None or existing.get("format") != FORMAT:
-            if not out.is_dir() or any(out.iterdir()):
-                raise BadInput(out, None, "exists and is not a text index; refusing to overwrite it")
-        elif not force and all(existing.get(key) == value for key, value in wanted.items()):
-            return load_text_index(out)
-
+    existing = _reusable(out, wanted, force)
+    if existing is not None:
+        return existing
     started = time.perf_counter()
     man = read_manifest(manifest)
-    english = [is_english(text, max_non_latin) for text in man.descriptions]
-    kept_rows = [row for row, ok in enumerate(english) if ok]
-    x_kept, terms = tfidf_vectors([man.descriptions[row] for row in kept_rows])
-    nonempty = np.diff(x_kept.indptr) > 0
-    x = sp.csr_matrix((len(man), x_kept.shape[1]), dtype=np.float64)
-    if kept_rows:
-        lengths = np.zeros(len(man), dtype=np.int64)
-        lengths[kept_rows] = np.diff(x_kept.indptr)
-        x = sp.csr_matrix((x_kept.data, x_kept.indices, np.concatenate(([0], np.cumsum(lengths)))), shape=x.shape)
+    x, kept_rows, n_terms = _vectors(man.descriptions, options.max_non_latin)
     vectors_seconds = time.perf_counter() - started
-    pairs = similar_pairs(x, tau, chunk_rows=chunk_rows, max_candidates=max_candidates)
+    pairs = similar_pairs(x, options.tau, chunk_rows=options.chunk_rows, max_candidates=options.max_candidates)
     indptr, indices, sims = _best_first(pairs, man.ids)
     seconds = time.perf_counter() - started
-
-    with_neighbours = int(np.count_nonzero(np.diff(indptr)))
-    meta = dict(wanted)
-    meta.update(
-        manifest=str(manifest),
-        rule=(
+    meta = {
+        **wanted,
+        "manifest": str(manifest),
+        "rule": (
             "D(i) = {j != i : cosine(tfidf_i, tfidf_j) > tau}; IDF = ln((1+N)/(1+DF)) + 1, raw-count TF, L2 norm; "
-            f"non-English = more than {max_non_latin} of letters outside the Latin script"
+            f"non-English = more than {options.max_non_latin} of letters outside the Latin script"
         ),
-        counts={
-            "images": len(man),
-            "non_english": len(man) - len(kept_rows),
-            "empty": int(len(kept_rows) - np.count_nonzero(nonempty)),
-            "documents": int(np.count_nonzero(nonempty)),
-            "terms": len(terms),
-            "with_neighbours": with_neighbours,
-            "neighbour_entries": int(len(indices)),
-            "max_neighbours": int(np.diff(indptr).max(initial=0)),
-        },
-        seconds={"vectors": round(vectors_seconds, 3), "total": round(seconds, 3)},
-        bpcr_version=__version__,
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
+        "counts": _counts(len(man), len(kept_rows), x, n_terms, indptr),
+        "seconds": {"vectors": round(vectors_seconds, 3), "total": round(seconds, 3)},
+        "bpcr_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     _write_index(out, man.ids, indptr, indices, sims, meta)
     return load_text_index(out)
 
 
+def _reusable(out: Path, wanted: dict, force: bool) -> TextIndex | None:
+    """The index already in ``out`` when it was built as ``wanted`` says (and not ``force``); refuses a folder
+    that holds something else."""
+    if not out.exists():
+        return None
+    existing = _read_meta(out) if (out / "meta.json").is_file() else None
+    if existing is None or existing.get("format") != FORMAT:
+        if not out.is_dir() or any(out.iterdir()):
+            raise BadInput(out, None, "exists and is not a text index; refusing to overwrite it")
+    elif not force and all(existing.get(key) == value for key, value in wanted.items()):
+        return load_text_index(out)
+    return None
+
+
+def _vectors(descriptions: list[str], max_non_latin: float) -> tuple[sp.csr_matrix, list[int], int]:
+    """Eq 3-5: one TF-IDF row per image (empty for a non-English or empty description), the rows kept as
+    English, and the number of terms."""
+    kept_rows = [row for row, text in enumerate(descriptions) if is_english(text, max_non_latin)]
+    x_kept, terms = tfidf_vectors([descriptions[row] for row in kept_rows])
+    x = sp.csr_matrix((len(descriptions), x_kept.shape[1]), dtype=np.float64)
+    if kept_rows:
+        lengths = np.zeros(len(descriptions), dtype=np.int64)
+        lengths[kept_rows] = np.diff(x_kept.indptr)
+        x = sp.csr_matrix((x_kept.data, x_kept.indices, np.concatenate(([0], np.cumsum(lengths)))), shape=x.shape)
+    return x, kept_rows, len(terms)
+
+
+def _counts(images: int, kept: int, x: sp.csr_matrix, n_terms: int, indptr: np.ndarray) -> dict[str, int]:
+    """What meta.json says the index holds: images, those dropped, documents and terms, neighbour counts."""
+    documents = int(np.count_nonzero(np.diff(x.indptr)))
+    return {
+        "images": images,
+        "non_english": images - kept,
+        "empty": kept - documents,
+        "documents": documents,
+        "terms": n_terms,
+        "with_neighbours": int(np.count_nonzero(np.diff(indptr))),
+        "neighbour_entries": int(indptr[-1]),
+        "max_neighbours": int(np.diff(indptr).max(initial=0)),
+    }
+
+
 def _write_index(out: Path, ids: list[str], indptr: np.ndarray, indices: np.ndarray, sims: np.ndarray, meta: dict) -> None:
-    tmp = out.with_name(f".{out.name}.writing")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = writing_dir(out)
     (tmp / "ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
     with open(tmp / "neighbours.npz", "wb") as handle:
         np.savez(handle, indptr=indptr, indices=indices, sims=sims)

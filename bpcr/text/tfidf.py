@@ -30,14 +30,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from bpcr.errors import BadInput
+from bpcr.text.options import TextIndexOptions
 
 # Bump when preprocessing changes, so a stored index built the old way is rebuilt.
 PREPROCESSING = "PS-to-space-nfkc-lower-split/1"
-DEFAULT_TAU = 0.6
-DEFAULT_MAX_NON_LATIN = 0.2
-# Upper bound on candidate pairs held at once (about 12 bytes each, a few copies).
-DEFAULT_MAX_CANDIDATES = 4_000_000
-DEFAULT_CHUNK_ROWS = 8192
+# The defaults are declared once, in bpcr.text.options.TextIndexOptions.
+DEFAULT_TAU = TextIndexOptions.tau
+DEFAULT_MAX_NON_LATIN = TextIndexOptions.max_non_latin
+DEFAULT_MAX_CANDIDATES = TextIndexOptions.max_candidates  # candidate pairs held at once (about 12 bytes each)
+DEFAULT_CHUNK_ROWS = TextIndexOptions.chunk_rows
 _PAIR_BATCH = 400_000
 # Margins keep float rounding on the side of "more candidates".
 _EPS = 1e-9

@@ -33,6 +33,7 @@ def test_cli_choices_are_the_registries(listed, module, registry):
     assert list(getattr(options, listed)) == list(names)
 
 
+@pytest.mark.slow
 def test_help_lists_the_choices(cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")  # one help line per option, however narrow the terminal
     result = cli("search", "--help")

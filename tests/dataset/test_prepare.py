@@ -24,6 +24,7 @@ def dataset(tmp_path):
     return make_dataset(tmp_path)
 
 
+@pytest.mark.slow
 def test_counts_manifests_and_reports(dataset):
     summary = run(dataset, workers=2)  # the process pool path
     out = dataset["out"]
@@ -70,6 +71,7 @@ def test_counts_manifests_and_reports(dataset):
     assert saved["database"]["usable"] == 7 and saved["decoded"] == 14
 
 
+@pytest.mark.slow
 def test_ground_truth_findings(dataset):
     summary = run(dataset)
     g = summary.ground_truth
@@ -114,6 +116,7 @@ def test_without_descriptions_and_ground_truth(dataset):
     assert not (dataset["out"] / "ground_truth.csv").exists()
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_and_rerun(dataset, cli):
     args = ["prepare", "--db", dataset["db"], "--descriptions", dataset["descriptions"], "--queries",
             dataset["queries"], "--gt", dataset["gt"], "--out", dataset["out"], "--workers", "1"]
@@ -129,6 +132,7 @@ def test_cli_end_to_end_and_rerun(dataset, cli):
     assert json.loads((dataset["out"] / "summary.json").read_text())["decoded"] == 0
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line(dataset, cli, tmp_path):
     missing = tmp_path / "nowhere"
     result = cli("prepare", "--db", missing, "--queries", dataset["queries"], "--out", dataset["out"])
@@ -174,6 +178,7 @@ def test_a_folder_of_hidden_files_only_has_no_images(dataset):
         run(dataset)
 
 
+@pytest.mark.slow
 def test_python_m_bpcr_exit_code(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "bpcr", "prepare", "--db", str(tmp_path / "none"), "--queries",
@@ -183,6 +188,7 @@ def test_python_m_bpcr_exit_code(tmp_path):
     assert done.stdout == ""
 
 
+@pytest.mark.slow
 def test_demo_dataset_messy_files_are_caught(tmp_path):
     from bpcr.demo import generate_demo
 

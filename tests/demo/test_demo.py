@@ -25,6 +25,8 @@ from bpcr.dataset.gt import read_ground_truth, write_ground_truth
 from bpcr.io.ids import is_valid_id
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.slow  # module fixtures build a dataset, a network or a pipeline run
+
 TINY = dict(n_products=6, n_distractors=20, n_queries=5)
 
 

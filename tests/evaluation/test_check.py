@@ -122,3 +122,24 @@ def test_check_needs_one_thing_to_check(cli, tmp_path):
     assert result.code == 2 and "--gt" in result.err and len(result.err.strip().splitlines()) == 1
     result = cli("check", tmp_path / "x.csv")
     assert result.code == 2 and "--manifest" in result.err
+
+
+def test_a_run_whose_files_disagree_is_reported(cli, manifests, tmp_path):
+    """Killed between two renames, a run's .csv can be new and its .trec old: check names the mix."""
+    import json
+
+    from bpcr.io.fileio import JOURNAL
+    from bpcr.io.runs import write_run
+
+    db = [f"n{i}" for i in range(10)]
+    scores = {"v1": [10.0 - i for i in range(10)], "v2": [10.0 - i for i in range(10)]}
+    write_run(tmp_path / "runs", "r", {"v1": db, "v2": db[::-1]}, scores, {"k": 1})
+    assert cli("check", tmp_path / "runs" / "r.csv", "--manifest", manifests).code == 0
+    write_run(tmp_path / "other", "r", {"v1": db[::-1], "v2": db[::-1]}, scores, {"k": 1})
+    (tmp_path / "other" / "r.trec").replace(tmp_path / "runs" / "r.trec")  # an old .trec beside a new .csv
+    result = cli("check", tmp_path / "runs" / "r.csv", "--manifest", manifests)
+    assert result.code != 0 and "r.trec, beside it, answers query 'v1' otherwise" in result.out + result.err
+    (tmp_path / "runs" / "r.trec").unlink()
+    (tmp_path / "runs" / JOURNAL).write_text(json.dumps({}))
+    result = cli("check", tmp_path / "runs" / "r.csv", "--manifest", manifests)
+    assert result.code != 0 and "was cut short" in result.out + result.err

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bpcr.evaluation.ensemble import align_runs, ensemble, fuse_runs
+from bpcr.evaluation.options import EnsembleOptions
 from bpcr.errors import BadInput
 from bpcr.retrieval.fusion import RUN_FUSIONS
 from bpcr.io.runs import Run, load_run, write_run
@@ -111,7 +112,8 @@ def test_cli_writes_three_loadable_files(cli, two_runs: Path, tmp_path: Path):
 
 def test_weights_follow_the_order_given(two_runs: Path, tmp_path: Path):
     # C comes first on the command line although A sorts first: weight 1 goes to C, so the fused list is C's.
-    result = ensemble([two_runs / "C.csv", two_runs / "A.trec"], "rrf", "f", out=tmp_path, weights=[1, 0])
+    result = ensemble([two_runs / "C.csv", two_runs / "A.trec"], "f", EnsembleOptions(method="rrf", weights=[1, 0]),
+                      out=tmp_path)
     assert [(i["name"], i["weight"]) for i in result.provenance["fusion_inputs"]] == [("C", 1.0), ("A", 0.0)]
     assert load_run(tmp_path / "f").ranking["q1"] == ["d4", "d1", "d5"]
 
@@ -198,3 +200,32 @@ def test_cli_repeated_id_in_csv(cli, tmp_path: Path):
     assert load_run(tmp_path / "out" / "f").ranking["q1"] == ["d3", "d2", "d1"]
     result = cli("ensemble", subs, "--method", "rrf", "--name", "g", "--out", tmp_path / "out", "--strict")
     assert result.code == 2 and "repeats a prediction" in result.err
+
+
+def test_cross_validation_folds_are_drawn_and_chosen_within_the_public_half(tmp_path: Path):
+    """--tune-on's folds partition the public half only, and each fold's weights are the best on the public
+    queries outside it (recomputed here weighting by weighting with fuse_runs), never on a private query."""
+    from tests.helpers.runs import lattice_aps, random_runs
+
+    gt, runs = random_runs(7, n_queries=40)
+    subs = tmp_path / "in"
+    for run in runs:
+        write_run(subs, run.name, run.ranking, None, {})
+    (tmp_path / "gt.csv").write_text("Validation Image ID,Training Image ID\n" +
+                                     "".join(f"{q},{','.join(r)}\n" for q, r in gt.items()))
+    result = ensemble([subs / f"{r.name}.csv" for r in runs], "t", EnsembleOptions(method="borda", folds=4, steps=4),
+                      out=tmp_path / "out", tune_on=tmp_path / "gt.csv")
+    tuning = result.provenance["tuning"]
+    public = QuerySplit().half(gt, "public")
+    assert 0 < len(public) < len(gt)
+    assert sorted(q for fold in tuning["folds"] for q in fold["query_ids"]) == public
+    table = lattice_aps(runs, gt, "borda", 4)
+
+    def mean(m, queries):
+        return sum(table[m][q] for q in queries) / len(queries)
+
+    for fold in tuning["folds"]:
+        train = sorted(set(public) - set(fold["query_ids"]))
+        assert fold["train_map7"] == pytest.approx(max(mean(m, train) for m in table), abs=1e-12)
+        assert fold["heldout_map7"] == pytest.approx(mean(tuple(fold["lattice"]), fold["query_ids"]), abs=1e-12)
+    assert tuning["tuned_map7"] == pytest.approx(max(mean(m, public) for m in table), abs=1e-12)

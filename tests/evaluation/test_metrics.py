@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bpcr.evaluation.metrics import ap_at_k, hit_at_k, map_at_k, per_query_ap, precision_at_1
+from bpcr.evaluation.metrics import VARIANTS, ap_at_k, hit_at_k, map_at_k, per_query_ap, precision_at_1
 
 
 def test_all_relevant_found_first():
@@ -59,6 +59,31 @@ def test_nrel_equals_challenge_when_at_most_seven_relevant():
 def test_cutoff_mean_by_hand():
     # G = {a}; a at rank 2. AP@1 = 0, AP@n>=2 = (1/2)/1 -> mean over n=1..7 = 6 * 0.5 / 7
     assert ap_at_k(["x", "a", "y", "z", "u", "v", "w"], {"a"}, variant="cutoff-mean") == pytest.approx(3 / 7)
+
+
+def test_hits_by_hand():
+    # G = {a, b, c, d, e}; a at 1, b at 4, a repeated at 2 (counts once): P(1) = 1, P(4) = 2/4.
+    ranked = ["a", "a", "x", "b", "y", "z", "w", "c"]  # c at rank 8 is beyond the cut-off
+    relevant = {"a", "b", "c", "d", "e"}
+    # hits: (1 + 1/2) / 2 found; challenge: / min(5, 7) = 5; nrel: / 5 as well
+    assert ap_at_k(ranked, relevant, variant="hits") == pytest.approx(0.75)
+    assert ap_at_k(ranked, relevant) == pytest.approx(0.3)
+    # one hit at rank 1 and four relevant images missed: 1 under hits, 1/5 under the challenge's rule
+    assert ap_at_k(["a", "x"], relevant, variant="hits") == 1.0
+    assert ap_at_k(["a", "x"], relevant) == pytest.approx(0.2)
+    # none found: 0, not a division by zero
+    assert ap_at_k(["x", "y"], relevant, variant="hits") == 0.0
+    assert ap_at_k([], relevant, variant="hits") == 0.0
+    # a query missing from the run scores 0 under every variant
+    assert per_query_ap({}, {"q": ["a"]}, variant="hits") == {"q": 0.0}
+
+
+def test_hits_is_named_never_the_default():
+    from bpcr.evaluation.options import ScoreOptions
+
+    assert "hits" in VARIANTS and ScoreOptions().variant == "challenge"
+    ranked, relevant = ["x", "a"], {"a", "b"}
+    assert ap_at_k(ranked, relevant) == pytest.approx(0.25) != ap_at_k(ranked, relevant, variant="hits")
 
 
 def test_unknown_variant_rejected():

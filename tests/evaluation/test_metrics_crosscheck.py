@@ -17,6 +17,7 @@ from bpcr.evaluation.metrics import ap_at_k, map_at_k
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 ranx = pytest.importorskip("ranx")
+pytestmark = pytest.mark.slow  # hundreds of random runs through three implementations
 
 
 def random_case(rng: random.Random, n_queries: int = 300, pool: int = 40):
@@ -58,3 +59,30 @@ def test_nrel_matches_others_when_more_than_seven_relevant():
     theirs = ranx.evaluate(qrels, ranx_run, "map@7")
     assert map_at_k(run, gt, variant="nrel") == pytest.approx(theirs, abs=1e-9)
     assert map_at_k(run, gt) > theirs  # the challenge's min(|G|, 7) denominator is smaller
+
+
+def test_hits_matches_scikit_learn_on_the_top_seven():
+    """``hits`` is scikit-learn's average precision of the top 7 alone (its positives: the relevant images found
+    there), on random lists without repeats; a list with no relevant image scores 0."""
+    from sklearn.metrics import average_precision_score
+
+    rng = random.Random(19)
+    gt, run = random_case(rng, n_queries=400, pool=20)
+    found_none = 0
+    for q in gt:
+        top = run[q][:7]
+        labels = [int(d in gt[q]) for d in top]
+        ours = ap_at_k(run[q], gt[q], variant="hits")
+        if not any(labels):
+            found_none += 1
+            assert ours == 0.0
+            continue
+        theirs = average_precision_score(labels, [float(len(top) - i) for i in range(len(top))])
+        assert ours == pytest.approx(theirs, abs=1e-12)
+    assert 0 < found_none < len(gt)  # both cases were drawn
+    # and by its definition from the challenge's AP: scaled by min(|G|, 7) / hits
+    for q in gt:
+        hits = sum(d in gt[q] for d in run[q][:7])
+        if hits:
+            assert ap_at_k(run[q], gt[q], variant="hits") == pytest.approx(
+                ap_at_k(run[q], gt[q]) * min(len(gt[q]), 7) / hits, abs=1e-12)

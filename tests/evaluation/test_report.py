@@ -18,9 +18,11 @@ def dataset(tmp_path: Path) -> dict[str, Path]:
     return make_dataset(tmp_path / "data")
 
 
-def _report(cli, data: dict[str, Path], out: Path, *extra: object):
+def _report(cli, data: dict[str, Path], out: Path, *extra: object, half: str = "all"):
+    """``bpcr report`` of the dataset's runs; all queries unless ``half`` says otherwise (the default is public)."""
+    args = ("--half", half) if half else ()
     return cli("report", data["runs"], "--gt", data["gt"], "--out", out, "--manifest-db", data["db"],
-               "--thumb", 48, *extra)
+               "--thumb", 48, *args, *extra)
 
 
 def _sections(html: str) -> list[tuple[str, dict[str, float], list[tuple[str, int]]]]:
@@ -125,3 +127,50 @@ def test_equal_means_tie_by_id_whatever_the_order_of_the_sum():
     ap = {"a": {"q1": 0.1, "q2": 0.7}, "b": {"q1": 0.2, "q2": 0.1}, "c": {"q1": 0.7, "q2": 0.2}}
     assert order_queries(ap, ["a", "b", "c"])[0] == ["q1", "q2"]
     assert order_queries(ap, ["a", "b", "c"], limit=1)[0] == ["q1"]
+
+
+# The seed-0 split of the dataset's four queries: v2 and v4 public, v1 and v3 private.
+PUBLIC, PRIVATE = ["v2", "v4"], ["v1", "v3"]
+
+
+def test_the_report_shows_the_public_half_by_default_and_says_so(cli, dataset, tmp_path):
+    from bpcr.evaluation.split import QuerySplit
+
+    assert QuerySplit().half(GT, "public") == PUBLIC and QuerySplit().half(GT, "private") == PRIVATE
+    out = tmp_path / "report"
+    result = _report(cli, dataset, out, half="")
+    assert result.code == 0, result.err
+    html = (out / "index.html").read_text()
+    # worst first among the public queries only: v2 (mean 0.667) before v4 (0.75)
+    assert [q for q, _, _ in _sections(html)] == ["v2", "v4"]
+    assert "<b>Queries shown</b>: the public half only: 2 of the 4 queries (split seed 0, public share 0.5)" in html
+    record = json.loads((out / "report.json").read_text())
+    assert record["half"] == "public" and record["n_half"] == 2 and record["queries_shown"] == ["v2", "v4"]
+    # the private half only when asked, and the page says what that means
+    assert _report(cli, dataset, tmp_path / "p", half="private").code == 0
+    html = (tmp_path / "p" / "index.html").read_text()
+    assert [q for q, _, _ in _sections(html)] == ["v3", "v1"] and "the private half only: 2 of the 4" in html
+    assert _report(cli, dataset, tmp_path / "a", half="all").code == 0
+    assert "all 4 queries, both halves" in (tmp_path / "a" / "index.html").read_text()
+    # a diff within the public half: v2 (+0.667) then v4 (-0.5); --limit counts within the half
+    assert _report(cli, dataset, tmp_path / "d", "--diff", "base", "better", "--limit", 1, half="").code == 0
+    assert [q for q, _, _ in _sections((tmp_path / "d" / "index.html").read_text())] == ["v2"]
+    # another split moves the halves: the page follows --split-seed, as `bpcr score` does
+    other = QuerySplit(seed=5, public_share=0.5).half(GT, "public")
+    assert other != PUBLIC
+    assert _report(cli, dataset, tmp_path / "s", "--split-seed", 5, half="").code == 0
+    assert sorted(q for q, _, _ in _sections((tmp_path / "s" / "index.html").read_text())) == other
+    bad = _report(cli, dataset, tmp_path / "x", half="both")
+    assert bad.code == 2 and "unknown half 'both'; choose from public, private, all" in bad.err
+
+
+def test_the_pipeline_report_follows_its_half(tmp_path):
+    """[report] half is a ReportOptions field: the config accepts it, refuses a wrong one, and keys the page by it."""
+    from bpcr.errors import BadInput
+    from bpcr.pipeline.config import validate_config
+
+    base = {"prepare": {"demo": True}, "extract": [{"name": "e", "backbone": "b", "poolings": ["mac"]}],
+            "search": [{"name": "s", "features": "e/mac"}]}
+    validate_config(tmp_path / "c.toml", dict(base, report={"half": "private"}))
+    with pytest.raises(BadInput, match="unknown half 'both'; choose from public, private, all"):
+        validate_config(tmp_path / "c.toml", dict(base, report={"half": "both"}))

@@ -22,6 +22,8 @@ import pytest
 
 from tests.helpers.report_dataset import AP, GT, RUNS, WORST_FIRST, make_dataset
 
+pytestmark = pytest.mark.slow  # drives a real headless browser
+
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PACKAGES = ("chromium", "chromium-driver")
 GREEN = "rgb(26, 150, 65)"  # the frame of a relevant thumbnail (#1a9641 in bpcr.evaluation.report's CSS)
@@ -99,7 +101,7 @@ def test_the_report_shows_what_the_runs_answered(browser, cli, tmp_path, record_
     data = make_dataset(tmp_path / "data")
     out = tmp_path / "report"
     result = cli("report", data["runs"], "--gt", data["gt"], "--out", out, "--manifest-db", data["db"],
-                 "--thumb", 64)
+                 "--thumb", 64, "--half", "all")
     assert result.code == 0, result.err
     browser.get((out / "index.html").as_uri())
     shown = browser.execute_script(_SHOWN)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bpcr.evaluation.split import QuerySplit
 from bpcr.io.runs import write_run
 
 
@@ -243,3 +244,113 @@ def test_cli_writes_csv_and_latex_beside_the_leaderboard(cli, scored: Path):
     clash = cli("score", scored / "submissions", "--gt", scored / "gt.csv", "--leaderboard", scored / "lb.md",
                 "--csv", scored / "lb.md")
     assert clash.code == 2 and "--csv" in clash.err and len(clash.err.strip().splitlines()) == 1
+
+
+def test_ranked_by_the_private_half_not_by_all_queries(cli, scored: Path):
+    """v1 and v3 are private, v2 public (seed 0). `private` is perfect on v1 and v3 and misses v2: private 1, all
+    2/3. `overall` is perfect on v1 and v2, and finds e and f at 2 and 3 on v3 (7/18): private 0.694, all 0.796.
+    Ranked by the private half, `private` comes first; ranked by all queries (or the public half) it would not."""
+    subs = scored / "order"
+    (subs).mkdir()
+    (subs / "private.csv").write_text("v1,a,b\nv2,x\nv3,d,e,f\n")
+    (subs / "overall.csv").write_text("v1,a,b\nv2,c\nv3,x,e,f\n")  # v3: (1/2 + 2/3) / 3
+    out = scored / "s.json"
+    result = cli("score", subs, "--gt", scored / "gt.csv", "--json", out, "--leaderboard", scored / "lb.md",
+                 "--csv", scored / "lb.csv")
+    assert result.code == 0, result.err
+    runs = json.loads(out.read_text())["runs"]
+    v3 = (1 / 2 + 2 / 3) / 3
+    assert runs["private"]["private"]["map7"] == pytest.approx(1.0) and runs["private"]["map7"] == pytest.approx(2 / 3)
+    assert runs["overall"]["private"]["map7"] == pytest.approx((1 + v3) / 2)
+    assert runs["overall"]["map7"] == pytest.approx((2 + v3) / 3)
+    assert runs["overall"]["map7"] > runs["private"]["map7"] and runs["overall"]["public"]["map7"] == 1.0
+    order = [line.split("`")[1] for line in (scored / "lb.md").read_text().splitlines()
+             if line.startswith("| ") and "`" in line]
+    assert order == ["private", "overall"]
+    assert [row.split(",")[1] for row in (scored / "lb.csv").read_text().splitlines()[1:]] == order
+
+
+def test_score_intervals_are_the_bootstrap_of_the_per_query_aps(tmp_path, cli):
+    """Each interval is the seeded percentile bootstrap of the per-query APs it summarises (all queries, and each
+    half), recomputed here from --per-query's APs with numpy alone."""
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    gt = {f"v{i:02d}": [f"g{i}{j}" for j in range(int(rng.integers(1, 5)))] for i in range(40)}
+    (tmp_path / "gt.csv").write_text("Validation Image ID,Training Image ID\n" +
+                                     "".join(f"{q},{','.join(r)}\n" for q, r in gt.items()))
+    lines = []
+    for q, rel in gt.items():
+        pool = rel + [f"x{k}" for k in range(7)]
+        lines.append(f"{q},{','.join(rng.permutation(pool)[:7])}\n")
+    (tmp_path / "run.csv").write_text("".join(lines))
+    out, per_query = tmp_path / "s.json", tmp_path / "pq.csv"
+    result = cli("score", tmp_path / "run.csv", "--gt", tmp_path / "gt.csv", "--json", out, "--per-query",
+                 per_query, "--no-leaderboard", "--resamples", 3000, "--seed", 9)
+    assert result.code == 0, result.err
+    entry = json.loads(out.read_text())["runs"]["run"]
+    ap = {row.split(",")[1]: float(row.split(",")[2]) for row in per_query.read_text().splitlines()[1:]}
+
+    def bootstrap(queries):
+        values = np.array([ap[q] for q in sorted(queries)])
+        idx = np.random.default_rng(9).integers(0, len(values), size=(3000, len(values)))
+        return np.quantile(values[idx].mean(axis=1), [0.025, 0.975])
+
+    assert len(set(ap.values())) > 3  # per-query APs that vary: the interval is not a point
+    public = [q for q in gt if QuerySplit().is_public(q)]
+    private = [q for q in gt if not QuerySplit().is_public(q)]
+    # --per-query rounds to 6 decimals: the interval agrees to that
+    assert entry["ci95"] == pytest.approx(bootstrap(gt), abs=1e-6)
+    assert entry["public"]["ci95"] == pytest.approx(bootstrap(public), abs=1e-6)
+    assert entry["private"]["ci95"] == pytest.approx(bootstrap(private), abs=1e-6)
+    assert entry["ci95"][0] < entry["map7"] < entry["ci95"][1]
+
+
+def test_public_share_sets_the_size_of_the_public_half(tmp_path, cli):
+    """--public-share p puts a query in the public half when sha256("bpcr-split/1:SEED:ID") read as a fraction is
+    below p (written out here); each half's mAP@7 is the mean over exactly those queries."""
+    import hashlib
+
+    gt = {f"v{i:03d}": [f"g{i}"] for i in range(60)}
+    (tmp_path / "gt.csv").write_text("Validation Image ID,Training Image ID\n" +
+                                     "".join(f"{q},{','.join(r)}\n" for q, r in gt.items()))
+    # every third query answered right: AP 1, else 0
+    (tmp_path / "run.csv").write_text("".join(f"{q},{r[0] if i % 3 == 0 else 'x'}\n"
+                                              for i, (q, r) in enumerate(gt.items())))
+    fraction = {q: int.from_bytes(hashlib.sha256(f"bpcr-split/1:2:{q}".encode()).digest()[:8], "big") / 2.0 ** 64
+                for q in gt}
+    sizes = []
+    for share in (0.2, 0.5, 0.8):
+        out = tmp_path / f"s{share}.json"
+        result = cli("score", tmp_path / "run.csv", "--gt", tmp_path / "gt.csv", "--json", out, "--no-leaderboard",
+                     "--split-seed", 2, "--public-share", share, "--resamples", 100)
+        assert result.code == 0, result.err
+        data = json.loads(out.read_text())
+        entry = data["runs"]["run"]
+        public = [q for q in gt if fraction[q] < share]
+        private = [q for q in gt if fraction[q] >= share]
+        right = {q for i, q in enumerate(gt) if i % 3 == 0}
+        assert data["split"] == {"method": "bpcr-split/1", "seed": 2, "public_share": share}
+        assert entry["public"]["n_queries"] == len(public) and entry["private"]["n_queries"] == len(private)
+        assert entry["public"]["map7"] == pytest.approx(len(right & set(public)) / len(public))
+        assert entry["private"]["map7"] == pytest.approx(len(right & set(private)) / len(private))
+        sizes.append(len(public))
+    assert sizes[0] < sizes[1] < sizes[2]
+    for bad in ("0", "1", "1.5"):
+        refused = cli("score", tmp_path / "run.csv", "--gt", tmp_path / "gt.csv", "--no-leaderboard",
+                      "--public-share", bad)
+        assert refused.code == 2 and "--public-share" in refused.err
+
+
+def test_variant_hits_by_hand(cli, scored: Path):
+    """hits divides by the relevant images found in the top 7: v1 a@1 -> 1 (challenge 1/2), v2 c@2 -> 1/2,
+    v3 d@1 of {d, e, f} -> 1 (challenge 1/3)."""
+    run = scored / "h.csv"
+    run.write_text("v1,a\nv2,x,c\nv3,d\n")
+    out = scored / "s.json"
+    assert cli("score", run, "--gt", scored / "gt.csv", "--variant", "hits", "--json", out,
+               "--no-leaderboard").code == 0
+    data = json.loads(out.read_text())["runs"]["h"]
+    assert data["map7"] == pytest.approx((1 + 1 / 2 + 1) / 3)
+    assert data["variants"]["hits"] == pytest.approx((1 + 1 / 2 + 1) / 3)
+    assert data["variants"]["challenge"] == pytest.approx((1 / 2 + 1 / 2 + 1 / 3) / 3)

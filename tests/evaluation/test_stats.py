@@ -21,11 +21,13 @@ def test_bootstrap_of_constant_values_is_a_point():
 
 
 def test_randomisation_p_value_never_zero():
-    # a huge, consistent improvement: every sign flip is smaller, count = 0 -> p = 1 / (1 + n)
+    # a huge, consistent improvement: only the two all-equal sign patterns (2 in 2^30) reach it; none is drawn in
+    # 999 resamples (checked on the very draws below), so count = 0 and p = 1 / (1 + n) exactly, never 0
     a = [1.0] * 30
     b = [0.0] * 30
-    assert paired_randomisation_test(a, b, n_resamples=999, seed=0) == pytest.approx(1 / 1000, abs=2e-3)
-    assert paired_randomisation_test(a, b, n_resamples=999, seed=0) > 0
+    draws = np.random.default_rng(0).integers(0, 2, size=(999, 30))
+    assert not np.any(draws.min(axis=1) == draws.max(axis=1))
+    assert paired_randomisation_test(a, b, n_resamples=999, seed=0) == 1 / 1000
 
 
 def test_randomisation_identical_runs_give_one():
@@ -34,10 +36,14 @@ def test_randomisation_identical_runs_give_one():
 
 
 def test_randomisation_two_queries_exact():
-    # d = (1, 1): the 4 sign patterns give |mean| 1, 0, 0, 1 -> half reach the observed 1,
-    # so p -> (1 + ~n/2) / (1 + n) ~ 0.5
-    p = paired_randomisation_test([1.0, 1.0], [0.0, 0.0], n_resamples=20000, seed=1)
-    assert p == pytest.approx(0.5, abs=0.02)
+    # d = (1, 1): the 4 sign patterns give |mean| 1, 0, 0, 1 -> a resample reaches the observed 1 exactly when
+    # both signs agree; counted here on the very draws, p = (1 + count) / (1 + n), about 0.5
+    n = 20000
+    draws = np.random.default_rng(1).integers(0, 2, size=(n, 2))
+    count = int(np.count_nonzero(draws[:, 0] == draws[:, 1]))
+    p = paired_randomisation_test([1.0, 1.0], [0.0, 0.0], n_resamples=n, seed=1)
+    assert p == (1 + count) / (1 + n)
+    assert p == pytest.approx(0.5, abs=0.01)  # 2.8 standard errors of a fair coin over 20,000 draws
 
 
 def test_holm_by_hand():

@@ -9,7 +9,7 @@ from bpcr.errors import BadInput
 from bpcr.retrieval.fusion import RUN_FUSIONS
 from bpcr.io.runs import Run
 from bpcr.evaluation.tuning import cv_folds, tune, weight_lattice
-from tests.helpers.runs import perfect_and_random
+from tests.helpers.runs import lattice_aps, perfect_and_random, random_runs
 
 
 def test_weight_lattice_is_exact_integers():
@@ -68,3 +68,33 @@ def test_cross_validation_is_below_tuned_on_noise():
     t = tune(align_runs(runs, rrf), rrf, gt, folds=5, seed=0, steps=5)
     assert t.cv_map7 <= t.tuned_map7
     assert t.cv_ci95[0] <= t.cv_map7 <= t.cv_ci95[1]
+
+
+def test_each_fold_chooses_on_its_own_training_queries_only():
+    """Each fold's weights are the best on the other folds' queries, never on its held-out ones: its training
+    mAP@7 is the best any lattice weighting reaches there, and its held-out figure is that weighting's on the
+    fold. Choosing a fold's weights on all queries (held-out ones included) is caught: on these runs that choice
+    is not the best on some fold's training queries."""
+    gt, runs = random_runs(7)
+    borda = RUN_FUSIONS["borda"]
+    t = tune(align_runs(runs, borda), borda, gt, folds=5, seed=3, steps=4)
+    assert t.search == "grid"
+    table = lattice_aps(runs, gt, "borda", 4)
+
+    def mean(m, queries):
+        return float(np.mean([table[m][q] for q in queries]))
+
+    best_all = max(mean(m, gt) for m in table)
+    chosen_on_all = [m for m in table if mean(m, gt) >= best_all - 1e-12]
+    caught = False
+    for fold, ids in zip(t.per_fold, t.folds):
+        train = sorted(set(gt) - set(ids))
+        best = max(mean(m, train) for m in table)
+        assert fold["train_map7"] == pytest.approx(best, abs=1e-12)
+        assert mean(tuple(fold["lattice"]), train) == pytest.approx(best, abs=1e-12)
+        assert fold["heldout_map7"] == pytest.approx(mean(tuple(fold["lattice"]), ids), abs=1e-12)
+        caught |= all(mean(m, train) < best - 1e-12 for m in chosen_on_all)
+    assert caught, "these runs cannot tell a fold that chose on its training queries from one that chose on all"
+    pooled = np.mean([table[tuple(f["lattice"])][q] for f, ids in zip(t.per_fold, t.folds) for q in ids])
+    assert t.cv_map7 == pytest.approx(pooled, abs=1e-12)
+    assert t.tuned_map7 == pytest.approx(best_all, abs=1e-12) and tuple(t.lattice) in chosen_on_all

@@ -21,6 +21,7 @@ def lite0():
     return load_backbone("efficientnet_lite0")
 
 
+@pytest.mark.slow
 def test_bundled_lite0_classifies_a_real_photo(lite0):
     # Mapped wrongly (order, naming), the net would still run but answer noise.
     from PIL import Image
@@ -38,6 +39,7 @@ def test_bundled_lite0_classifies_a_real_photo(lite0):
     assert not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))
 
 
+@pytest.mark.slow
 def test_bundled_weights_are_recorded_and_deterministic(lite0):
     again = load_backbone("tf_efficientnet_lite0")
     assert again.weights == lite0.weights
@@ -156,6 +158,7 @@ def test_tokens_to_grid_by_hand():
         tokens_to_grid(tokens, 2, (2, 3))
 
 
+@pytest.mark.slow
 def test_vit_patch_tokens_feed_the_poolings():
     vit = load_backbone("test_vit", weights="none")
     assert vit.is_transformer and vit.stride == 16

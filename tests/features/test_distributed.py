@@ -7,6 +7,7 @@ from PIL import Image
 
 from bpcr.errors import BadInput
 from bpcr.features.extract import extract
+from bpcr.features.options import ExtractOptions
 from bpcr.dataset.manifest import write_manifest
 from bpcr.io.store import open_store
 
@@ -45,8 +46,10 @@ def manifest(tmp_path_factory):
 
 @pytest.mark.filterwarnings("ignore:backbone .* has random weights")
 def test_ray_shards_merge_into_the_single_process_store(cluster, manifest, tmp_path):
-    single = extract(manifest, tmp_path / "single", "efficientnet_lite0", ["gem", "mac"], **TINY)
-    merged = extract_sharded_ray(manifest, tmp_path / "ray", 3, "efficientnet_lite0", ["gem", "mac"], **TINY)
+    single = extract(manifest, tmp_path / "single", ExtractOptions(backbone="efficientnet_lite0",
+                                                                   poolings=["gem", "mac"], **TINY))
+    merged = extract_sharded_ray(manifest, tmp_path / "ray", 3, ExtractOptions(backbone="efficientnet_lite0",
+                                                                               poolings=["gem", "mac"], **TINY))
     assert sorted(merged) == ["gem", "mac"]
     for name in ("gem", "mac"):
         for file in ("ids.txt", "features.npy"):
@@ -58,6 +61,8 @@ def test_ray_shards_merge_into_the_single_process_store(cluster, manifest, tmp_p
 
 def test_ray_task_errors_arrive_as_bad_input(cluster, manifest, tmp_path):
     with pytest.raises(BadInput, match="--size must be between"):
-        extract_sharded_ray(manifest, tmp_path / "bad", 2, "efficientnet_lite0", ["gem"], **{**TINY, "size": 8})
+        extract_sharded_ray(manifest, tmp_path / "bad", 2, ExtractOptions(backbone="efficientnet_lite0",
+                                                                          poolings=["gem"], **{**TINY, "size": 8}))
     with pytest.raises(BadInput, match="integer >= 1"):
-        extract_sharded_ray(manifest, tmp_path / "bad", 0, "efficientnet_lite0", ["gem"], **TINY)
+        extract_sharded_ray(manifest, tmp_path / "bad", 0, ExtractOptions(backbone="efficientnet_lite0",
+                                                                          poolings=["gem"], **TINY))

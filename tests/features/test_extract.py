@@ -10,10 +10,13 @@ from PIL import Image
 
 from bpcr.errors import BadInput
 from bpcr.features.extract import _shard_chunks, extract, merge
+from bpcr.features.options import ExtractOptions
 from bpcr.features.loader import batches_of_chunk as _chunk_batches, target_shape as _target_shape
 from bpcr.dataset.manifest import write_manifest
 from bpcr.io.store import open_store
-from tests.helpers.extraction import FAST, N_IMAGES, kill_extraction, store_bytes, write_images
+from tests.helpers.extraction import FAST, N_IMAGES, kill_extraction, lite0, store_bytes, write_images
+
+pytestmark = pytest.mark.slow  # module fixtures build a dataset, a network or a pipeline run
 
 BROKEN = "c03"
 
@@ -32,7 +35,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(data):
     """An uninterrupted single run with three poolings, one of them masked."""
-    return extract(data / "db.csv", data / "ref", "efficientnet_lite0", ["gem", "mac", "srmac"], **FAST)
+    return extract(data / "db.csv", data / "ref", lite0(["gem", "mac", "srmac"], **FAST))
 
 
 def test_store_contract(reference, data):
@@ -53,7 +56,7 @@ def test_store_contract(reference, data):
 
 
 def test_one_pass_equals_separate_runs(reference, data):
-    alone = extract(data / "db.csv", data / "alone", "efficientnet_lite0", ["mac"], **FAST)
+    alone = extract(data / "db.csv", data / "alone", lite0(["mac"], **FAST))
     assert store_bytes(alone["mac"]) == store_bytes(reference["mac"])
 
 
@@ -67,12 +70,12 @@ def test_interrupted_run_resumes_to_identical_bytes(reference, data):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt, match="run the same command again"):
-        extract(data / "db.csv", out, "efficientnet_lite0", ["gem", "mac", "srmac"], on_chunk=stop_after_two,
-                **{**FAST, "workers": 2})
+        extract(data / "db.csv", out, lite0(["gem", "mac", "srmac"], **{**FAST, "workers": 2}),
+                on_chunk=stop_after_two)
     assert not out.exists()  # nothing that looks like a store
     assert sorted(p.name for p in (data / ".resumed.partial").glob("chunk-*")) == ["chunk-000000.npz", "chunk-000001.npz"]
     again = []
-    stores = extract(data / "db.csv", out, "efficientnet_lite0", ["gem", "mac", "srmac"], on_chunk=again.append, **FAST)
+    stores = extract(data / "db.csv", out, lite0(["gem", "mac", "srmac"], **FAST), on_chunk=again.append)
     assert again == [2, 3]  # only the unfinished chunks ran
     for name in ("gem", "mac", "srmac"):
         assert store_bytes(stores[name]) == store_bytes(reference[name])
@@ -85,18 +88,17 @@ def test_changed_settings_do_not_mix_with_a_partial_run(data):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        extract(data / "db.csv", out, "efficientnet_lite0", ["mac"], on_chunk=stop, **FAST)
+        extract(data / "db.csv", out, lite0(["mac"], **FAST), on_chunk=stop)
     with pytest.raises(BadInput, match=r"other settings \(config\)"):
-        extract(data / "db.csv", out, "efficientnet_lite0", ["mac"], **{**FAST, "size": 96})
-    stores = extract(data / "db.csv", out, "efficientnet_lite0", ["mac"], restart=True, **{**FAST, "size": 96})
+        extract(data / "db.csv", out, lite0(["mac"], **{**FAST, "size": 96}))
+    stores = extract(data / "db.csv", out, lite0(["mac"], **{**FAST, "size": 96}), restart=True)
     assert open_store(stores["mac"]).meta["input_size"] == 96
 
 
 def test_shards_merge_into_the_single_run(reference, data, cli):
     parts = []
     for i in (1, 2, 3):
-        stores = extract(data / "db.csv", data / f"part{i}", "efficientnet_lite0", ["gem", "mac", "srmac"],
-                         shard=(i, 3), **FAST)
+        stores = extract(data / "db.csv", data / f"part{i}", lite0(["gem", "mac", "srmac"], shard=(i, 3), **FAST))
         parts.append(data / f"part{i}")
         assert open_store(stores["gem"]).meta["shard"]["index"] == i
     # 13 rows in chunks of 4 -> chunks 0..3; shards take [0, 1), [1, 2), [2, 4)
@@ -113,8 +115,8 @@ def test_shards_merge_into_the_single_run(reference, data, cli):
         merge([parts[0], parts[1], parts[1], parts[2]], data / "m3")
     with pytest.raises(BadInput, match="not a shard"):
         merge([data / "ref"], data / "m4")
-    other = extract(data / "db.csv", data / "other2", "efficientnet_lite0", ["gem", "mac", "srmac"], shard=(2, 3),
-                    **{**FAST, "size": 96})
+    other = extract(data / "db.csv", data / "other2", lite0(["gem", "mac", "srmac"], shard=(2, 3),
+                                                            **{**FAST, "size": 96}))
     with pytest.raises(BadInput, match="differs from .* in input_size"):
         merge([parts[0], other["gem"].parent, parts[2]], data / "m5")
 
@@ -125,7 +127,7 @@ def test_failed_images_never_stop_the_run(data):
     paths[0].unlink()
     paths[2].write_bytes(b"")
     write_manifest(data / "gone.csv", ids, paths, widths, heights, [""] * 3)
-    store = open_store(extract(data / "gone.csv", data / "gone-out", "efficientnet_lite0", ["gem"], **FAST)["gem"])
+    store = open_store(extract(data / "gone.csv", data / "gone-out", lite0(["gem"], **FAST))["gem"])
     assert store.ids == ["c01"]
     assert store.failed == {"c00": "file not found", "c02": "zero-byte file"}
     assert (store.path / "failed.csv").read_text() == "id,reason\nc00,file not found\nc02,zero-byte file\n"
@@ -139,9 +141,9 @@ def test_flip_averaging_makes_mirror_images_equal(data):
     Image.fromarray(pixels).save(paths[0])
     Image.fromarray(pixels[:, ::-1]).save(paths[1])
     write_manifest(data / "mirror.csv", ["a", "b"], paths, [64, 64], [64, 64], ["", ""])
-    one = open_store(extract(data / "mirror.csv", data / "m1", "efficientnet_lite0", ["gem"], dtype="float32", **FAST)["gem"])
-    two = open_store(extract(data / "mirror.csv", data / "m2", "efficientnet_lite0", ["gem"], dtype="float32",
-                             flip=True, scales=(1.0, 0.75), **FAST)["gem"])
+    one = open_store(extract(data / "mirror.csv", data / "m1", lite0(["gem"], dtype="float32", **FAST))["gem"])
+    two = open_store(extract(data / "mirror.csv", data / "m2", lite0(["gem"], dtype="float32", flip=True,
+                                                                     scales=(1.0, 0.75), **FAST))["gem"])
     f1, f2 = np.asarray(one.features), np.asarray(two.features)
     assert not np.allclose(f1[0], f1[1], atol=1e-3)  # a plain descriptor is not mirror-invariant
     assert np.allclose(f2[0], f2[1], atol=1e-5)  # the flip-summed one is
@@ -151,15 +153,16 @@ def test_flip_averaging_makes_mirror_images_equal(data):
 
 def test_vit_tokens_through_every_kind_of_pooling(data):
     with pytest.warns(UserWarning, match="random weights"):
-        stores = extract(data / "db.csv", data / "vit", "test_vit", ["mac", "rmac", "srmac"], weights="none",
-                         **{**FAST, "size": 48})
+        stores = extract(data / "db.csv", data / "vit", ExtractOptions(backbone="test_vit", weights="none",
+                                                                       poolings=["mac", "rmac", "srmac"],
+                                                                       **{**FAST, "size": 48}))
     store = open_store(stores["rmac"])
     assert store.features.shape == (12, 64) and store.meta["weights"]["source"] == "none"
     assert np.all(np.isfinite(np.asarray(store.features, dtype=np.float32)))
 
 
 def test_pca_whitening_learned_and_applied(reference, data):
-    db = extract(data / "db.csv", data / "white", "efficientnet_lite0", ["gem"], pca_whiten=True, **FAST)["gem"]
+    db = extract(data / "db.csv", data / "white", lite0(["gem"], pca_whiten=True, **FAST))["gem"]
     raw = np.asarray(open_store(reference["gem"]).features, dtype=np.float32)
     store = open_store(db)
     assert store.features.shape == (12, 11)  # N - 1 components
@@ -175,7 +178,7 @@ def test_pca_whitening_learned_and_applied(reference, data):
     assert np.allclose(got, expected * signs, atol=5e-3)
     assert store.meta["whitening"]["learned_on"] == "this store"
 
-    query = extract(data / "db.csv", data / "white-q", "efficientnet_lite0", ["gem"], pca_from=data / "white", **FAST)
+    query = extract(data / "db.csv", data / "white-q", lite0(["gem"], pca_from=data / "white", **FAST))
     q = open_store(query["gem"])
     assert (q.path / "pca.npz").read_bytes() == (db / "pca.npz").read_bytes()
     assert np.array_equal(np.asarray(q.features), np.asarray(store.features))  # same images, same whitening
@@ -195,8 +198,7 @@ def test_planning_by_hand():
 
 
 def test_aspect_mode_runs_and_is_recorded(data):
-    store = open_store(extract(data / "db.csv", data / "aspect", "efficientnet_lite0", ["gem"], resize="aspect",
-                               **FAST)["gem"])
+    store = open_store(extract(data / "db.csv", data / "aspect", lite0(["gem"], resize="aspect", **FAST))["gem"])
     assert len(store) == 12 and store.meta["resize"] == "aspect"
 
 
@@ -225,7 +227,7 @@ def test_killed_run_resumes_to_identical_bytes(reference, data):
     assert not out.exists()
     assert len(list((data / ".killed.partial").glob("chunk-*"))) == 2
     again = []
-    stores = extract(data / "db.csv", out, "efficientnet_lite0", ["gem", "mac", "srmac"], on_chunk=again.append, **FAST)
+    stores = extract(data / "db.csv", out, lite0(["gem", "mac", "srmac"], **FAST), on_chunk=again.append)
     assert again == [2, 3]
     for name in ("gem", "mac", "srmac"):
         assert store_bytes(stores[name]) == store_bytes(reference[name])
@@ -264,12 +266,19 @@ def test_jpeg_draft_is_recorded_and_kept_apart(tmp_path):
     ids = ["a", "b", "c"]
     paths = [_photo(tmp_path / f"{i}.jpg", 600, 500, seed=k) for k, i in enumerate(ids)]
     write_manifest(tmp_path / "m.csv", ids, paths, [600] * 3, [500] * 3, [""] * 3)
-    plain = open_store(extract(tmp_path / "m.csv", tmp_path / "plain", "efficientnet_lite0", ["gem"], **FAST)["gem"])
-    draft = open_store(extract(tmp_path / "m.csv", tmp_path / "draft", "efficientnet_lite0", ["gem"],
-                               jpeg_draft=True, **FAST)["gem"])
+    plain = open_store(extract(tmp_path / "m.csv", tmp_path / "plain", lite0(["gem"], **FAST))["gem"])
+    draft = open_store(extract(tmp_path / "m.csv", tmp_path / "draft", lite0(["gem"], jpeg_draft=True, **FAST))["gem"])
     assert draft.meta["jpeg_draft"] is True and "jpeg_draft" not in plain.meta
     cos = (np.asarray(draft.features, np.float32) * np.asarray(plain.features, np.float32)).sum(1)
     assert cos.min() > 0.99 and not np.array_equal(draft.features, plain.features)  # 0.9993 when written
     check_same_extraction(plain, plain)
     with pytest.raises(BadInput, match="jpeg_draft"):
         check_same_extraction(plain, draft)
+
+
+def test_a_manifest_without_images_is_refused_not_a_zero_row_store(tmp_path, cli):
+    write_manifest(tmp_path / "empty.csv", [], [], [], [], [])
+    assert (tmp_path / "empty.csv").read_text().count("\n") == 1  # the header alone
+    result = cli("extract", tmp_path / "empty.csv", "--pooling", "gem", "--out", tmp_path / "out")
+    assert result.code == 2 and "lists no image: nothing to extract" in result.err, result.err
+    assert result.err.count("\n") == 1 and not (tmp_path / "out").exists()

@@ -83,6 +83,7 @@ def test_saliency_maps_travel_with_their_images(images):
           _serial(paths, shapes, batches, "spectral"))
 
 
+@pytest.mark.slow
 def test_processes_and_threads_give_the_same_batches(images):
     paths, shapes, batches = images
     cpu = torch.device("cpu")
@@ -125,6 +126,7 @@ def test_an_unexpected_error_reaches_the_consumer(images, monkeypatch):
     assert not _decoders()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where CUDA is missing")
 def test_the_gpu_benchmark_refuses_clearly_without_cuda():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "extract_throughput.py"), "--device", "cuda"],
@@ -133,6 +135,7 @@ def test_the_gpu_benchmark_refuses_clearly_without_cuda():
     assert "no CUDA GPU here" in result.stderr and result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_the_channels_last_layout_gives_the_nchw_descriptors(images):
     """The stage's layout (channels-last batch and network) changes float rounding only, never the result."""
     from bpcr.features.backbones import load_backbone

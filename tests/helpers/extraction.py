@@ -4,8 +4,15 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from bpcr.features.options import ExtractOptions
+
 N_IMAGES = 13
 FAST = dict(size=64, batch_size=2, chunk_batches=2, workers=0, device="cpu", threads=1)  # chunks of 4 rows
+
+
+def lite0(poolings, **options) -> ExtractOptions:
+    """The options of an extraction with the bundled EfficientNet-Lite0: ``poolings`` and ``options`` (FAST's)."""
+    return ExtractOptions(backbone="efficientnet_lite0", poolings=tuple(poolings), **options)
 
 
 def write_images(folder, n, seed=0):
@@ -39,13 +46,15 @@ def kill_extraction(manifest, out, poolings, after_chunks: int) -> None:
     script = (
         "import os, signal\n"
         "from bpcr.features.extract import extract\n"
+        "from bpcr.features.options import ExtractOptions\n"
         "seen = []\n"
         "def hook(chunk):\n"
         "    seen.append(chunk)\n"
         f"    if len(seen) == {after_chunks}:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"extract({str(manifest)!r}, {str(out)!r}, 'efficientnet_lite0', {list(poolings)!r},\n"
-        f"        on_chunk=hook, **{FAST!r})\n"
+        f"extract({str(manifest)!r}, {str(out)!r},\n"
+        f"        ExtractOptions(backbone='efficientnet_lite0', poolings={list(poolings)!r}, **{FAST!r}),\n"
+        f"        on_chunk=hook)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr

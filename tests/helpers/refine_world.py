@@ -9,6 +9,7 @@ import numpy as np
 
 from bpcr.retrieval.index import build_index
 from bpcr.retrieval.search import search
+from bpcr.retrieval.options import SearchOptions
 from bpcr.io.store import write_store
 
 META = {"backbone": "hand", "pooling": "none"}
@@ -34,8 +35,8 @@ def make_world(folder: Path, db: Mapping[str, Sequence[float]], queries: Mapping
     q_ids = sorted(queries)
     write_store(folder / f"q-{name}", q_ids, np.array([queries[q] for q in q_ids], dtype=dtype), meta)
     build_index(folder / f"db-{name}", folder / f"index-{name}", log=lambda m: None)
-    search(folder / f"index-{name}", folder / f"q-{name}", name, folder / "runs", depth=depth or len(db_ids),
-           log=lambda m: None)
+    search(folder / f"index-{name}", folder / f"q-{name}", name, folder / "runs",
+           SearchOptions(depth=depth or len(db_ids)), log=lambda m: None)
     return folder / "runs" / f"{name}.trec"
 
 

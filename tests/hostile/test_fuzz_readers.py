@@ -28,6 +28,8 @@ from bpcr.io.runs import read_provenance, read_submission, read_trec
 from bpcr.io.store import open_store, write_store
 from bpcr.io.textio import parse_float, parse_int, read_json
 
+pytestmark = pytest.mark.slow  # hundreds of generated files per reader
+
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

@@ -93,6 +93,7 @@ def _expected(tmp_path: Path, label: str, run) -> dict[str, bytes | None]:
     return _group(folder, RUN_FILES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("new_run", [NEW_RUN, NEW_RUN_NO_TREC], ids=["three-files", "drops-trec"])
 @pytest.mark.parametrize("had_old", [True, False], ids=["over-old", "first"])
 def test_run_killed_at_every_step_reads_old_or_new(tmp_path, new_run, had_old):
@@ -131,6 +132,7 @@ def test_run_killed_at_every_step_reads_old_or_new(tmp_path, new_run, had_old):
 @pytest.fixture(scope="module")
 def scorings(tmp_path_factory):
     """Two scorings whose every output differs: one run, then two."""
+    from bpcr.evaluation.options import ScoreOptions
     from bpcr.evaluation.score import score_runs
 
     root = tmp_path_factory.mktemp("scorings")
@@ -138,8 +140,8 @@ def scorings(tmp_path_factory):
     gt.write_text("Validation Image ID,Training Image ID\nv1,a,b\nv2,c\nv3,d\nv4,e\n")
     write_run(root / "subs", "alpha", {"v1": ["a", "x"], "v2": ["x", "c"], "v3": ["d"], "v4": ["y"]})
     write_run(root / "subs", "beta", {"v1": ["b"], "v2": ["c"], "v3": ["x", "d"], "v4": ["e"]})
-    first = score_runs([root / "subs" / "alpha.csv"], gt, n_resamples=200)
-    second = score_runs([root / "subs" / "alpha.csv", root / "subs" / "beta.csv"], gt, n_resamples=200)
+    first = score_runs([root / "subs" / "alpha.csv"], gt, ScoreOptions(n_resamples=200))
+    second = score_runs([root / "subs" / "alpha.csv", root / "subs" / "beta.csv"], gt, ScoreOptions(n_resamples=200))
     return gt, first, second
 
 
@@ -168,6 +170,7 @@ def _write_board(folder: Path, gt: Path, scores) -> None:
     write_outputs(scores, gt, folder / "leaderboard.md", folder / "scores.json", folder / "per_query.csv")
 
 
+@pytest.mark.slow
 def test_leaderboard_killed_at_every_step_reads_old_or_new(tmp_path, scorings):
     """Steps: journal rename, four member renames (.svg, .md, .json, per-query), journal removal."""
     gt, first, second = scorings

@@ -20,7 +20,8 @@ import typer
 
 from bpcr.cli import app
 from bpcr.errors import BadInput
-from bpcr.ranges import RESAMPLES_MAX, SEED_MAX, TUNING_STEPS_MAX
+from bpcr.options import fields_of, flag_of, spec_of
+from bpcr.ranges import RESAMPLES_MAX, SEED_MAX, TUNING_STEPS_MAX, bounds_text
 
 # Inputs need not exist: each option is refused before any file is read.
 PREPARE_DEMO = ["prepare", "--demo", "--out", "demo"]
@@ -104,6 +105,10 @@ CASES = {
         (REFINE + ["--method", "aqe", "--k1", "5"], "--k1"),  # an option of another method
         (REFINE + ["--method", "dupgroup", "--dup-by", "colour"], "--dup-by"),
         (REFINE + ["--method", "best"], "best"),
+        (REFINE + ["--method", "kreciprocal", "--graph-dir", "keep.txt"], "--graph-dir"),  # a file: before any work
+    ],
+    "dba": [
+        (["dba", "store", "--out", "augmented", "--graph-dir", "keep.txt"], "--graph-dir"),
     ],
     "rerank": [
         (RERANK + ["--top", "0"], "--top"),
@@ -115,6 +120,7 @@ CASES = {
         (RERANK + ["--seed", "-1"], "--seed"),
         (RERANK + ["--seed", str(SEED_MAX + 1)], "--seed"),
         (RERANK + ["--workers", "0"], "--workers"),
+        (RERANK + ["--cache-dir", "keep.txt"], "--cache-dir"),
     ],
     "ensemble": [
         (ENSEMBLE + ["--weights", "-1,1"], "--weights"),
@@ -154,6 +160,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,named", ALL_CASES)
 def test_hostile_option_is_one_line_and_writes_nothing(cli, tmp_path, monkeypatch, args, named):
     monkeypatch.chdir(tmp_path)
@@ -202,21 +209,40 @@ def test_the_numeric_options_are_found():
     assert len(found) >= 35
 
 
-@pytest.mark.parametrize("command,decl,option", NUMERIC)
-def test_help_shows_the_range_of_every_numeric_option(cli, monkeypatch, command, decl, option):
-    if (command, decl) in NO_RANGE:
-        assert option.min is None and option.max is None
-        return
-    assert option.min is not None or option.max is not None, f"{command} {decl} has no range"
-    if option.hidden:  # a deprecated name: not in --help, its range is still checked
-        return
+def _declared(command: str, decl: str):
+    """The Spec of ``bpcr command``'s option ``decl`` when the command derives its options from a dataclass."""
+    info = next(i for i in app.registered_commands if (i.name or i.callback.__name__.replace("_", "-")) == command)
+    cls = getattr(info.callback, "options_class", None)
+    return next((spec_of(f) for f in fields_of(cls) if flag_of(f) == decl), None) if cls is not None else None
+
+
+def _help_line(cli, monkeypatch, command: str, decl: str) -> str:
     monkeypatch.setenv("COLUMNS", "400")  # one help line per option
     result = cli(command, "--help")
     # the option's own line in the options table (its name first), not an example in the text above it
     lines = [line for line in result.out.splitlines() if line.strip("│ *\t").split(" ")[0].rstrip(",") == decl]
     assert lines, f"{decl} not in `bpcr {command} --help`"
-    found = _RANGE.search(lines[0])
-    assert found, lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command,decl,option", NUMERIC)
+def test_help_shows_the_range_of_every_numeric_option(cli, monkeypatch, command, decl, option):
+    spec = _declared(command, decl)
+    if (command, decl) in NO_RANGE:
+        assert option.min is None and option.max is None and (spec is None or not spec.bounded)
+        return
+    if spec is not None:  # declared once: the range the library checks is the one --help states
+        assert spec.bounded, f"{command} {decl} has no range"
+        assert option.min is None and option.max is None  # no second declaration for Typer to check
+        text = bounds_text(spec.low, spec.high, spec.low_open, spec.high_open, spec.integer)
+        assert text in _help_line(cli, monkeypatch, command, decl)
+        return
+    assert option.min is not None or option.max is not None, f"{command} {decl} has no range"
+    if option.hidden:  # a deprecated name: not in --help, its range is still checked
+        return
+    line = _help_line(cli, monkeypatch, command, decl)
+    found = _RANGE.search(line)
+    assert found, line
     low, sign, bound = found.groups()
     shown_min = float(low) if low is not None else (float(bound) if sign == ">=" else None)
     shown_max = float(bound) if sign == "<=" else None
@@ -238,10 +264,11 @@ def _refuses(call, named: str) -> None:
     ({"weights": [math.nan, 1.0]}, "--weights"), ({"shortlist": 0}, "--shortlist"), ({"chunk_rows": 0}, "chunk_rows"),
 ])
 def test_search_refuses(tmp_path, kwargs, named):
+    from bpcr.retrieval.options import SearchOptions
     from bpcr.retrieval.search import search
 
     _refuses(lambda: search([tmp_path / "a", tmp_path / "b"], [tmp_path / "qa", tmp_path / "qb"], "s",
-                            out=tmp_path / "subs", **kwargs), named)
+                            tmp_path / "subs", SearchOptions(**kwargs)), named)
     assert not (tmp_path / "subs").exists()
 
 
@@ -250,9 +277,10 @@ def test_search_refuses(tmp_path, kwargs, named):
     ({"n_resamples": 2.5}, "--resamples"), ({"variant": "nope"}, "variant"),
 ])
 def test_score_runs_refuses(tmp_path, kwargs, named):
+    from bpcr.evaluation.options import ScoreOptions
     from bpcr.evaluation.score import score_runs
 
-    _refuses(lambda: score_runs([tmp_path / "run.csv"], tmp_path / "gt.csv", **kwargs), named)
+    _refuses(lambda: score_runs([tmp_path / "run.csv"], tmp_path / "gt.csv", ScoreOptions(**kwargs)), named)
 
 
 @pytest.mark.parametrize("kwargs,named", [
@@ -262,8 +290,10 @@ def test_score_runs_refuses(tmp_path, kwargs, named):
 ])
 def test_build_index_refuses(tmp_path, kwargs, named):
     from bpcr.retrieval.index import build_index
+    from bpcr.retrieval.options import IndexOptions
 
-    _refuses(lambda: build_index(tmp_path / "store", tmp_path / "index", log=lambda _: None, **kwargs), named)
+    _refuses(lambda: build_index(tmp_path / "store", tmp_path / "index", IndexOptions(**kwargs), log=lambda _: None),
+             named)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -273,9 +303,10 @@ def test_build_index_refuses(tmp_path, kwargs, named):
 ])
 def test_ensemble_refuses_before_reading_runs(tmp_path, kwargs, named):
     from bpcr.evaluation.ensemble import ensemble
+    from bpcr.evaluation.options import EnsembleOptions
 
-    _refuses(lambda: ensemble([tmp_path / "a.csv", tmp_path / "b.csv"], "rrf", "e", out=tmp_path / "subs", **kwargs),
-             named)
+    _refuses(lambda: ensemble([tmp_path / "a.csv", tmp_path / "b.csv"], "e", EnsembleOptions(method="rrf", **kwargs),
+                              tmp_path / "subs"), named)
 
 
 def test_tuning_refuses_negative_seeds():
@@ -289,8 +320,10 @@ def test_tuning_refuses_negative_seeds():
 ])
 def test_extract_refuses_before_any_work(tmp_path, kwargs, named):
     from bpcr.features.extract import extract
+    from bpcr.features.options import ExtractOptions
 
-    _refuses(lambda: extract(tmp_path / "no-manifest.csv", tmp_path / "out", "efficientnet_lite0", ["gem"], **kwargs),
+    _refuses(lambda: extract(tmp_path / "no-manifest.csv", tmp_path / "out",
+                             ExtractOptions(backbone="efficientnet_lite0", poolings=["gem"], **kwargs)),
              named)
     assert list(tmp_path.iterdir()) == []
 
@@ -298,17 +331,20 @@ def test_extract_refuses_before_any_work(tmp_path, kwargs, named):
 def test_extract_reads_the_pca_from_whitening_first(tmp_path):
     """A --pca-from folder whose whitening is damaged is refused before the manifest is even read."""
     from bpcr.features.extract import extract
+    from bpcr.features.options import ExtractOptions
 
     (tmp_path / "db" / "gem").mkdir(parents=True)
     (tmp_path / "db" / "gem" / "pca.npz").write_bytes(b"not a zip")
-    _refuses(lambda: extract(tmp_path / "no-manifest.csv", tmp_path / "out", "efficientnet_lite0", ["gem"],
-                             pca_from=tmp_path / "db"), "pca.npz")
+    _refuses(lambda: extract(tmp_path / "no-manifest.csv", tmp_path / "out",
+                             ExtractOptions(backbone="efficientnet_lite0", poolings=["gem"], pca_from=tmp_path / "db")),
+             "pca.npz")
 
 
 @pytest.mark.parametrize("kwargs,named", [({"seed": -1}, "--seed"), ({"workers": 0}, "--workers"),
                                           ({"ratio": 0.0}, "--ratio")])
 def test_rerank_refuses(tmp_path, kwargs, named):
+    from bpcr.reranking.options import RerankOptions
     from bpcr.reranking.rerank import rerank
 
-    _refuses(lambda: rerank(tmp_path / "run.csv", tmp_path / "db.csv", tmp_path / "q.csv", "r", out=tmp_path / "subs",
-                            **kwargs), named)
+    _refuses(lambda: rerank(tmp_path / "run.csv", tmp_path / "db.csv", tmp_path / "q.csv", "r", tmp_path / "subs",
+                            RerankOptions(**kwargs)), named)

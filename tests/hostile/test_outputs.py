@@ -26,6 +26,7 @@ from bpcr.dataset.manifest import write_manifest
 from bpcr.io.runs import write_run
 from bpcr.io.store import write_store
 from bpcr.text.index import build_text_index
+from bpcr.text.options import TextIndexOptions
 
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
@@ -49,7 +50,7 @@ def inputs(tmp_path_factory) -> Path:
         write_store(root / f"shard{k}" / "gem", ids, np.ones((8, 4), np.float32),
                     {**META, "shard": {"index": k, "count": 2, "rows": [0, 8]}})
     build_index(root / "stores" / "db", root / "index", log=lambda s: None)
-    build_text_index(root / "db.csv", root / "ti", tau=0.3)
+    build_text_index(root / "db.csv", root / "ti", TextIndexOptions(tau=0.3))
     for name, order in (("A", ids[:7]), ("B", ids[::-1][:7])):
         write_run(root / "runs", name, {"v1": order, "v2": order[::-1]},
                   {"v1": list(range(7, 0, -1)), "v2": list(range(7, 0, -1))}, {"run": name, "method": "test"})
@@ -351,3 +352,29 @@ def test_a_run_file_that_is_a_link_is_written_through(cli, tmp_path, inputs):
     assert (tmp_path / "kept" / "fused.csv").read_text().startswith("v1,")
     assert sorted(os.listdir(tmp_path / "out")) == ["r.csv", "r.json", "r.trec"]
     assert sorted(os.listdir(tmp_path / "kept")) == ["fused.csv"]
+
+
+def test_names_users_chose_never_become_markup_or_formulas(cli, tmp_path, monkeypatch):
+    """A ground-truth file and a run named with backticks, HTML and a formula: shown as text everywhere."""
+    import csv as csv_module
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    gt = "g`t<img src=x onerror=alert(1)>.csv"
+    run = "=cmd`x`<b>.csv"
+    Path(gt).write_text("Validation Image ID,Training Image ID\nv1,n1\nv2,n2\n")
+    Path(run).write_text("v1,n1,n2,n3,n4,n5,n6,n7\nv2,n2,n1,n3,n4,n5,n6,n7\n")
+    result = cli("score", run, "--gt", gt, "--csv", "board.csv", "--latex", "board.tex")
+    assert result.code == 0, result.err
+    board = Path("leaderboard.md").read_text()
+    # each name sits whole inside one code span, whose fence outlasts its backticks: no raw HTML, no broken span
+    assert "Ground truth: ``g`t<img src=x onerror=alert(1)>.csv`` (" in board
+    assert "| 1 | ``=cmd`x`<b>`` |" in board
+    outside_code = re.sub(r"(`+)(.+?)\1", "", board)
+    assert "<img" not in outside_code and "<b>" not in outside_code
+    svg = Path("leaderboard.svg").read_text()
+    assert "<b>" not in svg and "&lt;b&gt;" in svg
+    with open("board.csv", newline="") as handle:
+        cells = [cell for row in csv_module.reader(handle) for cell in row]
+    assert "'=cmd`x`<b>" in cells and not [c for c in cells if c[:1] in ("=", "+", "@")]
+    assert r"\texttt{=cmd`x`<b>}" in Path("board.tex").read_text()  # nothing in it is special to LaTeX

@@ -19,7 +19,9 @@ from bpcr.errors import BadInput
 from bpcr.features.extract import extract
 from bpcr.dataset.manifest import write_manifest
 from bpcr.io.store import Chunk, PartialStore
-from tests.helpers.extraction import FAST, N_IMAGES, kill_extraction, store_bytes, write_images
+from tests.helpers.extraction import FAST, N_IMAGES, kill_extraction, lite0, store_bytes, write_images
+
+pytestmark = pytest.mark.slow  # module fixtures build a dataset, a network or a pipeline run
 
 POOLINGS = ["gem", "srmac"]
 
@@ -37,7 +39,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(data):
-    return extract(data / "db.csv", data / "ref", "efficientnet_lite0", POOLINGS, **FAST)
+    return extract(data / "db.csv", data / "ref", lite0(POOLINGS, **FAST))
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +58,8 @@ def _resume(data, killed, case, damage):
     shutil.copytree(killed, folder)
     damage(folder)
     ran, warned = [], []
-    stores = extract(data / "db.csv", data / case, "efficientnet_lite0", POOLINGS, on_chunk=ran.append,
-                     on_warning=warned.append, **FAST)
+    stores = extract(data / "db.csv", data / case, lite0(POOLINGS, **FAST), on_chunk=ran.append,
+                     on_warning=warned.append)
     assert not folder.exists()  # finished: the partial folder is gone
     return ran, warned, stores
 
@@ -164,7 +166,7 @@ def test_undamaged_leftovers_resume_without_a_warning(data, killed, reference):
 def test_valid_plan_with_other_settings_is_still_refused(data, killed):
     shutil.copytree(killed, data / ".other.partial")
     with pytest.raises(BadInput, match=r"other settings \(config\).*--restart"):
-        extract(data / "db.csv", data / "other", "efficientnet_lite0", POOLINGS, **{**FAST, "size": 96})
+        extract(data / "db.csv", data / "other", lite0(POOLINGS, **{**FAST, "size": 96}))
     assert (data / ".other.partial" / "chunk-000000.npz").is_file()  # nothing was deleted
 
 
@@ -176,7 +178,7 @@ def test_cli_warns_in_one_line_and_finishes(data, reference, cli, monkeypatch):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        extract(data / "db.csv", data / "viacli", "efficientnet_lite0", ["gem"], on_chunk=stop, **options)
+        extract(data / "db.csv", data / "viacli", lite0(["gem"], **options), on_chunk=stop)
     chunk = data / ".viacli.partial" / "chunk-000000.npz"
     chunk.write_bytes(chunk.read_bytes()[:100])
     monkeypatch.setenv("COLUMNS", "40")

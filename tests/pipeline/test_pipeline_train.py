@@ -11,7 +11,8 @@ import torch
 from bpcr.pipeline.runner import run_pipeline
 from tests.helpers import ROOT
 
-pytestmark = pytest.mark.filterwarnings("ignore:backbone .* has random weights")
+pytestmark = [pytest.mark.filterwarnings("ignore:backbone .* has random weights"),
+              pytest.mark.slow]  # module fixtures train networks on a generated dataset
 
 # A tiny random network trained for one epoch of two steps: the stage's wiring, not training itself.
 TRAIN = """[[train]]

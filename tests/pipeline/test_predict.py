@@ -13,6 +13,8 @@ import pytest
 from bpcr.evaluation.check import check_submission
 from bpcr.pipeline.runner import run_pipeline
 
+pytestmark = pytest.mark.slow  # module fixtures build a dataset, a network or a pipeline run
+
 CHAIN = """[[refine]]
 name = "refined"
 input = "mac"
@@ -135,6 +137,13 @@ def test_predict_refuses_what_bpcr_run_did_not_make(ran, tiny, tmp_path, cli, mo
     Path("other.toml").write_text(tiny.replace("size = 64", "size = 72"))
     assert "[extract] lite0-database: made with other options or data; run `bpcr run other.toml` first" in \
         refused("other.toml")
+    # Its own config as OUT_CSV (directly or through a link): refused before anything is written over it.
+    before = Path("tiny.toml").read_bytes()
+    os.symlink(ran / "tiny.toml", tmp_path / "link.csv")
+    for target in (ran / "tiny.toml", tmp_path / "link.csv"):
+        result = cli("predict", "tiny.toml", tmp_path / "photos", target)
+        assert result.code == 2 and "an input of this command" in result.err and result.err.count("\n") == 1
+    assert Path("tiny.toml").read_bytes() == before
 
 
 def test_query_features_must_match_the_database_stores(ran, tmp_path, cli, monkeypatch):

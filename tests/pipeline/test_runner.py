@@ -9,6 +9,8 @@ import pytest
 from bpcr.pipeline.runner import run_pipeline
 from tests.helpers import DATA
 
+pytestmark = pytest.mark.slow  # module fixtures build a dataset, a network or a pipeline run
+
 CONFIG = DATA / "tiny_pipeline.toml"
 RUNS = ["mac", "grmac", "srmac", "fused", "fused-dba", "refined", "fused-aqe", "fused-diffusion", "sift", "ens",
         "ens-tuned"]
@@ -131,6 +133,11 @@ SEARCH = "[[search]]\nname = 's'\nfeatures = 'a/mac'\n"
     (DEMO + EXTRACT + SEARCH + "[score]\nbogus = 1\n", "[score] unknown option 'bogus'"),
     (DEMO + EXTRACT + SEARCH + "[score]\nn_resamples = 0\n", "[score] n_resamples: --resamples must be"),
     (DEMO + EXTRACT + "[search]\nname = 's'\nfeatures = 'a/mac'\n", "one [[search]] per entry"),
+    # the report's folder is swapped whole: never the work folder, the runs' folder or one above them
+    (DEMO + EXTRACT + SEARCH + "[report]\nout = 'work'\n", "[report] out 'work' is the work folder"),
+    (DEMO + EXTRACT + SEARCH + "[report]\nout = '.'\n", "[report] out '.' is above the work folder"),
+    ("submissions = 'runs'\n" + DEMO + EXTRACT + SEARCH + "[report]\nout = 'runs'\n",
+     "[report] out 'runs' is the submissions folder"),
 ])
 def test_bad_config_is_one_line_before_any_stage(refused_config, text, reason):
     refused_config(text, reason)

@@ -6,10 +6,12 @@ import json
 import numpy as np
 import pytest
 
+from bpcr.postretrieval.options import DbaOptions
 from bpcr.postretrieval.dba import dba
 from bpcr.errors import BadInput
 from bpcr.retrieval.index import build_index
 from bpcr.io.runs import load_run
+from bpcr.retrieval.options import SearchOptions
 from bpcr.retrieval.search import search
 from bpcr.io.store import open_store, write_store
 from tests.helpers.refine_world import META, angle
@@ -31,7 +33,7 @@ def _angles(path) -> list[float]:
 
 
 def test_each_vector_joins_its_nearest(store, tmp_path):
-    out = dba(store, tmp_path / "dba", n=1, alpha=0.0, log=lambda m: None)
+    out = dba(store, tmp_path / "dba", DbaOptions(n=1, alpha=0.0), log=lambda m: None)
     # Averaging two unit vectors bisects them: 0+10 -> 5, 10+0 -> 5, 90+10 -> 50, 175+90 -> 132.5.
     assert _angles(out.path) == pytest.approx([5, 5, 50, 132.5], abs=1e-4)
     assert np.linalg.norm(out.features.astype(np.float64), axis=1) == pytest.approx(1, abs=1e-6)
@@ -41,7 +43,7 @@ def test_each_vector_joins_its_nearest(store, tmp_path):
 
 
 def test_alpha_weighs_by_cosine(store, tmp_path):
-    out = dba(store, tmp_path / "dba", n=1, alpha=1.0, log=lambda m: None)
+    out = dba(store, tmp_path / "dba", DbaOptions(n=1, alpha=1.0), log=lambda m: None)
     # n2 = (0, 1) plus cos(80) x n1: its angle atan2(1 + c sin 10, c cos 10) with c = cos 80.
     c = np.cos(np.radians(80))
     want = np.degrees(np.arctan2(1 + c * np.sin(np.radians(10)), c * np.cos(np.radians(10))))
@@ -49,19 +51,19 @@ def test_alpha_weighs_by_cosine(store, tmp_path):
 
 
 def test_the_new_store_is_indexed_and_searched_unchanged(store, tmp_path):
-    dba(store, tmp_path / "dba", n=1, alpha=0.0, log=lambda m: None)
+    dba(store, tmp_path / "dba", DbaOptions(n=1, alpha=0.0), log=lambda m: None)
     write_store(tmp_path / "q", ["v1"], np.array([angle(7)], dtype=np.float32), META)  # the query side as it was
     build_index(tmp_path / "dba", tmp_path / "index", log=lambda m: None)
-    search(tmp_path / "index", tmp_path / "q", "after", tmp_path / "runs", depth=4, log=lambda m: None)
+    search(tmp_path / "index", tmp_path / "q", "after", tmp_path / "runs", SearchOptions(depth=4), log=lambda m: None)
     ranking = load_run(tmp_path / "runs" / "after.trec").ranking["v1"]
     assert ranking[:2] == ["n0", "n1"]  # both at 5 degrees now: tied, by ID
 
 
 def test_refusals(store, tmp_path):
     with pytest.raises(BadInput, match="--n must be"):
-        dba(store, tmp_path / "x", n=0)
+        dba(store, tmp_path / "x", DbaOptions(n=0))
     with pytest.raises(BadInput, match="another folder"):
-        dba(store, store, n=1)
+        dba(store, store, DbaOptions(n=1))
     assert not (tmp_path / "x").exists()
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bpcr.postretrieval.diffusion import conjugate_gradient, diffuse, normalised_affinity
+from bpcr.postretrieval.options import RefineOptions
 from bpcr.postretrieval.refine import refine
 from bpcr.io.runs import load_run
 from tests.helpers.refine_world import chain_world, make_world
@@ -19,8 +20,8 @@ def chain(tmp_path):
 
 
 def test_the_chain_is_lifted_and_the_isolated_image_is_not(chain, tmp_path):
-    result = refine(chain, None, None, None, "dif", out=tmp_path / "out", method="diffusion", kq=1, kd=2,
-                    gamma=3.0, graph_dir=tmp_path / "graphs")
+    result = refine(chain, None, None, None, "dif", tmp_path / "out",
+                    RefineOptions(method="diffusion", kq=1, kd=2, gamma=3.0), graph_dir=tmp_path / "graphs")
     # Starting from a alone, the mass flows along the mutual pairs a-b and b-t (b, between two, gets
     # most); d, f1, f2 form another component and keep the input's order after them.
     assert load_run(result.csv).ranking["v1"] == ["b", "a", "t", "d", "f2", "f1"]
@@ -68,8 +69,8 @@ def test_ties_keep_the_input_order_and_bytes_repeat(tmp_path):
     db, queries = chain_world()
     db = dict(db, c2=db["d"], c1=db["d"])  # copies of d: equal everywhere, unreached like d
     run = make_world(tmp_path, db, queries)
-    one = refine(run, None, None, None, "one", out=tmp_path / "out", method="diffusion", kq=1, kd=2)
-    two = refine(run, None, None, None, "two", out=tmp_path / "out", method="diffusion", kq=1, kd=2)
+    one = refine(run, None, None, None, "one", tmp_path / "out", RefineOptions(method="diffusion", kq=1, kd=2))
+    two = refine(run, None, None, None, "two", tmp_path / "out", RefineOptions(method="diffusion", kq=1, kd=2))
     ranking = load_run(one.csv).ranking["v1"]
     assert ranking[3:6] == ["c1", "c2", "d"]  # tied with the input score: by ID
     assert one.written[".trec"].read_text().replace(" one", "") == two.written[".trec"].read_text().replace(" two", "")
@@ -78,14 +79,16 @@ def test_ties_keep_the_input_order_and_bytes_repeat(tmp_path):
 def test_diffusion_needs_cosine(tmp_path):
     from bpcr.errors import BadInput
     from bpcr.retrieval.index import build_index
+    from bpcr.retrieval.options import IndexOptions, SearchOptions
     from bpcr.retrieval.search import search
 
     db, queries = chain_world()
     run = make_world(tmp_path, db, queries)
-    build_index(tmp_path / "db-base", tmp_path / "index-l2", metric="l2", log=lambda m: None)
-    search(tmp_path / "index-l2", tmp_path / "q-base", "l2run", tmp_path / "runs", depth=6, log=lambda m: None)
+    build_index(tmp_path / "db-base", tmp_path / "index-l2", IndexOptions(metric="l2"), log=lambda m: None)
+    search(tmp_path / "index-l2", tmp_path / "q-base", "l2run", tmp_path / "runs", SearchOptions(depth=6), log=lambda m: None)
     with pytest.raises(BadInput, match="cosine"):
-        refine(tmp_path / "runs" / "l2run.trec", None, None, None, "x", out=tmp_path / "out", method="diffusion")
+        refine(tmp_path / "runs" / "l2run.trec", None, None, None, "x", tmp_path / "out",
+               RefineOptions(method="diffusion"))
     assert run.is_file()
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bpcr.errors import BadInput
+from bpcr.postretrieval.options import RefineOptions
 from bpcr.postretrieval.refine import refine
 from bpcr.io.runs import load_run
 from bpcr.text.index import TextIndex
@@ -48,8 +49,8 @@ def world(tmp_path):
 
 
 def _refine(world, tmp_path, name, text=None, **options):
-    return refine(world, text, None, None, name, out=tmp_path / "out", method="dupgroup",
-                  graph_dir=tmp_path / "graphs", **options)
+    return refine(world, text, None, None, name, tmp_path / "out", RefineOptions(method="dupgroup", **options),
+                  graph_dir=tmp_path / "graphs")
 
 
 def test_an_image_duplicate_of_the_top_hit_moves_up(world, tmp_path):
@@ -86,10 +87,10 @@ def test_description_links_and_their_combinations(world, tmp_path):
 def test_ties_by_id_and_bytes_repeat(tmp_path):
     db = dict(DB, x4=DB["x2"], x0=DB["x2"])  # exact copies of x2: equal scores, ordered by ID
     run = make_world(tmp_path, db, {"v1": _at(0, 1)})
-    one = refine(run, None, None, None, "one", out=tmp_path / "out", method="dupgroup", dup_by="image",
-                 dup_cosine=0.97, dup_expand=1)
-    two = refine(run, None, None, None, "two", out=tmp_path / "out", method="dupgroup", dup_by="image",
-                 dup_cosine=0.97, dup_expand=1)
+    one = refine(run, None, None, None, "one", tmp_path / "out",
+                 RefineOptions(method="dupgroup", dup_by="image", dup_cosine=0.97, dup_expand=1))
+    two = refine(run, None, None, None, "two", tmp_path / "out",
+                 RefineOptions(method="dupgroup", dup_by="image", dup_cosine=0.97, dup_expand=1))
     assert load_run(one.csv).ranking["v1"][:5] == ["x1", "x0", "x2", "x4", "x3"]
     assert one.written[".trec"].read_text().replace(" one", "") == two.written[".trec"].read_text().replace(" two", "")
 

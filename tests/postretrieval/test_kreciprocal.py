@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from bpcr.postretrieval.options import RefineOptions
 from bpcr.postretrieval.refine import refine
 from bpcr.io.runs import load_run
 from tests.helpers.refine_world import chain_world, make_world
@@ -74,8 +75,8 @@ def chain(tmp_path):
 def test_a_neighbour_of_the_top_hit_passes_an_isolated_one(chain, tmp_path):
     run, db, queries = chain
     assert load_run(run).ranking["v1"] == ["a", "d", "b", "t", "f2", "f1"]
-    result = refine(run, None, None, None, "kr", out=tmp_path / "out", method="kreciprocal", k1=2, k2=1,
-                    kr_lambda=0.3, graph_dir=tmp_path / "graphs")
+    result = refine(run, None, None, None, "kr", tmp_path / "out",
+                    RefineOptions(method="kreciprocal", k1=2, k2=1, kr_lambda=0.3), graph_dir=tmp_path / "graphs")
     # R*(q) = {q, a}: a is reciprocal (q beats a's second neighbour), d is not (its two nearest are f1
     # and f2). b shares a with q's set, d shares nothing: b (.43) passes d (.3 x cos 14 = .29).
     assert load_run(result.csv).ranking["v1"] == ["a", "b", "d", "t", "f2", "f1"]
@@ -87,8 +88,8 @@ def test_a_neighbour_of_the_top_hit_passes_an_isolated_one(chain, tmp_path):
 @pytest.mark.parametrize("k1,k2,lam", [(2, 1, 0.3), (3, 2, 0.5), (4, 3, 0.1)])
 def test_scores_agree_with_a_dense_reimplementation(chain, tmp_path, k1, k2, lam):
     run, db, queries = chain
-    result = refine(run, None, None, None, f"kr{k1}", out=tmp_path / "out", method="kreciprocal", k1=k1, k2=k2,
-                    kr_lambda=lam)
+    result = refine(run, None, None, None, f"kr{k1}", tmp_path / "out",
+                    RefineOptions(method="kreciprocal", k1=k1, k2=k2, kr_lambda=lam))
     want = reference(np.array(queries["v1"]), db, k1, k2, lam)
     expected = sorted(want, key=lambda g: -want[g])
     assert load_run(result.csv).ranking["v1"] == expected
@@ -98,8 +99,8 @@ def test_ties_keep_the_input_order_and_bytes_repeat(tmp_path):
     db, queries = chain_world()
     db = dict(db, c2=db["t"], c1=db["t"])  # two copies of t: the same score everywhere
     run = make_world(tmp_path, db, queries)
-    one = refine(run, None, None, None, "one", out=tmp_path / "out", method="kreciprocal", k1=2, k2=1)
-    two = refine(run, None, None, None, "two", out=tmp_path / "out", method="kreciprocal", k1=2, k2=1)
+    one = refine(run, None, None, None, "one", tmp_path / "out", RefineOptions(method="kreciprocal", k1=2, k2=1))
+    two = refine(run, None, None, None, "two", tmp_path / "out", RefineOptions(method="kreciprocal", k1=2, k2=1))
     ranking = load_run(one.csv).ranking["v1"]
     assert ranking.index("c1") < ranking.index("c2") < ranking.index("t")  # the input's order: by ID
     assert one.written[".trec"].read_text().replace(" one", "") == two.written[".trec"].read_text().replace(" two", "")

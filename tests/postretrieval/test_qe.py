@@ -9,6 +9,7 @@ import pytest
 from bpcr.errors import BadInput
 from bpcr.postretrieval.context import Context
 from bpcr.postretrieval.qe import WINNER_2020_WEIGHTS, expanded_queries
+from bpcr.postretrieval.options import RefineOptions
 from bpcr.postretrieval.refine import refine
 from bpcr.io.runs import load_run
 from bpcr.postretrieval.similarity import load_similarity
@@ -27,7 +28,7 @@ def world(tmp_path):
 
 def test_average_qe_reaches_the_match_through_the_top_hit(world, tmp_path):
     assert load_run(world).ranking["v1"][:3] == ["a", "d", "t"]
-    result = refine(world, None, None, None, "aqe", out=tmp_path / "out", method="aqe", qe_n=1)
+    result = refine(world, None, None, None, "aqe", tmp_path / "out", RefineOptions(method="aqe", qe_n=1))
     # q' = normalise(q + a) = (.949, .316, 0): cosine with t .822, with d .664 (.9487 x .70007), with a .949.
     run = load_run(result.csv)
     assert run.ranking["v1"][:3] == ["a", "t", "d"]
@@ -49,15 +50,17 @@ def test_alpha_weights_and_the_2020_preset_by_hand(world, tmp_path):
     got = expanded_queries(ctx, ["v1"], 2, 0.0, fixed=WINNER_2020_WEIGHTS)[0][0]
     want = q + 2 / 3 * a + 1 / 3 * d
     assert got == pytest.approx(want / np.linalg.norm(want), abs=1e-6)
-    preset = refine(world, None, None, None, "qe2020", out=tmp_path / "out", method="qe-2020")
+    preset = refine(world, None, None, None, "qe2020", tmp_path / "out", RefineOptions(method="qe-2020"))
     assert preset.provenance["params"]["weights"] == pytest.approx([1, 2 / 3, 1 / 3])
 
 
 def test_ties_by_id_and_same_bytes(tmp_path):
     db = dict(DB, n2=unit(0.5, 0.5, 0.5), n1=unit(0.5, 0.5, 0.5))  # identical vectors: equal scores
     run = make_world(tmp_path, db, Q)
-    first = refine(run, None, None, None, "one", out=tmp_path / "out", method="alpha-qe", qe_n=2, qe_alpha=1.0)
-    again = refine(run, None, None, None, "two", out=tmp_path / "out", method="alpha-qe", qe_n=2, qe_alpha=1.0)
+    first = refine(run, None, None, None, "one", tmp_path / "out",
+                   RefineOptions(method="alpha-qe", qe_n=2, qe_alpha=1.0))
+    again = refine(run, None, None, None, "two", tmp_path / "out",
+                   RefineOptions(method="alpha-qe", qe_n=2, qe_alpha=1.0))
     ranking = load_run(first.csv).ranking["v1"]
     assert ranking.index("n1") + 1 == ranking.index("n2")
     for suffix in (".csv", ".trec"):
@@ -65,15 +68,16 @@ def test_ties_by_id_and_same_bytes(tmp_path):
 
 
 def test_several_feature_sets_expand_per_set_and_fuse(tmp_path):
+    from bpcr.retrieval.options import SearchOptions
     from bpcr.retrieval.search import search
 
     make_world(tmp_path, DB, Q, name="A")
     flipped = {k: [v[1], v[0], v[2]] for k, v in DB.items()}  # another network, another geometry
     make_world(tmp_path, flipped, {"v1": [0.0, 1.0, 0.0]}, name="B", meta={"backbone": "other", "pooling": "none"})
     search([tmp_path / "index-A", tmp_path / "index-B"], [tmp_path / "q-A", tmp_path / "q-B"], "fused",
-           tmp_path / "runs", depth=5, fusion="product", log=lambda m: None)
-    result = refine(tmp_path / "runs" / "fused.trec", None, None, None, "f-aqe", out=tmp_path / "out", method="aqe",
-                    qe_n=1)
+           tmp_path / "runs", SearchOptions(depth=5, fusion="product"), log=lambda m: None)
+    result = refine(tmp_path / "runs" / "fused.trec", None, None, None, "f-aqe", tmp_path / "out",
+                    RefineOptions(method="aqe", qe_n=1))
     assert result.provenance["similarity"]["fusion"] == "product"
     # In both sets q' = normalise(q + a) (the same geometry, axes swapped): the product of equal cosines.
     scores = load_run(result.csv).scores["v1"]
@@ -82,11 +86,11 @@ def test_several_feature_sets_expand_per_set_and_fuse(tmp_path):
 
 def test_alpha_needs_cosine_and_options_belong_to_their_method(tmp_path, world):
     with pytest.raises(BadInput, match="--k1 is an option of --method kreciprocal"):
-        refine(world, None, None, None, "x", out=tmp_path / "out", method="aqe", k1=3)
+        refine(world, None, None, None, "x", tmp_path / "out", RefineOptions(method="aqe", k1=3))
     with pytest.raises(BadInput, match="--qe-n must be"):
-        refine(world, None, None, None, "x", out=tmp_path / "out", method="aqe", qe_n=0)
+        refine(world, None, None, None, "x", tmp_path / "out", RefineOptions(method="aqe", qe_n=0))
     with pytest.raises(BadInput, match="unknown refine method"):
-        refine(world, None, None, None, "x", out=tmp_path / "out", method="best")
+        refine(world, None, None, None, "x", tmp_path / "out", RefineOptions(method="best"))
     assert not (tmp_path / "out").exists()
 
 

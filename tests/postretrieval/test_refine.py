@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from bpcr.errors import BadInput
 from bpcr.io.fileio import sha256_file
+from bpcr.postretrieval.options import RefineOptions
 from bpcr.postretrieval.refine import refine, refine_query
 from bpcr.io.runs import load_run, write_run
 from bpcr.io.store import write_store
@@ -112,8 +114,8 @@ def setup(tmp_path):
 
 
 def test_refine_writes_run_with_provenance(setup):
-    result = refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "refined",
-                    out=setup / "out", k_keep=3)
+    result = refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "refined", setup / "out",
+                    RefineOptions(k_keep=3))
     csv_path = result.csv
     run = load_run(csv_path)
     assert run.submission["v01"] == ["n01", "n02", "n03", "n12", "n10", "n13", "n15"]
@@ -130,6 +132,7 @@ def test_refine_writes_run_with_provenance(setup):
     assert prov["counts"]["queries"] == 2 and prov["counts"]["changed"] == 1 and prov["counts"]["with_fallback"] == 1
 
 
+@pytest.mark.slow
 def test_mismatched_stores_are_refused(setup):
     write_store(setup / "q2", ["v01", "v02"], np.eye(2, dtype=np.float32),
                 {"backbone": "vgg16", "pooling": "gem", "input_size": 480})
@@ -150,7 +153,8 @@ def test_bad_inputs(setup):
     with pytest.raises(BadInput, match="overwrite"):
         refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "base", out=setup / "runs")
     with pytest.raises(BadInput, match="k.keep must be"):
-        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "r", out=setup / "out", k_keep=0)
+        refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", setup / "q", "r", setup / "out",
+               RefineOptions(k_keep=0))
     write_run(setup / "runs", "stray", {"v01": ["zz9"]}, None, None)
     with pytest.raises(BadInput, match="not in the text index"):
         refine(setup / "runs" / "stray.csv", setup / "ti", setup / "db", setup / "q", "r", out=setup / "out")
@@ -178,6 +182,7 @@ def _unit(c: float) -> list[float]:
 
 def test_refine_ranks_with_the_input_runs_fused_similarity(tmp_path):
     from bpcr.retrieval.index import build_index
+    from bpcr.retrieval.options import SearchOptions
     from bpcr.retrieval.search import search
 
     # Cosines with the query (1, 0) in two networks A and B. Product fusion (001 eq 8, alpha 1):
@@ -190,7 +195,7 @@ def test_refine_ranks_with_the_input_runs_fused_similarity(tmp_path):
         write_store(tmp_path / f"q{net}", ["v1"], np.array([[1.0, 0.0]], np.float32), meta)
         build_index(tmp_path / f"db{net}", tmp_path / f"i{net}", log=lambda m: None)
     search([tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"], "fused", tmp_path / "runs",
-           depth=9, fusion="product", log=lambda m: None)
+           SearchOptions(depth=9, fusion="product"), log=lambda m: None)
     assert load_run(tmp_path / "runs" / "fused.trec").ranking["v1"][:3] == ["t", "y", "x"]
     # The text index makes x and y the neighbours of t, and the fused input's order is the fused one.
     ti = tmp_path / "ti"
@@ -203,15 +208,16 @@ def test_refine_ranks_with_the_input_runs_fused_similarity(tmp_path):
     write_run(tmp_path / "runs", "flat", {"v1": ["t", "f1", "f2", "f3", "f4", "f5", "f6", "x", "y"]},
               {"v1": [9.0 - r for r in range(9)]},
               json.loads((tmp_path / "runs" / "fused.json").read_text()))
-    fused = refine(tmp_path / "runs" / "flat.trec", ti, None, None, "r-fused", out=tmp_path / "out", k_keep=1)
+    fused = refine(tmp_path / "runs" / "flat.trec", ti, None, None, "r-fused", tmp_path / "out",
+                   RefineOptions(k_keep=1))
     assert load_run(fused.csv).ranking["v1"][:3] == ["t", "y", "x"]
     assert fused.provenance["similarity"]["fusion"] == "product" and fused.provenance["similarity"]["source"] == "input run"
     # One network's cosine alone (given explicitly) orders them the other way: x .9 before y .8.
     single = refine(tmp_path / "runs" / "flat.trec", ti, tmp_path / "dbA", tmp_path / "qA", "r-single",
-                    out=tmp_path / "out", k_keep=1)
+                    tmp_path / "out", RefineOptions(k_keep=1))
     assert load_run(single.csv).ranking["v1"][:3] == ["t", "x", "y"]
     # A refine of the refined run still finds the search behind it.
-    again = refine(fused.written[".trec"], ti, None, None, "r-again", out=tmp_path / "out", k_keep=1)
+    again = refine(fused.written[".trec"], ti, None, None, "r-again", tmp_path / "out", RefineOptions(k_keep=1))
     assert again.provenance["similarity"]["fusion"] == "product"
 
 
@@ -220,3 +226,35 @@ def test_input_without_a_search_behind_it_needs_stores(setup):
         refine(setup / "runs" / "base.trec", setup / "ti", None, None, "r", out=setup / "out")
     with pytest.raises(BadInput, match="both"):
         refine(setup / "runs" / "base.trec", setup / "ti", setup / "db", None, "r", out=setup / "out")
+
+
+def test_a_run_made_elsewhere_is_refined_from_another_working_folder(tmp_path, monkeypatch):
+    """The search recorded its stores relative to the folder it ran in; refine finds them from the run's folder."""
+    from bpcr.retrieval.index import build_index
+    from bpcr.retrieval.options import SearchOptions
+    from bpcr.retrieval.search import search
+
+    project = tmp_path / "project"
+    (project / "work").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    ids = ["n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8"]
+    meta = {"backbone": "netA", "pooling": "gem"}
+    write_store(Path("work/db"), ids, np.array([_unit(0.1 * k) for k in range(8)], np.float32), meta)
+    write_store(Path("work/q"), ["v1"], np.array([[1.0, 0.0]], np.float32), meta)
+    build_index(Path("work/db"), Path("work/index"), log=lambda m: None)
+    search([Path("work/index")], [Path("work/q")], "base", Path("submissions"), SearchOptions(depth=8),
+           log=lambda m: None)
+    recorded = json.loads((project / "submissions" / "base.json").read_text())["params"]
+    assert recorded["stores"] == ["work/db"] and recorded["queries"] == ["work/q"]  # relative to project/
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    ti = elsewhere / "ti"
+    ti.mkdir()
+    np.savez(ti / "neighbours.npz", indptr=np.zeros(9, np.int64), indices=np.zeros(0, np.int32),
+             sims=np.zeros(0, np.float32))
+    (ti / "ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    (ti / "meta.json").write_text(json.dumps({"format": "bpcr-text-index/1", "tau": 0.6}))
+    refined = refine(project / "submissions" / "base.trec", ti, None, None, "r", elsewhere / "out",
+                     RefineOptions(k_keep=1))
+    assert load_run(refined.csv).ranking == load_run(project / "submissions" / "base.csv").ranking

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 
 from bpcr.dataset.manifest import write_manifest
+from bpcr.reranking.options import RerankOptions
 from bpcr.reranking.rerank import rerank
 from bpcr.reranking.order import blend_scores, finish_query, sift_scores
 from bpcr.io.runs import load_run, write_run
 from tests.helpers.label_images import photo_of, textured
+
+pytestmark = pytest.mark.slow  # module fixtures build a dataset, a network or a pipeline run
 
 # ---------------------------------------------------------------- scores and order
 
@@ -65,8 +68,9 @@ def dataset(tmp_path):
 
 
 def _rerank(d, name="sift", **kw):
-    kw = {"top": 4, "workers": 1, "cache_dir": d["cache"], **kw}
-    return rerank(d["run"], d["root"] / "database.csv", d["root"] / "queries.csv", name, d["out"], **kw).written[".trec"]
+    kw = {"top": 4, "workers": 1, **kw}
+    return rerank(d["run"], d["root"] / "database.csv", d["root"] / "queries.csv", name, d["out"], RerankOptions(**kw),
+                  cache_dir=d["cache"]).written[".trec"]
 
 
 def test_matching_image_outranks_non_matching_and_tail_keeps_order(dataset):
@@ -101,7 +105,7 @@ def test_byte_identical_across_workers_repeats_and_cache_states(dataset, tmp_pat
     for k, (workers, cache, state) in enumerate(plan):
         cv2.setNumThreads(1 + k % 3)
         result = rerank(dataset["run"], dataset["root"] / "database.csv", dataset["root"] / "queries.csv", "sift",
-                        tmp_path / f"out{k}", top=4, scorer=scorer, matcher=matcher, workers=workers,
+                        tmp_path / f"out{k}", RerankOptions(top=4, scorer=scorer, matcher=matcher, workers=workers),
                         cache_dir=tmp_path / cache)
         assert (cv2.getNumThreads(), cv2.useOptimized()) == (1 + k % 3, True)
         reused = result.provenance["sift_cache"]["reused"]
@@ -177,7 +181,7 @@ def test_cli_rerank_and_bad_input(dataset, cli, tmp_path):
 def test_database_image_missing_from_manifest_scores_unmatched(dataset, tmp_path):
     write_run(tmp_path / "runs", "odd", {"v0": ["n9", "n3", "n0"]}, {"v0": [0.9, 0.8, 0.7]}, {"run": "odd"})
     trec = rerank(tmp_path / "runs" / "odd.trec", dataset["root"] / "database.csv", dataset["root"] / "queries.csv",
-                  "odd-sift", dataset["out"], top=3, workers=1, cache_dir=dataset["cache"])
+                  "odd-sift", dataset["out"], RerankOptions(top=3, workers=1), cache_dir=dataset["cache"])
     run = load_run(trec.csv)
     assert trec.provenance == run.provenance
     assert run.ranking["v0"][0] == "n0"
@@ -190,15 +194,14 @@ def test_cli_defaults_match_the_library():
     from bpcr.reranking import rerank as stage
     from bpcr.cli import stages
 
-    params = inspect.signature(stages.rerank).parameters
+    params = inspect.signature(stages.rerank_command).parameters
     assert params["max_keypoints"].default.default == stage.DEFAULT_MAX_KEYPOINTS
     assert params["max_side"].default.default == stage.DEFAULT_MAX_SIDE
     assert params["top"].default.default == stage.DEFAULT_TOP
     assert params["cache_dir"].default.default == stage.DEFAULT_CACHE_DIR
     assert params["matcher"].default.default == stage.DEFAULT_MATCHER
-    library = inspect.signature(stage.rerank).parameters
     for name in ("root_sift", "jpeg_draft", "device"):
-        assert params[name].default.default == library[name].default
+        assert params[name].default.default == getattr(RerankOptions(), name)
 
 
 # ---------------------------------------------------------------- a cache that lies
@@ -258,7 +261,7 @@ def test_each_kind_of_bad_entry_is_caught(dataset):
     _npz_with(n2, image_sha256=None)  # no image hash (as an entry of an older kit)
     n3.write_bytes(n3.read_bytes()[:200])  # torn
     result = rerank(dataset["run"], dataset["root"] / "database.csv", dataset["root"] / "queries.csv", "sift",
-                    dataset["out"], top=4, workers=2, cache_dir=dataset["cache"])
+                    dataset["out"], RerankOptions(top=4, workers=2), cache_dir=dataset["cache"])
     prov = result.provenance
     assert prov["sift_cache"] == {"computed": 0, "reused": 0, "recomputed_invalid": 4}
     reasons = "\n".join(prov["warnings"]["examples"])
@@ -299,7 +302,7 @@ def test_an_image_that_is_both_query_and_database_is_described_once(dataset, tmp
                    [220, 180], ["", ""])
     write_run(tmp_path / "runs", "self", {"n0": ["n0", "n1"]}, {"n0": [0.9, 0.8]}, {"run": "self"})
     result = rerank(tmp_path / "runs" / "self.trec", root / "database.csv", root / "both.csv", "self-sift",
-                    dataset["out"], top=2, workers=1, cache_dir=dataset["cache"])
+                    dataset["out"], RerankOptions(top=2, workers=1), cache_dir=dataset["cache"])
     prov = result.provenance
     assert prov["sift_cache"]["computed"] == 2 and prov["sift_cache_queries"]["computed"] == 1
     assert load_run(result.written[".trec"]).ranking["n0"][0] == "n0"
@@ -318,7 +321,7 @@ def test_bf_is_byte_identical_across_workers_and_cache_states(dataset, tmp_path)
     written = set()
     for k, (workers, cache) in enumerate([(1, "a"), (2, "b"), (2, "a"), (1, "b")]):
         result = rerank(dataset["run"], dataset["root"] / "database.csv", dataset["root"] / "queries.csv", "sift",
-                        tmp_path / f"out{k}", top=4, matcher="bf", root_sift=True, workers=workers,
+                        tmp_path / f"out{k}", RerankOptions(top=4, matcher="bf", root_sift=True, workers=workers),
                         cache_dir=tmp_path / cache)
         written.add(result.written[".trec"].read_bytes())
     assert len(written) == 1

@@ -112,6 +112,7 @@ def test_local_score_hand_values():
 # ---------------------------------------------------------------- reproducibility
 
 
+@pytest.mark.slow
 def test_keypoints_do_not_depend_on_the_callers_opencv_settings():
     """Threads and CPU-specific code paths of the caller change nothing (a CPU without AVX-512 is simulated by
     turning OpenCV's dispatch off); the caller's settings are back afterwards."""
@@ -207,6 +208,7 @@ def test_exact_knn_equals_opencv_bfmatcher_bit_for_bit(device):
     assert (found[3][0] == -1).all()
 
 
+@pytest.mark.slow
 def test_match_many_equals_pair_by_pair_whatever_the_blocks(monkeypatch):
     query, dbs = _shortlist()
     whole = sift.match_many(query, dbs, matcher="bf")

@@ -82,6 +82,7 @@ def test_draft_decoding_refuses_what_load_rgb_refuses(tmp_path, monkeypatch):
         load_gray(tmp_path / "whole.jpg", SiftOptions(200, 250))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("geometry", [False, True])
 def test_match_task_is_the_same_on_numpy_and_torch_and_with_root_sift_from_the_pack(tmp_path, geometry):
     query = keypoints_of(photo_of(textured(30)))

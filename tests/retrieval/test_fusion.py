@@ -216,6 +216,7 @@ def _ours(method, runs, weights, norm="minmax", **params):
     return {d: row[j] for j, d in enumerate(table.doc_ids)}
 
 
+@pytest.mark.slow
 def test_agrees_with_ranx_fuse(ranx):
     from ranx.fusion import rrf as ranx_rrf, wsum
 

@@ -10,6 +10,7 @@ import pytest
 from bpcr.retrieval.distances import prepare_queries
 from bpcr.errors import BadInput
 from bpcr.retrieval.index import build_index, candidates, load_index
+from bpcr.retrieval.options import IndexOptions
 from bpcr.io.store import write_store
 
 META = {"backbone": "resnet50", "pooling": "gem", "pooling_params": {"p": 3.0}, "normalisation": "l2"}
@@ -33,7 +34,7 @@ def _clustered(n: int, dim: int, seed: int, n_clusters: int = 8) -> np.ndarray:
 def test_flat_index_file_and_reload(tmp_path):
     x = np.random.default_rng(3).standard_normal((50, 8)).astype(np.float16)
     write_store(tmp_path / "feats" / "db", _ids(50), x, META)
-    info = build_index(tmp_path / "feats" / "db", tmp_path / "idx" / "flat", metric="l2", log=lambda s: None)
+    info = build_index(tmp_path / "feats" / "db", tmp_path / "idx" / "flat", IndexOptions(metric="l2"), log=lambda s: None)
     assert (info.kind, info.distance, info.count, info.dim, info.recall_at_100) == ("flat", "l2", 50, 8, 1.0)
     side = json.loads((tmp_path / "idx" / "flat" / "index.json").read_text())
     assert side["store"] == "../../feats/db"
@@ -52,7 +53,7 @@ def test_approximate_index_recall_and_reload(tmp_path, kind):
     x = _clustered(1200, 16, seed=4)
     write_store(tmp_path / "db", _ids(1200), x.astype(np.float16), META)
     lines: list[str] = []
-    info = build_index(tmp_path / "db", tmp_path / kind, kind=kind, recall_sample=50, log=lines.append)
+    info = build_index(tmp_path / "db", tmp_path / kind, IndexOptions(kind=kind, recall_sample=50), log=lines.append)
     assert info.recall_at_100 >= 0.95
     assert any(line.startswith("recall@100") for line in lines)
     side = json.loads((tmp_path / kind / "index.json").read_text())
@@ -75,14 +76,30 @@ def test_store_changed_after_build_is_refused(tmp_path):
         load_index(tmp_path / "flat")
 
 
+def test_features_replaced_under_the_same_ids_and_shape_are_refused(tmp_path):
+    """The same IDs, the same shape, other vectors: searching it would silently rank by stale neighbours."""
+    import os
+
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    write_store(tmp_path / "db", _ids(4), x, META)
+    build_index(tmp_path / "db", tmp_path / "flat", log=lambda s: None)
+    features = tmp_path / "db" / "features.npy"
+    st = features.stat()
+    os.utime(features, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, or copied elsewhere: same bytes
+    assert load_index(tmp_path / "flat").store.ids == _ids(4)
+    write_store(tmp_path / "db", _ids(4), x[::-1].copy(), META)
+    with pytest.raises(BadInput, match="changed since"):
+        load_index(tmp_path / "flat")
+
+
 def test_bad_builds_are_refused(tmp_path):
     write_store(tmp_path / "db", _ids(40), np.ones((40, 6), dtype=np.float32), META)
     with pytest.raises(BadInput, match="no L1 form"):
-        build_index(tmp_path / "db", tmp_path / "x", metric="l1", kind="ivf", pq=2)
+        build_index(tmp_path / "db", tmp_path / "x", IndexOptions(metric="l1", kind="ivf", pq=2))
     with pytest.raises(BadInput, match="must divide the feature dimension 6"):
-        build_index(tmp_path / "db", tmp_path / "x", kind="ivf", pq=4)
+        build_index(tmp_path / "db", tmp_path / "x", IndexOptions(kind="ivf", pq=4))
     with pytest.raises(BadInput, match="unknown index kind 'lsh'"):
-        build_index(tmp_path / "db", tmp_path / "x", kind="lsh")
+        build_index(tmp_path / "db", tmp_path / "x", IndexOptions(kind="lsh"))
     assert not (tmp_path / "x").exists()
     (tmp_path / "notindex").mkdir()
     (tmp_path / "notindex" / "keep.txt").write_text("mine")

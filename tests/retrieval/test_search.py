@@ -10,6 +10,7 @@ import pytest
 from bpcr.errors import BadInput
 from bpcr.retrieval.index import build_index
 from bpcr.io.runs import load_run
+from bpcr.retrieval.options import IndexOptions, SearchOptions
 from bpcr.retrieval.search import search
 from bpcr.io.store import write_store
 
@@ -34,7 +35,7 @@ def test_cosine_run_by_hand(tmp_path):
     _store(tmp_path / "db", db_ids, x)
     _store(tmp_path / "q", ["v2", "v1"], np.array([[0.0, 2.0], [1.0, 0.0]], dtype=np.float32))
     build_index(tmp_path / "db", tmp_path / "idx", **QUIET)
-    result = search(tmp_path / "idx", tmp_path / "q", "hand", tmp_path / "sub", depth=3, **QUIET)
+    result = search(tmp_path / "idx", tmp_path / "q", "hand", tmp_path / "sub", SearchOptions(depth=3), **QUIET)
     run = load_run(result.csv)
     assert result.provenance == json.loads((tmp_path / "sub" / "hand.json").read_text())
     assert run.ranking == {"v1": ["n3", "n1", "n2"], "v2": ["n2", "n1", "n3"]}
@@ -54,8 +55,9 @@ def test_exact_ties_break_by_id(tmp_path, kind, exhaustive):
     ids = [f"o{i:02d}" for i in range(30)] + ["t9", "t3", "t7", "t1", "t5"] + [f"o{i:02d}" for i in range(30, 60)]
     _store(tmp_path / "db", ids, x)
     _store(tmp_path / "q", ["v1"], tied[:1] * 2)
-    build_index(tmp_path / "db", tmp_path / "idx", metric="l2", kind=kind, **QUIET)
-    run = load_run(search(tmp_path / "idx", tmp_path / "q", "ties", tmp_path / "sub", depth=3, exhaustive=exhaustive, **QUIET).csv)
+    build_index(tmp_path / "db", tmp_path / "idx", IndexOptions(metric="l2", kind=kind), **QUIET)
+    run = load_run(search(tmp_path / "idx", tmp_path / "q", "ties", tmp_path / "sub",
+                          SearchOptions(depth=3, exhaustive=exhaustive), **QUIET).csv)
     assert run.ranking["v1"] == ["t1", "t3", "t5"]
     assert len(set(run.scores["v1"])) == 1
 
@@ -67,8 +69,9 @@ def test_float16_store_gives_the_float32_run(tmp_path):
     for dtype in ("float16", "float32"):
         _store(tmp_path / f"db{dtype}", ids, x.astype(dtype))
         _store(tmp_path / f"q{dtype}", ["a", "b", "c", "d"], q.astype(dtype))
-        build_index(tmp_path / f"db{dtype}", tmp_path / f"i{dtype}", metric="l1", **QUIET)
-        search(tmp_path / f"i{dtype}", tmp_path / f"q{dtype}", f"r{dtype}", tmp_path / "sub", depth=20, **QUIET)
+        build_index(tmp_path / f"db{dtype}", tmp_path / f"i{dtype}", IndexOptions(metric="l1"), **QUIET)
+        search(tmp_path / f"i{dtype}", tmp_path / f"q{dtype}", f"r{dtype}", tmp_path / "sub", SearchOptions(depth=20),
+               **QUIET)
     assert (tmp_path / "sub" / "rfloat16.trec").read_text().replace("rfloat16", "R") == \
         (tmp_path / "sub" / "rfloat32.trec").read_text().replace("rfloat32", "R")
 
@@ -121,8 +124,8 @@ def _two_sets(tmp_path, permute_second: bool = False):
 def test_fused_scores_are_the_equations(tmp_path, fusion, exhaustive):
     ids, expected = _two_sets(tmp_path, permute_second=True)
     run = load_run(search([tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"], "fused",
-                          tmp_path / "sub", depth=10, weights=[0.6, 0.4], fusion=fusion, exhaustive=exhaustive,
-                          shortlist=120, **QUIET).csv)
+                          tmp_path / "sub", SearchOptions(depth=10, weights=[0.6, 0.4], fusion=fusion,
+                                                          exhaustive=exhaustive, shortlist=120), **QUIET).csv)
     for query, (sa, sb) in expected.items():
         fused = 0.6 * sa + 0.4 * sb if fusion == "sum" else (1 + 0.6 * sa) * (1 + 0.4 * sb)
         order = sorted(range(len(ids)), key=lambda i: (-float(f"{fused[i]:.8g}"), ids[i]))[:10]
@@ -134,9 +137,11 @@ def test_fused_scores_are_the_equations(tmp_path, fusion, exhaustive):
 
 def test_union_shortlist_equals_exhaustive_when_it_covers_everything(tmp_path):
     _two_sets(tmp_path)
-    common = dict(weights=[1.0, 2.0], fusion="sum", depth=15, **QUIET)
-    search([tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"], "u", tmp_path / "s", shortlist=120, **common)
-    search([tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"], "x", tmp_path / "s", exhaustive=True, **common)
+    common = {"weights": [1.0, 2.0], "fusion": "sum", "depth": 15}
+    search([tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"], "u", tmp_path / "s",
+           SearchOptions(shortlist=120, **common), **QUIET)
+    search([tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"], "x", tmp_path / "s",
+           SearchOptions(exhaustive=True, **common), **QUIET)
     assert load_run(tmp_path / "s" / "u.trec").ranking == load_run(tmp_path / "s" / "x.trec").ranking
 
 
@@ -150,7 +155,7 @@ def test_ids_missing_from_one_set_are_left_out_and_recorded(tmp_path):
     build_index(tmp_path / "dbB", tmp_path / "iB", **QUIET)
     lines: list[str] = []
     run = load_run(search([tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"], "m", tmp_path / "s",
-                          depth=3, log=lines.append).csv)
+                          SearchOptions(depth=3), log=lines.append).csv)
     assert run.ranking == {"v1": ["a", "c", "d"]}
     assert run.scores["v1"] == [2.0, 0.0, 0.0]
     assert run.provenance["params"]["left_out_ids"] == {"queries": [1, 0], "database": [1, 0]}
@@ -164,10 +169,10 @@ def test_bad_run_name_is_refused_before_searching(tmp_path):
 
 def test_product_fusion_needs_cosine(tmp_path):
     _two_sets(tmp_path)
-    build_index(tmp_path / "dbB", tmp_path / "iB2", metric="l2", **QUIET)
+    build_index(tmp_path / "dbB", tmp_path / "iB2", IndexOptions(metric="l2"), **QUIET)
     with pytest.raises(BadInput, match="multiplies cosine similarities; this index uses l2"):
         search([tmp_path / "iA", tmp_path / "iB2"], [tmp_path / "qA", tmp_path / "qB"], "p", tmp_path / "s",
-               fusion="product", **QUIET)
+               SearchOptions(fusion="product"), **QUIET)
 
 
 def test_cli_index_and_fused_search(tmp_path, cli):

@@ -11,6 +11,7 @@ import pytest
 from bpcr.errors import BadInput
 from bpcr.dataset.manifest import write_manifest
 from bpcr.text.index import build_text_index, load_text_index
+from bpcr.text.options import TextIndexOptions
 
 
 def _manifest(path: Path, descriptions: dict[str, str]) -> Path:
@@ -54,7 +55,8 @@ def test_build_neighbours_and_dropped_descriptions(tmp_path):
 def test_n_counts_only_kept_descriptions(tmp_path):
     # IDF of eq 4 is computed over the 2 kept non-empty descriptions, not the 4 rows.
     index = build_text_index(_manifest(tmp_path / "db.csv", {"a1": "red lipstick", "a2": "red mascara",
-                                                              "a3": "", "a4": "口红口红"}), tmp_path / "ti", tau=0.0)
+                                                              "a3": "", "a4": "口红口红"}), tmp_path / "ti",
+                             TextIndexOptions(tau=0.0))
     idf_red, idf_other = math.log(3 / 3) + 1, math.log(3 / 2) + 1
     expected = idf_red**2 / (idf_red**2 + idf_other**2)
     assert index.neighbours_with_sims("a1") == [("a2", pytest.approx(expected, rel=1e-6))]
@@ -74,7 +76,7 @@ def test_safe_round_trip_and_reuse(tmp_path):
     # Same manifest and options: reused, not rebuilt.
     assert build_text_index(manifest, tmp_path / "ti").meta["created"] == created
     # Another tau: rebuilt.
-    assert build_text_index(manifest, tmp_path / "ti", tau=0.95).meta["tau"] == 0.95
+    assert build_text_index(manifest, tmp_path / "ti", TextIndexOptions(tau=0.95)).meta["tau"] == 0.95
     assert not list(tmp_path.glob(".ti.*"))
 
 

@@ -25,7 +25,8 @@ from bpcr.training.options import TrainOptions
 from bpcr.training.train import train
 from bpcr.training.loop import Data, Network, _batch_loss, _to_input, _Tuples, embed, trainable_names
 
-pytestmark = pytest.mark.filterwarnings("ignore:backbone .* has random weights")
+pytestmark = [pytest.mark.filterwarnings("ignore:backbone .* has random weights"),
+              pytest.mark.slow]  # module fixtures train networks on a generated dataset
 
 TYPES = (("lipstick", "3.5g"), ("shampoo", "250ml"), ("nail polish", "15ml"))
 BRANDS = ("Kita", "Sovi", "Lecla", "Paxa")
