@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from bpcr.dataset.options import DemoOptions
 from bpcr.demo import prepare_demo
 from bpcr.features.extract import extract
 from bpcr.features.options import ExtractOptions
@@ -65,8 +66,8 @@ def _pipeline(seed: int, out: Path, n_products: int, n_distractors: int, n_queri
         print(f"  {stage:<10} {seconds[stage]:7.1f} s", flush=True)
 
     t = time.perf_counter()
-    prepare_demo(out / "demo", seed=seed, n_products=n_products, n_distractors=n_distractors, n_queries=n_queries,
-                 workers=workers)
+    prepare_demo(out / "demo", DemoOptions(seed=seed, n_products=n_products, n_distractors=n_distractors,
+                                           n_queries=n_queries, workers=workers))
     timed("demo", t)
     manifests = {"db": out / "demo" / "prepared" / "database.csv", "queries": out / "demo" / "prepared" / "queries.csv"}
     gt = out / "demo" / "ground_truth.csv"

@@ -5,7 +5,7 @@ temporary folder), alternating the two measurements ``--repeats`` times so that
 a change in the machine's load hits both:
 
 - model-only images/s: pre-decoded, pre-resized uint8 batches through the same
-  normalise -> backbone -> pooling -> L2 code the stage runs (``_describe``);
+  normalise -> backbone -> pooling -> L2 code the stage runs (``describe_batch``);
 - end-to-end images/s: ``bpcr.features.extract.extract`` from the manifest (decoding,
   resizing, chunk files, store assembly): over the whole call, without the
   start-up (model load, manifest hash, workers), and in steady state (first
@@ -53,7 +53,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bpcr.features.backbones import load_backbone  # noqa: E402
-from bpcr.features.extract import PoolingSpec, _describe, extract  # noqa: E402
+from bpcr.features.extract import PoolingSpec, describe_batch, extract  # noqa: E402
 from bpcr.features.options import ExtractOptions  # noqa: E402
 from bpcr.dataset.images import load_rgb  # noqa: E402
 from bpcr.features.loader import _Images, decode_resized, model_on  # noqa: E402
@@ -139,12 +139,12 @@ class ModelOnly:
     def _one(self, batch: torch.Tensor) -> None:
         x = batch.to(self.dev, non_blocking=True)
         if self.layout == "nchw":
-            # what _describe did before: no channels-last copy on the CPU
+            # what describe_batch did before: no channels-last copy on the CPU
             with torch.inference_mode():
                 fmap = self.net(self.net.normalise(x))
             POOLINGS["gem"](fmap.float(), **self.spec[0].params)
             return
-        _describe(self.net, x, None, self.spec, (1.0,), False, self.dev, self.precision)
+        describe_batch(self.net, x, None, self.spec, (1.0,), False, self.dev, self.precision)
 
 
 def end_to_end(backbone: str, manifest: Path, out: Path, n: int, size: int, batch_size: int, workers: int | None,

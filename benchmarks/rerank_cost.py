@@ -74,10 +74,11 @@ print(json.dumps(report))
 def demo_manifests(data: Path, workers: int | None) -> tuple[Path, Path, Path]:
     prepared = data / "prepared"
     if not (prepared / "database.csv").is_file():
+        from bpcr.dataset.options import DemoOptions
         from bpcr.demo import prepare_demo
 
         print(f"generating the demo dataset into {data} ...", flush=True)
-        prepare_demo(data, seed=0, workers=workers)
+        prepare_demo(data, DemoOptions(seed=0, workers=workers))
     return prepared / "database.csv", prepared / "queries.csv", prepared / "ground_truth.csv"
 
 

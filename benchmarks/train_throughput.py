@@ -43,7 +43,7 @@ from bpcr.training.losses import category_softmax, robust_contrastive  # noqa: E
 from bpcr.dataset.manifest import write_manifest  # noqa: E402
 from bpcr.training.options import TrainOptions  # noqa: E402
 from bpcr.training.train import train  # noqa: E402
-from bpcr.training.loop import Network, _autocast, _to_input, trainable_names  # noqa: E402
+from bpcr.training.loop import Network, autocast_on, network_input, trainable_names  # noqa: E402
 from common import blas_kernel  # noqa: E402
 
 WORDS = ("lipstick", "shampoo", "serum", "toner", "nail polish", "face cream", "lip balm", "sunscreen")
@@ -90,8 +90,8 @@ def model_speeds(backbone: str, size: int, batch: int, steps: int, dev: torch.de
             if i == 1:
                 _sync(dev)
                 start = time.perf_counter()
-            with _autocast(dev):
-                network(_to_input(network, images, dev))
+            with autocast_on(dev):
+                network(network_input(network, images, dev))
         _sync(dev)
     out["forward"] = steps * 3 * batch / (time.perf_counter() - start)
     for mode in (("last", "all") if dev.type == "cpu" else ("all",)):
@@ -104,8 +104,8 @@ def model_speeds(backbone: str, size: int, batch: int, steps: int, dev: torch.de
             if i == 1:
                 _sync(dev)
                 start = time.perf_counter()
-            with _autocast(dev):
-                emb, logits, _ = network(_to_input(network, images, dev))
+            with autocast_on(dev):
+                emb, logits, _ = network(network_input(network, images, dev))
             emb, logits = emb.float(), logits.float()
             q, c = emb[:batch], emb[batch:]
             loss = robust_contrastive(torch.cat([q, q]), c, y, 1.0) + category_softmax(logits, labels)

@@ -8,8 +8,7 @@ import typer
 
 from bpcr.cli.options import app
 from bpcr.options import cli_command
-from bpcr.pipeline.sweep import MAX_POINTS
-from bpcr.ranges import SEED_MAX
+from bpcr.pipeline.options import PredictOptions, SweepOptions
 from bpcr.training.options import TrainOptions
 
 
@@ -33,11 +32,12 @@ def run_command(
 
 
 @app.command("predict", rich_help_panel="Pipeline")
+@cli_command(PredictOptions)
 def predict_command(
     config: Path = typer.Argument(..., help="TOML config already run with `bpcr run CONFIG`: its database side is reused."),
     test_dir: Path = typer.Argument(..., help="Folder of new query images named <id>.<ext>."),
     out_csv: Path = typer.Argument(..., help="Submission to write, 7 answers per query; files that could not be used are listed in OUT.rejected.csv beside it."),
-    run: Optional[str] = typer.Option(None, "--run", help="The run whose answers are written (default: the config's last run)."),
+    options: PredictOptions = PredictOptions(),
 ) -> None:
     """Answer new query photos with a config's frozen pipeline: the challenge's `predict <test_dir> <out_csv>`.
 
@@ -48,18 +48,16 @@ def predict_command(
     from bpcr.cli.display import pipeline_log, rich_progress, show_predict
     from bpcr.pipeline.predict import predict
 
-    show_predict(predict(config, test_dir, out_csv, run=run, log=pipeline_log, progress=rich_progress))
+    show_predict(predict(config, test_dir, out_csv, options, log=pipeline_log, progress=rich_progress))
 
 
 @app.command("sweep", rich_help_panel="Pipeline")
+@cli_command(SweepOptions)
 def sweep_command(
     config: Path = typer.Argument(..., help="TOML config (see configs/demo.toml)."),
     grid: List[str] = typer.Option(..., "--grid", help="STAGE.KEY=V1,V2,... or STAGE.NAME.KEY=V1,V2,... (repeatable: the product of the axes). List the current default first: ties go to the earlier point."),
-    run: Optional[str] = typer.Option(None, "--run", help="The run the choice is made on (default: the config's last run)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the chosen config (default WORK/sweep/chosen.toml)."),
-    split_seed: Optional[int] = typer.Option(None, "--split-seed", min=0, max=SEED_MAX, help="Seed of the public/private split (as `bpcr score`). Default: the config's [score] split_seed (0 when it sets none); one that differs from it is refused."),
-    public_share: Optional[float] = typer.Option(None, "--public-share", min=0.0, max=1.0, help="Share of queries in the public half, in (0, 1). Default: the config's [score] public_share (0.5 when it sets none)."),
-    max_points: int = typer.Option(MAX_POINTS, "--max-points", min=1, help="Refuse a grid of more points than this (each point is a whole pipeline run); counted before anything is written."),
+    options: SweepOptions = SweepOptions(),
 ) -> None:
     """Run a config over a grid of options and choose on the public half of the queries.
 
@@ -73,8 +71,7 @@ def sweep_command(
     from bpcr.cli.display import pipeline_log, rich_progress, show_sweep
     from bpcr.pipeline.sweep import sweep
 
-    show_sweep(sweep(config, grid, target=run, config_out=out, split_seed=split_seed, public_share=public_share,
-                     max_points=max_points, log=pipeline_log, progress=rich_progress))
+    show_sweep(sweep(config, grid, options, config_out=out, log=pipeline_log, progress=rich_progress))
 
 
 @app.command("train", rich_help_panel="Pipeline")

@@ -8,12 +8,12 @@ from typing import List, Optional
 import typer
 
 from bpcr.errors import BadInput
+from bpcr.dataset.options import DemoOptions, PrepareOptions
 from bpcr.evaluation.options import ENSEMBLE_FIELDS, EnsembleOptions
 from bpcr.features.options import EXTRACT_FIELDS, MULTISCALE, ExtractOptions, pooling_choices
 from bpcr.options import check, cli_command, help_text
 from bpcr.postretrieval.options import DbaOptions, RefineOptions
 from bpcr.reranking.options import DEFAULT_CACHE_DIR as RERANK_CACHE_DIR, RerankOptions
-from bpcr.ranges import DEMO_QUERIES_MAX
 from bpcr.retrieval.options import SEARCH_FIELDS, IndexOptions, SearchOptions
 from bpcr.text.options import TextIndexOptions
 from bpcr.cli.options import (app, choices, parse_method_options,
@@ -21,18 +21,16 @@ from bpcr.cli.options import (app, choices, parse_method_options,
 
 
 @app.command(rich_help_panel="Pipeline")
+@cli_command(DemoOptions)
 def prepare(
     db: Optional[Path] = typer.Option(None, "--db", help="Folder of database images named <id>.<ext>."),
     descriptions: Optional[Path] = typer.Option(None, "--descriptions", help="CSV with a header row: image ID, description."),
     queries: Optional[Path] = typer.Option(None, "--queries", help="Folder of query images named <id>.<ext>."),
     gt: Optional[Path] = typer.Option(None, "--gt", help="Ground truth in the challenge format (optional)."),
     out: Path = typer.Option(..., "--out", help="Output folder (with --demo: the demo folder; manifests go to OUT/prepared)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding processes (default: one per CPU)."),
     demo: bool = typer.Option(False, "--demo", help="Generate the synthetic demo dataset into OUT, then prepare it."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the demo dataset (with --demo)."),
-    n_products: int = typer.Option(200, "--n-products", min=1, help="Demo: target products (1-6 shop images each)."),
-    n_distractors: int = typer.Option(2500, "--n-distractors", min=0, help="Demo: distractor database images."),
-    n_queries: int = typer.Option(200, "--n-queries", min=1, max=DEMO_QUERIES_MAX, help="Demo: query photos (IDs v000000-v999999)."),
+    # The demo's options (bpcr.dataset.options.DemoOptions) are derived whole; --workers is PrepareOptions' too.
+    options: DemoOptions = DemoOptions(),
 ) -> None:
     """Check every image, write manifests (database.csv, queries.csv), rejected.csv and summary.json.
 
@@ -42,6 +40,7 @@ def prepare(
     """
     from bpcr.cli.display import rich_progress, show_prepare
 
+    check(options)  # the demo's options are refused out of range with or without --demo, before any work
     if demo:
         given = [name for name, value in (("--db", db), ("--descriptions", descriptions), ("--queries", queries),
                                           ("--gt", gt)) if value is not None]
@@ -49,14 +48,14 @@ def prepare(
             raise BadInput(None, None, f"--demo makes its own dataset; drop {', '.join(given)}")
         from bpcr.demo import prepare_demo
 
-        summary = prepare_demo(out, seed=seed, n_products=n_products, n_distractors=n_distractors,
-                               n_queries=n_queries, workers=workers, progress=rich_progress)
+        summary = prepare_demo(out, options, progress=rich_progress)
     else:
         if db is None or queries is None:
             raise BadInput(None, None, "prepare needs --db and --queries (or --demo)")
         from bpcr.dataset.prepare import prepare as run_prepare
 
-        summary = run_prepare(db, descriptions, queries, gt, out, workers=workers, progress=rich_progress)
+        summary = run_prepare(db, descriptions, queries, gt, out, PrepareOptions(workers=options.workers),
+                              progress=rich_progress)
     show_prepare(summary)
 
 

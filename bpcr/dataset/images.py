@@ -34,13 +34,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from bpcr.dataset.options import PrepareOptions
+
 # 64 megapixels admits full-resolution photos from 48-50 MP phone sensors
 # (8000x6000, 8160x6120) and every e-commerce image, while one decoded RGB
 # image stays under 200 MB per worker. 108 MP sensor output and crafted bombs
 # (a few kilobytes of PNG declaring 15000x15000) are refused. Pillow's own
 # hard limit (2 x Image.MAX_IMAGE_PIXELS, about 179 MP) also applies, and this
-# default stays under its warning threshold (89 MP).
-MAX_PIXELS = 64_000_000
+# default stays under its warning threshold (89 MP). Declared in bpcr.dataset.options (the CLI reads it there).
+MAX_PIXELS = PrepareOptions.max_pixels
 
 # Draft decoding (load_rgb_draft) stops at this many times the size a stage works at: SIFT's
 # max_side, extraction's resized long side; the stage's own resize shrinks the rest of the way.

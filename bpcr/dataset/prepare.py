@@ -55,13 +55,14 @@ from bpcr.io.ids import is_valid_id
 from bpcr.io.textio import people_csv
 from bpcr.dataset.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, check_image
 from bpcr.dataset.manifest import write_manifest
-from bpcr.ranges import check_range
+from bpcr.dataset.options import PrepareOptions, check_prepare_options
 from bpcr.progress import Progress, start
 
 CACHE_NAME = ".check_cache.json"
 CACHE_VERSION = 2  # 2: a PNG with fewer rows of data than its header claims is refused
 CHUNK = 32  # files per task sent to a worker: small enough for a smooth progress bar
 EXAMPLES = 5
+PREPARE_INPUTS = ("db", "descriptions", "queries", "gt")  # prepare's inputs (a config's [prepare] keys beside its options)
 
 
 @dataclass
@@ -123,17 +124,18 @@ class _File:
 
 
 def prepare(db: Path, descriptions: Path | None, queries: Path, gt: Path | None, out: Path,
-            workers: int | None = None, progress: Progress | None = None,
-            max_pixels: int = MAX_PIXELS) -> PrepareSummary:
-    """Check every image of a dataset and write manifests and reports to ``out``.
+            options: PrepareOptions = PrepareOptions(), *, progress: Progress | None = None) -> PrepareSummary:
+    """Check every image of a dataset (the ``db`` and ``queries`` folders, the optional ``descriptions`` CSV and
+    ``gt`` ground truth) and write manifests and reports to ``out``.
 
-    ``workers`` processes decode images (default: one per CPU); ``progress``
-    is told of every image checked (:mod:`bpcr.progress`). See the module
-    docstring for every rule applied to files, descriptions and ground truth.
+    ``options`` (:class:`bpcr.dataset.options.PrepareOptions`, where each is declared): ``workers`` processes
+    decode images (default: one per CPU), ``max_pixels`` bounds an image; ``progress`` is told of every image
+    checked (:mod:`bpcr.progress`). See the module docstring for every rule applied to files, descriptions and
+    ground truth.
     """
     started = time.perf_counter()
-    check_range("--workers", workers, 1, integer=True, optional=True)
-    check_range("max_pixels", max_pixels, 1, integer=True)
+    check_prepare_options(options)
+    workers, max_pixels = options.workers, options.max_pixels
     db, queries, out = Path(db), Path(queries), Path(out)
     for folder in (db, queries):
         _check_folder(folder)
@@ -217,15 +219,17 @@ class QuerySet:
     rejected: list[tuple[str, str, str]]  # (ID, or "" when the file name is none; file name; reason), sorted
 
 
-def prepare_queries(queries: Path, out: Path, workers: int | None = None, progress: Progress | None = None,
-                    max_pixels: int = MAX_PIXELS) -> QuerySet:
-    """Check a folder of query images alone, by the rules of :func:`prepare`, and write ``out/queries.csv``.
+def prepare_queries(queries: Path, out: Path, options: PrepareOptions = PrepareOptions(), *,
+                    progress: Progress | None = None) -> QuerySet:
+    """Check a folder of query images alone, by the rules of :func:`prepare` (``options`` as there), and write
+    ``out/queries.csv``.
 
     For new queries answered against a database prepared before (``bpcr
     predict``). Check results are cached in ``out`` as :func:`prepare` caches
     them; nothing else is written there.
     """
-    check_range("--workers", workers, 1, integer=True, optional=True)
+    check_prepare_options(options)
+    workers, max_pixels = options.workers, options.max_pixels
     queries, out = Path(queries), Path(out)
     _check_folder(queries)
     out = check_output_folder(out, "--out", PREPARED)

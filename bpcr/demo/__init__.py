@@ -58,6 +58,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bpcr.dataset.options import DemoOptions
 from bpcr.demo.generate import DemoSummary, demo_ground_truth, generate_demo
 from bpcr.demo.messy import MESSY_KINDS
 
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     from bpcr.dataset.prepare import PrepareSummary
     from bpcr.progress import Progress
 
-__all__ = ["MESSY_KINDS", "DemoSummary", "demo_ground_truth", "generate_demo", "generator_digest", "prepare_demo"]
+__all__ = ["MESSY_KINDS", "DemoOptions", "DemoSummary", "demo_ground_truth", "generate_demo", "generator_digest", "prepare_demo"]
 
 
 def generator_digest() -> str:
@@ -79,21 +80,21 @@ def generator_digest() -> str:
     return digest.hexdigest()
 
 
-def prepare_demo(out: Path, seed: int = 0, n_products: int = 200, n_distractors: int = 2500, n_queries: int = 200,
-                 workers: int | None = None, progress: Progress | None = None) -> PrepareSummary:
+def prepare_demo(out: Path, options: DemoOptions = DemoOptions(), *, progress: Progress | None = None
+                 ) -> PrepareSummary:
     """Generate the demo into ``out`` (see :func:`generate_demo`) and prepare it into ``out/prepared``.
 
-    ``workers`` processes render and then check the images (default: one per CPU); ``progress`` is told of
-    every image checked (:mod:`bpcr.progress`).
+    ``options`` (:class:`bpcr.dataset.options.DemoOptions`, where each is declared): the ``seed`` and sizes of the
+    dataset; ``workers`` processes render and then check the images (default: one per CPU). ``progress`` is told
+    of every image checked (:mod:`bpcr.progress`).
     """
+    from bpcr.dataset.options import PrepareOptions, check_prepare_options
     from bpcr.dataset.prepare import check_outputs, prepare
-    from bpcr.ranges import DEMO_QUERIES_MAX, check_range
 
-    check_range("--n-queries", n_queries, 1, DEMO_QUERIES_MAX, integer=True)
-    check_range("--workers", workers, 1, integer=True, optional=True)
+    check_prepare_options(options)
     out = Path(out)
     check_outputs(out / "prepared")  # before the dataset is generated, not after
-    generate_demo(out, seed=seed, n_products=n_products, n_distractors=n_distractors, n_queries=n_queries,
-                  workers=workers)
+    generate_demo(out, seed=options.seed, n_products=options.n_products, n_distractors=options.n_distractors,
+                  n_queries=options.n_queries, workers=options.workers)
     return prepare(out / "database", out / "descriptions.csv", out / "queries", out / "ground_truth.csv",
-                   out / "prepared", workers=workers, progress=progress)
+                   out / "prepared", PrepareOptions(workers=options.workers), progress=progress)

@@ -244,7 +244,7 @@ def _run_chunks(plan: _Plan, options: ExtractOptions, todo: list[int], partial: 
             if batch.images is not None:
                 x = batch.images.to(dev, non_blocking=True)
                 maps = torch.from_numpy(batch.maps).to(dev) if batch.maps is not None else None
-                done[c].append((batch.rows, _describe(net, x, maps, specs, scales, flip, dev, precision)))
+                done[c].append((batch.rows, describe_batch(net, x, maps, specs, scales, flip, dev, precision)))
             advance(len(batch.rows) + len(batch.failed))
             left[c] -= 1
             if left[c] == 0:
@@ -253,7 +253,7 @@ def _run_chunks(plan: _Plan, options: ExtractOptions, todo: list[int], partial: 
                     on_chunk(c)
 
 
-def _describe(net: Backbone, images: torch.Tensor, maps: torch.Tensor | None, specs: list[PoolingSpec],
+def describe_batch(net: Backbone, images: torch.Tensor, maps: torch.Tensor | None, specs: list[PoolingSpec],
               scales: Sequence[float], flip: bool, dev: torch.device, precision: str) -> dict[str, np.ndarray]:
     """uint8 (B, 3, H, W) [+ saliency (B, H, W)] -> pooling -> (B, D) float32, L2-normalised."""
     x = net.normalise(images)

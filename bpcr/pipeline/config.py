@@ -139,20 +139,36 @@ RUN_TABLES = {
 
 
 def _check_prepare(path: Path, config: Mapping[str, Any]) -> bool:
-    """[prepare]: the demo's options or a dataset's; returns whether the config has ground truth."""
-    from bpcr.dataset.prepare import prepare
-    from bpcr.demo import prepare_demo
+    """[prepare]: the demo's options (:class:`bpcr.dataset.options.DemoOptions`) or a dataset's inputs (db, queries,
+    descriptions, gt) and options (:class:`~bpcr.dataset.options.PrepareOptions`), within their ranges; returns
+    whether the config has ground truth."""
+    from bpcr.dataset.options import DemoOptions, PrepareOptions, check_prepare_options
+    from bpcr.dataset.prepare import PREPARE_INPUTS, prepare
+    from bpcr.options import fields_of
 
     prep = config.get("prepare", {})
     demo = prep.get("demo", False)
     check_value(path, "prepare", "demo", demo, bool)
+    options = _without(prep, "demo")
     if demo:
-        check_options(path, "prepare", prepare_demo, _without(prep, "demo"), {"out", "progress"})
+        cls = DemoOptions
     else:
         for required in ("db", "queries"):
             if required not in prep:
                 raise BadInput(path, None, f"[prepare] needs {required!r} (or demo = true)")
-        check_options(path, "prepare", prepare, _without(prep, "demo"), {"out", "progress"})
+        cls, inputs = PrepareOptions, {k: v for k, v in options.items() if k in PREPARE_INPUTS}
+        options = _without(options, *PREPARE_INPUTS)
+        accepted = sorted([*PREPARE_INPUTS, *(f.name for f in fields_of(PrepareOptions))])
+        unknown = next((k for k in options if k not in accepted), None)
+        if unknown is not None:
+            raise BadInput(path, None, f"[prepare] unknown option {unknown!r}; accepted: {', '.join(accepted)}")
+        check_options(path, "prepare", prepare, inputs, {"out", "options", "progress"})
+    check_options(path, "prepare", cls, options, set())
+    for key in options:  # one at a time, so the message names the key
+        try:
+            check_prepare_options(cls(**{key: options[key]}))
+        except BadInput as exc:
+            raise BadInput(path, None, f"[prepare] {key}: {exc.reason}") from None
     return bool(demo) or "gt" in prep or "gt" in config.get("score", {})
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Callable
 
 from bpcr.evaluation.check import check_submission
+from bpcr.pipeline.options import PredictOptions
 from bpcr.pipeline.config import RUN_TABLES, entry_name  # RUN_TABLES in pipeline order: the last run is the final one
 from bpcr.errors import BadInput
 from bpcr.io.fileio import atomic_path, json_text, write_text_atomic
@@ -86,14 +87,15 @@ def predict(
     config: str | Path,
     test_dir: str | Path,
     out_csv: str | Path,
-    run: str | None = None,
+    options: PredictOptions = PredictOptions(),
+    *,
     log: Callable[[str], None] = print,
     progress: Progress | None = None,
 ) -> PredictResult:
     """Answer every query photo in ``test_dir`` with ``config``'s frozen pipeline; write ``out_csv``.
 
-    ``run``: the run whose answers are written (default: the config's last
-    run). Refuses (BadInput) when a database artefact is missing or was made
+    ``options`` (:class:`bpcr.pipeline.options.PredictOptions`, where each is declared): ``run``, the run whose
+    answers are written (default: the config's last run). Refuses (BadInput) when a database artefact is missing or was made
     with other options: run ``bpcr run CONFIG`` first. See the module
     docstring for the steps, the rejects file and the fallback.
     """
@@ -104,7 +106,7 @@ def predict(
     check_output_file(rejects, "OUT_CSV", inputs=[config])
     if not test_dir.is_dir():
         raise BadInput(test_dir, None, "folder not found" if not test_dir.exists() else "not a folder")
-    pipeline, target, fallback = _frozen_pipeline(config, test_dir, run, log, progress)
+    pipeline, target, fallback = _frozen_pipeline(config, test_dir, options.run, log, progress)
     db_manifest = pipeline.work / "prepared" / "database.csv"
     folder = pipeline.frozen.folder
     query_ids, answers, rejected, times = _answer(pipeline, test_dir, folder, target, log, progress)

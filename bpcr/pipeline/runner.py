@@ -104,21 +104,22 @@ class Pipeline(StageRunners):
         prepared = self.work / "prepared"
         outputs = [prepared / "database.csv", prepared / "queries.csv", prepared / "summary.json"]
         if options.pop("demo", False):
+            from bpcr.dataset.options import DemoOptions
             from bpcr.demo import generator_digest, prepare_demo
 
             # The generator's own source is part of the key: a changed generator is a changed dataset.
             self._step("prepare", "demo", stage_key("demo", options, generator_digest()), outputs,
-                       lambda: prepare_demo(self.work, progress=self.progress, **options))
+                       lambda: prepare_demo(self.work, DemoOptions(**options), progress=self.progress))
             self.gt = self.work / "ground_truth.csv"
         else:
-            from bpcr.dataset.prepare import prepare
+            from bpcr.dataset.options import PrepareOptions
+            from bpcr.dataset.prepare import PREPARE_INPUTS, prepare
 
-            paths = {k: Path(v) if k in ("db", "descriptions", "queries", "gt") else v for k, v in options.items()}
-            paths.setdefault("descriptions", None)
-            paths.setdefault("gt", None)
+            paths = {k: Path(options[k]) if options.get(k) is not None else None for k in PREPARE_INPUTS}
+            given = PrepareOptions(**{k: v for k, v in options.items() if k not in PREPARE_INPUTS})
             # A real dataset is always re-checked: prepare's own cache makes that fast.
             start = time.perf_counter()
-            prepare(out=prepared, progress=self.progress, **paths)
+            prepare(out=prepared, options=given, progress=self.progress, **paths)
             self.result.times.append(StageTime("prepare", "dataset", time.perf_counter() - start, False))
             self.gt = paths.get("gt")
         self._use_prepared(prepared)

@@ -42,7 +42,7 @@ from bpcr.errors import BadInput
 from bpcr.io.fileio import write_json_atomic, write_text_atomic
 from bpcr.io.folders import check_output_file
 from bpcr.progress import Progress
-from bpcr.ranges import check_range
+from bpcr.pipeline.options import SweepOptions, check_sweep_options
 from bpcr.evaluation.split import DEFAULT_PUBLIC_SHARE, DEFAULT_SEED, QuerySplit
 
 try:  # Python >= 3.11
@@ -130,32 +130,34 @@ def _point_name(index: int) -> str:
     return f"point-{index:03d}"
 
 
-MAX_POINTS = 200  # grid points a sweep runs unless told otherwise: each is a whole pipeline run
+MAX_POINTS = SweepOptions.max_points  # grid points a sweep runs unless told otherwise: each is a whole pipeline run
 
 
 def sweep(
     config_path: str | Path,
     grid: Sequence[str],
-    target: str | None = None,
+    options: SweepOptions = SweepOptions(),
+    *,
     config_out: str | Path | None = None,
-    split_seed: int | None = None,
-    public_share: float | None = None,
-    max_points: int = MAX_POINTS,
     log: Callable[[str], None] = print,
     progress: Progress | None = None,
 ) -> SweepResult:
-    """Run ``config_path`` at every grid point; choose the point whose run ``target`` is best on the public half.
+    """Run ``config_path`` at every point of ``grid`` (its axes); choose the point whose run ``options.target`` is
+    best on the public half.
 
-    ``target``: the run the choice is made on (default: the config's last run).
+    ``options`` (:class:`bpcr.pipeline.options.SweepOptions`, where each is declared): ``target``, the run the
+    choice is made on (default: the config's last run); ``split_seed`` / ``public_share``, the split (default: the
+    config's ``[score]``, as the module docstring says); a grid of more than ``max_points`` points is refused.
     Writes ``WORK/sweep/sweep.md`` and ``sweep.json`` (every point's public,
     private and all-queries mAP@7 for every run) and the chosen config to
     ``config_out`` (default ``WORK/sweep/chosen.toml``) with what it was chosen on in its ``[score] chosen_on``.
-    ``split_seed`` / ``public_share``: the split (default: the config's ``[score]``, as the module docstring says).
-    A grid of more than ``max_points`` points is refused. Before anything is written or run, ``config_out`` is
+    Before anything is written or run, ``config_out`` is
     checked and every point's whole config is validated: a bad point leaves no ``point-*`` folder.
     """
     config_path = Path(config_path)
-    axes, base, split = _grid(config_path, grid, split_seed, public_share, max_points)
+    check_sweep_options(options)
+    target = options.target
+    axes, base, split = _grid(config_path, grid, options.split_seed, options.public_share, options.max_points)
     sweep_dir = Path(base.get("work", "work")) / "sweep"
     out = check_output_file(Path(config_out) if config_out is not None else sweep_dir / "chosen.toml", "--out")
     points, configs = _points(config_path, base, axes, sweep_dir)
@@ -182,7 +184,6 @@ def _grid(config_path: Path, grid: Sequence[str], split_seed: int | None, public
     """The axes (their product at most ``max_points`` points, counted before any is made), the config, the split."""
     from bpcr.pipeline.config import load_config
 
-    check_range("--max-points", max_points, 1, integer=True)
     if not grid:
         raise BadInput(None, None, "give at least one --grid STAGE.KEY=V1,V2,...")
     axes = [parse_axis(g) for g in grid]

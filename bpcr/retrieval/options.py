@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from bpcr.errors import BadInput
 from bpcr.options import check, fields_of, option
 from bpcr.ranges import SEED_MAX, check_weights
+from bpcr.io.runs import SUBMISSION_DEPTH
 
 DISTANCES = ("cosine", "l2", "l1")  # the names of bpcr.retrieval.distances.DISTANCES (paper 000 eq 6-8)
 KINDS = ("flat", "ivf", "hnsw")  # the index kinds bpcr.retrieval.index builds
@@ -72,8 +73,8 @@ class SearchOptions:
     """
 
     # The command line spells --depth itself: Typer refuses --depth 0 while parsing, and --k is its old name.
-    depth: int = option(100, "Results per query in NAME.trec (the CSV holds the top 7).", low=1, integer=True,
-                        cli=False)
+    depth: int = option(100, "Results per query in NAME.trec (the CSV holds the top 7, so at least 7).",
+                        low=SUBMISSION_DEPTH, integer=True, cli=False)
     weights: Sequence[float] | None = option(None, "Weight of each index's similarity, one per index in their order "
                                                    "(comma-separated on the command line), finite, at least 0 and "
                                                    "not all 0 (default all 1).", cli=False)

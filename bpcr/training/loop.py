@@ -176,14 +176,16 @@ def _loader(dataset: Dataset, batch_size: int, dev: torch.device, workers: int |
                       multiprocessing_context="forkserver" if workers else None, pin_memory=dev.type == "cuda")
 
 
-def _autocast(dev: torch.device):
+def autocast_on(dev: torch.device):
+    """Mixed precision on a CUDA GPU (bfloat16 where supported), nothing elsewhere."""
     if dev.type != "cuda":
         return nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
 
 
-def _to_input(network: Network, images: Tensor, dev: torch.device) -> Tensor:
+def network_input(network: Network, images: Tensor, dev: torch.device) -> Tensor:
+    """uint8 images -> the backbone's normalised input on ``dev``, in the network's memory layout."""
     x = network.backbone.normalise(images.to(dev, non_blocking=True))
     return x.contiguous(memory_format=MEMORY_FORMAT)
 
@@ -195,8 +197,8 @@ def embed(network: Network, data: Data, rows: np.ndarray, dev: torch.device, wor
     size, batch = data.options.size, 3 * data.options.batch_size
     out = []
     for images in _loader(_Views(data.paths, rows, size, phone_seed), batch, dev, workers):
-        with _autocast(dev):
-            emb, _, _ = network(_to_input(network, images, dev))
+        with autocast_on(dev):
+            emb, _, _ = network(network_input(network, images, dev))
         out.append(emb.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, network.backbone.dim), np.float32)
 
@@ -254,12 +256,12 @@ def run_epoch(network: Network, teacher: nn.Module | None, data: Data, opt: torc
                 group["lr"] = lr0 * 0.5 * (1.0 + math.cos(math.pi * global_step / total_steps))
             rows = tuples[step * b:(step + 1) * b]
             images = views.transpose(0, 1).reshape(-1, *views.shape[2:])
-            x = _to_input(network, images, dev)
-            with _autocast(dev):
+            x = network_input(network, images, dev)
+            with autocast_on(dev):
                 emb, logits, raw = network(x)
                 student = network.model.forward_head(raw) if teacher is not None else None
             if teacher is not None:
-                with torch.no_grad(), _autocast(dev):
+                with torch.no_grad(), autocast_on(dev):
                     target = teacher(x)
             parts, n_pos, n_neg = _batch_loss(emb.float(), logits.float(), rows, data, pair_name, use_softmax,
                                               None if teacher is None else (student.float(), target.float()))

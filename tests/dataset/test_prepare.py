@@ -13,6 +13,7 @@ from PIL import Image
 from bpcr.errors import BadInput
 from bpcr.dataset.images import MAX_PIXELS
 from bpcr.dataset.manifest import read_manifest
+from bpcr.dataset.options import PrepareOptions
 from bpcr.dataset.prepare import CACHE_NAME, prepare
 from tests.helpers import ROOT
 from tests.helpers.images import noise
@@ -110,7 +111,7 @@ def test_damaged_cache_is_rebuilt(dataset):
 
 
 def test_without_descriptions_and_ground_truth(dataset):
-    summary = prepare(dataset["db"], None, dataset["queries"], None, dataset["out"], workers=1)
+    summary = prepare(dataset["db"], None, dataset["queries"], None, dataset["out"], PrepareOptions(workers=1))
     assert summary.ground_truth is None and summary.descriptions.file is None
     assert read_manifest(dataset["out"] / "database.csv").descriptions == [""] * 7
     assert not (dataset["out"] / "ground_truth.csv").exists()
@@ -195,7 +196,7 @@ def test_demo_dataset_messy_files_are_caught(tmp_path):
     demo = generate_demo(tmp_path / "demo", seed=0, n_products=5, n_distractors=20, n_queries=3, workers=1)
     root = tmp_path / "demo"
     summary = prepare(root / "database", root / "descriptions.csv", root / "queries", root / "ground_truth.csv",
-                      root / "prepared", workers=1)
+                      root / "prepared", PrepareOptions(workers=1))
     with open(root / "prepared" / "rejected.csv", newline="", encoding="utf-8") as handle:
         rejected_ids = sorted(row["id"] for row in csv.DictReader(handle))
     assert rejected_ids == sorted(demo.unusable)
@@ -221,7 +222,7 @@ def test_a_symbolic_link_loop_rejects_that_file_only(tmp_path):
     os.symlink("n3.jpg", db / "n2.jpg")  # n2 -> n3 -> n2
     os.symlink("n2.jpg", db / "n3.jpg")
     os.symlink("self.jpg", queries / "self.jpg")
-    summary = prepare(db, None, queries, None, tmp_path / "out", workers=1)
+    summary = prepare(db, None, queries, None, tmp_path / "out", PrepareOptions(workers=1))
     assert summary.database.usable == 1 and summary.queries.usable == 1
     rows = (tmp_path / "out" / "rejected.csv").read_text().splitlines()
     assert rows[1:] == ["database,n2,../db/n2.jpg,cannot be opened: too many levels of symbolic links",
@@ -238,7 +239,7 @@ def test_rejects_csv_never_runs_as_a_spreadsheet_formula(tmp_path):
     (db / "=cmd|calc!A0.jpg").write_bytes(b"x")
     (db / "+1.jpg").write_bytes(b"x")
     (db / "@sum.jpg").write_bytes(b"x")
-    prepare(db, None, queries, None, tmp_path / "out", workers=1)
+    prepare(db, None, queries, None, tmp_path / "out", PrepareOptions(workers=1))
     with open(tmp_path / "out" / "rejected.csv", newline="") as handle:
         cells = [cell for row in csv.reader(handle) for cell in row]
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")], cells

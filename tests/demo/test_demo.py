@@ -248,7 +248,7 @@ def test_prepare_demo_generates_the_same_files_then_prepares_them(tiny: demo.Dem
     def progress(label: str, total: int, done: int = 0) -> Iterator[Callable[[int], None]]:
         yield told.append
 
-    summary = demo.prepare_demo(tmp_path / "demo", seed=3, workers=1, progress=progress, **TINY)
+    summary = demo.prepare_demo(tmp_path / "demo", demo.DemoOptions(seed=3, workers=1, **TINY), progress=progress)
     out = tmp_path / "demo"
     assert sorted(p.name for p in out.iterdir()) == ["database", "descriptions.csv", "ground_truth.csv", "prepared",
                                                      "queries"]

@@ -139,7 +139,7 @@ def test_the_gpu_benchmark_refuses_clearly_without_cuda():
 def test_the_channels_last_layout_gives_the_nchw_descriptors(images):
     """The stage's layout (channels-last batch and network) changes float rounding only, never the result."""
     from bpcr.features.backbones import load_backbone
-    from bpcr.features.extract import PoolingSpec, _describe
+    from bpcr.features.extract import PoolingSpec, describe_batch
     from bpcr.features.loader import model_on
     from bpcr.features.pooling import POOLINGS, check_params, l2n
 
@@ -149,7 +149,7 @@ def test_the_channels_last_layout_gives_the_nchw_descriptors(images):
     net = model_on(load_backbone("efficientnet_lite0"), torch.device("cpu"))
     assert next(net.parameters()).is_contiguous(memory_format=torch.channels_last)
     spec = [PoolingSpec("gem", check_params("gem"), None)]
-    got = _describe(net, batch.images, None, spec, (1.0,), False, torch.device("cpu"), "float32")["gem"]
+    got = describe_batch(net, batch.images, None, spec, (1.0,), False, torch.device("cpu"), "float32")["gem"]
     plain = net.to(memory_format=torch.contiguous_format)
     fmap = plain(plain.normalise(batch.images.contiguous()))
     want = l2n(POOLINGS["gem"](fmap.float(), **check_params("gem"))).numpy()

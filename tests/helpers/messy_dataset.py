@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bpcr.dataset.options import PrepareOptions
 from bpcr.dataset.prepare import prepare
 from tests.helpers.images import noise, write_bomb_png
 
@@ -62,4 +63,4 @@ def make_dataset(root: Path) -> dict[str, Path]:
 
 
 def run(d: dict[str, Path], workers: int = 1):
-    return prepare(d["db"], d["descriptions"], d["queries"], d["gt"], d["out"], workers=workers)
+    return prepare(d["db"], d["descriptions"], d["queries"], d["gt"], d["out"], PrepareOptions(workers=workers))

@@ -36,7 +36,7 @@ def make_world(folder: Path, db: Mapping[str, Sequence[float]], queries: Mapping
     write_store(folder / f"q-{name}", q_ids, np.array([queries[q] for q in q_ids], dtype=dtype), meta)
     build_index(folder / f"db-{name}", folder / f"index-{name}", log=lambda m: None)
     search(folder / f"index-{name}", folder / f"q-{name}", name, folder / "runs",
-           SearchOptions(depth=depth or len(db_ids)), log=lambda m: None)
+           SearchOptions(depth=max(depth or len(db_ids), 7)), log=lambda m: None)  # a CSV needs 7
     return folder / "runs" / f"{name}.trec"
 
 

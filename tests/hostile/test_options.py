@@ -36,6 +36,9 @@ RERANK = ["rerank", "run.trec", "--db-manifest", "database.csv", "--query-manife
           "--out", "subs"]
 ENSEMBLE = ["ensemble", "a.trec", "b.trec", "--method", "rrf", "--name", "e", "--out", "subs"]
 SCORE = ["score", "run.csv", "--gt", "gt.csv"]  # the leaderboard would go to ./leaderboard.md
+TRAIN = ["train", "database.csv", "--out", "trained"]
+REPORT = ["report", "run.csv", "--gt", "gt.csv", "--out", "report"]
+SWEEP = ["sweep", "config.toml", "--grid", "rerank.top=1,2"]
 
 # (arguments, what the one line must name)
 CASES = {
@@ -87,6 +90,7 @@ CASES = {
         (SEARCH + ["--depth", "many"], "--depth"),
         (SEARCH + ["--k", "0"], "--k"),
         (SEARCH + ["--shortlist", "0"], "--shortlist"),
+        (SEARCH + ["--depth", "6"], "--depth"),  # the CSV holds 7 answers a query
     ],
     "text-index": [
         (TEXT_INDEX + ["--tau", "1"], "--tau"),  # neighbours need cosine > tau: none above 1
@@ -145,6 +149,32 @@ CASES = {
         (SCORE + ["--seed", str(SEED_MAX + 1)], "--seed"),
         (SCORE + ["--public-share", "-0.5"], "--public-share"),
         (SCORE + ["--variant", "cutoff"], "--variant"),  # not numeric: refused before the files are read all the same
+    ],
+    "train": [
+        (TRAIN + ["--epochs", "0"], "--epochs"),
+        (TRAIN + ["--margin", "3"], "--margin"),
+        (TRAIN + ["--margin", "0"], "--margin"),
+        (TRAIN + ["--batch-size", "1"], "--batch-size"),
+        (TRAIN + ["--size", "8"], "--size"),
+        (TRAIN + ["--lr", "0"], "--lr"),
+        (TRAIN + ["--seed", "-1"], "--seed"),
+        (TRAIN + ["--loss", "triplet"], "triplet"),
+        (TRAIN + ["--optimizer", "adam"], "adam"),
+    ],
+    "report": [
+        (REPORT + ["--thumb", "8"], "--thumb"),
+        (REPORT + ["--limit", "0"], "--limit"),
+        (REPORT + ["--half", "middle"], "middle"),
+        (REPORT + ["--public-share", "1.5"], "--public-share"),
+    ],
+    "sweep": [
+        (SWEEP + ["--max-points", "0"], "--max-points"),
+        (SWEEP + ["--split-seed", "-1"], "--split-seed"),
+        (["sweep", "config.toml"], "--grid"),
+    ],
+    "predict": [
+        (["predict", "config.toml", "photos", "out.csv"], "photos"),
+        (["predict", "config.toml", "keep.txt", "out.csv"], "keep.txt"),  # a file, not a folder of photos
     ],
     "usage": [
         (["search", "--bogus"], "--bogus"),

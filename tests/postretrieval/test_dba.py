@@ -54,7 +54,7 @@ def test_the_new_store_is_indexed_and_searched_unchanged(store, tmp_path):
     dba(store, tmp_path / "dba", DbaOptions(n=1, alpha=0.0), log=lambda m: None)
     write_store(tmp_path / "q", ["v1"], np.array([angle(7)], dtype=np.float32), META)  # the query side as it was
     build_index(tmp_path / "dba", tmp_path / "index", log=lambda m: None)
-    search(tmp_path / "index", tmp_path / "q", "after", tmp_path / "runs", SearchOptions(depth=4), log=lambda m: None)
+    search(tmp_path / "index", tmp_path / "q", "after", tmp_path / "runs", SearchOptions(depth=7), log=lambda m: None)
     ranking = load_run(tmp_path / "runs" / "after.trec").ranking["v1"]
     assert ranking[:2] == ["n0", "n1"]  # both at 5 degrees now: tied, by ID
 

@@ -85,7 +85,7 @@ def test_diffusion_needs_cosine(tmp_path):
     db, queries = chain_world()
     run = make_world(tmp_path, db, queries)
     build_index(tmp_path / "db-base", tmp_path / "index-l2", IndexOptions(metric="l2"), log=lambda m: None)
-    search(tmp_path / "index-l2", tmp_path / "q-base", "l2run", tmp_path / "runs", SearchOptions(depth=6), log=lambda m: None)
+    search(tmp_path / "index-l2", tmp_path / "q-base", "l2run", tmp_path / "runs", SearchOptions(depth=7), log=lambda m: None)
     with pytest.raises(BadInput, match="cosine"):
         refine(tmp_path / "runs" / "l2run.trec", None, None, None, "x", tmp_path / "out",
                RefineOptions(method="diffusion"))

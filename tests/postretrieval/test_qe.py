@@ -75,7 +75,7 @@ def test_several_feature_sets_expand_per_set_and_fuse(tmp_path):
     flipped = {k: [v[1], v[0], v[2]] for k, v in DB.items()}  # another network, another geometry
     make_world(tmp_path, flipped, {"v1": [0.0, 1.0, 0.0]}, name="B", meta={"backbone": "other", "pooling": "none"})
     search([tmp_path / "index-A", tmp_path / "index-B"], [tmp_path / "q-A", tmp_path / "q-B"], "fused",
-           tmp_path / "runs", SearchOptions(depth=5, fusion="product"), log=lambda m: None)
+           tmp_path / "runs", SearchOptions(depth=7, fusion="product"), log=lambda m: None)
     result = refine(tmp_path / "runs" / "fused.trec", None, None, None, "f-aqe", tmp_path / "out",
                     RefineOptions(method="aqe", qe_n=1))
     assert result.provenance["similarity"]["fusion"] == "product"

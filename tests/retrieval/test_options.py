@@ -61,7 +61,8 @@ def test_config_accepts_exactly_the_declared_keys(tmp_path, command, cls):
     ("index", {"train_size": 0}, "[index] train_size must be an integer at least 1, got 0"),
     ("index", {"pq": 8}, "[index] --pq applies to --kind ivf or hnsw"),
     ("index", {"kind": "hnsw", "nlist": 8}, "[index] --nlist applies to --kind ivf, not hnsw"),
-    ("search", {"depth": 0}, "[search s] --depth must be an integer at least 1, got 0"),
+    ("search", {"depth": 0}, "[search s] --depth must be an integer at least 7, got 0"),
+    ("search", {"depth": 6}, "[search s] --depth must be an integer at least 7, got 6"),  # the CSV holds 7
     ("search", {"fusion": "max"}, "[search s] unknown fusion 'max'; choose from sum, product"),
     ("search", {"shortlist": 0}, "[search s] --shortlist must be an integer at least 1, got 0"),
     ("search", {"weights": [0.0]}, "[search s] --weights must be finite numbers >= 0, not all 0; got [0.0]"),

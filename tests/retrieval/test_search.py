@@ -35,14 +35,14 @@ def test_cosine_run_by_hand(tmp_path):
     _store(tmp_path / "db", db_ids, x)
     _store(tmp_path / "q", ["v2", "v1"], np.array([[0.0, 2.0], [1.0, 0.0]], dtype=np.float32))
     build_index(tmp_path / "db", tmp_path / "idx", **QUIET)
-    result = search(tmp_path / "idx", tmp_path / "q", "hand", tmp_path / "sub", SearchOptions(depth=3), **QUIET)
+    result = search(tmp_path / "idx", tmp_path / "q", "hand", tmp_path / "sub", SearchOptions(depth=7), **QUIET)
     run = load_run(result.csv)
     assert result.provenance == json.loads((tmp_path / "sub" / "hand.json").read_text())
     assert run.ranking == {"v1": ["n3", "n1", "n2"], "v2": ["n2", "n1", "n3"]}
     assert run.scores == {"v1": [1.0, 0.6, 0.0], "v2": [1.0, 0.8, 0.0]}
     assert (tmp_path / "sub" / "hand.csv").read_text() == "v1,n3,n1,n2\nv2,n2,n1,n3\n"
     prov = json.loads((tmp_path / "sub" / "hand.json").read_text())
-    assert prov["params"]["distances"] == ["cosine"] and prov["params"]["k"] == 3
+    assert prov["params"]["distances"] == ["cosine"] and prov["params"]["k"] == 7  # all 3 images: fewer than 7
     assert {i["path"].rsplit("/", 1)[-1] for i in prov["inputs"]} == {"index.json", "ids.txt", "meta.json", "features.npy"}
 
 
@@ -57,9 +57,9 @@ def test_exact_ties_break_by_id(tmp_path, kind, exhaustive):
     _store(tmp_path / "q", ["v1"], tied[:1] * 2)
     build_index(tmp_path / "db", tmp_path / "idx", IndexOptions(metric="l2", kind=kind), **QUIET)
     run = load_run(search(tmp_path / "idx", tmp_path / "q", "ties", tmp_path / "sub",
-                          SearchOptions(depth=3, exhaustive=exhaustive), **QUIET).csv)
-    assert run.ranking["v1"] == ["t1", "t3", "t5"]
-    assert len(set(run.scores["v1"])) == 1
+                          SearchOptions(depth=7, exhaustive=exhaustive), **QUIET).csv)
+    assert run.ranking["v1"][:5] == ["t1", "t3", "t5", "t7", "t9"]
+    assert len(set(run.scores["v1"][:5])) == 1 and run.scores["v1"][5] < run.scores["v1"][4]
 
 
 def test_float16_store_gives_the_float32_run(tmp_path):
@@ -155,7 +155,7 @@ def test_ids_missing_from_one_set_are_left_out_and_recorded(tmp_path):
     build_index(tmp_path / "dbB", tmp_path / "iB", **QUIET)
     lines: list[str] = []
     run = load_run(search([tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"], "m", tmp_path / "s",
-                          SearchOptions(depth=3), log=lines.append).csv)
+                          SearchOptions(depth=7), log=lines.append).csv)
     assert run.ranking == {"v1": ["a", "c", "d"]}
     assert run.scores["v1"] == [2.0, 0.0, 0.0]
     assert run.provenance["params"]["left_out_ids"] == {"queries": [1, 0], "database": [1, 0]}

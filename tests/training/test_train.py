@@ -23,7 +23,7 @@ from bpcr.training.pseudolabels import description_vectors, partners, positive_p
 from bpcr.io.store import open_store
 from bpcr.training.options import TrainOptions
 from bpcr.training.train import train
-from bpcr.training.loop import Data, Network, _batch_loss, _to_input, _Tuples, embed, trainable_names
+from bpcr.training.loop import Data, Network, _batch_loss, network_input, _Tuples, embed, trainable_names
 
 pytestmark = [pytest.mark.filterwarnings("ignore:backbone .* has random weights"),
               pytest.mark.slow]  # module fixtures train networks on a generated dataset
@@ -148,7 +148,7 @@ def test_steps_lower_the_loss(dataset):
     network = Network(load_backbone("test_resnet", weights="none"), "gem", 3, 0)
     tuples = np.array([[0, 1, 8], [8, 9, 16], [16, 17, 0], [2, 3, 10], [10, 11, 18], [18, 19, 2]])
     views = torch.stack([_Tuples(man.paths, tuples, np.zeros(6, int), 32, 0, 1)[t] for t in range(6)])
-    x_in = _to_input(network, views.transpose(0, 1).reshape(-1, 3, 32, 32), torch.device("cpu"))
+    x_in = network_input(network, views.transpose(0, 1).reshape(-1, 3, 32, 32), torch.device("cpu"))
     opt = torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=0.001, momentum=0.9)
     losses = []
     for _ in range(8):
