@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,32 +219,47 @@ def _run_points(config_path: Path, points: list[SweepPoint], configs: list[dict]
     the ground truth scored against."""
     import tomli_w
 
+    gt_path: Any = None
+    created: list[Path] = []  # the point folders this call made: removed again if the sweep fails
+    try:
+        for point, config in zip(points, configs):
+            if not point.folder.exists():
+                created.append(point.folder)
+            point.folder.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(point.folder / "config.toml", tomli_w.dumps(config))
+            target, gt_path = _run_point(config_path, point, target, split, log, progress)
+    except BaseException:
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return target, gt_path
+
+
+def _run_point(config_path: Path, point: SweepPoint, target: str | None, split: QuerySplit,
+               log: Callable[[str], None], progress: Progress | None) -> tuple[str, Any]:
+    """Run one point's config and score its runs on the split; the target run's name and the ground truth."""
     from bpcr.evaluation.options import ScoreOptions
     from bpcr.evaluation.score import score_runs
     from bpcr.pipeline.runner import Pipeline
 
-    gt_path: Any = None
-    for point, config in zip(points, configs):
-        point.folder.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(point.folder / "config.toml", tomli_w.dumps(config))
-        pipeline = Pipeline(point.folder / "config.toml", log=log, progress=progress)
-        log(f"[sweep] {point.folder.name}: " + ", ".join(f"{k}={v!r}" for k, v in point.settings.items()))
-        started = time.perf_counter()
-        result = pipeline.run()
-        point.seconds = time.perf_counter() - started
-        if pipeline.gt is None or not result.runs:
-            raise BadInput(config_path, None, "a sweep needs ground truth and at least one run in the config")
-        names = [r.stem for r in result.runs]
-        target = target or names[-1]
-        if target not in names:
-            raise BadInput(None, None, f"--run {target!r} is not a run of this config; runs: {', '.join(names)}")
-        options = ScoreOptions(split_seed=split.seed, public_share=split.public_share)
-        for s in score_runs(result.runs, pipeline.gt, options):
-            point.runs[s.name] = {"public": s.halves["public"].map7, "private": s.halves["private"].map7,
-                                  "all": s.map7}
-        point.public, point.private, point.all = (point.runs[target][h] for h in ("public", "private", "all"))
-        point.keys = {name: pipeline.keys[f"run:{name}"] for name in names}
-        gt_path = pipeline.gt
+    pipeline = Pipeline(point.folder / "config.toml", log=log, progress=progress)
+    log(f"[sweep] {point.folder.name}: " + ", ".join(f"{k}={v!r}" for k, v in point.settings.items()))
+    started = time.perf_counter()
+    result = pipeline.run()
+    point.seconds = time.perf_counter() - started
+    if pipeline.gt is None or not result.runs:
+        raise BadInput(config_path, None, "a sweep needs ground truth and at least one run in the config")
+    names = [r.stem for r in result.runs]
+    target = target or names[-1]
+    if target not in names:
+        raise BadInput(None, None, f"--run {target!r} is not a run of this config; runs: {', '.join(names)}")
+    options = ScoreOptions(split_seed=split.seed, public_share=split.public_share)
+    for s in score_runs(result.runs, pipeline.gt, options):
+        point.runs[s.name] = {"public": s.halves["public"].map7, "private": s.halves["private"].map7,
+                              "all": s.map7}
+    point.public, point.private, point.all = (point.runs[target][h] for h in ("public", "private", "all"))
+    point.keys = {name: pipeline.keys[f"run:{name}"] for name in names}
+    gt_path = pipeline.gt
     return target, gt_path
 
 

@@ -180,3 +180,13 @@ def test_a_bad_sweep_is_refused_before_anything_is_written(tmp_path, monkeypatch
         result = cli("sweep", "tiny.toml", *args)
         assert result.code == 2 and reason in result.err and result.err.count("\n") == 1, (args, result.err)
         assert _listing(tmp_path) == before, args
+
+
+def test_a_sweep_that_fails_while_running_leaves_no_point_folder(tmp_path, monkeypatch, cli, tiny_demo_config):
+    """Point 0 runs, then the choice cannot be made (no such run): its folder goes; the stage cache stays."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.toml").write_text(tiny_demo_config(8, then=RERANK))
+    result = cli("sweep", "tiny.toml", "--grid", "rerank.top=3,2", "--run", "nope")
+    assert result.code == 2 and "--run 'nope' is not a run" in result.err
+    assert (tmp_path / "work").is_dir()  # features and indexes a re-run reuses
+    assert not list((tmp_path / "work").glob("sweep/point-*"))
