@@ -97,6 +97,23 @@ class StageRunners(PipelineState):
         for entry in self.config.get("train", []):
             self._trained(self._run_name("train", entry))
 
+    def _compare_trained(self, extract_name: str, source: str, options: Mapping[str, Any]) -> None:
+        """Say so when an [[extract]] reads trained weights at another input size, or without the pooling they
+        were trained with, than ``train.json`` records: allowed, but not the descriptor that was trained."""
+        from bpcr.features.options import ExtractOptions
+        from bpcr.io.textio import read_json
+
+        report = Path(options["weights"]).with_name("train.json")
+        trained = read_json(report, "train.json").get("options", {}) if report.is_file() else {}
+        size, poolings = options.get("size", ExtractOptions.size), list(options.get("poolings", []))
+        said = []
+        if trained.get("size") not in (None, size):
+            said.append(f"extracts at {size} px, the weights were trained at {trained['size']} px")
+        if trained.get("pooling") and trained["pooling"] not in poolings:
+            said.append(f"pools with {', '.join(poolings)}, the weights were trained with {trained['pooling']}")
+        if said:
+            self._warn(f"[extract {extract_name}] weights train:{source}: " + "; ".join(said) + f" ({report})")
+
     def _trained(self, name: str) -> Path:
         """[[train]] ``name``'s weights file, trained first unless up to date (once per pipeline).
 
@@ -137,6 +154,7 @@ class StageRunners(PipelineState):
             source = train_name(options.get("weights"))
             if source is not None:
                 options["weights"] = str(self._trained(source))
+                self._compare_trained(name, source, options)
             digest = _file_digest(options.get("weights"))
             if digest is not None:
                 keyed["weights"] = {"train" if source else "file": source or options["weights"], "sha256": digest}

@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from bpcr.retrieval.distances import get_distance, iter_chunks, normalise_rows
+from bpcr.retrieval.distances import positive_power, get_distance, iter_chunks, normalise_rows
 from bpcr.errors import BadInput
 from bpcr.io.fileio import sha256_file
 from bpcr.io.folders import FEATURE_STORE, check_output_folder, check_cache_folder
@@ -88,7 +88,7 @@ def _augmented(features: np.ndarray, graph: KnnGraph, alpha: float) -> Iterator[
     for start, block in iter_chunks(features, block_rows):
         m = block.shape[0]
         rows = graph.rows[start:start + m].astype(np.int64)
-        weights = np.where(rows >= 0, np.maximum(graph.scores[start:start + m].astype(np.float64), 0.0) ** alpha, 0.0)
+        weights = np.where(rows >= 0, positive_power(graph.scores[start:start + m].astype(np.float64), alpha), 0.0)
         total = normalise_rows(block.astype(np.float64))
         valid = np.flatnonzero(rows.ravel() >= 0)
         for positions, found in stream_rows(features, rows.ravel()[valid]):

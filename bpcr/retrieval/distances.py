@@ -345,3 +345,10 @@ def exact_top_rows(distance: Distance, query: np.ndarray, features: np.ndarray, 
     order = np.lexsort((rows, -scores))
     return rows[order[:k]]
 
+
+def positive_power(similarity: np.ndarray, alpha: float) -> np.ndarray:
+    """s^alpha where s > 0, and 0 where it is not, alpha = 0 included: the weight of a neighbour in alpha-QE and
+    alpha-DBA (Radenovic, Tolias and Chum, TPAMI 2018, eq 4), where a neighbour no more similar than an
+    orthogonal vector adds nothing (``max(s, 0) ** 0`` would give it 1)."""
+    s = np.asarray(similarity, dtype=np.float64)
+    return np.where(s > 0, np.power(np.where(s > 0, s, 1.0), alpha), 0.0)

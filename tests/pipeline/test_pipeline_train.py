@@ -209,3 +209,28 @@ def test_the_training_demo_config_reuses_the_demo_and_pairs_each_trained_run_wit
                 "backbone": "tf_efficientnet_lite0", "size": 224, "poolings": ["gem", "grmac"]}
             assert all(f"{entry['name']}/{p}" in searched and f"lite0/{p}" in searched for p in entry["poolings"])
     assert {train_name(e.get("weights")) for e in trained["extract"]} - {None} == set(losses)
+
+
+def test_extracting_trained_weights_at_another_size_or_pooling_says_so(ran, tmp_path):
+    folder, _ = ran
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    config = (copy / "tiny.toml").read_text()
+    trained_extract = config[config.index('name = "trained"'):]
+    assert 'size = 32' in trained_extract and 'poolings = ["gem", "grmac"]' in trained_extract
+    heard: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(copy)
+        run_pipeline("tiny.toml", log=heard.append)
+    assert not [line for line in heard if "weights train:t" in line]  # as trained: nothing to say
+    changed = trained_extract.replace("size = 32", "size = 40", 1).replace('poolings = ["gem", "grmac"]',
+                                                                          'poolings = ["grmac"]', 1)
+    (copy / "tiny.toml").write_text(config.replace(trained_extract, changed.replace('"trained/gem"', '"trained/grmac"')))
+    heard.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(copy)
+        run_pipeline("tiny.toml", log=heard.append)
+    said = [line for line in heard if "weights train:t" in line]
+    assert len(said) == 1 and said[0].startswith("warning: [extract trained]"), heard
+    assert "extracts at 40 px, the weights were trained at 32 px" in said[0]
+    assert "pools with grmac, the weights were trained with gem" in said[0]

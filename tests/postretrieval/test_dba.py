@@ -74,3 +74,22 @@ def test_cli_dba(store, tmp_path, cli):
     assert list((tmp_path / "graphs").glob("knn-*.json"))
     bad = cli("dba", store, "--out", tmp_path / "dba2", "--alpha", "-1")
     assert bad.code == 2 and "--alpha" in bad.err
+
+
+@pytest.mark.parametrize("alpha", [0.0, 3.0])
+def test_a_neighbour_with_a_negative_cosine_weighs_nothing(tmp_path, alpha):
+    """alpha-DBA's weight is s^alpha over s > 0 only: at alpha = 0 too (max(s, 0) ** 0 would be 1)."""
+    x = np.array([[1.0, 0.0], [-0.8, 0.6], [-0.6, 0.8]], dtype=np.float32)  # n0's nearest, n2: cosine -0.6
+    write_store(tmp_path / "db", ["n0", "n1", "n2"], x, META)
+    out = dba(tmp_path / "db", tmp_path / "dba", DbaOptions(n=1, alpha=alpha), log=lambda m: None)
+    augmented = np.asarray(out.features, dtype=np.float64)
+    assert augmented[0] == pytest.approx([1.0, 0.0], abs=1e-6)  # n0 alone: its neighbour adds nothing
+    both = x[1] + (0.96 ** alpha) * x[2]  # n1's nearest is n2 at cosine 0.48 + 0.48 = 0.96
+    assert augmented[1] == pytest.approx(both / np.linalg.norm(both), abs=1e-6)
+
+
+def test_positive_power_by_hand():
+    from bpcr.retrieval.distances import positive_power
+
+    assert positive_power(np.array([0.5, 0.0, -0.5]), 0.0).tolist() == [1.0, 0.0, 0.0]
+    assert positive_power(np.array([0.5, 0.0, -0.5]), 2.0).tolist() == [0.25, 0.0, 0.0]
