@@ -69,3 +69,68 @@ def test_the_stage_key_holds_every_declared_default():
 
     assert code_defaults("extract") == {**defaults(ExtractOptions), "layout": LAYOUT}
     assert set(EXTRACT_FIELDS) == set(defaults(ExtractOptions))
+
+
+# ---------------------------------------------------------------- an option on the command line is the library's
+
+
+@pytest.fixture(scope="module")
+def small_manifest(tmp_path_factory):
+    """Six generated images (40-100 px on a side) and their manifest."""
+    from bpcr.dataset.manifest import write_manifest
+    from tests.helpers.extraction import write_images
+
+    root = tmp_path_factory.mktemp("extract-options")
+    (root / "images").mkdir()
+    ids, paths, widths, heights = write_images(root / "images", 6, seed=4)
+    write_manifest(root / "db.csv", ids, paths, widths, heights, [""] * len(ids))
+    return root / "db.csv"
+
+
+# The fast settings both sides use, as the command line spells them and as ExtractOptions fields.
+FAST_ARGS = ("--pooling", "gem", "--size", "64", "--batch-size", "2", "--workers", "0", "--threads", "1",
+             "--device", "cpu", "--dtype", "float32")
+FAST_FIELDS = {"poolings": ("gem",), "size": 64, "batch_size": 2, "workers": 0, "threads": 1, "device": "cpu",
+               "dtype": "float32"}
+
+CLI_OPTIONS = {
+    "vit": (("--backbone", "test_vit", "--weights", "none"), {"backbone": "test_vit", "weights": "none"}),
+    "aspect": (("--resize", "aspect"), {"resize": "aspect"}),
+    "gem-p4": (("--param", "gem.p=4"), {"pooling_params": {"gem": {"p": 4.0}}}),
+}
+
+
+@pytest.fixture(scope="module")
+def default_features(small_manifest):
+    """The features the fast settings give with every other option at its default."""
+    import numpy as np
+
+    from bpcr.features.extract import extract
+
+    out = small_manifest.parent / "default"
+    stores = extract(small_manifest, out, ExtractOptions(**FAST_FIELDS))
+    return np.load(stores["gem"] / "features.npy")
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:backbone 'test_vit' has random weights")
+@pytest.mark.parametrize("case", list(CLI_OPTIONS))
+def test_cli_option_gives_the_library_features_and_not_the_defaults(cli, small_manifest, default_features, case):
+    """`bpcr extract` with the option writes the very store extract() writes with it, and other features than
+    the defaults give: the option reaches the extraction, not only the store's meta."""
+    import numpy as np
+
+    from bpcr.features.extract import extract
+    from tests.helpers.extraction import store_bytes
+
+    args, fields = CLI_OPTIONS[case]
+    root = small_manifest.parent
+    result = cli("extract", small_manifest, *FAST_ARGS, *args, "--out", root / f"cli-{case}")
+    assert result.code == 0, result.err
+    library = extract(small_manifest, root / f"lib-{case}", ExtractOptions(**FAST_FIELDS, **fields))["gem"]
+    assert store_bytes(root / f"cli-{case}" / "gem") == store_bytes(library)
+    features = np.load(library / "features.npy")
+    assert features.shape[0] == default_features.shape[0] == 6
+    assert not np.array_equal(features, default_features)
+    if features.shape == default_features.shape:  # the same backbone: the values, not just the width, differ
+        assert np.abs(features - default_features).max() > 1e-3

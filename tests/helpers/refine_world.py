@@ -68,3 +68,16 @@ def chain_world() -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     db = {"a": plane(5), "b": plane(15), "t": plane(25), "d": d.tolist(), "f1": rotate(d, away, 13),
           "f2": rotate(d, 2 * away + e[3], 13)}
     return db, {"v1": e[0].tolist()}
+
+
+def clustered_world(seed: int, clusters: int = 5, per: int = 6, dim: int = 12, queries: int = 3
+                    ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Unit vectors in ``clusters`` groups of ``per`` around random centres, and queries near some centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    points = np.repeat(centres, per, axis=0) + 0.6 * rng.standard_normal((clusters * per, dim))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    asked = centres[rng.permutation(clusters)[:queries]] + 0.8 * rng.standard_normal((queries, dim))
+    asked /= np.linalg.norm(asked, axis=1, keepdims=True)
+    return ({f"g{i:02d}": p.tolist() for i, p in enumerate(points)},
+            {f"v{i + 1}": p.tolist() for i, p in enumerate(asked)})

@@ -1,7 +1,9 @@
-"""k-reciprocal re-ranking (bpcr.postretrieval.kreciprocal): hand-made geometry and a dense re-implementation."""
+"""k-reciprocal re-ranking (bpcr.postretrieval.kreciprocal): hand-made geometry and a dense re-implementation,
+compared by value (the method's scores, the V vectors and the Jaccard term), not only by the order they give."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,21 +11,27 @@ import pytest
 from bpcr.postretrieval.options import RefineOptions
 from bpcr.postretrieval.refine import refine
 from bpcr.io.runs import load_run
-from tests.helpers.refine_world import chain_world, make_world
+from tests.helpers.refine_world import chain_world, clustered_world, make_world
 
 
-def reference(query: np.ndarray, db: dict[str, list[float]], k1: int, k2: int, lam: float) -> dict[str, float]:
+def reference(query: np.ndarray, db: dict[str, list[float]], k1: int, k2: int, lam: float,
+              shortlist: int | None = None) -> SimpleNamespace:
     """Zhong et al.'s algorithm on dense matrices, with bpcr's conventions for the one query:
-    the query heads its own list; a database image's list holds database images only, and the query
-    counts as in it when its cosine reaches that image's k-th neighbour's."""
+    the query heads its own list, its shortlist by cosine; a database image's list holds database images
+    only, and the query counts as in it when its cosine reaches that image's k-th neighbour's.
+
+    Returns ``scores`` (shortlist ID -> S(q, q) - d*(q, g)), ``jaccard_part`` (ID -> 1 - d_J(q, g)),
+    ``vector(p)`` and ``expanded(p)`` (dense (n + 1,) V before and after local expansion, slot 0 the query,
+    slot j + 1 database row j) and ``grown(p)`` (R*(p) as sorted rows, -1 the query)."""
     ids = sorted(db)
-    x = np.array([db[i] for i in ids], dtype=np.float64)
+    x = np.array([db[i] for i in ids], dtype=np.float32).astype(np.float64)  # what the store holds
     x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = np.asarray(query, dtype=np.float32).astype(np.float64)
     sims = x @ x.T
-    s_q = x @ (query / np.linalg.norm(query))
+    s_q = x @ (q / np.linalg.norm(q))
     n = len(ids)
     lists = [sorted((j for j in range(n) if j != i), key=lambda j: (-sims[i, j], ids[j])) for i in range(n)]
-    q_list = sorted(range(n), key=lambda j: (-s_q[j], ids[j]))
+    q_list = sorted(range(n), key=lambda j: (-s_q[j], ids[j]))[:shortlist]
     Q = -1
 
     def near(p, k):
@@ -58,12 +66,14 @@ def reference(query: np.ndarray, db: dict[str, list[float]], k1: int, k2: int, l
         return np.mean([vector(g) for g in near(p, k2 - 1)], axis=0)
 
     vq = expanded(Q)
-    out = {}
-    for g in range(n):
+    scores, jaccard_part = {}, {}
+    for g in q_list:
         vg = expanded(g)
         jaccard = 1 - np.minimum(vq, vg).sum() / np.maximum(vq, vg).sum()
-        out[ids[g]] = (1 - lam) * (1 - jaccard) + lam * s_q[g]
-    return out
+        jaccard_part[ids[g]] = 1 - jaccard
+        scores[ids[g]] = (1 - lam) * (1 - jaccard) + lam * s_q[g]
+    return SimpleNamespace(ids=ids, scores=scores, jaccard_part=jaccard_part, vector=vector, expanded=expanded,
+                           grown=grown, s_q=dict(zip(ids, s_q)))
 
 
 @pytest.fixture
@@ -85,14 +95,114 @@ def test_a_neighbour_of_the_top_hit_passes_an_isolated_one(chain, tmp_path):
     assert prov["graphs"][0]["k_used"] == 2 and prov["params"]["scores"] == "1/rank"
 
 
+TOL = {"rtol": 0, "atol": 1e-12}  # the kit scores in float64 (agreement ~1e-16); a planted bug moves them 1e-3+
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Records what the kit computes inside ``kreciprocal``: the fused method score of each query's shortlist
+    (the argument of ``reorder``; the run itself holds reciprocal ranks) and each ``query_scores`` call."""
+    import bpcr.postretrieval.kreciprocal as module
+
+    record = SimpleNamespace(fused=[], calls=[])
+    real_reorder, real_query_scores = module.reorder, module.query_scores
+
+    def reorder(shortlist, method_scores, ranking):
+        record.fused.append(dict(zip(shortlist, np.asarray(method_scores, dtype=np.float64).tolist())))
+        return real_reorder(shortlist, method_scores, ranking)
+
+    def query_scores(geometry, query, rows, scores):
+        jaccard_part, original = real_query_scores(geometry, query, rows, scores)
+        record.calls.append(SimpleNamespace(geometry=geometry, rows=rows.copy(), jaccard_part=jaccard_part.copy(),
+                                            original=np.array(original, dtype=np.float64)))
+        return jaccard_part, original
+
+    monkeypatch.setattr(module, "reorder", reorder)
+    monkeypatch.setattr(module, "query_scores", query_scores)
+    return record
+
+
+def check_against_reference(result, spy, db, queries, k1, k2, lam, shortlist=None):
+    """The kit's fused scores, Jaccard term, V vectors and ranking equal the dense reference's, per query."""
+    query_ids = sorted(queries)
+    assert len(spy.fused) == len(spy.calls) == len(query_ids)
+    ranking = load_run(result.csv).ranking
+    for query_id, fused, call in zip(query_ids, spy.fused, spy.calls):
+        want = reference(np.array(queries[query_id]), db, k1, k2, lam, shortlist)
+        assert list(fused) == list(want.scores)  # the same shortlist, in the input's order
+        got = np.array([fused[g] for g in want.scores])
+        assert np.allclose(got, [want.scores[g] for g in want.scores], **TOL), query_id
+        row_ids = [want.ids[r] for r in call.rows.tolist()]
+        assert np.allclose(call.jaccard_part, [want.jaccard_part[g] for g in row_ids], **TOL), query_id
+        assert np.allclose(call.original, [want.s_q[g] for g in row_ids], **TOL), query_id
+        expected = sorted(want.scores, key=lambda g: -want.scores[g])
+        assert ranking[query_id][:len(expected)] == expected
+    geometry = spy.calls[0].geometry
+    for row in range(len(db)):
+        assert geometry.grow(geometry.reciprocal(row, k1), skip=row).tolist() == want.grown(row)
+        for kit, dense in ((geometry.vector(row), want.vector(row)), (geometry.expanded(row), want.expanded(row))):
+            as_dense = np.zeros(len(db) + 1)
+            as_dense[[key + 1 for key in kit]] = list(kit.values())
+            assert np.allclose(as_dense, dense, **TOL), row
+
+
 @pytest.mark.parametrize("k1,k2,lam", [(2, 1, 0.3), (3, 2, 0.5), (4, 3, 0.1)])
-def test_scores_agree_with_a_dense_reimplementation(chain, tmp_path, k1, k2, lam):
+def test_scores_agree_with_a_dense_reimplementation(chain, tmp_path, spy, k1, k2, lam):
     run, db, queries = chain
     result = refine(run, None, None, None, f"kr{k1}", tmp_path / "out",
                     RefineOptions(method="kreciprocal", k1=k1, k2=k2, kr_lambda=lam))
-    want = reference(np.array(queries["v1"]), db, k1, k2, lam)
-    expected = sorted(want, key=lambda g: -want[g])
-    assert load_run(result.csv).ranking["v1"] == expected
+    check_against_reference(result, spy, db, queries, k1, k2, lam)
+
+
+def test_the_chain_scores_by_value(chain, tmp_path, spy):
+    """k1 = 2, k2 = 1, lambda = 0.3 on the chain, worked by hand: R*(q) = {q, a}, V_q = (1, e^-(1 - cos 5)) / sum;
+    b's R* = {a, b, t} and a's {a, b} share a with it, d's {d, f1, f2} nothing."""
+    run, db, queries = chain
+    refine(run, None, None, None, "kr", tmp_path / "out",
+           RefineOptions(method="kreciprocal", k1=2, k2=1, kr_lambda=0.3))
+    cos = {g: float(np.dot(queries["v1"], db[g])) for g in db}
+    assert cos["d"] == pytest.approx(np.cos(np.radians(14)))
+    fused = spy.fused[0]
+    assert fused["d"] == pytest.approx(0.3 * cos["d"], abs=1e-6)  # d_J = 1: nothing shared
+    assert fused["f1"] == pytest.approx(0.3 * cos["f1"], abs=1e-6)
+    wq = np.array([1.0, np.exp(-(1 - cos["a"]))])
+    vq = wq / wq.sum()  # on (q, a)
+    ka = np.array([1.0, np.exp(-(1 - float(np.dot(db["a"], db["b"]))))])
+    va = ka / ka.sum()  # a's V on (a, b)
+    low = min(vq[1], va[0])
+    jaccard_a = 1 - low / (vq.sum() + va.sum() - low)
+    assert fused["a"] == pytest.approx(0.7 * (1 - jaccard_a) + 0.3 * cos["a"], abs=1e-6)
+
+
+@pytest.mark.parametrize("seed,k1,k2,lam,shortlist", [(0, 3, 2, 0.3, None), (1, 5, 3, 0.7, None),
+                                                       (2, 4, 1, 0.5, 9), (3, 6, 4, 0.2, 12)])
+def test_clustered_worlds_agree_with_the_dense_reimplementation_by_value(tmp_path, spy, seed, k1, k2, lam,
+                                                                         shortlist):
+    db, queries = clustered_world(seed)
+    run = make_world(tmp_path, db, queries)
+    result = refine(run, None, None, None, "kr", tmp_path / "out",
+                    RefineOptions(method="kreciprocal", k1=k1, k2=k2, kr_lambda=lam, shortlist=shortlist))
+    check_against_reference(result, spy, db, queries, k1, k2, lam, shortlist)
+    # The Jaccard term does the re-ranking: the scores are not lambda's share of the cosine plus a constant.
+    fused = np.array(list(spy.fused[0].values()))
+    original = spy.calls[0].original
+    assert np.ptp(fused - lam * original) > 1e-2
+
+
+def test_the_reference_tells_plausible_bugs_apart(tmp_path):
+    """The worlds above separate the right scores from a swapped lambda mix or a missing local expansion by
+    far more than the tolerance, so a kit with either bug fails the comparisons."""
+    db, queries = clustered_world(1)
+    query = np.array(queries["v1"])
+    right = reference(query, db, 5, 3, 0.7)
+    values = np.array(list(right.scores.values()))
+    jaccard_part = np.array(list(right.jaccard_part.values()))
+    cosines = np.array([right.s_q[g] for g in right.scores])
+    assert np.allclose(values, 0.3 * jaccard_part + 0.7 * cosines)
+    swapped = 0.7 * jaccard_part + 0.3 * cosines
+    assert np.abs(swapped - values).max() > 1e-3
+    unexpanded = np.array(list(reference(query, db, 5, 1, 0.7).scores.values()))
+    assert np.abs(unexpanded - values).max() > 1e-3
 
 
 def test_ties_keep_the_input_order_and_bytes_repeat(tmp_path):

@@ -197,3 +197,28 @@ def test_cli_index_and_fused_search(tmp_path, cli):
     result = cli("search", "--index", tmp_path / "cliA", "--index", tmp_path / "iB", "--queries", tmp_path / "qA",
                  "--name", "g", "--out", tmp_path / "sub")
     assert result.code == 2 and "one --queries store per --index" in result.err
+
+
+def test_cli_product_fusion_is_the_library_run_and_not_the_sum(tmp_path, cli):
+    """`bpcr search --fusion product` writes the very run search() writes with fusion="product" (byte for byte),
+    and other scores and order than the default sum: the option reaches the fusion, not only the provenance."""
+    _two_sets(tmp_path, permute_second=True)
+    indexes, queries = [tmp_path / "iA", tmp_path / "iB"], [tmp_path / "qA", tmp_path / "qB"]
+    args = ["search", "--index", indexes[0], "--queries", queries[0], "--index", indexes[1], "--queries", queries[1],
+            "--name", "f", "--depth", "10", "--weights", "0.6,0.4"]
+    result = cli(*args, "--fusion", "product", "--out", tmp_path / "cli")
+    assert result.code == 0, result.err
+    assert cli(*args, "--out", tmp_path / "cli-default").code == 0
+    for folder, fusion in (("lib", "product"), ("lib-sum", "sum")):
+        search(indexes, queries, "f", tmp_path / folder, SearchOptions(depth=10, weights=[0.6, 0.4], fusion=fusion),
+               **QUIET)
+
+    def written(folder):
+        return {suffix: (tmp_path / folder / f"f{suffix}").read_bytes() for suffix in (".csv", ".trec")}
+
+    assert written("cli") == written("lib")
+    assert written("cli-default") == written("lib-sum")
+    product, fused_sum = load_run(tmp_path / "lib" / "f.trec"), load_run(tmp_path / "lib-sum" / "f.trec")
+    assert product.provenance["params"]["fusion"] == "product" and fused_sum.provenance["params"]["fusion"] == "sum"
+    assert product.scores != fused_sum.scores
+    assert product.ranking != fused_sum.ranking
