@@ -1,10 +1,10 @@
 """Reading a pipeline config (TOML) and checking its shape and types before anything runs.
 
-Every table's keys are keyword arguments of a stage function; the type each
-key needs is read from that function's annotations, so a config is checked
-against exactly what the stage accepts. Every problem is a BadInput naming the
-config file, the table (``[extract lite0] size``) and what was expected
-(the type checks live in :mod:`bpcr.pipeline.configtypes`).
+Every table's keys are the options its stage declares (the stage's options class); the type each key
+needs is read from their annotations and the range from their declaration, so a config is checked against
+exactly what the stage accepts. Every problem is a BadInput naming the config file, the table
+(``[extract lite0] size``) and what was expected (the type checks live in :mod:`bpcr.pipeline.configtypes`,
+the tables that make runs are checked in :mod:`bpcr.pipeline.runconfig`).
 
 Beyond the stage functions' own keys, tables refer to each other by name:
 ``[[search]] features = "<extract name>/<pooling>"``, ``input``/``inputs`` name
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-from bpcr.pipeline.configtypes import accepts, check_options, check_value, describe, shown  # noqa: F401 - accepts, describe: re-exported
+from bpcr.pipeline.configtypes import check_options, check_value, entry_name, labelled, shown, train_name, without
+from bpcr.pipeline.runconfig import RUN_TABLES, check_run
 from bpcr.errors import BadInput
-from bpcr.io.ids import check_id
 
 try:  # Python >= 3.11
     import tomllib
@@ -30,10 +30,6 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 PATH_KEYS = ("work", "submissions", "leaderboard")
 TABLES = ("prepare", "index", "text_index", "score", "report")
 ARRAYS = ("train", "extract", "search", "refine", "rerank", "ensemble")
-# An [[extract]]'s weights = "train:<name>": the weights.pt of the [[train]] of that name.
-TRAIN_REF = "train:"
-# Parameters of bpcr.training.train.train that the pipeline passes itself: the database manifest only, never the queries.
-TRAIN_RESERVED = {"manifest", "out", "queries", "ground_truth", "restart", "progress", "log", "on_epoch"}
 KNOWN = (*PATH_KEYS, *TABLES, *ARRAYS)
 
 # A config is a few kilobytes; anything far larger is not one, and is not read into memory.
@@ -93,22 +89,6 @@ def _is_array_of_tables(value: Any) -> bool:
 # ---------------------------------------------------------------- the whole config
 
 
-def _without(entry: Mapping[str, Any], *keys: str) -> dict:
-    return {k: v for k, v in entry.items() if k not in keys}
-
-
-def entry_name(config_path: Path, table: str, entry: Mapping[str, Any]) -> str:
-    """The ``name`` of an ``[[table]]`` entry: a safe ID, since stores and runs are files named after it."""
-    name = entry.get("name")
-    if not isinstance(name, str) or not name:
-        raise BadInput(config_path, None, f"every [[{table}]] needs a name")
-    try:
-        check_id(name)
-    except BadInput as exc:
-        raise BadInput(config_path, None, f"[[{table}]] name: {exc.reason}") from None
-    return name
-
-
 def validate_config(config_path: Path, config: Mapping[str, Any]) -> None:
     """Check a loaded config whole before any stage runs: option names and types, names, references.
 
@@ -122,20 +102,11 @@ def validate_config(config_path: Path, config: Mapping[str, Any]) -> None:
     runs: set[str] = set()
     for table in RUN_TABLES:
         for entry in config.get(table, []):
-            runs.add(_check_run(path, table, entry, extracts, runs, config, has_gt))
+            runs.add(check_run(path, table, entry, extracts, runs, config, has_gt))
     _check_score(path, config.get("score", {}), has_gt)
     if "report" in config:
         _check_report(path, config["report"], runs, has_gt)
         _check_report_out(path, config)
-
-
-# The tables that make runs, in pipeline order: the pipeline's own keys of each, and their types.
-RUN_TABLES = {
-    "search": {"features": str | list[str], "dba": dict},
-    "refine": {"input": str, "features": str | list[str]},
-    "rerank": {"input": str},
-    "ensemble": {"inputs": list[str], "tune": bool},
-}
 
 
 def _check_prepare(path: Path, config: Mapping[str, Any]) -> bool:
@@ -149,7 +120,7 @@ def _check_prepare(path: Path, config: Mapping[str, Any]) -> bool:
     prep = config.get("prepare", {})
     demo = prep.get("demo", False)
     check_value(path, "prepare", "demo", demo, bool)
-    options = _without(prep, "demo")
+    options = without(prep, "demo")
     if demo:
         cls = DemoOptions
     else:
@@ -157,7 +128,7 @@ def _check_prepare(path: Path, config: Mapping[str, Any]) -> bool:
             if required not in prep:
                 raise BadInput(path, None, f"[prepare] needs {required!r} (or demo = true)")
         cls, inputs = PrepareOptions, {k: v for k, v in options.items() if k in PREPARE_INPUTS}
-        options = _without(options, *PREPARE_INPUTS)
+        options = without(options, *PREPARE_INPUTS)
         accepted = sorted([*PREPARE_INPUTS, *(f.name for f in fields_of(PrepareOptions))])
         unknown = next((k for k in options if k not in accepted), None)
         if unknown is not None:
@@ -165,104 +136,8 @@ def _check_prepare(path: Path, config: Mapping[str, Any]) -> bool:
         check_options(path, "prepare", prepare, inputs, {"out", "options", "progress"})
     check_options(path, "prepare", cls, options, set())
     for key in options:  # one at a time, so the message names the key
-        try:
-            check_prepare_options(cls(**{key: options[key]}))
-        except BadInput as exc:
-            raise BadInput(path, None, f"[prepare] {key}: {exc.reason}") from None
+        labelled(path, "prepare", lambda: check_prepare_options(cls(**{key: options[key]})), key)
     return bool(demo) or "gt" in prep or "gt" in config.get("score", {})
-
-
-def _check_run(path: Path, table: str, entry: Mapping[str, Any], extracts: Mapping[str, Mapping[str, Any]],
-               runs: set[str], config: Mapping[str, Any], has_gt: bool) -> str:
-    """One [[search]], [[refine]], [[rerank]] or [[ensemble]]: its keys, their types and ranges, the features
-    and the earlier runs it names; returns its run name."""
-    own = RUN_TABLES[table]
-    name = entry_name(path, table, entry)
-    label = f"{table} {name}"
-    for key, expected in own.items():
-        if key in entry:
-            check_value(path, label, key, entry[key], expected)
-    given = _without(entry, "name", *own)
-    method_options = refine_plugin_options(path, label, given) if table == "refine" else {}
-    check_options(path, label, _options_class(table), _without(given, *method_options), set())
-    _check_run_ranges(path, label, table, entry, given, method_options)
-    if "features" in own:
-        specs = entry.get("features") or []
-        specs = [specs] if isinstance(specs, str) else specs
-        if not specs and table == "search":  # refine without features ranks as its input run did
-            raise BadInput(path, None, f"[{label}] needs features = ['<extract name>/<pooling>', ...]")
-        for spec in specs:
-            check_features(path, label, spec, extracts)
-    for source in _run_sources(path, label, table, entry, config, has_gt):
-        if source not in runs:
-            raise BadInput(path, None, f"[{label}] input {source!r} is not a run made earlier in this config")
-    if name in runs:
-        raise BadInput(path, None, f"two runs are named {name!r}")
-    return name
-
-
-def _options_class(table: str) -> type:
-    from bpcr.evaluation.options import EnsembleOptions
-    from bpcr.postretrieval.options import RefineOptions
-    from bpcr.reranking.options import RerankOptions
-    from bpcr.retrieval.options import SearchOptions
-
-    return {"search": SearchOptions, "refine": RefineOptions, "rerank": RerankOptions,
-            "ensemble": EnsembleOptions}[table]
-
-
-def _check_run_ranges(path: Path, label: str, table: str, entry: Mapping[str, Any], given: Mapping[str, Any],
-                      method_options: Mapping[str, Any]) -> None:
-    """A run table's values within the ranges its options class declares (a DBA table's too)."""
-    from bpcr.evaluation.options import EnsembleOptions, check_ensemble_options
-    from bpcr.options import check
-    from bpcr.postretrieval.options import DbaOptions, check_dba_options
-    from bpcr.reranking.options import RerankOptions
-    from bpcr.retrieval.options import SearchOptions, check_search_options
-
-    if table == "refine":
-        check_refine_method(path, label, _without(given, *method_options), method_options)
-        return
-    checks = {"rerank": lambda: check(RerankOptions(**given), spell=lambda f: f.name),
-              "search": lambda: check_search_options(SearchOptions(**given)),
-              "ensemble": lambda: check_ensemble_options(EnsembleOptions(**given))}
-    _labelled(path, label, checks[table])
-    if table == "search" and "dba" in entry:
-        check_options(path, f"{label} dba", DbaOptions, entry["dba"], set())
-        _labelled(path, f"{label} dba", lambda: check_dba_options(DbaOptions(**entry["dba"])))
-
-
-def _labelled(path: Path, label: str, check: Callable[[], Any]) -> None:
-    """Run a range check, its refusal naming the config file and the table."""
-    try:
-        check()
-    except BadInput as exc:
-        raise BadInput(path, None, f"[{label}] {exc.reason}") from None
-
-
-def _run_sources(path: Path, label: str, table: str, entry: Mapping[str, Any], config: Mapping[str, Any],
-                 has_gt: bool) -> list[str]:
-    """The earlier runs a table reads: an ensemble's inputs (two at least), a refine's or rerank's input."""
-    if table == "ensemble":
-        sources = entry.get("inputs", [])
-        if len(sources) < 2:
-            raise BadInput(path, None, f"[{label}] inputs must name at least two runs made earlier in this config")
-        if entry.get("tune") and not has_gt:
-            raise BadInput(path, None, f"[{label}] tune = true needs ground truth: "
-                                       "give [prepare] gt (or demo = true)")
-        if entry.get("tune"):
-            _check_one_split(path, label, entry, config.get("score", {}))
-        return sources
-    if table == "search":
-        return []
-    if "input" not in entry:
-        raise BadInput(path, None, f"[{label}] needs input = '<name of a run made earlier in this config>'")
-    return [entry["input"]]
-
-
-def train_name(weights: Any) -> str | None:
-    """The [[train]] name of an [[extract]]'s ``weights = "train:<name>"``; None for weights of another kind."""
-    return weights[len(TRAIN_REF):] if isinstance(weights, str) and weights.startswith(TRAIN_REF) else None
 
 
 def _check_indexes(path: Path, config: Mapping[str, Any]) -> None:
@@ -276,16 +151,10 @@ def _check_indexes(path: Path, config: Mapping[str, Any]) -> None:
     check_options(path, "index", IndexOptions, index, set())
     if "metric" in index and index["metric"] not in DISTANCES:  # it names the index folders
         raise BadInput(path, None, f"[index] metric {index['metric']!r} is not one of {', '.join(DISTANCES)}")
-    try:
-        check_index_options(IndexOptions(**index))
-    except BadInput as exc:
-        raise BadInput(path, None, f"[index] {exc.reason}") from None
+    labelled(path, "index", lambda: check_index_options(IndexOptions(**index)))
     text_index = config.get("text_index", {})
     check_options(path, "text_index", TextIndexOptions, text_index, set())
-    try:
-        check(TextIndexOptions(**text_index))
-    except BadInput as exc:
-        raise BadInput(path, None, f"[text_index] {exc.reason}") from None
+    labelled(path, "text_index", lambda: check(TextIndexOptions(**text_index)))
 
 
 def _check_trains(path: Path, config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -298,15 +167,12 @@ def _check_trains(path: Path, config: Mapping[str, Any]) -> dict[str, Mapping[st
         label = f"train {name}"
         if name in trains:
             raise BadInput(path, None, f"two [[train]] are named {name!r}")
-        options = _without(entry, "name")
+        options = without(entry, "name")
         check_options(path, label, TrainOptions, options, set())
         if train_name(options.get("weights")) is not None:
             raise BadInput(path, None, f"[{label}] weights {options['weights']!r}: training starts from bundled, "
                                        "hub, none or a weights file, not from another [[train]]")
-        try:
-            check_train_options(TrainOptions(**options))
-        except BadInput as exc:
-            raise BadInput(path, None, f"[{label}] {exc.reason}") from None
+        labelled(path, label, lambda: check_train_options(TrainOptions(**options)))
         trains[name] = entry
     return trains
 
@@ -328,20 +194,14 @@ def _check_extracts(path: Path, config: Mapping[str, Any], trains: Mapping[str, 
             raise BadInput(path, None, f"[{label}] needs backbone and poolings")
         check_value(path, label, "database_parts", entry.get("database_parts", []), list[str])
         check_value(path, label, "restart", entry.get("restart", False), bool)
-        options = _without(entry, "name", "database_parts", "restart")
+        options = without(entry, "name", "database_parts", "restart")
         check_options(path, label, ExtractOptions, options, set())
         for pooling in entry["poolings"]:  # each names a store folder (a built-in's or a plugin's, bpcr.plugins)
-            try:
-                known = pooling_names()
-            except BadInput as exc:
-                raise BadInput(path, None, f"[{label}] {exc.reason}") from None
+            known = labelled(path, label, pooling_names)
             if pooling not in known:
                 raise BadInput(path, None, f"[{label}] poolings: unknown pooling {pooling!r}; "
                                            f"choose from {', '.join(known)}")
-        try:
-            check_extract_options(ExtractOptions(**options))
-        except BadInput as exc:
-            raise BadInput(path, None, f"[{label}] {exc.reason}") from None
+        labelled(path, label, lambda: check_extract_options(ExtractOptions(**options)))
         if train_name(entry.get("weights")) is not None:
             _check_trained_extract(path, name, entry, trains)
         extracts[name] = entry
@@ -360,25 +220,10 @@ def _check_trained_extract(path: Path, name: str, entry: Mapping[str, Any], trai
         raise BadInput(path, None, f"[extract {name}] weights {entry['weights']!r} names no [[train]] of this "
                                    f"config; {known}")
     trained = trains[source].get("backbone", TrainOptions.backbone)
-    try:
-        same = resolve_name(entry["backbone"]) == resolve_name(trained)
-    except BadInput as exc:
-        raise BadInput(path, None, f"[extract {name}] {exc.reason}") from None
+    same = labelled(path, f"extract {name}", lambda: resolve_name(entry["backbone"]) == resolve_name(trained))
     if not same:
         raise BadInput(path, None, f"[extract {name}] backbone {entry['backbone']!r} cannot load the weights of "
                                    f"[train {source}], which trains {trained!r}")
-
-
-def _check_one_split(path: Path, label: str, entry: Mapping[str, Any], score: Mapping[str, Any]) -> None:
-    """An [[ensemble]] tunes on the public half of [score]'s split (the pipeline passes it): a split of its own
-    that differs would tune on queries the leaderboard reports as private, and is refused."""
-    from bpcr.evaluation.options import ScoreOptions
-
-    for key in ("split_seed", "public_share"):
-        if key in entry and entry[key] != score.get(key, getattr(ScoreOptions, key)):
-            raise BadInput(path, None, f"[{label}] {key} = {entry[key]!r} differs from [score] {key} = "
-                                       f"{score.get(key, getattr(ScoreOptions, key))!r}: tuning would choose on "
-                                       "queries the leaderboard reports as private; set the split once, in [score]")
 
 
 def _check_score(path: Path, score: Mapping[str, Any], has_gt: bool) -> None:
@@ -392,19 +237,16 @@ def _check_score(path: Path, score: Mapping[str, Any], has_gt: bool) -> None:
     for key, expected in own.items():
         if key in score:
             check_value(path, "score", key, score[key], expected)
-    options = _without(score, *own)
+    options = without(score, *own)
     check_options(path, "score", ScoreOptions, options, set())
     if "chosen_on" in score:
         check_chosen_on(score["chosen_on"], path)
-    given = _without(score, "gt")
+    given = without(score, "gt")
     if given and not has_gt:
         raise BadInput(path, None, f"[score] {next(iter(given))} is set, but nothing is scored without ground truth: "
                                    "give [prepare] gt or [score] gt (or demo = true)")
     for key in options:  # one at a time, so the message names the key
-        try:
-            check_score_options(ScoreOptions(**{key: options[key]}))
-        except BadInput as exc:
-            raise BadInput(path, None, f"[score] {key}: {exc.reason}") from None
+        labelled(path, "score", lambda: check_score_options(ScoreOptions(**{key: options[key]})), key)
 
 
 def _check_report(path: Path, report: Mapping[str, Any], runs: set[str], has_gt: bool) -> None:
@@ -418,7 +260,7 @@ def _check_report(path: Path, report: Mapping[str, Any], runs: set[str], has_gt:
     for key, expected in own.items():
         if key in report:
             check_value(path, "report", key, report[key], expected)
-    options = _without(report, *own)
+    options = without(report, *own)
     check_options(path, "report", ReportOptions, options, {"split_seed", "public_share"})
     if not has_gt:
         raise BadInput(path, None, "[report] needs ground truth: give [prepare] gt or [score] gt (or demo = true)")
@@ -452,55 +294,3 @@ def _check_report_out(path: Path, config: Mapping[str, Any]) -> None:
                                        f"{key} folder; give the report a folder of its own")
 
 
-def check_refine_method(config_path: Path, label: str, options: Mapping[str, Any],
-                        method_options: Mapping[str, Any] | None = None) -> None:
-    """A [[refine]]'s method is known (a built-in or a plugin, :mod:`bpcr.plugins`), and its options (of
-    :class:`bpcr.postretrieval.options.RefineOptions`, their types already checked; ``method_options``: a plugin's
-    own, from :func:`refine_plugin_options`) are that method's and within their ranges."""
-    from bpcr import plugins
-    from bpcr.postretrieval.options import METHOD_FIELDS, METHOD_OPTIONS, RefineOptions, resolve_method_options
-
-    method = options.get("method", RefineOptions.method)
-    try:
-        names = plugins.known(plugins.REFINE_METHODS, METHOD_OPTIONS)
-    except BadInput as exc:
-        raise BadInput(config_path, None, f"[{label}] {exc.reason}") from None
-    if method not in names:
-        raise BadInput(config_path, None, f"[{label}] method {method!r} is not one of {', '.join(names)}")
-    try:
-        resolve_method_options(method, {k: v for k, v in options.items() if k in METHOD_FIELDS}, method_options)
-    except BadInput as exc:
-        raise BadInput(config_path, None, f"[{label}] {exc.reason}") from None
-
-
-def refine_plugin_options(config_path: Path, label: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys of a [[refine]] that are a plugin method's own options (beside RefineOptions'), their types checked
-    against its options class; empty for a built-in method (whose table takes RefineOptions' keys only)."""
-    from bpcr.options import fields_of
-    from bpcr.postretrieval.options import METHOD_OPTIONS, RefineOptions, check_method, plugin_method
-
-    method = options.get("method", RefineOptions.method)
-    if not isinstance(method, str) or method in METHOD_OPTIONS:
-        return {}
-    try:
-        if plugin_method(method) is None:
-            return {}  # an unknown method: check_refine_method names it
-        cls = check_method(method)
-    except BadInput as exc:
-        raise BadInput(config_path, None, f"[{label}] {exc.reason}") from None
-    known = {f.name for f in fields_of(RefineOptions)}
-    own = {k: v for k, v in options.items() if k not in known}
-    check_options(config_path, label, cls, own, set(), required=False)
-    return own
-
-
-def check_features(config_path: Path, label: str, spec: str, extracts: Mapping[str, Mapping[str, Any]]) -> None:
-    """``"<extract name>/<pooling>"`` must name an ``[[extract]]`` of the config and one of its poolings."""
-    extract_name, _, pooling = spec.partition("/")
-    if extract_name not in extracts or not pooling:
-        raise BadInput(config_path, None, f"[{label}] features {spec!r} must be '<extract name>/<pooling>' "
-                                          f"with an extract name from: {', '.join(sorted(extracts))}")
-    poolings = extracts[extract_name]["poolings"]
-    if pooling not in poolings:
-        raise BadInput(config_path, None, f"[{label}] features {spec!r}: [extract {extract_name}] has no pooling "
-                                          f"{pooling!r}; it extracts {', '.join(poolings)}")

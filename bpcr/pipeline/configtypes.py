@@ -1,8 +1,9 @@
-"""A TOML value against a stage function's annotation: whether it fits, and the words for what was expected.
+"""What every check of a config's tables uses: a TOML value against an annotation (whether it fits, and the
+words for what was expected), an entry's name, a reference to features or to trained weights, and a check's
+refusal labelled with its table.
 
-The config (:mod:`bpcr.pipeline.config`) reads each stage function's signature, so a
-table is checked against exactly the keyword arguments the stage accepts.
-Every problem is a BadInput naming the config file, the table
+A table is checked against exactly the options its stage declares (:mod:`bpcr.pipeline.config`,
+:mod:`bpcr.pipeline.runconfig`). Every problem is a BadInput naming the config file, the table
 (``[extract lite0] size``) and what was expected, in TOML's words.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path, PurePath
 from typing import Any, Callable, Mapping
 
 from bpcr.errors import BadInput
+from bpcr.io.ids import check_id
 
 
 def check_options(config_path: Path, table: str, func: Callable, options: Mapping[str, Any], reserved: set[str],
@@ -161,3 +163,50 @@ def shown(value: Any) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({kind})"
+
+
+def without(entry: Mapping[str, Any], *keys: str) -> dict:
+    """``entry`` less ``keys``."""
+    return {k: v for k, v in entry.items() if k not in keys}
+
+
+def entry_name(config_path: Path, table: str, entry: Mapping[str, Any]) -> str:
+    """The ``name`` of an ``[[table]]`` entry: a safe ID, since stores and runs are files named after it."""
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadInput(config_path, None, f"every [[{table}]] needs a name")
+    try:
+        check_id(name)
+    except BadInput as exc:
+        raise BadInput(config_path, None, f"[[{table}]] name: {exc.reason}") from None
+    return name
+
+
+# An [[extract]]'s weights = "train:<name>": the weights.pt of the [[train]] of that name.
+TRAIN_REF = "train:"
+
+
+def train_name(weights: Any) -> str | None:
+    """The [[train]] name of an [[extract]]'s ``weights = "train:<name>"``; None for weights of another kind."""
+    return weights[len(TRAIN_REF):] if isinstance(weights, str) and weights.startswith(TRAIN_REF) else None
+
+
+def check_features(config_path: Path, label: str, spec: str, extracts: Mapping[str, Mapping[str, Any]]) -> None:
+    """``"<extract name>/<pooling>"`` must name an ``[[extract]]`` of the config and one of its poolings."""
+    extract_name, _, pooling = spec.partition("/")
+    if extract_name not in extracts or not pooling:
+        raise BadInput(config_path, None, f"[{label}] features {spec!r} must be '<extract name>/<pooling>' "
+                                          f"with an extract name from: {', '.join(sorted(extracts))}")
+    poolings = extracts[extract_name]["poolings"]
+    if pooling not in poolings:
+        raise BadInput(config_path, None, f"[{label}] features {spec!r}: [extract {extract_name}] has no pooling "
+                                          f"{pooling!r}; it extracts {', '.join(poolings)}")
+
+
+def labelled(path: Path, label: str, check: Callable[[], Any], key: str | None = None) -> Any:
+    """``check()``'s value; its refusal (BadInput) names the config file and the table ``[label]`` (and the
+    ``key`` checked, when one is given)."""
+    try:
+        return check()
+    except BadInput as exc:
+        raise BadInput(path, None, f"[{label}] {key + ': ' if key else ''}{exc.reason}") from None

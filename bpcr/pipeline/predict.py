@@ -44,7 +44,8 @@ from typing import Callable
 
 from bpcr.evaluation.check import check_submission
 from bpcr.pipeline.options import PredictOptions
-from bpcr.pipeline.config import RUN_TABLES, entry_name  # RUN_TABLES in pipeline order: the last run is the final one
+from bpcr.pipeline.configtypes import entry_name
+from bpcr.pipeline.runconfig import RUN_TABLES  # in pipeline order: the last run is the final one
 from bpcr.errors import BadInput
 from bpcr.io.fileio import atomic_path, json_text, write_text_atomic
 from bpcr.io.folders import check_output_file

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from bpcr.pipeline.config import train_name
+from bpcr.pipeline.configtypes import train_name
 from bpcr.errors import BadInput
 from bpcr.io.fileio import sha256_file
 from bpcr.pipeline.state import PipelineState

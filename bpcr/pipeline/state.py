@@ -14,7 +14,8 @@ from typing import Any, Callable, Mapping
 
 from bpcr.errors import BadInput
 from bpcr.io.fileio import write_json_atomic
-from bpcr.pipeline.config import check_features, entry_name, load_config
+from bpcr.pipeline.config import load_config
+from bpcr.pipeline.configtypes import check_features, entry_name
 from bpcr.progress import Progress
 
 

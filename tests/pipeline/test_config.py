@@ -7,7 +7,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import pytest
 
-from bpcr.pipeline.config import accepts, check_options, describe, load_config
+from bpcr.pipeline.config import load_config
+from bpcr.pipeline.configtypes import accepts, check_options, describe
 from bpcr.errors import BadInput
 
 

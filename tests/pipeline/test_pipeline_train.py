@@ -183,7 +183,8 @@ def test_a_report_folder_in_the_way_is_refused_before_any_stage(cli, tmp_path, m
 
 
 def test_the_training_demo_config_reuses_the_demo_and_pairs_each_trained_run_with_its_twin():
-    from bpcr.pipeline.config import load_config, train_name, validate_config
+    from bpcr.pipeline.config import load_config, validate_config
+    from bpcr.pipeline.configtypes import train_name
 
     configs = ROOT / "configs"
     demo, trained = (load_config(configs / name) for name in ("demo.toml", "demo-train.toml"))
