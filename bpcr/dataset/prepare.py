@@ -36,14 +36,13 @@ relevant IDs without a usable database image are warnings, not errors.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from bpcr import __version__
 from bpcr.dataset.descriptions import DescriptionStats, description_warnings, link_descriptions, read_descriptions
@@ -53,14 +52,12 @@ from bpcr.io.folders import PREPARED, check_output_file, check_output_folder
 from bpcr.dataset.gt import read_ground_truth
 from bpcr.io.ids import is_valid_id
 from bpcr.io.textio import people_csv
-from bpcr.dataset.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, check_image
+from bpcr.dataset.imagecheck import CACHE_NAME, check_all
+from bpcr.dataset.images import IMAGE_SUFFIXES, MAX_PIXELS
 from bpcr.dataset.manifest import write_manifest
 from bpcr.dataset.options import PrepareOptions, check_prepare_options
-from bpcr.progress import Progress, start
+from bpcr.progress import Progress
 
-CACHE_NAME = ".check_cache.json"
-CACHE_VERSION = 2  # 2: a PNG with fewer rows of data than its header claims is refused
-CHUNK = 32  # files per task sent to a worker: small enough for a smooth progress bar
 EXAMPLES = 5
 PREPARE_INPUTS = ("db", "descriptions", "queries", "gt")  # prepare's inputs (a config's [prepare] keys beside its options)
 
@@ -155,7 +152,7 @@ def prepare(db: Path, descriptions: Path | None, queries: Path, gt: Path | None,
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").unlink(missing_ok=True)  # written last: present only after a finished run
     files = db_files + q_files
-    results, decoded, cached = _check_all(files, out, workers, progress, max_pixels)
+    results, decoded, cached = check_all(files, out, workers, progress, max_pixels)
 
     rejected = db_rejected + q_rejected
     usable, infos = _sort_results(files, results, rejected, {"database": db_set, "queries": q_set})
@@ -236,7 +233,7 @@ def prepare_queries(queries: Path, out: Path, options: PrepareOptions = PrepareO
     check_output_file(out / "queries.csv", "--out")
     _, files, rejected = _scan(queries, "queries", out.resolve())
     out.mkdir(parents=True, exist_ok=True)
-    results, _, _ = _check_all(files, out, workers, progress, max_pixels)
+    results, _, _ = check_all(files, out, workers, progress, max_pixels)
     usable = [f for f in files if "reason" not in results[f.key]]
     rejected += [(f.set, f.id, f.key, results[f.key]["reason"]) for f in files if "reason" in results[f.key]]
     write_manifest(out / "queries.csv", [f.id for f in usable], [f.path for f in usable],
@@ -313,119 +310,6 @@ def _scan(folder: Path, name: str, out_resolved: Path) -> tuple[SetSummary, list
 
 def _kind(reason: str) -> str:
     return reason.split(":", 1)[0]
-
-
-def _check_all(files: list[_File], out: Path, workers: int | None, progress: Progress | None,
-               max_pixels: int) -> tuple[dict[str, dict[str, Any]], int, int]:
-    """Check result per file key, from the cache or by decoding; also how many of each."""
-    cache_path = out / CACHE_NAME
-    cache = _load_cache(cache_path, max_pixels)
-    results: dict[str, dict[str, Any]] = {}
-    entries: dict[str, list[Any]] = {}
-    todo: list[tuple[str, str]] = []
-    stamps: dict[str, tuple[int, int]] = {}
-    failed_stat = 0
-    for f in files:
-        try:
-            stat = f.path.stat()
-        except OSError as exc:
-            results[f.key] = {"reason": f"cannot read: {exc.strerror}"}
-            failed_stat += 1
-            continue
-        stamps[f.key] = (stat.st_size, stat.st_mtime_ns)
-        hit = _cached(cache.get(f.key), stat.st_size, stat.st_mtime_ns)
-        if hit is None:
-            todo.append((f.key, str(f.path)))
-        else:
-            results[f.key] = hit
-            entries[f.key] = [stat.st_size, stat.st_mtime_ns, hit]
-    del cache
-    try:
-        for key, result in _run_checks(todo, workers, progress, max_pixels):
-            results[key] = result
-            entries[key] = [*stamps[key], result]
-    finally:
-        # Written even when interrupted, so a re-run resumes instead of starting over.
-        body = {"version": CACHE_VERSION, "max_pixels": max_pixels, "pillow": _pillow_version(),
-                "entries": dict(sorted(entries.items()))}
-        write_text_atomic(cache_path, json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n")
-    return results, len(todo), len(files) - len(todo) - failed_stat
-
-
-def _run_checks(todo: list[tuple[str, str]], workers: int | None, progress: Progress | None,
-                max_pixels: int) -> Iterable[tuple[str, dict[str, Any]]]:
-    workers = max(1, workers or os.cpu_count() or 1)
-    # Small sets still spread over every worker; large ones go in CHUNK-sized tasks.
-    size = max(1, min(CHUNK, -(-len(todo) // (4 * workers))))
-    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-    workers = min(workers, max(1, len(chunks)))
-    with start(progress, "checking images", len(todo)) as advance:
-        if workers == 1:
-            for chunk in chunks:
-                done = _check_chunk(chunk, max_pixels)
-                advance(len(done))
-                yield from done
-            return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        # spawn: workers start clean, whatever threads or libraries the caller holds.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_check_chunk, chunk, max_pixels) for chunk in chunks]
-            try:
-                for future in as_completed(futures):
-                    done = future.result()
-                    advance(len(done))
-                    yield from done
-            finally:
-                for future in futures:
-                    future.cancel()
-
-
-def _check_chunk(chunk: list[tuple[str, str]], max_pixels: int) -> list[tuple[str, dict[str, Any]]]:
-    done = []
-    for key, path in chunk:
-        try:
-            info = check_image(Path(path), max_pixels)
-        except ImageError as exc:
-            done.append((key, {"reason": exc.reason}))
-            continue
-        except MemoryError:
-            done.append((key, {"reason": "out of memory while decoding"}))
-            continue
-        done.append((key, {"width": info.width, "height": info.height, "format": info.format, "notes": info.notes}))
-    return done
-
-
-def _pillow_version() -> str:
-    import PIL
-
-    return PIL.__version__
-
-
-def _load_cache(path: Path, max_pixels: int) -> dict[str, Any]:
-    """The cache's entries, or nothing when it is missing, damaged or made under other settings."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if (not isinstance(data, dict) or data.get("version") != CACHE_VERSION or data.get("max_pixels") != max_pixels
-            or data.get("pillow") != _pillow_version() or not isinstance(data.get("entries"), dict)):
-        return {}
-    return data["entries"]
-
-
-def _cached(entry: Any, size: int, mtime_ns: int) -> dict[str, Any] | None:
-    if not (isinstance(entry, list) and len(entry) == 3 and entry[0] == size and entry[1] == mtime_ns):
-        return None
-    result = entry[2]
-    if not isinstance(result, dict):
-        return None
-    if isinstance(result.get("reason"), str):
-        return result
-    ok = (isinstance(result.get("width"), int) and isinstance(result.get("height"), int)
-          and isinstance(result.get("format"), str) and isinstance(result.get("notes"), list))
-    return result if ok else None
 
 
 def _check_ground_truth(path: Path, gt: dict[str, list[str]], query_ids: set[str],
