@@ -33,6 +33,7 @@ from bpcr.ranges import check_range
 
 MODES = ("fill", "rerank-union")
 DUP_BY_CHOICES = ("image", "text", "both", "either")
+KR_GRAPHS = ("auto", "joint", "shortlist")
 QE_N_MAX = 100
 K_MAX = 1000
 ITERATIONS_MAX = 1000
@@ -84,15 +85,22 @@ class Qe2020Options:
 
 @dataclass(frozen=True)
 class KReciprocalOptions:
-    """``kreciprocal``: k-reciprocal re-ranking of each query's shortlist (Zhong, Zheng, Cao and Li, CVPR 2017;
-    :mod:`bpcr.postretrieval.kreciprocal`)."""
+    """``kreciprocal``: k-reciprocal re-ranking (Zhong, Zheng, Cao and Li, CVPR 2017), the authors' algorithm on the
+    joint graph of queries and database (:mod:`bpcr.postretrieval.kreciprocal`) or each query's shortlist on the
+    database's k-NN graph (:mod:`bpcr.postretrieval.kreciprocal_shortlist`)."""
 
     k1: int = option(5, "k of the k-reciprocal sets; the paper used 20.", low=1, high=K_MAX, integer=True,
                      paper=f"{ZHONG} eq 3-6")
-    k2: int = option(3, "Neighbours averaged in the local query expansion.", low=1, high=K_MAX, integer=True,
+    k2: int = option(6, "Neighbours averaged in the local query expansion, the node itself included; the paper "
+                        "used 6.", low=1, high=K_MAX, integer=True,
                      paper=f"{ZHONG} eq 11")
-    kr_lambda: float = option(0.7, "Weight of the original distance beside the Jaccard distance.", low=0.0,
+    kr_lambda: float = option(0.3, "Weight of the original distance beside the Jaccard distance; the paper used "
+                                   "0.3.", low=0.0,
                               high=1.0, paper=f"{ZHONG} eq 13")
+    kr_graph: str = option("auto", "Which graph: {choices}. joint: the authors' published algorithm on the graph of "
+                                   "the run's queries and the whole database; shortlist: each query's shortlist on the "
+                                   "database's k-NN graph (for catalogues too large to read N x N); auto: joint up to "
+                                   "50,000 nodes.", choices=KR_GRAPHS, paper=f"{ZHONG}, the authors' re_ranking")
     shortlist: int | None = _shortlist()
 
 
@@ -210,6 +218,7 @@ class RefineOptions:
     k1: int | None = _method_option("k1")
     k2: int | None = _method_option("k2")
     kr_lambda: float | None = _method_option("kr_lambda")
+    kr_graph: str | None = _method_option("kr_graph")
     kq: int | None = _method_option("kq")
     kd: int | None = _method_option("kd")
     gamma: float | None = _method_option("gamma")

@@ -12,7 +12,7 @@ config's ``method = "kreciprocal"`` reach the same code:
 | ``aqe`` | average query expansion, search again | :mod:`bpcr.postretrieval.qe` |
 | ``alpha-qe`` | alpha-weighted query expansion, search again | :mod:`bpcr.postretrieval.qe` |
 | ``qe-2020`` | the 2020 winner's expansion q + 2/3 top1 + 1/3 top2 | :mod:`bpcr.postretrieval.qe` |
-| ``kreciprocal`` | k-reciprocal re-ranking of the shortlist | :mod:`bpcr.postretrieval.kreciprocal` |
+| ``kreciprocal`` | k-reciprocal re-ranking (the authors' joint graph, or each shortlist) | :mod:`bpcr.postretrieval.kreciprocal` |
 | ``diffusion`` | diffusion on the database's k-NN graph, truncated | :mod:`bpcr.postretrieval.diffusion` |
 | ``dupgroup`` | the top hits expanded with their near-duplicate groups | :mod:`bpcr.postretrieval.dupgroup` |
 

@@ -1,7 +1,7 @@
 """The k-nearest-neighbour graph of a database feature store, built once and kept.
 
 Diffusion (:mod:`bpcr.postretrieval.diffusion`), k-reciprocal re-ranking
-(:mod:`bpcr.postretrieval.kreciprocal`), duplicate groups (:mod:`bpcr.postretrieval.dupgroup`) and
+(:mod:`bpcr.postretrieval.kreciprocal_shortlist`), duplicate groups (:mod:`bpcr.postretrieval.dupgroup`) and
 database-side augmentation (:mod:`bpcr.postretrieval.dba`) read each database image's
 nearest database images. The graph holds, per row of the store, its ``k``
 best other rows by one distance (``rows`` (N, k) int32, best first; ``scores``
