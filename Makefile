@@ -1,12 +1,13 @@
 # Two entry points: `make demo` (set up, then run the whole pipeline on the
 # generated demo dataset) and `make test` (set up, then run the test suite).
 # `make demo-train` adds the trained rows (about 16 more minutes on 2 CPU cores).
+# `make recipes` runs the placed teams' recipes (configs/recipes/) with their offline stand-ins.
 VENV   ?= .venv
 PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.bpcr-installed
 
-.PHONY: demo demo-train test test-quick setup clean
+.PHONY: demo demo-train recipes test test-quick setup clean
 
 setup: $(STAMP)
 
@@ -24,6 +25,17 @@ demo: $(STAMP)
 
 demo-train: demo
 	$(BIN)/bpcr run configs/demo-train.toml
+
+# Every recipe of configs/recipes/ with its [offline] stand-in (`bpcr run RECIPE --stand-in`) on the demo's work
+# folder, then leaderboard-recipes.md: each recipe's final run (named after its file) and the demo's plain
+# single-network baseline, lite0-gem, ranked by the private half, each compared with the baseline.
+RECIPES  = 2018-2nd 2018-3rd 2019-1st 2020-1st 2020-2nd
+BASELINE = submissions/lite0-gem.csv
+
+recipes: demo
+	for recipe in $(RECIPES); do $(BIN)/bpcr run configs/recipes/$$recipe.toml --stand-in || exit 1; done
+	$(BIN)/bpcr score $(RECIPES:%=submissions-recipes/%.csv) $(BASELINE) --gt ground_truth/demo.csv \
+		--baseline $(BASELINE) --leaderboard leaderboard-recipes.md
 
 test: $(STAMP)
 	$(BIN)/pytest

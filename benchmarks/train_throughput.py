@@ -117,13 +117,20 @@ def model_speeds(backbone: str, size: int, batch: int, steps: int, dev: torch.de
     return out
 
 
-def end_to_end(manifest: Path, out: Path, backbone: str, size: int, batch: int, tuples: int, device: str) -> dict:
+def end_to_end(manifest: Path, out: Path, backbone: str, size: int, batch: int, tuples: int, device: str,
+               trunk_cache: str = "off", trainable: str = "auto") -> dict:
+    """One epoch of ``train``: its record (``seconds.train`` the steps alone), with ``call`` the whole call's seconds
+    (the trunk cache's build included) and ``steps_per_s``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         options = TrainOptions(backbone=backbone, epochs=1, size=size, batch_size=batch, images_per_epoch=tuples,
-                               pool_size=tuples, categories=4, min_category_size=2, val_share=0.0, device=device)
-        result = train(manifest, out, options, log=None)
-    return result.summary["epochs"][-1]
+                               pool_size=tuples, categories=4, min_category_size=2, val_share=0.0, device=device,
+                               trunk_cache=trunk_cache, trainable=trainable)
+        result = train(manifest, out, options, log=None, cache_dir=out.parent / f"cache-{out.name}")
+    epoch = dict(result.summary["epochs"][-1])
+    epoch["call"] = result.summary["seconds"]["this_call"]
+    epoch["steps_per_s"] = (epoch["images"] // (3 * batch)) / max(epoch["seconds"]["train"], 1e-9)
+    return epoch
 
 
 
@@ -162,6 +169,19 @@ def main() -> None:
             print(f"  end-to-end epoch        {epoch['images_per_s']:8.1f} images/s  (ratio to forward "
                   f"{epoch['images_per_s'] / fwd:.2f}; {epoch['images']} images in {epoch['seconds']['train']:.1f} s, "
                   f"mining {epoch['seconds']['mine']:.1f} s apart)")
+            if dev.type == "cpu":  # the cached trunk (bpcr.training.trunk): the same epoch, side by side
+                cached = end_to_end(manifest, folder / "out-cpu-cached", args.backbone, args.size, args.batch_size,
+                                    min(args.images, n_images // 2), "cpu", trunk_cache="on")
+                print(f"  steps/s, full network   {epoch['steps_per_s']:8.3f}  ({epoch['images_per_s']:.1f} images/s)")
+                print(f"  steps/s, cached trunk   {cached['steps_per_s']:8.3f}  ({cached['images_per_s']:.1f} images/s; "
+                      f"ratio {cached['steps_per_s'] / epoch['steps_per_s']:.1f}x; building the cache of "
+                      f"{n_images} images x 5 views: whole call {cached['call']:.1f} s "
+                      f"against {epoch['call']:.1f} s)")
+                head = end_to_end(manifest, folder / "out-cpu-head", args.backbone, args.size, args.batch_size,
+                                  min(args.images, n_images // 2), "cpu", trunk_cache="on", trainable="head")
+                print(f"  steps/s, cached, head   {head['steps_per_s']:8.3f}  ({head['images_per_s']:.1f} images/s; "
+                      f"ratio {head['steps_per_s'] / epoch['steps_per_s']:.1f}x; trainable head: the layers after "
+                      f"the last stage, the trunk's cache built anew for that split)")
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ def test_help_lists_the_plugins_from_metadata_only(plugin_path):
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())
     assert out.stdout.strip().splitlines()[-1] == "[]"
-    assert "mac, spoc, gem, rmac, ramac, grmac, vamac, grmaac, srmac, peak" in text
+    assert "mac, spoc, gem, rmac, ramac, grmac, vamac, grmaac, srmac, crow, peak" in text
     assert "rrf, borda, combsum, combmnz, firstvote" in text
     assert "text, aqe, alpha-qe, qe-2020, kreciprocal, diffusion, dupgroup, swap" in text
     assert "challenge, nrel, cutoff-mean, hits, top1" in text

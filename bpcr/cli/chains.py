@@ -16,19 +16,21 @@ from bpcr.training.options import TrainOptions
 def run_command(
     config: Path = typer.Argument(..., help="TOML config naming every stage's options (see configs/demo.toml)."),
     force: bool = typer.Option(False, "--force", help="Re-run every stage even when its outputs are up to date."),
+    stand_in: bool = typer.Option(False, "--stand-in", help="Run with the stand-ins of the config's offline table: each backbone it maps is replaced by its offline network and size before the config is checked, everything else kept; the runs made from them say so in their JSON and the leaderboard (docs/recipes.md)."),
 ) -> None:
     """Run the whole chain from one TOML config; stages whose inputs and options are unchanged are skipped.
 
-    Stages, in order: prepare, train, extract, index, text index, search, refine,
-    rerank, ensemble, score, report; each table's keys are the keyword arguments
-    of that stage's library function.
+    Stages, in order: prepare, train, extract, whiten, combine, index, text index,
+    search, refine, rerank, ensemble, score, report; each table's keys are the
+    keyword arguments of that stage's library function.
 
     Example: bpcr run configs/demo.toml
+    then: bpcr run configs/recipes/2019-1st.toml --stand-in
     """
     from bpcr.cli.display import pipeline_log, rich_progress, show_pipeline
     from bpcr.pipeline.runner import run_pipeline
 
-    show_pipeline(run_pipeline(config, force=force, log=pipeline_log, progress=rich_progress))
+    show_pipeline(run_pipeline(config, force=force, log=pipeline_log, progress=rich_progress, stand_in=stand_in))
 
 
 @app.command("predict", rich_help_panel="Pipeline")

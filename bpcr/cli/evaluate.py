@@ -18,6 +18,7 @@ def score(
     runs: List[Path] = typer.Argument(..., help="Run files (NAME.csv / NAME.trec / NAME.json) or folders of runs."),
     gt: Path = typer.Option(..., "--gt", help="Ground truth in the challenge format."),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="Compare every run with this one (improved / impaired, paired test). Default: each run with the input run its JSON names, when scored too."),
+    twin: Optional[List[str]] = typer.Option(None, "--twin", metavar="RUN=BASELINE", help="Compare run RUN with run BASELINE, both among the runs scored, by name (repeatable: each run its own baseline, e.g. a trained run with its untrained twin); the runs not named as with no --baseline."),
     leaderboard: Path = typer.Option(Path("leaderboard.md"), "--leaderboard", help="Where to write the Markdown leaderboard (its chart goes beside it as .svg)."),
     no_leaderboard: bool = typer.Option(False, "--no-leaderboard", help="Do not write the leaderboard."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write scores as JSON: {runs: {name: {map7, p_at_1, hit_at_7, n_queries, ci95}}}."),
@@ -37,12 +38,29 @@ def score(
     from bpcr.evaluation.leaderboard import check_outputs, write_outputs
     from bpcr.evaluation.score import score_runs
 
+    if twin and baseline is not None:
+        raise BadInput(None, None, "give --baseline (one run for every run) or --twin (each run its own), not both")
+    compared_with = _twins(twin) if twin else baseline
     board = None if no_leaderboard else leaderboard
     check_outputs(board, json_out, per_query, csv_out=csv_out, latex_out=latex_out)  # before any run is read
-    scores = score_runs(runs, gt, options, baseline=baseline)
+    scores = score_runs(runs, gt, options, baseline=compared_with)
     show_scores(scores, options.variant, gt.name)
     written = write_outputs(scores, gt, board, json_out, per_query, csv_out=csv_out, latex_out=latex_out)
     show_written(f"{kind}: {path}" for kind, path in written.items())
+
+
+def _twins(items: List[str]) -> dict[str, str]:
+    """``--twin RUN=BASELINE``, repeated, as ``{run: baseline}`` (the library checks the names)."""
+    twins: dict[str, str] = {}
+    for item in items:
+        run, sep, baseline = (part.strip() for part in item.partition("="))
+        if not sep or not run or not baseline:
+            raise BadInput(None, None, f"--twin must look like RUN=BASELINE (e.g. trained-rc-gem=lite0-gem), "
+                                       f"got {item!r}")
+        if twins.get(run, baseline) != baseline:
+            raise BadInput(None, None, f"--twin gives run {run!r} two baselines, {twins[run]!r} and {baseline!r}")
+        twins[run] = baseline
+    return twins
 
 
 @app.command(rich_help_panel="Evaluate")

@@ -98,7 +98,7 @@ def parse_method_options(items: Sequence[str]) -> dict[str, Any]:
 # The CLI's lists of choices, spelled here so that `bpcr --help` stays fast (no torch or faiss
 # import); tests/test_cli.py proves each equals its registry. The distances, index kinds and similarity
 # fusions are imported above from bpcr.retrieval.options, beside the options that offer them.
-POOLINGS = ("mac", "spoc", "gem", "rmac", "ramac", "grmac", "vamac", "grmaac", "srmac")  # bpcr.features.pooling.POOLINGS
+POOLINGS = ("mac", "spoc", "gem", "rmac", "ramac", "grmac", "vamac", "grmaac", "srmac", "crow")  # bpcr.features.pooling.POOLINGS
 REFINE_MODES = ("fill", "rerank-union")  # bpcr.postretrieval.refine.MODES
 REFINE_METHODS = ("text", "aqe", "alpha-qe", "qe-2020", "kreciprocal", "diffusion", "dupgroup")  # bpcr.postretrieval.refine.METHODS
 DUP_BY = ("image", "text", "both", "either")  # bpcr.postretrieval.dupgroup.DUP_BY_CHOICES

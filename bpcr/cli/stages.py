@@ -1,5 +1,5 @@
-"""The pipeline commands, one stage each, in pipeline order: prepare, extract, index, search, text-index, refine, dba,
-rerank, ensemble. The commands over a whole config (run, predict, sweep) and train are in :mod:`.chains`."""
+"""The pipeline commands, one stage each, in pipeline order: prepare, extract, whiten, combine, index, search, text-index, refine,
+dba, rerank, ensemble. The commands over a whole config (run, predict, sweep) and train are in :mod:`.chains`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,12 +10,14 @@ import typer
 from bpcr.errors import BadInput
 from bpcr.dataset.options import DemoOptions, PrepareOptions
 from bpcr.evaluation.options import ENSEMBLE_FIELDS, EnsembleOptions
-from bpcr.features.options import EXTRACT_FIELDS, MULTISCALE, ExtractOptions, pooling_choices
+from bpcr.features.options import EXTRACT_FIELDS, MULTISCALE, ExtractOptions, parse_pad_colour, pooling_choices
 from bpcr.options import check, cli_command, help_text
 from bpcr.postretrieval.options import DbaOptions, RefineOptions
 from bpcr.reranking.options import DEFAULT_CACHE_DIR as RERANK_CACHE_DIR, RerankOptions
 from bpcr.retrieval.options import SEARCH_FIELDS, IndexOptions, SearchOptions
 from bpcr.text.options import TextIndexOptions
+from bpcr.features.combine_options import COMBINE_FIELDS, CombineOptions
+from bpcr.training.whiten_options import WhitenOptions
 from bpcr.cli.options import (app, choices, parse_method_options,
                       parse_params, parse_shard, parse_weights, renamed)
 
@@ -64,11 +66,13 @@ def prepare(
 def extract_command(
     inputs: List[Path] = typer.Argument(..., help="The manifest CSV; with --merge, the shard folders to join."),
     out: Path = typer.Option(..., "--out", help="Output folder: one feature store per pooling, OUT/<pooling>/."),
-    # The options the command line spells its own way (a comma list, POOLING.KEY=VALUE, a switch, I/N); their help
+    # The options the command line spells its own way (a comma list, POOLING.KEY=VALUE, a switch, R,G,B, I/N); their help
     # and default are the fields' (bpcr.features.options.ExtractOptions), the rest are derived whole.
     pooling: Optional[str] = typer.Option(None, "--pooling", help=help_text(EXTRACT_FIELDS["poolings"])),
     param: List[str] = typer.Option([], "--param", help=help_text(EXTRACT_FIELDS["pooling_params"])),
     multiscale: bool = typer.Option(False, "--multiscale", help=help_text(EXTRACT_FIELDS["scales"])),
+    pad_colour: Optional[str] = typer.Option(None, "--pad-colour", metavar="R,G,B",
+                                             help=help_text(EXTRACT_FIELDS["pad_colour"])),
     shard: Optional[str] = typer.Option(EXTRACT_FIELDS["shard"].default, "--shard",
                                         help=help_text(EXTRACT_FIELDS["shard"])),
     merge: bool = typer.Option(False, "--merge", help="Join shard outputs given as INPUTS into OUT."),
@@ -84,6 +88,8 @@ def extract_command(
       bpcr extract work/demo/db.csv --pooling gem,grmac --out work/features/db
 
       bpcr extract work/demo/db.csv --pooling gem --shard 1/4 --out work/features/db-1
+
+      bpcr extract work/demo/queries.csv --pooling grmac --size 480 --resize pad --crop salient --out work/features/queries
 
       bpcr extract --merge work/features/db-1 work/features/db-2 work/features/db-3 work/features/db-4 --out work/features/db
     """
@@ -104,13 +110,84 @@ def extract_command(
 
         options = replace(options, poolings=tuple(p.strip() for p in pooling.split(",") if p.strip()),
                           pooling_params=parse_params(param), scales=MULTISCALE if multiscale else options.scales,
-                          shard=parse_shard(shard) if shard else None)
+                          shard=parse_shard(shard) if shard else None,
+                          pad_colour=parse_pad_colour(pad_colour) if pad_colour is not None else options.pad_colour)
         try:
             stores = extract(inputs[0], out, options, restart=restart, progress=rich_progress, on_warning=warn)
         except KeyboardInterrupt as exc:
             typer.echo(str(exc), err=True)
             raise
     show_stores(stores)
+
+
+@app.command("whiten", rich_help_panel="Pipeline")
+@cli_command(WhitenOptions)
+def whiten_command(
+    store: Path = typer.Argument(..., help="Feature store to whiten: the database's to learn on, or any store with --from."),
+    out: Path = typer.Option(..., "--out", help="The whitened store to write (a new feature store; the projection beside its rows: whitening.npz for learned, pca.npz for pca)."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Database manifest (database.csv) whose positive pairs --method learned learns from; never the queries'."),
+    source: Optional[Path] = typer.Option(None, "--from", "--apply", help="Apply the whitening learned on this store (its whitening.npz or pca.npz) or in this file, unchanged, instead of learning one (e.g. the database's, to the queries)."),
+    options: WhitenOptions = WhitenOptions(),
+) -> None:
+    """Whiten a feature store: learned whitening (Lw, Radenovic et al. TPAMI 2018) from the database's own positive pairs, or PCA-whitening; apply it to the queries with --from.
+
+    Examples:
+
+      bpcr whiten work/features/lite0/database/gem --manifest work/prepared/database.csv --out work/features/lite0-lw/database/gem
+
+      bpcr whiten work/features/lite0/queries/gem --from work/features/lite0-lw/database/gem --out work/features/lite0-lw/queries/gem
+    """
+    from bpcr.training.whiten import whiten
+
+    whiten(store, out, options, manifest=manifest, source=source, log=typer.echo)
+
+
+@app.command("combine", rich_help_panel="Pipeline")
+@cli_command(CombineOptions)
+def combine_command(
+    stores: List[Path] = typer.Argument(..., help="Database feature stores to combine, matched row by row by ID (each must hold the same IDs); with --from, the query stores made as its inputs were, in the same order."),
+    out: Path = typer.Option(..., "--out", help="The combined store to write (a new feature store; its combination.npz beside its rows)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help=help_text(COMBINE_FIELDS["weights"])),
+    queries: List[Path] = typer.Option([], "--queries", help="A query store to combine with the parameters learned on the database, one per database store in the same order (repeat the option); needs --queries-out."),
+    queries_out: Optional[Path] = typer.Option(None, "--queries-out", help="The combined query store to write (with --queries)."),
+    source: Optional[Path] = typer.Option(None, "--from", help="Combine STORES (query stores) with the parameters of this combined database store, unchanged, instead of learning them."),
+    options: CombineOptions = CombineOptions(),
+) -> None:
+    """Concatenate feature stores, each L2-normalised and weighted, optionally z-normalised and PCA-reduced (learned on the database only), then L2-normalised: one store to index and search.
+
+    Without --znorm and --pca, the ranking equals `bpcr search`'s sum fusion of the separate stores with the weights squared (weight 10 on the features is 100 on the cosines).
+
+    Examples:
+
+      bpcr combine work/features/a/database/grmac work/features/b/database/mac --weights 10,8.95 --out work/features/ab/database/combined --queries work/features/a/queries/grmac --queries work/features/b/queries/mac --queries-out work/features/ab/queries/combined
+
+      bpcr combine DB1 DB2 DB3 DB4 --znorm --pca 2048 --out work/features/four/database/combined
+
+      bpcr combine Q1 Q2 Q3 Q4 --from work/features/four/database/combined --out work/features/four/queries/combined
+    """
+    from dataclasses import replace
+
+    from bpcr.features.combine import combine
+
+    options = replace(options, weights=parse_weights(weights))
+    if queries and queries_out is None:
+        raise BadInput(None, None, "--queries needs --queries-out QDIR (where the combined query store goes)")
+    if queries_out is not None and not queries:
+        raise BadInput(None, None, "--queries-out writes the combined --queries stores; give --queries")
+    if queries and source is not None:
+        raise BadInput(None, None, "--from applies a database's combination to STORES; drop --queries")
+    if queries and len(queries) != len(stores):
+        raise BadInput(None, None, f"give one --queries store per database store: {len(stores)} database stores, "
+                                   f"{len(queries)} query stores")
+    if queries:
+        from bpcr.io.folders import FEATURE_STORE, check_output_folder
+
+        check_output_folder(queries_out, "--queries-out", FEATURE_STORE)  # before the database's work
+        if Path(queries_out).resolve() == Path(out).resolve():
+            raise BadInput(queries_out, None, "is --out too; the combined query store needs a folder of its own")
+    combine(stores, out, options, source=source, log=typer.echo)
+    if queries:
+        combine(queries, queries_out, CombineOptions(dtype=options.dtype), source=out, log=typer.echo)
 
 
 @app.command("index", rich_help_panel="Pipeline")

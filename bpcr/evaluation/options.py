@@ -10,7 +10,8 @@ The choices offered add the plugins' names (:mod:`bpcr.plugins`, read from metad
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from difflib import get_close_matches
+from typing import Any, Collection, Mapping, Sequence
 
 from bpcr import plugins
 from bpcr.errors import BadInput
@@ -156,3 +157,20 @@ def check_score_options(options: ScoreOptions) -> None:
         raise BadInput(None, None, f"--variant {options.variant!r} is not a metric variant; choose from "
                                    f"{', '.join(variants)}")
     check(options)
+
+
+def check_twins(twins: Mapping[str, str], runs: Collection[str], among: str) -> None:
+    """Refuse (BadInput) per-run baselines ``{run name: baseline run name}`` (``bpcr score --twin RUN=BASELINE``,
+    a config's ``[score] baseline`` table) naming a run not in ``runs`` (``among`` says what they are: "a run
+    of this config", "among the runs scored"), compare a run with itself, or name no run at all."""
+    if not twins:
+        raise BadInput(None, None, "baseline names no run: give run = baseline pairs, or leave it out")
+    for run, baseline in twins.items():
+        pair = f"baseline {run!r} = {baseline!r}"
+        for name in (run, baseline):
+            if name not in runs:
+                near = get_close_matches(name, sorted(runs), n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                raise BadInput(None, None, f"{pair}: {name!r} is not {among}{hint}")
+        if run == baseline:
+            raise BadInput(None, None, f"{pair}: a run cannot be compared with itself")

@@ -5,7 +5,9 @@ Per run: mAP@7 (challenge definition; the printed variants by name), P@1,
 hit rate @7, top-k accuracy for k in 1, 7, 20, 100 where the run is deep
 enough, a seeded 95% bootstrap interval over queries, and against a baseline
 run the share of queries improved / impaired with a paired randomisation test,
-Holm-corrected over all comparisons made in one call.
+Holm-corrected over all comparisons made in one call. The baseline is one run
+for every run, or each run's own (a trained run's untrained twin), or a derived
+run's best input (:func:`score_runs`).
 
 The leaderboard cannot flatter (``bpcr.evaluation.split``): the ground truth's queries are
 split into a public and a private half; mAP@7 and its interval are shown on
@@ -33,7 +35,7 @@ from bpcr.errors import BadInput
 from bpcr.dataset.gt import read_ground_truth
 from bpcr.evaluation.chosen import Choice, check_chosen_on, run_choices, split_mismatch
 from bpcr.evaluation.metrics import VARIANTS, hit_at_k, per_query_ap, plugin_variant, precision_at_1, variant_provenance
-from bpcr.evaluation.options import ScoreOptions, check_score_options
+from bpcr.evaluation.options import ScoreOptions, check_score_options, check_twins
 from bpcr.io.runs import Run, expand_run_paths, load_run
 from bpcr.evaluation.split import HALVES, QuerySplit
 from bpcr.evaluation.stats import bootstrap_ci, holm, paired_randomisation_test
@@ -184,22 +186,34 @@ def compare(score: RunScore, baseline: RunScore, seed: int = 0, n_resamples: int
 
 
 def score_runs(run_paths: Sequence[str | Path], gt_path: str | Path, options: ScoreOptions = ScoreOptions(), *,
-               baseline: str | Path | None = None, chosen_on: Sequence[Mapping] = ()) -> list[RunScore]:
+               baseline: str | Path | Mapping[str, str] | None = None, chosen_on: Sequence[Mapping] = ()
+               ) -> list[RunScore]:
     """Score every run named by ``run_paths`` (files or folders) against the ground truth at ``gt_path``, ranked
     as the module docstring says; ``options``: :class:`ScoreOptions`, declared in :mod:`bpcr.evaluation.options`.
 
-    With ``baseline`` (a run, scored too) every other run is compared with it; without, a run whose
-    provenance names input runs that are also being scored (refine, rerank, ensemble) is compared with the
-    best-scoring of them, on the private half. The options' ``split_seed`` and ``public_share`` define the
-    halves (:mod:`bpcr.evaluation.split`). ``chosen_on``: records of choices made on queries beyond the runs'
-    own (a config's ``[score] chosen_on``, as ``bpcr sweep`` writes it; :func:`bpcr.evaluation.chosen.check_chosen_on`),
-    each for the runs it names (every run when it names none).
+    Each run is compared with at most one other, on the private half, as ``baseline`` says:
+
+    - a run (a path; scored too, added when not among ``run_paths``): every other run is compared with it;
+    - a mapping of run name -> baseline run name (``bpcr score --twin RUN=BASELINE``, a config's ``[score]
+      baseline`` table), both among the runs scored, never a run with itself: each run it names is compared
+      with its own baseline (a trained run with its untrained twin), and the others as without a baseline;
+    - None: a run whose provenance names input runs that are also being scored (refine, rerank, ensemble) is
+      compared with the best-scoring of them; any other run with none.
+
+    The options' ``split_seed`` and ``public_share`` define the halves (:mod:`bpcr.evaluation.split`).
+    ``chosen_on``: records of choices made on queries beyond the runs' own (a config's ``[score] chosen_on``, as
+    ``bpcr sweep`` writes it; :func:`bpcr.evaluation.chosen.check_chosen_on`), each for the runs it names (every
+    run when it names none).
     """
     check_score_options(options)
     split = QuerySplit(options.split_seed, options.public_share)
     extra = check_chosen_on(list(chosen_on))
+    twins = dict(baseline) if isinstance(baseline, Mapping) else {}
+    baseline_run = None if isinstance(baseline, Mapping) else baseline
+    if isinstance(baseline, Mapping):
+        check_twins(twins, [s.name for s in expand_run_paths(run_paths)], "among the runs scored")
     gt = read_ground_truth(gt_path)
-    runs, baseline_name = _load_runs(run_paths, baseline, options.strict)
+    runs, baseline_name = _load_runs(run_paths, baseline_run, options.strict)
     scores = {r.name: score_run(r, gt, options) for r in runs}
     halves = {h: split.half(gt, h) for h in HALVES}
     choices = _choices(runs, extra)
@@ -210,7 +224,7 @@ def score_runs(run_paths: Sequence[str | Path], gt_path: str | Path, options: Sc
         score.warnings += [f"{run.name}: {words}" for words in
                            (split_mismatch(c, split, halves["private"]) for c in score.choices) if words]
     # Comparisons on the private half, which nothing is tuned on (all queries when it is empty).
-    _compare_pairs(scores, _pairs(runs, scores, baseline_name), halves["private"] or sorted(gt), options)
+    _compare_pairs(scores, _pairs(runs, scores, baseline_name, twins), halves["private"] or sorted(gt), options)
     ranked = sorted(scores.values(), key=RunScore.rank_key)
     for s in ranked:
         s.split = split
@@ -234,13 +248,17 @@ def _load_runs(run_paths: Sequence[str | Path], baseline: str | Path | None, str
     return runs, None if baseline_stem is None else baseline_stem.name
 
 
-def _pairs(runs: Sequence[Run], scores: Mapping[str, RunScore], baseline: str | None) -> list[tuple[str, str]]:
-    """(run, the run it is compared with): every run with the baseline, else a derived run with its best input."""
+def _pairs(runs: Sequence[Run], scores: Mapping[str, RunScore], baseline: str | None,
+           twins: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(run, the run it is compared with): every run with the baseline; else a run with its twin, when it has
+    one, and a derived run with its best input."""
     pairs: list[tuple[str, str]] = []
     for run in runs:
         if baseline is not None:
             if run.name != baseline:
                 pairs.append((run.name, baseline))
+        elif run.name in twins:
+            pairs.append((run.name, twins[run.name]))
         else:
             # a derived run is compared with its best-scoring input among the runs scored here
             inputs = [n for n in _input_run_names(run) if n in scores and n != run.name]

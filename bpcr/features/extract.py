@@ -9,10 +9,15 @@ The options named below are the fields of :class:`bpcr.features.options.ExtractO
 How a descriptor is made (per image, never across a batch):
 
 1. the image is decoded and resized ahead of the model (:mod:`bpcr.features.loader`),
-   to ``size x size`` (``resize="square"``, the papers' 224 or 480) or
+   to ``size x size`` (``resize="square"``, the papers' 224 or 480), centred on a
+   square of ``pad_colour`` first (``resize="pad"``, the 2019 winner's letterbox), or
    with its longer side to ``size`` and the shorter side rounded to a
    multiple of the backbone's stride (``resize="aspect"``; images of equal
    resized shape are batched together, so no padding ever reaches a pooling);
+   with ``crop="salient"`` it is cut to its salient object before
+   (:mod:`bpcr.features.preprocess`), and each store records the boxes in
+   ``crops.csv`` (:data:`bpcr.io.store.CROPS_FILE`) and their counts in
+   ``meta.json``'s ``crop_counts``;
 2. the backbone's feature map goes through each pooling; a saliency mask is
    computed with the decoded image when a pooling needs one (SR-MAC always, VAMAC and
    GRMAAC with ``saliency=``);
@@ -56,10 +61,11 @@ from bpcr.device import cpu_threads, deterministic, resolve_device
 from bpcr.features.loader import LAYOUT, MEMORY_FORMAT, batch_loader, batches_of_chunk, model_on, target_shape
 from bpcr.dataset.manifest import Manifest, read_manifest
 from bpcr.features.options import DTYPES, MULTISCALE, SALIENCY, ExtractOptions, check_extract_options
+from bpcr.features.preprocess import CROP_PARAMS, Preprocess
 from bpcr.features.pooling import check_params, l2n, mask_use, plugin_provenance, pooling_function, pooling_names
 from bpcr.progress import Advance, Progress, start
 from bpcr.features.shards import check_outputs, finish_store, merge, now, shard_chunks
-from bpcr.io.store import Chunk, PartialStore
+from bpcr.io.store import CROPS_FILE, Chunk, PartialStore, crop_counts, crops_csv
 from bpcr.features.whitening import read_whitening
 
 __all__ = ["ExtractOptions", "PoolingSpec", "extract", "merge", "MULTISCALE", "DTYPES", "SALIENCY"]
@@ -158,8 +164,11 @@ def _plan(manifest: str | Path, options: ExtractOptions, specs: list[PoolingSpec
         "scales": [float(s) for s in options.scales], "flip": bool(options.flip), "normalisation": "l2",
         "manifest": {"file": man.path.name, "sha256": sha256_file(man.path), "rows": len(man)},
         "batch_size": options.batch_size, "chunk_rows": chunk_rows,
-        # Only when on, so stores made before the option, or without it, stay comparable with each other.
+        # Only when on, so stores made before the option, or without it, stay comparable with each other
+        # (and an unfinished extraction made before it still resumes).
         **({"jpeg_draft": True} if options.jpeg_draft else {}),
+        **({"pad_colour": list(options.pad_colour)} if options.resize == "pad" else {}),
+        **({"crop": options.crop, "crop_params": CROP_PARAMS} if options.crop != "none" else {}),
     }
     precision = "float16" if dev.type == "cuda" else "float32"
     return _Plan(man, net, dev, specs, chunk_rows, first, last, shapes, precision, config)
@@ -172,13 +181,18 @@ def _partial_plan(plan: _Plan, options: ExtractOptions) -> dict[str, Any]:
             "device": plan.dev.type, "precision": plan.precision, "layout": LAYOUT}
 
 
+def preprocess_of(options: ExtractOptions) -> Preprocess:
+    """What ``options`` do to an image between decoding and resizing."""
+    return Preprocess(options.resize, tuple(options.pad_colour), options.crop)
+
+
 def _compute(plan: _Plan, options: ExtractOptions, partial: PartialStore, progress: Progress | None,
              on_chunk: Callable[[int], None] | None) -> None:
     """Compute every chunk of this shard that the partial folder does not hold yet."""
     man, chunk_rows, rows_total = plan.man, plan.chunk_rows, len(plan.man)
     # A chunk file is trusted only when it holds exactly this chunk's rows; any other is done again.
     finished = partial.usable_chunks({c: man.ids[c * chunk_rows:(c + 1) * chunk_rows] for c in plan.chunks},
-                                     [s.name for s in plan.specs], plan.net.dim)
+                                     [s.name for s in plan.specs], plan.net.dim, crops=options.crop != "none")
     todo = [c for c in plan.chunks if c not in finished]
     if not todo:
         return
@@ -196,23 +210,32 @@ def _finish(plan: _Plan, options: ExtractOptions, partial: PartialStore, out: Pa
     """Write one store per pooling from the chunk files (whitened as asked); returns pooling -> store folder."""
     rows_total, shard = len(plan.man), options.shard
     rows = [min(plan.first * plan.chunk_rows, rows_total), min(plan.last * plan.chunk_rows, rows_total)]
-    meta = {**plan.config, "compute": {"device": plan.dev.type, "precision": plan.precision, "layout": LAYOUT,
-                                       "torch": torch.__version__},
+    meta = {"crop": "none", **plan.config,
+            "compute": {"device": plan.dev.type, "precision": plan.precision, "layout": LAYOUT,
+                        "torch": torch.__version__},
             "bpcr_version": __version__,
             "shard": None if shard is None else {"index": shard[0], "count": shard[1], "rows": rows}}
     ids: list[str] = []
     failed: dict[str, str] = {}
+    boxes: list[np.ndarray] = []
     for c in plan.chunks:
         head = partial.read_chunk(c, [])
         ids += head.ids
         failed.update(head.failed)
+        if head.crops is not None:
+            boxes.append(head.crops)
+    extra: dict[str, bytes] = {}
+    if options.crop != "none":
+        crops = np.concatenate(boxes) if boxes else np.zeros((0, 5), np.int64)
+        meta["crop_counts"] = crop_counts(crops)
+        extra[CROPS_FILE] = crops_csv(ids, crops)
     stores: dict[str, Path] = {}
     for spec in plan.specs:
         blocks = (partial.read_chunk(c, [spec.name]).features[spec.name] for c in plan.chunks)
         stores[spec.name] = out / spec.name
         finish_store(stores[spec.name], ids, blocks, plan.net.dim, options.dtype,
                      {**meta, **spec.meta(), "created": now()}, failed, options.pca_whiten, options.pca_from,
-                     spec.name)
+                     spec.name, extra)
     return stores
 
 
@@ -233,9 +256,9 @@ def _run_chunks(plan: _Plan, options: ExtractOptions, todo: list[int], partial: 
     left = Counter(owner)
     mask_method = next((s.mask for s in specs if s.mask), None)
     loader = batch_loader(man.paths, plan.shapes, batches, mask_method, options.workers, dev,
-                          jpeg_draft=options.jpeg_draft)
+                          jpeg_draft=options.jpeg_draft, preprocess=preprocess_of(options))
     net = model_on(plan.net, dev)
-    done: dict[int, list[tuple[list[int], dict[str, np.ndarray]]]] = {c: [] for c in todo}
+    done: dict[int, list[tuple[list[int], dict[str, np.ndarray], np.ndarray | None]]] = {c: [] for c in todo}
     fails: dict[int, dict[int, str]] = {c: {} for c in todo}
     with deterministic(dev):
         for number, batch in enumerate(loader):
@@ -244,11 +267,13 @@ def _run_chunks(plan: _Plan, options: ExtractOptions, todo: list[int], partial: 
             if batch.images is not None:
                 x = batch.images.to(dev, non_blocking=True)
                 maps = torch.from_numpy(batch.maps).to(dev) if batch.maps is not None else None
-                done[c].append((batch.rows, describe_batch(net, x, maps, specs, scales, flip, dev, precision)))
+                done[c].append((batch.rows, describe_batch(net, x, maps, specs, scales, flip, dev, precision),
+                                batch.crops))
             advance(len(batch.rows) + len(batch.failed))
             left[c] -= 1
             if left[c] == 0:
-                partial.write_chunk(_gather(c, done.pop(c), fails.pop(c), man, specs, net.dim))
+                partial.write_chunk(_gather(c, done.pop(c), fails.pop(c), man, specs, net.dim,
+                                            cropped=options.crop != "none"))
                 if on_chunk is not None:
                     on_chunk(c)
 
@@ -282,17 +307,22 @@ def describe_batch(net: Backbone, images: torch.Tensor, maps: torch.Tensor | Non
     return {name: (l2n(v) if views > 1 else v).cpu().numpy() for name, v in sums.items()}
 
 
-def _gather(c: int, parts: list[tuple[list[int], dict[str, np.ndarray]]], failed_rows: dict[int, str],
-            man: Manifest, specs: list[PoolingSpec], dim: int) -> Chunk:
-    rows = [r for rs, _ in parts for r in rs]
+def _gather(c: int, parts: list[tuple[list[int], dict[str, np.ndarray], np.ndarray | None]],
+            failed_rows: dict[int, str], man: Manifest, specs: list[PoolingSpec], dim: int,
+            cropped: bool = False) -> Chunk:
+    rows = [r for rs, _, _ in parts for r in rs]
     order = np.argsort(np.asarray(rows, dtype=np.int64), kind="stable")
     features = {}
     for spec in specs:
-        stacked = np.concatenate([f[spec.name] for _, f in parts]) if parts else np.zeros((0, dim), np.float32)
+        stacked = np.concatenate([f[spec.name] for _, f, _ in parts]) if parts else np.zeros((0, dim), np.float32)
         if stacked.shape[1] != dim:
             raise ValueError(f"pooling {spec.name} gave {stacked.shape[1]} values, the backbone has {dim} channels")
         features[spec.name] = stacked[order]
-    return Chunk(c, [man.ids[rows[i]] for i in order], features, {man.ids[r]: why for r, why in failed_rows.items()})
+    crops = None
+    if cropped:
+        crops = (np.concatenate([b for _, _, b in parts]) if parts else np.zeros((0, 5), np.int64))[order]
+    return Chunk(c, [man.ids[rows[i]] for i in order], features, {man.ids[r]: why for r, why in failed_rows.items()},
+                 crops)
 
 
 # --------------------------------------------------------------------------

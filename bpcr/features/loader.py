@@ -1,8 +1,9 @@
 """Getting pixels to the model for ``bpcr extract``: shapes, batches, decoding workers, device and threads.
 
-Each image is decoded (``bpcr.dataset.images.load_rgb``) and resized to its
-:func:`target_shape`, and its saliency map is computed with it when a pooling
-needs one. A batch (:func:`batches_of_chunk`) holds one resized shape only, so
+Each image is decoded (``bpcr.dataset.images.load_rgb``), cut to its salient
+object and letterboxed when asked (:mod:`bpcr.features.preprocess`), and resized
+to its :func:`target_shape`, and its saliency map is computed with it when a
+pooling needs one. A batch (:func:`batches_of_chunk`) holds one resized shape only, so
 its images are written straight into one pre-sized array. Where the decoding
 runs is :func:`batch_loader`'s choice: loader processes beside a GPU or on a
 machine with cores to spare; on a small CPU, the thread that feeds the model
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bpcr.dataset.images import DRAFT_MARGIN, ImageError, load_rgb, load_rgb_draft
 from bpcr.device import cores
+from bpcr.features.preprocess import CropBox, Preprocess, prepare
 
 M = TypeVar("M", bound=torch.nn.Module)
 
@@ -63,38 +65,62 @@ def batches_of_chunk(c: int, chunk_rows: int, batch_size: int, rows: int,
 
 
 def target_shape(width: int, height: int, size: int, resize: str, stride: int) -> tuple[int, int]:
-    """(h, w) an image is resized to; "aspect": longer side = size, shorter rounded to the stride."""
-    if resize == "square" or width <= 0 or height <= 0:
+    """(h, w) an image is resized to; "aspect": longer side = size, shorter rounded to the stride; "square" and
+    "pad" (square once letterboxed): size x size."""
+    if resize != "aspect" or width <= 0 or height <= 0:
         return size, size
     short = max(stride, round(size * min(width, height) / max(width, height) / stride) * stride)
     short = min(short, size)
     return (size, short) if height >= width else (short, size)
 
 
-def decode_resized(path: Path, shape: tuple[int, int], jpeg_draft: bool = False) -> np.ndarray:
+PLAIN = Preprocess()  # no crop, no padding: the image is only resized
+
+
+def decode_resized(path: Path, shape: tuple[int, int], jpeg_draft: bool = False,
+                   preprocess: Preprocess = PLAIN) -> np.ndarray:
     """One image as ``bpcr extract`` sees it: uint8 (H, W, 3), resized to ``shape`` = (H, W); ImageError if unusable.
 
     ``jpeg_draft``: a big JPEG is decoded at a reduced scale first
     (:func:`bpcr.dataset.images.load_rgb_draft`, at least ``DRAFT_MARGIN`` times the
     long side of ``shape``), which changes the pixels a little (what it
-    costs: ``benchmarks/extract_throughput.py --jpeg-draft``).
+    costs: ``benchmarks/extract_throughput.py --jpeg-draft``). ``preprocess``: the
+    crop and the letterbox before the resize (:func:`decode_view`).
+    """
+    return decode_view(path, shape, jpeg_draft, preprocess)[0]
+
+
+def decode_view(path: Path, shape: tuple[int, int], jpeg_draft: bool = False,
+                preprocess: Preprocess = PLAIN) -> tuple[np.ndarray, CropBox | None]:
+    """:func:`decode_resized`'s pixels, and the salient box the image was cut to (None without ``preprocess.crop``).
+
+    Decoded, cut (``crop="salient"``), letterboxed (``resize="pad"``), then resized
+    (:func:`bpcr.features.preprocess.prepare`). Without a crop no saliency is computed.
     """
     h, w = shape
-    image = load_rgb_draft(path, DRAFT_MARGIN * max(h, w))[0] if jpeg_draft else load_rgb(path)
+    if jpeg_draft:
+        image, full = load_rgb_draft(path, DRAFT_MARGIN * max(h, w))
+    else:
+        image = load_rgb(path)
+        full = image.size
+    image, box = prepare(image, full, preprocess)
     # reducing_gap=3 shrinks big images by a box filter first: several
     # times faster, visually the same as a direct bicubic resize.
-    return np.asarray(image.resize((w, h), Image.BICUBIC, reducing_gap=3.0))
+    return np.asarray(image.resize((w, h), Image.BICUBIC, reducing_gap=3.0)), box
 
 
 class _Images(Dataset):
     """One image per item, decoded and resized (and its saliency map, when asked): (row, (3, H, W) uint8, map, reason)."""
 
+    preprocess = PLAIN  # also what an instance pickled before the option unpickles with
+
     def __init__(self, paths: Sequence[Path], shapes: Sequence[tuple[int, int]], saliency: str | None,
-                 jpeg_draft: bool = False) -> None:
+                 jpeg_draft: bool = False, preprocess: Preprocess = PLAIN) -> None:
         self.paths = paths
         self.shapes = shapes
         self.saliency = saliency
         self.jpeg_draft = jpeg_draft
+        self.preprocess = preprocess
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -129,6 +155,7 @@ class _Pending:
         h, w = images.shapes[rows[0]]
         self.pixels = np.empty((len(rows), h, w, 3), np.uint8)
         self.maps = np.empty((len(rows), h, w), np.float32) if images.saliency is not None else None
+        self.crops = np.zeros((len(rows), 5), np.int64) if images.preprocess.crop != "none" else None
         self.reasons: dict[int, str] = {}
         self.next = 0
         self.left = len(rows)
@@ -145,11 +172,14 @@ class _Pending:
         row = self.rows[slot]
         try:
             try:
-                pixels = decode_resized(self.images.paths[row], self.images.shapes[row], self.images.jpeg_draft)
+                pixels, box = decode_view(self.images.paths[row], self.images.shapes[row], self.images.jpeg_draft,
+                                          self.images.preprocess)
             except ImageError as exc:
                 self.reasons[slot] = exc.reason
                 return
             self.pixels[slot] = pixels
+            if self.crops is not None and box is not None:
+                self.crops[slot] = box.row()
             if self.maps is not None:
                 from bpcr.features.saliency import saliency_map
 
@@ -165,13 +195,15 @@ class _Pending:
 
     def batch(self) -> "Batch":
         good = [slot for slot in range(len(self.rows)) if slot not in self.reasons]
-        pixels, maps = self.pixels, self.maps
+        pixels, maps, crops = self.pixels, self.maps, self.crops
         if len(good) < len(self.rows):
             pixels = pixels[good]
             maps = maps[good] if maps is not None else None
+            crops = crops[good] if crops is not None else None
         images = torch.from_numpy(pixels).permute(0, 3, 1, 2) if good else None  # channels-last (b, 3, H, W)
         return Batch(rows=[self.rows[s] for s in good], images=images,
-                     maps=maps if good else None, failed={self.rows[s]: why for s, why in self.reasons.items()})
+                     maps=maps if good else None, failed={self.rows[s]: why for s, why in self.reasons.items()},
+                     crops=crops if good else None)
 
 
 @dataclass
@@ -182,6 +214,7 @@ class Batch:
     images: torch.Tensor | None  # (b, 3, H, W) uint8, channels-last in memory
     maps: np.ndarray | None  # (b, H, W) float32 saliency
     failed: dict[int, str]
+    crops: np.ndarray | None = None  # (b, 5) int64 salient boxes (x0, y0, x1, y1, fallback), when cropped
 
     def pin_memory(self) -> "Batch":
         # DataLoader(pin_memory=True) calls this, so the copy to the GPU can overlap.
@@ -303,14 +336,14 @@ def _init_worker(_: int) -> None:
 
 def batch_loader(paths: Sequence[Path], shapes: Sequence[tuple[int, int]], batches: list[list[int]],
                  saliency: str | None, workers: int | None, dev: torch.device,
-                 ahead: int = 2, jpeg_draft: bool = False) -> Iterable[Batch]:
+                 ahead: int = 2, jpeg_draft: bool = False, preprocess: Preprocess = PLAIN) -> Iterable[Batch]:
     """The planned ``batches`` (lists of manifest rows) as :class:`Batch` objects, in order.
 
     ``shapes[row]`` is the (h, w) the row is resized to; ``saliency`` the
     method of the maps computed with the images, or None for no maps;
     ``workers`` decoding processes (None: chosen for the device; 0: decoded in
     this process, see :class:`_Prefetch`), each ``ahead`` batches in advance;
-    ``jpeg_draft`` as :func:`decode_resized`.
+    ``jpeg_draft`` and ``preprocess`` (crop, letterbox) as :func:`decode_view`.
     """
     if workers is None:
         # On the CPU the model's threads already use every core, and a decoding process
@@ -320,7 +353,7 @@ def batch_loader(paths: Sequence[Path], shapes: Sequence[tuple[int, int]], batch
         # Processes pay off once there are cores to spare, or when the model is on a GPU.
         workers = cores() if dev.type != "cpu" else cores() // 4
     workers = max(0, workers)
-    images = _Images(paths, shapes, saliency, jpeg_draft)
+    images = _Images(paths, shapes, saliency, jpeg_draft, preprocess)
     if workers == 0:
         return _Prefetch(images, batches, ahead, pin=dev.type == "cuda")
     # forkserver, not fork: forking a process whose torch/OpenMP threads hold locks can leave

@@ -17,10 +17,16 @@ from bpcr.errors import BadInput
 from bpcr.options import check, fields_of, option, spec_of
 
 # The names of bpcr.features.pooling.POOLINGS, in its order: mac, spoc (000 eq 1-2), gem (Radenovic et al.),
-# rmac, ramac (000 eq 3-5), grmac (001 eq 1-2), vamac, grmaac (003 eq 2-12), srmac (002 App. A.5).
-POOLING_NAMES = ("mac", "spoc", "gem", "rmac", "ramac", "grmac", "vamac", "grmaac", "srmac")
+# rmac, ramac (000 eq 3-5), grmac (001 eq 1-2), vamac, grmaac (003 eq 2-12), srmac (002 App. A.5), crow (Kalantidis
+# et al. 2016).
+POOLING_NAMES = ("mac", "spoc", "gem", "rmac", "ramac", "grmac", "vamac", "grmaac", "srmac", "crow")
 
-RESIZE_MODES = ("square", "aspect")
+RESIZE_MODES = ("square", "aspect", "pad")
+# --resize pad's fill: white, the 2019 winner's; a channel is an integer in [0, PAD_CHANNEL_MAX].
+PAD_WHITE = (255, 255, 255)
+PAD_CHANNEL_MAX = 255
+# --crop: none, or salient (bpcr.features.preprocess.salient_box: the 2020 runner-up's foreground crop).
+CROPS = ("none", "salient")
 DTYPES = ("float16", "float32")
 SALIENCY = ("spectral", "fine")
 # --multiscale: the multi-scale descriptor of the retrieval literature (e.g. Radenovic et al.'s cirtorch).
@@ -40,10 +46,11 @@ class ExtractOptions:
 
     ``backbone`` (with ``weights``; ``layer`` pools a middle stage instead of the final map, 003 §3.4) gives the
     feature map; each of ``poolings`` (with ``pooling_params``, pooling -> its keyword parameters) makes one store;
-    ``saliency`` chooses the mask of the masked poolings. An image is resized to ``size`` (``resize``: square or
-    aspect), described at every one of ``scales`` and, with ``flip``, mirrored too; the views' L2-normalised
-    descriptors are summed and normalised again. Stores hold ``dtype`` values; ``pca_whiten`` learns a
-    PCA-whitening on this store, ``pca_from`` applies one learned on a database output. ``jpeg_draft`` decodes big
+    ``saliency`` chooses the mask of the masked poolings. An image is cut to its salient object when ``crop`` is
+    salient, resized to ``size`` (``resize``: square, aspect, or pad: letterboxed with ``pad_colour`` first),
+    described at every one of ``scales`` and, with ``flip``, mirrored too; the views' L2-normalised descriptors
+    are summed and normalised again. Stores hold ``dtype`` values; ``pca_whiten`` learns a PCA-whitening
+    on this store, ``pca_from`` applies one learned on a database output. ``jpeg_draft`` decodes big
     JPEGs at a reduced scale. Rows are computed in resumable chunks of ``batch_size * chunk_batches`` rows;
     ``shard`` (I, N) takes the I-th of N contiguous runs of whole chunks. ``device``, ``threads`` and ``workers``
     say where and how fast, never what. Every field's help says the rest.
@@ -62,8 +69,17 @@ class ExtractOptions:
     layer: int | None = option(None, "Feature stage to pool (0 first, -1 last stage; the backbone sets the range) "
                                      "instead of the final map: middle-layer features.", paper="003 §3.4")
     size: int = option(224, "Input size in pixels; the papers use 224 and 480.", low=16, high=4096, integer=True)
-    resize: str = option("square", "square (stretch to SIZE x SIZE) or aspect (longer side to SIZE).",
+    resize: str = option("square", "square (stretch to SIZE x SIZE), aspect (longer side to SIZE) or pad (centred "
+                                   "on a square of --pad-colour, then SIZE x SIZE: the 2019 winner's).",
                          choices=RESIZE_MODES)
+    pad_colour: tuple[int, int, int] = option(PAD_WHITE, "Fill of --resize pad as R,G,B, each an integer in [0, "
+                                                         f"{PAD_CHANNEL_MAX}]; default white "
+                                                         f"({','.join(map(str, PAD_WHITE))}), the 2019 winner's.",
+                                              cli=False, metavar="R,G,B")
+    crop: str = option("none", "none, or salient: cut each image to its salient object before resizing "
+                               "(spectral-residual saliency, Otsu; the whole image when nothing stands out), boxes "
+                               "in the store's crops.csv; not with --resize aspect. The 2020 runner-up cut the query "
+                               "photos only: extract the queries with it and the database without.", choices=CROPS)
     scales: tuple[float, ...] = option((1.0,), "Sum the L2-normalised descriptors at these scales (--multiscale: 1, "
                                                "1/sqrt(2), 1/2); distinct numbers in (0, 4], default 1 alone.",
                                        cli=False)
@@ -86,6 +102,23 @@ class ExtractOptions:
                                      "faster decoding, slightly different pixels; queries and database must agree.")
 
 
+def parse_pad_colour(text: str) -> tuple[int, int, int]:
+    """``"R,G,B"`` (the command line's --pad-colour) -> (R, G, B), checked as :func:`check_extract_options` does."""
+    try:
+        colour = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        colour = None
+    _check_pad_colour(colour, text)
+    return colour  # type: ignore[return-value]
+
+
+def _check_pad_colour(colour: Any, shown: Any) -> None:
+    if (not isinstance(colour, (tuple, list)) or len(colour) != 3
+            or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= PAD_CHANNEL_MAX for c in colour)):
+        raise BadInput(None, None, f"--pad-colour must be R,G,B, three integers in [0, {PAD_CHANNEL_MAX}] "
+                                   f"(e.g. {','.join(map(str, PAD_WHITE))}), got {shown!r}")
+
+
 # name -> field of every option (the command line's own parameters take their help and default from these).
 EXTRACT_FIELDS = {f.name: f for f in fields_of(ExtractOptions)}
 
@@ -101,6 +134,12 @@ def check_extract_options(options: ExtractOptions) -> None:
         # the words tests/features/test_distributed.py pins (an integer out of range; check() words the rest)
         raise BadInput(None, None, f"--size must be between {spec.low} and {spec.high}, got {size}")
     check(options)
+    _check_pad_colour(options.pad_colour, options.pad_colour)
+    if tuple(options.pad_colour) != PAD_WHITE and options.resize != "pad":
+        raise BadInput(None, None, "--pad-colour is the fill of --resize pad; add --resize pad or drop --pad-colour")
+    if options.crop != "none" and options.resize == "aspect":
+        # an aspect batch's shape is planned from the manifest's sizes, before any image is cut
+        raise BadInput(None, None, f"--crop {options.crop} needs --resize square or pad, not aspect")
     scales = options.scales
     if not scales or any(not 0 < s <= SCALE_MAX for s in scales) or len(set(scales)) != len(scales):
         raise BadInput(None, None, f"scales must be distinct numbers in (0, 4], got {list(scales)}")

@@ -11,7 +11,8 @@ the extraction stage L2-normalises the final descriptor (DESIGN.md, "Feature
 store"). Normalisation inside an equation is kept: R-MAC (000 eq 3) and the
 poolings built on it L2-normalise each region vector before summing, and
 GRMAAC returns its eq 12, which is already unit length (normalising it again is
-harmless).
+harmless). CroW returns its L2-normalised vector too, the first of its paper's
+post-processing steps (:func:`crow`).
 
 Regions. R-MAC, RA-MAC, GRMAC, SR-MAC and GRMAAC share the rigid multi-scale
 grid of Tolias et al. (000 ref [4]): see :func:`rmac_regions`.
@@ -97,6 +98,12 @@ def _power_mean(x: Tensor, p: float, eps: float = _EPS) -> Tensor:
     x = x.clamp_min(eps)
     m = x.amax(dim=(-2, -1), keepdim=True)
     return m[..., 0, 0] * (x / m).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+
+
+def _safe_pow(t: Tensor, e: float) -> Tensor:
+    """t^e for t >= 0, with 0 where t = 0 and a gradient of 0 there (not the inf or nan of 0^e for e < 1)."""
+    pos = t > 0
+    return torch.where(pos, torch.where(pos, t, torch.ones_like(t)).pow(e), torch.zeros_like(t))
 
 
 def _pool(x: Tensor, kind: str, lp_p: float) -> Tensor:
@@ -386,6 +393,46 @@ def srmac(x: Tensor, mask: Tensor | None = None, levels: int = 3, overlap: float
     return (share.unsqueeze(-1) * r).sum(dim=1)
 
 
+def crow(x: Tensor, a: float = 2.0, b: float = 2.0) -> Tensor:
+    """CroW: cross-dimensionally weighted sum-pooling (Kalantidis, Mellina and Osindero, ECCV 2016 workshops).
+
+    Not one of the five seed papers: the 2018 challenge's third-placed team used ResNet-50 with CroW. Cited by the
+    paper's sections (arXiv:1512.04065) and its authors' code (``yahoo/crow``, ``crow.py``).
+
+    f_k = beta_k sum_ij alpha_ij x_kij: weighting, then sum-pooling (§3.2, "Cross-dimensional weighting").
+    alpha = (S / ||S||_a)^(1/b) with S = sum_k x_k (H, W) and ||S||_a = (sum_ij S_ij^a)^(1/a) (§4.1, "Response
+    aggregation for spatial weighting"): S is divided by its L-a norm, not its sum, and the power 1/b comes after
+    the division; a = b = 2, the paper's choice and ``crow.py``'s defaults.
+    beta_k = log(sum_h Q_h / Q_k) with Q_k the share of the H x W positions where x_k > 0 (§4.2, "Sparsity
+    sensitive channel weighting").
+    f is L2-normalised: §3's post-processing is L2, PCA-whitening, L2 again; whitening is the extraction's
+    (``--pca-whiten``) or ``bpcr whiten``'s, so this pooling stops after the first L2.
+
+    Paper and code differ on beta: the paper prints log((K eps + sum_h Q_h) / (eps + Q_k)) with a small eps,
+    ``crow.py`` has no eps and gives a channel with no non-zero response the weight 0. We follow the code. The two
+    give the same f_k for such a channel (its weighted sum is 0 whatever its weight) and differ on the others by a
+    relative O(eps / Q_k).
+
+    Decisions: x is clamped at 0 first; the paper pools ReLU outputs, and a middle layer's map (003 §3.4) can hold
+    negative values, for which S^(1/b) is undefined and "non-zero" would count negative responses. A map with no
+    positive value gives the zero vector (``crow.py`` divides 0 by 0). beta is a count, so it passes no gradient;
+    alpha does, with gradient 0 where S = 0.
+    """
+    if a <= 0 or b <= 0:
+        raise ValueError(f"crow a and b must be > 0, got a={a}, b={b}")
+    x = _as_float(x).clamp_min(0.0)
+    s = x.sum(dim=1)  # (B, H, W)
+    # Dividing by the maximum first keeps S^a finite for large a; alpha is unchanged by the rescaling.
+    m = s.amax(dim=(-2, -1), keepdim=True)
+    r = s / torch.where(m > 0, m, torch.ones_like(m))
+    r = r / _safe_pow(r, a).sum(dim=(-2, -1), keepdim=True).pow(1.0 / a).clamp_min(torch.finfo(x.dtype).tiny)
+    alpha = _safe_pow(r, 1.0 / b)
+    q = (x > 0).sum(dim=(-2, -1)).to(x.dtype) / (x.shape[-2] * x.shape[-1])  # (B, K)
+    q_safe = torch.where(q > 0, q, torch.ones_like(q))
+    beta = torch.where(q > 0, torch.log(q.sum(dim=1, keepdim=True) / q_safe), torch.zeros_like(q))
+    return l2n(beta * (x * alpha.unsqueeze(1)).sum(dim=(-2, -1)))
+
+
 # --------------------------------------------------------------------------
 # registry (names are data: the CLI and the pipeline config both look here)
 # --------------------------------------------------------------------------
@@ -400,6 +447,7 @@ POOLINGS: dict[str, Callable[..., Tensor]] = {
     "vamac": vamac,
     "grmaac": grmaac,
     "srmac": srmac,
+    "crow": crow,
 }
 
 MASK_REQUIRED: frozenset[str] = frozenset({"srmac"})
@@ -415,6 +463,7 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "vamac": {"p": 1.0},
     "grmaac": {"p": 1.0, "q": (0.5, 0.5, 1.0), "assignment": ("avg", "lp", "max"), "lp_p": 3.0, "overlap": 0.4},
     "srmac": {"levels": 3, "overlap": 0.4},
+    "crow": {"a": 2.0, "b": 2.0},
 }
 
 
@@ -427,6 +476,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "p": (lambda v: _is_num(v) and v > 0, "a number > 0"),
     "lp_p": (lambda v: _is_num(v) and v > 0, "a number > 0"),
     "eps": (lambda v: _is_num(v) and v > 0, "a number > 0"),
+    "a": (lambda v: _is_num(v) and v > 0, "a number > 0"),
+    "b": (lambda v: _is_num(v) and v > 0, "a number > 0"),
     "levels": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10, "an integer from 1 to 10"),
     "overlap": (lambda v: _is_num(v) and 0 < v < 1, "a number between 0 and 1"),
     "region_l2": (lambda v: isinstance(v, bool), "true or false"),

@@ -13,13 +13,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from bpcr.errors import BadInput
 from bpcr.io.folders import FEATURE_STORE, UNFINISHED_EXTRACTION, check_output_folder
-from bpcr.io.store import iter_blocks, open_store, write_store_blocks
+from bpcr.io.store import CROPS_FILE, crop_counts, crops_csv, iter_blocks, open_store, write_store_blocks
 from bpcr.features.whitening import whiten_store
 
-# Meta fields that may differ between the shards of one extraction.
-_SHARD_FREE = frozenset({"created", "shard", "count", "compute"})
+# Meta fields that may differ between the shards of one extraction (crop_counts: the merge counts its own).
+_SHARD_FREE = frozenset({"created", "shard", "count", "compute", "crop_counts"})
 
 
 def shard_chunks(rows: int, chunk_rows: int, shard: tuple[int, int] | None) -> tuple[int, int]:
@@ -63,20 +65,37 @@ def merge(
                     compute=computes[0] if all(c == computes[0] for c in computes) else {"mixed": computes})
         ids = [i for s in ordered for i in s.ids]
         failed = {k: v for s in ordered for k, v in s.failed.items()}
+        extra = _merged_crops(ordered, ids, meta)
         blocks = (b for s in ordered for b in iter_blocks(s.features))
         dest = out / name
         finish_store(dest, ids, blocks, int(ordered[0].features.shape[1]), str(ordered[0].features.dtype), meta,
-                      failed, pca_whiten, pca_from, name)
+                      failed, pca_whiten, pca_from, name, extra)
         result[name] = dest
     return result
 
 
+def _merged_crops(ordered: list, ids: list[str], meta: dict) -> dict[str, bytes]:
+    """The merged store's ``crops.csv`` (and ``meta``'s ``crop_counts``, set here) when the shards were cropped."""
+    if meta.get("crop", "none") == "none":
+        return {}
+    for s in ordered:
+        if s.crops is None:
+            raise BadInput(s.path, None, f"extracted with crop {meta['crop']!r} but holds no {CROPS_FILE}")
+    crops = np.concatenate([s.crops for s in ordered])
+    meta["crop_counts"] = crop_counts(crops)
+    return {CROPS_FILE: crops_csv(ids, crops)}
+
+
 def finish_store(dest: Path, ids: list[str], blocks, dim: int, dtype: str, meta: dict, failed: dict[str, str],
-                  pca_whiten: bool, pca_from: str | Path | None, pooling: str) -> None:
+                  pca_whiten: bool, pca_from: str | Path | None, pooling: str,
+                  extra_files: dict[str, bytes] | None = None) -> None:
+    """Write the store ``dest`` (whitened as asked); ``extra_files`` (name -> bytes, e.g. ``crops.csv``) land in
+    it with its rows, in the same rename."""
     if pca_whiten or pca_from:
-        whiten_store(dest, ids, blocks, dim, dtype, meta, failed, None if pca_whiten else pca_from, pooling)
+        whiten_store(dest, ids, blocks, dim, dtype, meta, failed, None if pca_whiten else pca_from, pooling,
+                     extra_files)
     else:
-        write_store_blocks(dest, ids, blocks, dim, dtype, meta, failed)
+        write_store_blocks(dest, ids, blocks, dim, dtype, meta, failed, extra_files)
 
 
 def check_outputs(out: Path, poolings: Sequence[str], whiten: bool, partial: bool) -> Path:

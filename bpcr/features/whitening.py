@@ -13,7 +13,7 @@ import io
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -70,11 +70,13 @@ def read_whitening(path: str | Path) -> Whitening:
 
 
 def whiten_store(dest: Path, ids: list[str], blocks: Iterable[np.ndarray], dim: int, dtype: str, meta: dict,
-                 failed: dict[str, str], pca_from: str | Path | None, pooling: str) -> None:
+                 failed: dict[str, str], pca_from: str | Path | None, pooling: str,
+                 extra_files: Mapping[str, bytes] | None = None) -> None:
     """Write the store ``dest`` whitened: learned on these rows, or read from ``pca_from`` (its ``<pooling>/``).
 
     ``blocks``: the store's rows, (n_i, dim) each, in order. ``dest`` gets the
-    whitening as ``pca.npz`` and a meta naming where it was learned.
+    whitening as ``pca.npz`` and a meta naming where it was learned, and ``extra_files``
+    (name -> bytes, e.g. ``crops.csv``) beside them.
     """
     # The whitening is learned from the store as saved (after the dtype cast),
     # so a single run and merged shards learn exactly the same one.
@@ -92,7 +94,8 @@ def whiten_store(dest: Path, ids: list[str], blocks: Iterable[np.ndarray], dim: 
     meta = {**meta, "normalisation": "l2, pca-whiten, l2",
             "whitening": {"learned_on": origin, "sha256": hashlib.sha256(data).hexdigest(), "dim_in": dim}}
     write_store_blocks(dest, ids, (apply_whitening(b, whitening) for b in iter_blocks(raw.features, 4096)),
-                       whitening.components.shape[0], dtype, meta, failed, extra_files={WHITENING_FILE: data})
+                       whitening.components.shape[0], dtype, meta, failed,
+                       extra_files={**(extra_files or {}), WHITENING_FILE: data})
     shutil.rmtree(raw.path)
 
 

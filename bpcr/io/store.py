@@ -2,7 +2,9 @@
 
 A store is a folder: ``ids.txt`` (one ID per line, row order), ``features.npy``
 (N x D, float16 by default, never pickled), ``meta.json`` and ``failed.csv``
-(``id,reason``). A store is written into a hidden sibling folder and renamed
+(``id,reason``); a store extracted with ``crop="salient"`` also holds ``crops.csv``
+(:data:`CROPS_FILE`: each row's salient box, ``id,x0,y0,x1,y1,fallback``), written
+with the rest. A store is written into a hidden sibling folder and renamed
 into place (:func:`bpcr.io.fileio.replace_dir`), so a folder under the final name
 is always complete; only a store (or an empty folder) is ever replaced, and a
 kill between the two renames of a replacement is undone by the next write or open.
@@ -42,6 +44,7 @@ class FeatureStore:
     features: np.ndarray  # (N, D), memory-mapped read-only
     meta: dict
     failed: dict[str, str] = field(default_factory=dict)
+    crops: np.ndarray | None = None  # (N, 5) int64 rows of crops.csv (x0, y0, x1, y1, fallback), when it has one
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -74,7 +77,8 @@ def open_store(path: str | Path, role: str | None = None) -> FeatureStore:
     features = load_npy(path / "features.npy")
     _check_features(path, features, len(ids), meta)
     failed = _read_failed(path / "failed.csv", ids) if exists_as_input(path / "failed.csv") else {}
-    store = FeatureStore(path=path, ids=ids, features=features, meta=meta, failed=failed)
+    crops = read_crops(path / CROPS_FILE, ids, meta) if exists_as_input(path / CROPS_FILE) else None
+    store = FeatureStore(path=path, ids=ids, features=features, meta=meta, failed=failed, crops=crops)
     if role is not None:
         if len(ids) == 0:
             raise BadInput(path, None, f"the {role} feature store holds no rows")
@@ -127,12 +131,24 @@ def check_finite(store: FeatureStore, role: str = "feature",
 # either. Fields that legitimately differ (manifest, count, created, compute, batch size, shard)
 # are not compared. `bpcr extract` writes backbone, weights, layer, mean, std, input_size, resize,
 # interpolation, scales, flip, normalisation, pooling, pooling_params, mask (which names the
-# saliency method) and whitening; the other names are spellings a hand-made store may carry.
+# saliency method) and whitening, and pad_colour and jpeg_draft when used; the other names are spellings
+# a hand-made store may carry. Not compared: crop, crop_params and crop_counts. A salient crop is made
+# on one side only (the 2020 runner-up cut the query photos to their foreground, never the catalogue's
+# images), so a cropped query store searched in an uncropped index is the recipe, not a mix.
 EXTRACTION_FIELDS = (
     "backbone", "weights", "weights_source", "weights_sha256", "layer", "mean", "std",
-    "pooling", "pooling_params", "mask", "saliency", "input_size", "size", "image_size", "resize", "interpolation",
-    "scales", "flip", "dim", "normalisation", "normalization", "whitening", "pca", "jpeg_draft",
+    "pooling", "pooling_params", "mask", "saliency", "input_size", "size", "image_size", "resize", "pad_colour",
+    "interpolation", "scales", "flip", "dim", "normalisation", "normalization", "whitening", "pca", "jpeg_draft",
 )
+
+
+def _comparable(name: str, value):
+    """A meta field as stores are compared: a PCA-whitening's ``learned_on`` (where the projection was learned:
+    "this store" on the database side, the database's path on the query side) is provenance, not meaning; its
+    sha256 names the projection."""
+    if name == "whitening" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k != "learned_on"}
+    return value
 
 
 def check_same_extraction(reference: FeatureStore, other: FeatureStore, reference_label: str | None = None) -> None:
@@ -143,7 +159,8 @@ def check_same_extraction(reference: FeatureStore, other: FeatureStore, referenc
     """
     label = reference_label or f"the store {reference.path}"
     for name in EXTRACTION_FIELDS:
-        if (name in reference.meta or name in other.meta) and reference.meta.get(name) != other.meta.get(name):
+        if (name in reference.meta or name in other.meta) and \
+                _comparable(name, reference.meta.get(name)) != _comparable(name, other.meta.get(name)):
             raise BadInput(
                 other.path / "meta.json", None,
                 f"{name} is {other.meta.get(name)!r} but {label} has {name} {reference.meta.get(name)!r}; "
@@ -175,6 +192,57 @@ def _read_failed(path: Path, ids: Sequence[str]) -> dict[str, str]:
     except csv.Error as exc:
         raise BadInput(path, reader.line_num, f"not a valid CSV: {exc}") from None
     return failed
+
+
+# A salient-cropped store's boxes (bpcr.features.preprocess): one row per stored row, in ids.txt's order; the box
+# in the upright image's full-resolution pixels as PIL's crop box (columns x0..x1-1, rows y0..y1-1); fallback
+# 1 when nothing stood out and the box is the whole image. meta.json's crop_counts sums them.
+CROPS_FILE = "crops.csv"
+CROPS_HEADER = ("id", "x0", "y0", "x1", "y1", "fallback")
+
+
+def crops_csv(ids: Sequence[str], crops: np.ndarray) -> bytes:
+    """The bytes of ``crops.csv`` for rows ``ids`` and their boxes ``crops`` ((N, 5) integers)."""
+    crops = np.asarray(crops, dtype=np.int64).reshape(-1, 5)
+    if crops.shape[0] != len(ids):
+        raise ValueError(f"{crops.shape[0]} crop boxes for {len(ids)} IDs")
+    lines = [",".join(CROPS_HEADER)] + [f"{i},{x0},{y0},{x1},{y1},{f}" for i, (x0, y0, x1, y1, f)
+                                         in zip(ids, crops.tolist())]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def crop_counts(crops: np.ndarray) -> dict[str, int]:
+    """meta.json's ``crop_counts`` of boxes ``crops`` ((N, 5)): how many were cut, how many fell back."""
+    fallback = int(np.asarray(crops).reshape(-1, 5)[:, 4].sum())
+    return {"cropped": int(len(crops)) - fallback, "fallback": fallback}
+
+
+def read_crops(path: Path, ids: Sequence[str], meta: Mapping | None = None) -> np.ndarray:
+    """``crops.csv`` as (N, 5) int64, strictly: the header, then row k of the store (``ids[k]``) with
+    0 <= x0 < x1, 0 <= y0 < y1 and fallback 0 or 1; its counts must be ``meta``'s ``crop_counts`` when given."""
+    lines = read_lines(path, "crops")
+    if not lines or lines[0] != ",".join(CROPS_HEADER):
+        raise BadInput(path, 1, f"expected the header {','.join(CROPS_HEADER)}, got {lines[0] if lines else ''!r}")
+    if len(lines) - 1 != len(ids):
+        raise BadInput(path, None, f"holds {len(lines) - 1} boxes for the store's {len(ids)} rows")
+    crops = np.zeros((len(ids), 5), dtype=np.int64)
+    for k, (image_id, line) in enumerate(zip(ids, lines[1:])):
+        cells = line.split(",")
+        if len(cells) != 6:
+            raise BadInput(path, k + 2, f"expected 6 cells ({','.join(CROPS_HEADER)}), got {len(cells)}")
+        if cells[0] != image_id:
+            raise BadInput(path, k + 2, f"box of {cells[0]!r} where ids.txt's row {k + 1} is {image_id!r}")
+        if not all(c.isdecimal() and c.isascii() for c in cells[1:]):
+            raise BadInput(path, k + 2, f"x0,y0,x1,y1,fallback must be integers at least 0, got {line!r}")
+        x0, y0, x1, y1, fallback = (int(c) for c in cells[1:])
+        if not (x0 < x1 and y0 < y1) or fallback not in (0, 1):
+            raise BadInput(path, k + 2, f"not a box (x0 < x1, y0 < y1, fallback 0 or 1): {line!r}")
+        crops[k] = (x0, y0, x1, y1, fallback)
+    counts = (meta or {}).get("crop_counts")
+    if counts is not None and counts != crop_counts(crops):
+        raise BadInput(path.with_name("meta.json"), None,
+                       f"crop_counts {counts!r} but {CROPS_FILE} holds {crop_counts(crops)!r}")
+    return crops
 
 
 def write_store(
@@ -273,6 +341,7 @@ class Chunk:
     ids: list[str]
     features: dict[str, np.ndarray]  # pooling -> (len(ids), D) float32
     failed: dict[str, str]
+    crops: np.ndarray | None = None  # (len(ids), 5) int64 salient boxes (CROPS_HEADER's), when cropped
 
 
 class PartialStore:
@@ -355,19 +424,21 @@ class PartialStore:
         found = (_CHUNK_NAME.fullmatch(p.name) for p in self.path.glob("chunk-*.npz"))
         return {int(m.group(1)) for m in found if m}
 
-    def usable_chunks(self, rows: Mapping[int, Sequence[str]], poolings: Sequence[str], dim: int) -> set[int]:
+    def usable_chunks(self, rows: Mapping[int, Sequence[str]], poolings: Sequence[str], dim: int,
+                      crops: bool = False) -> set[int]:
         """The chunks among ``rows`` (chunk index -> the IDs of its rows, in manifest order) that need no work.
 
         A chunk file counts only when it loads without pickle and holds what
         :meth:`write_chunk` writes for exactly those rows: ``ids`` (the rows
         not failed, in order), ``failed_ids`` (sorted, the others) with one
-        reason each, and a float32 (len(ids), ``dim``) array per pooling. Any
+        reason each, a float32 (len(ids), ``dim``) array per pooling and, with
+        ``crops``, the int64 (len(ids), 5) salient boxes. Any
         other file under a chunk's name (truncated, overwritten, made from
         another manifest) is deleted with a warning, to be computed again.
         """
         usable: set[int] = set()
         for index in sorted(self.done() & set(rows)):
-            why = self._check_chunk(self.chunk_file(index), rows[index], poolings, dim)
+            why = self._check_chunk(self.chunk_file(index), rows[index], poolings, dim, crops)
             if why is None:
                 usable.add(index)
                 continue
@@ -379,9 +450,11 @@ class PartialStore:
         return usable
 
     @staticmethod
-    def _check_chunk(path: Path, row_ids: Sequence[str], poolings: Sequence[str], dim: int) -> str | None:
+    def _check_chunk(path: Path, row_ids: Sequence[str], poolings: Sequence[str], dim: int,
+                     crops: bool = False) -> str | None:
         """Why the chunk file at ``path`` cannot stand for ``row_ids`` (None when it can)."""
-        wanted = ["ids", "failed_ids", "failed_reasons", *(f"f_{name}" for name in poolings)]
+        wanted = ["ids", "failed_ids", "failed_reasons", *(f"f_{name}" for name in poolings),
+                  *(["crops"] if crops else [])]
         # Each member is bounded before it is read, so a torn header cannot claim gigabytes.
         limit = (1 << 20) + len(row_ids) * (4 * dim + 4096)
         try:
@@ -411,6 +484,8 @@ class PartialStore:
             feats = arrays[f"f_{name}"]
             if feats.dtype != np.float32 or feats.shape != (len(ids), dim):
                 return f"f_{name} is {feats.dtype} {feats.shape}, expected float32 ({len(ids)}, {dim})"
+        if crops and (arrays["crops"].dtype != np.int64 or arrays["crops"].shape != (len(ids), 5)):
+            return f"crops is {arrays['crops'].dtype} {arrays['crops'].shape}, expected int64 ({len(ids)}, 5)"
         return None
 
     def write_chunk(self, chunk: Chunk) -> None:
@@ -421,6 +496,8 @@ class PartialStore:
         }
         for name, feats in chunk.features.items():
             arrays[f"f_{name}"] = np.ascontiguousarray(feats, dtype=np.float32)
+        if chunk.crops is not None:
+            arrays["crops"] = np.ascontiguousarray(chunk.crops, dtype=np.int64).reshape(-1, 5)
         with atomic_path(self.chunk_file(chunk.index)) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
 
@@ -429,7 +506,8 @@ class PartialStore:
             ids = [str(i) for i in data["ids"]]
             failed = {str(k): str(v) for k, v in zip(data["failed_ids"], data["failed_reasons"])}
             features = {name: np.asarray(data[f"f_{name}"]) for name in poolings}
-        return Chunk(index, ids, features, failed)
+            crops = np.asarray(data["crops"]) if "crops" in data.files else None
+        return Chunk(index, ids, features, failed, crops)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -58,6 +58,7 @@ LIMITS: dict[str, Limit] = {
     "descriptions": Limit("a descriptions CSV", 1 * GiB, 1 * MiB),
     "ids": Limit("an ids.txt", 1 * GiB, 64 * KiB),
     "failed": Limit("a failed.csv", 1 * GiB, 1 * MiB),
+    "crops": Limit("a crops.csv", 1 * GiB, 64 * KiB),
     "json": Limit("a JSON file", 64 * MiB, 64 * MiB),
     "text": Limit("a text input", 1 * GiB, 16 * MiB),
     # binary: a .npy is memory-mapped, so only the disk bounds it; a .npz is read into memory

@@ -9,7 +9,10 @@ the tables that make runs are checked in :mod:`bpcr.pipeline.runconfig`).
 Beyond the stage functions' own keys, tables refer to each other by name:
 ``[[search]] features = "<extract name>/<pooling>"``, ``input``/``inputs`` name
 runs, ``[[extract]] weights = "train:<train name>"`` extracts with the weights
-a ``[[train]]`` writes, and ``[report] runs``/``diff`` name runs.
+a ``[[train]]`` writes, a ``[[whiten]]`` whitens ``features = "<extract name>/<pooling>"``
+and is named in later ``features`` as an extraction is (``"<whiten name>/<pooling>"``),
+a ``[[combine]]`` joins ``features = ["<extract or whiten name>/<pooling>", ...]`` and is named
+``"<combine name>/combined"``, and ``[report] runs``/``diff`` name runs.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from bpcr.pipeline.configtypes import check_options, check_value, entry_name, labelled, shown, train_name, without
+from bpcr.pipeline.configtypes import (QUERY_SIDE, QUERY_SIDE_OPTIONS, check_features, check_options, check_value,
+                                       entry_name, feature_sources, labelled, shown, train_name, without)
 from bpcr.pipeline.runconfig import RUN_TABLES, check_run
 from bpcr.errors import BadInput
 
@@ -28,8 +32,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 # Top-level keys: paths, single tables ([prepare]) and arrays of tables ([[extract]]).
 PATH_KEYS = ("work", "submissions", "leaderboard")
-TABLES = ("prepare", "index", "text_index", "score", "report")
-ARRAYS = ("train", "extract", "search", "refine", "rerank", "ensemble")
+TABLES = ("prepare", "index", "text_index", "score", "report", "offline")  # offline: bpcr.pipeline.standin
+ARRAYS = ("train", "extract", "whiten", "combine", "search", "refine", "rerank", "ensemble")
 KNOWN = (*PATH_KEYS, *TABLES, *ARRAYS)
 
 # A config is a few kilobytes; anything far larger is not one, and is not read into memory.
@@ -92,18 +96,23 @@ def _is_array_of_tables(value: Any) -> bool:
 def validate_config(config_path: Path, config: Mapping[str, Any]) -> None:
     """Check a loaded config whole before any stage runs: option names and types, names, references.
 
-    ``config`` comes from :func:`load_config` (its top-level shape is checked there).
+    ``config`` comes from :func:`load_config` (its top-level shape is checked there), or from
+    :func:`bpcr.pipeline.standin.apply_stand_in` when ``bpcr run --stand-in`` replaced its backbones.
     """
     path = config_path
+    from bpcr.pipeline.standin import check_offline
+
     has_gt = _check_prepare(path, config)
+    check_offline(path, config)
     _check_indexes(path, config)
     trains = _check_trains(path, config)
-    extracts = _check_extracts(path, config, trains)
+    _check_whitens(path, config, _check_extracts(path, config, trains))
+    extracts = _check_combines(path, config)
     runs: set[str] = set()
     for table in RUN_TABLES:
         for entry in config.get(table, []):
             runs.add(check_run(path, table, entry, extracts, runs, config, has_gt))
-    _check_score(path, config.get("score", {}), has_gt)
+    _check_score(path, config.get("score", {}), runs, has_gt)
     if "report" in config:
         _check_report(path, config["report"], runs, has_gt)
         _check_report_out(path, config)
@@ -180,7 +189,8 @@ def _check_trains(path: Path, config: Mapping[str, Any]) -> dict[str, Mapping[st
 def _check_extracts(path: Path, config: Mapping[str, Any], trains: Mapping[str, Mapping[str, Any]]
                     ) -> dict[str, Mapping[str, Any]]:
     """Every [[extract]]: a name, backbone and poolings, options of :class:`bpcr.features.options.ExtractOptions`
-    within their ranges, and the pipeline's own keys (``database_parts``, ``restart``)."""
+    within their ranges, and the pipeline's own keys (``database_parts``, ``restart``, and ``queries``: the
+    query side's own options, :func:`_check_query_side`)."""
     from bpcr.features.options import ExtractOptions, check_extract_options
     from bpcr.features.pooling import pooling_names
 
@@ -194,7 +204,7 @@ def _check_extracts(path: Path, config: Mapping[str, Any], trains: Mapping[str, 
             raise BadInput(path, None, f"[{label}] needs backbone and poolings")
         check_value(path, label, "database_parts", entry.get("database_parts", []), list[str])
         check_value(path, label, "restart", entry.get("restart", False), bool)
-        options = without(entry, "name", "database_parts", "restart")
+        options = without(entry, "name", "database_parts", "restart", QUERY_SIDE)
         check_options(path, label, ExtractOptions, options, set())
         for pooling in entry["poolings"]:  # each names a store folder (a built-in's or a plugin's, bpcr.plugins)
             known = labelled(path, label, pooling_names)
@@ -202,10 +212,94 @@ def _check_extracts(path: Path, config: Mapping[str, Any], trains: Mapping[str, 
                 raise BadInput(path, None, f"[{label}] poolings: unknown pooling {pooling!r}; "
                                            f"choose from {', '.join(known)}")
         labelled(path, label, lambda: check_extract_options(ExtractOptions(**options)))
+        if QUERY_SIDE in entry:
+            _check_query_side(path, label, options, entry[QUERY_SIDE])
         if train_name(entry.get("weights")) is not None:
             _check_trained_extract(path, name, entry, trains)
         extracts[name] = entry
     return extracts
+
+
+def _check_query_side(path: Path, label: str, options: Mapping[str, Any], queries: Any) -> None:
+    """An [[extract]]'s ``queries = { crop = "salient" }``: a table of extract options that two stores need not share
+    (:data:`bpcr.pipeline.configtypes.QUERY_SIDE_OPTIONS`), of the right types, and within their ranges once merged
+    over the entry's own options (as the query side extracts with them)."""
+    from bpcr.features.options import EXTRACT_FIELDS, ExtractOptions, check_extract_options
+
+    check_value(path, label, QUERY_SIDE, queries, dict)
+    table, allowed = f"{label} {QUERY_SIDE}", ", ".join(QUERY_SIDE_OPTIONS)
+    for key in queries:
+        if key not in EXTRACT_FIELDS:
+            raise BadInput(path, None, f"[{table}] unknown option {key!r}; accepted: {allowed}")
+        if key not in QUERY_SIDE_OPTIONS:
+            raise BadInput(path, None, f"[{table}] {key} must be the same for the database and the queries; set "
+                                       f"it in [{label}] itself (a query-side table takes only {allowed})")
+    check_options(path, table, ExtractOptions, queries, set())
+    labelled(path, table, lambda: check_extract_options(ExtractOptions(**{**options, **queries})))
+
+
+def _check_whitens(path: Path, config: Mapping[str, Any], extracts: dict[str, Mapping[str, Any]]
+                   ) -> dict[str, Mapping[str, Any]]:
+    """Every [[whiten]]: a name no [[extract]] has, ``features = "<extract name>/<pooling>"`` (the pipeline's own
+    key) and options of :class:`bpcr.training.whiten_options.WhitenOptions` within their ranges; returns what
+    later ``features`` may name (:func:`bpcr.pipeline.configtypes.feature_sources`)."""
+    from bpcr.training.whiten_options import WhitenOptions, check_whiten_options
+
+    names: set[str] = set()
+    for entry in config.get("whiten", []):
+        name = entry_name(path, "whiten", entry)
+        label = f"whiten {name}"
+        if name in names:
+            raise BadInput(path, None, f"two [[whiten]] are named {name!r}")
+        if name in extracts:
+            raise BadInput(path, None, f"[{label}] is named as an [[extract]]; their stores would share "
+                                       f"features/{name}/: give it a name of its own")
+        if "features" not in entry:
+            raise BadInput(path, None, f"[{label}] needs features = '<extract name>/<pooling>'")
+        check_value(path, label, "features", entry["features"], str)
+        check_features(path, label, entry["features"], extracts)
+        options = without(entry, "name", "features")
+        check_options(path, label, WhitenOptions, options, set())
+        labelled(path, label, lambda: check_whiten_options(WhitenOptions(**options)))
+        names.add(name)
+    return feature_sources(config) if names else extracts
+
+
+def _check_combines(path: Path, config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Every [[combine]]: a name no [[extract]] or [[whiten]] has, ``features = ["<extract or whiten
+    name>/<pooling>", ...]`` (the pipeline's own key: one feature set at least, each once, none a combination) and
+    options of :class:`bpcr.features.combine_options.CombineOptions` within their ranges, one weight per feature
+    set; returns what later ``features`` may name (:func:`bpcr.pipeline.configtypes.feature_sources`)."""
+    from bpcr.features.combine_options import CombineOptions, check_combine_options
+
+    sources = feature_sources(config, combines=False)  # a combination of a combination: no
+    names: set[str] = set()
+    for entry in config.get("combine", []):
+        name = entry_name(path, "combine", entry)
+        label = f"combine {name}"
+        if name in names:
+            raise BadInput(path, None, f"two [[combine]] are named {name!r}")
+        if name in sources:
+            table = "whiten" if "whitens" in sources[name] else "extract"
+            raise BadInput(path, None, f"[{label}] is named as an [[{table}]]; their stores would share "
+                                       f"features/{name}/: give it a name of its own")
+        if "features" not in entry:
+            raise BadInput(path, None, f"[{label}] needs features = ['<extract name>/<pooling>', ...]")
+        check_value(path, label, "features", entry["features"], str | list[str])
+        specs = [entry["features"]] if isinstance(entry["features"], str) else entry["features"]
+        if not specs:
+            raise BadInput(path, None, f"[{label}] features is empty; name the stores to combine")
+        for spec in specs:
+            check_features(path, label, spec, sources)
+        if len(set(specs)) != len(specs):
+            twice = next(s for s in specs if specs.count(s) > 1)
+            raise BadInput(path, None, f"[{label}] features names {twice!r} twice; combine each store once and "
+                                       "weight it")
+        options = without(entry, "name", "features")
+        check_options(path, label, CombineOptions, options, set())
+        labelled(path, label, lambda: check_combine_options(CombineOptions(**options), len(specs)))
+        names.add(name)
+    return feature_sources(config) if names else sources
 
 
 def _check_trained_extract(path: Path, name: str, entry: Mapping[str, Any], trains: Mapping[str, Mapping[str, Any]]
@@ -226,17 +320,20 @@ def _check_trained_extract(path: Path, name: str, entry: Mapping[str, Any], trai
                                    f"[train {source}], which trains {trained!r}")
 
 
-def _check_score(path: Path, score: Mapping[str, Any], has_gt: bool) -> None:
+def _check_score(path: Path, score: Mapping[str, Any], runs: set[str], has_gt: bool) -> None:
     """[score]: options of :class:`bpcr.evaluation.options.ScoreOptions` within their ranges (scoring comes last:
-    its values are refused before the first stage), and the pipeline's own ``gt``, ``baseline`` and ``chosen_on``
-    (what ``bpcr sweep`` chose on: :func:`bpcr.evaluation.chosen.check_chosen_on`)."""
+    its values are refused before the first stage), and the pipeline's own ``gt``, ``baseline`` (a run's path, or
+    a table of run name -> baseline run name, both runs of this config: :func:`bpcr.evaluation.options.check_twins`)
+    and ``chosen_on`` (what ``bpcr sweep`` chose on: :func:`bpcr.evaluation.chosen.check_chosen_on`)."""
     from bpcr.evaluation.chosen import check_chosen_on
-    from bpcr.evaluation.options import ScoreOptions, check_score_options
+    from bpcr.evaluation.options import ScoreOptions, check_score_options, check_twins
 
-    own = {"gt": str, "baseline": str, "chosen_on": list[dict]}
+    own = {"gt": str, "baseline": str | dict[str, str], "chosen_on": list[dict]}
     for key, expected in own.items():
         if key in score:
             check_value(path, "score", key, score[key], expected)
+    if isinstance(score.get("baseline"), dict):
+        labelled(path, "score", lambda: check_twins(score["baseline"], runs, "a run of this config"))
     options = without(score, *own)
     check_options(path, "score", ScoreOptions, options, set())
     if "chosen_on" in score:

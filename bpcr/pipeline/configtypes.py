@@ -17,6 +17,7 @@ from pathlib import Path, PurePath
 from typing import Any, Callable, Mapping
 
 from bpcr.errors import BadInput
+from bpcr.features.combine_options import COMBINED_POOLING
 from bpcr.io.ids import check_id
 
 
@@ -185,6 +186,22 @@ def entry_name(config_path: Path, table: str, entry: Mapping[str, Any]) -> str:
 # An [[extract]]'s weights = "train:<name>": the weights.pt of the [[train]] of that name.
 TRAIN_REF = "train:"
 
+# An [[extract]]'s ``queries = { crop = "salient" }`` (the pipeline's own key): extract options for its query store
+# alone, merged over the entry's own. It may set only what two stores need not share: settings the feature stores'
+# compatibility check (bpcr.io.store.check_same_extraction) leaves out of EXTRACTION_FIELDS, so `bpcr search` still
+# pairs the stores and the database extraction stays the one every query side is searched in. Today the salient
+# crop alone (the comment on EXTRACTION_FIELDS: the 2020 runner-up cut the query photos to their salient object,
+# never the catalogue's images); the rest of what that check leaves out (dtype, batch size, devices, shards) says
+# how a store is computed, not what the queries are, and stays the entry's. tests/pipeline/
+# test_extract_queries_only.py holds every name here out of EXTRACTION_FIELDS.
+QUERY_SIDE = "queries"
+QUERY_SIDE_OPTIONS = ("crop",)
+
+
+def query_side(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An [[extract]] entry's query-side options (its ``queries`` table; empty without one)."""
+    return dict(entry.get(QUERY_SIDE) or {})
+
 
 def train_name(weights: Any) -> str | None:
     """The [[train]] name of an [[extract]]'s ``weights = "train:<name>"``; None for weights of another kind."""
@@ -192,15 +209,34 @@ def train_name(weights: Any) -> str | None:
 
 
 def check_features(config_path: Path, label: str, spec: str, extracts: Mapping[str, Mapping[str, Any]]) -> None:
-    """``"<extract name>/<pooling>"`` must name an ``[[extract]]`` of the config and one of its poolings."""
+    """``"<extract name>/<pooling>"`` must name an ``[[extract]]`` of the config and one of its poolings (or a
+    ``[[whiten]]`` and the pooling it whitens: ``extracts`` is then :func:`feature_sources`)."""
     extract_name, _, pooling = spec.partition("/")
     if extract_name not in extracts or not pooling:
         raise BadInput(config_path, None, f"[{label}] features {spec!r} must be '<extract name>/<pooling>' "
                                           f"with an extract name from: {', '.join(sorted(extracts))}")
     poolings = extracts[extract_name]["poolings"]
     if pooling not in poolings:
-        raise BadInput(config_path, None, f"[{label}] features {spec!r}: [extract {extract_name}] has no pooling "
-                                          f"{pooling!r}; it extracts {', '.join(poolings)}")
+        table, verb = next(((t, v) for t, v, k in (("whiten", "whitens", "whitens"),
+                                                    ("combine", "combines its features into", "combines"))
+                            if k in extracts[extract_name]), ("extract", "extracts"))
+        raise BadInput(config_path, None, f"[{label}] features {spec!r}: [{table} {extract_name}] has no pooling "
+                                          f"{pooling!r}; it {verb} {', '.join(poolings)}")
+
+
+def feature_sources(config: Mapping[str, Any], combines: bool = True) -> dict[str, Mapping[str, Any]]:
+    """What ``features = "<name>/<pooling>"`` may name: every [[extract]] (its poolings), every [[whiten]] (the
+    one pooling it whitens, under its own name: ``WORK/features/<whiten name>/``) and every [[combine]] (its one
+    store, ``"<combine name>/combined"``; left out with ``combines`` False). Read from a config whose tables
+    :func:`bpcr.pipeline.config.validate_config` has checked (before [[combine]], its [[extract]] and [[whiten]]
+    tables)."""
+    sources: dict[str, Mapping[str, Any]] = {e["name"]: e for e in config.get("extract", [])}
+    for entry in config.get("whiten", []):
+        sources[entry["name"]] = {"poolings": [str(entry.get("features", "")).partition("/")[2]],
+                                  "whitens": entry.get("features")}
+    for entry in config.get("combine", []) if combines else []:
+        sources[entry["name"]] = {"poolings": [COMBINED_POOLING], "combines": entry.get("features")}
+    return sources
 
 
 def labelled(path: Path, label: str, check: Callable[[], Any], key: str | None = None) -> Any:

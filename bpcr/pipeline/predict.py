@@ -11,9 +11,12 @@ the query side runs again on ``TEST_DIR``:
    (:func:`bpcr.dataset.prepare.prepare_queries`: IDs from file names, every image
    decoded in full) into ``WORK/predict/<key>/prepared/queries.csv``, where
    ``<key>`` hashes the config and the folder's listing (names, sizes, mtimes);
-2. the query features are extracted with the config's ``[[extract]]`` options,
-   and each query store is compared with its database store
-   (:func:`bpcr.io.store.check_same_extraction`);
+2. the query features are extracted with the config's ``[[extract]]`` options, merged with its query-side
+   ``queries`` table where it has one (``queries = { crop = "salient" }`` crops the new photos as ``bpcr run``
+   cropped the config's own queries, the database stores untouched), and each query store is compared with its
+   database store (:func:`bpcr.io.store.check_same_extraction`, which leaves the crop out), then whitened by the
+   database's projection where a ``[[whiten]]`` says so, and combined with the database's parameters where a
+   ``[[combine]]`` does;
 3. the search / refine / rerank / ensemble entries that the final run needs
    (the config's last run, or ``run``) run into ``WORK/predict/<key>/submissions``;
    a tuned ensemble reuses the weights ``bpcr run`` chose (its run's JSON),
@@ -164,6 +167,8 @@ def _answer(pipeline: Pipeline, test_dir: Path, folder: Path, target: str, log: 
     if query_set.ids:
         pipeline.extract()
         _check_stores(pipeline)
+        pipeline.whiten()
+        pipeline.combine()
         for stage in RUN_TABLES:
             getattr(pipeline, stage)()
         times += pipeline.result.times
@@ -202,7 +207,8 @@ def _run_names(pipeline: Pipeline) -> list[str]:
 
 
 def _prune(pipeline: Pipeline, target: str) -> None:
-    """Keep only the run entries ``target`` is made from, and the [[extract]] entries they read.
+    """Keep only the run entries ``target`` is made from, and the [[combine]], [[whiten]] and [[extract]] entries
+    they read.
 
     Whole [[extract]] entries are kept (every pooling), so their database keys
     stay those ``bpcr run`` stamped.
@@ -224,6 +230,13 @@ def _prune(pipeline: Pipeline, target: str) -> None:
         for entry in config[table]:
             specs = entry.get("features") or []
             used.update(spec.partition("/")[0] for spec in ([specs] if isinstance(specs, str) else specs))
+    # A [[combine]] read is kept with the stores it combines, a [[whiten]] read with the [[extract]] it whitens.
+    config["combine"] = [e for e in config.get("combine", []) if e["name"] in used]
+    for entry in config["combine"]:
+        specs = entry["features"]
+        used.update(spec.partition("/")[0] for spec in ([specs] if isinstance(specs, str) else specs))
+    config["whiten"] = [e for e in config.get("whiten", []) if e["name"] in used]
+    used.update(e["features"].partition("/")[0] for e in config["whiten"])
     config["extract"] = [e for e in config.get("extract", []) if e["name"] in used]
 
 

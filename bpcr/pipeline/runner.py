@@ -1,7 +1,7 @@
 """`bpcr run CONFIG`: the whole chain from one TOML file.
 
 The config names each stage's outputs, and the stages run in pipeline order:
-prepare -> train -> extract -> index/search -> refine -> rerank -> ensemble -> score -> report.
+prepare -> train -> extract -> whiten -> combine -> index/search -> refine -> rerank -> ensemble -> score -> report.
 Every table's keys are the keyword arguments of the stage's one public
 function (``bpcr.features.extract.extract``, ``bpcr.retrieval.search.search``, ...), so the CLI,
 the config and a notebook reach the same code with the same names. The whole
@@ -25,6 +25,15 @@ Layout under the work folder ``WORK`` (``work`` in the config):
 - ``WORK/features/<extract name>/{database,queries}/<pooling>/`` feature stores
   (an ``[[extract]]`` with ``database_parts = [...]`` merges shard folders made by
   ``bpcr extract --shard I/N`` into its database stores instead of extracting them);
+- ``WORK/features/<whiten name>/{database,queries}/<pooling>/`` a ``[[whiten]]``'s stores: the database
+  store of ``features = "<extract name>/<pooling>"`` whitened by a projection learned on it (learned whitening
+  from the database manifest's positive pairs, or PCA; :mod:`bpcr.training.whiten`), the query store by the
+  same projection; later tables name them ``"<whiten name>/<pooling>"``;
+- ``WORK/features/<combine name>/{database,queries}/combined/`` a ``[[combine]]``'s stores: the stores of
+  ``features = ["<extract or whiten name>/<pooling>", ...]`` matched by ID, each L2-normalised and weighted,
+  concatenated, optionally z-normalised and PCA-reduced with parameters learned on the database
+  (``combination.npz`` beside its rows, :mod:`bpcr.features.combine`) and applied to the queries; later tables
+  name them ``"<combine name>/combined"``;
 - ``WORK/indexes/<extract name>-<pooling>-<metric>/`` search indexes;
 - ``WORK/features-dba/<extract name>/<pooling>-dba-<hash>/`` database stores augmented for a
   ``[[search]]`` with ``dba = {n = 1, alpha = 0.0}`` (:mod:`bpcr.postretrieval.dba`; its index is named after it);
@@ -54,7 +63,7 @@ from bpcr.pipeline.stages import SETS, StageRunners, stage_key
 from bpcr.pipeline.state import Frozen, PipelineResult, StageTime
 from bpcr.progress import Progress
 
-STAGES = ("prepare", "train", "extract", "search", "refine", "rerank", "ensemble", "score", "report")
+STAGES = ("prepare", "train", "extract", "whiten", "combine", "search", "refine", "rerank", "ensemble", "score", "report")
 REPORT_BEST = 3  # runs a [report] shows by default: the leaderboard's best, ranked by the private half
 
 
@@ -91,7 +100,7 @@ class Pipeline(StageRunners):
         assert self.frozen is not None
         self.frozen.checking = True
         try:
-            for stage in ("extract", "search", "refine", "rerank", "ensemble"):
+            for stage in ("extract", "whiten", "combine", "search", "refine", "rerank", "ensemble"):
                 getattr(self, stage)()
         finally:
             self.frozen.checking = False
@@ -198,9 +207,10 @@ class Pipeline(StageRunners):
 
 
 def run_pipeline(config: str | Path, force: bool = False, log: Callable[[str], None] = print,
-                 progress: Progress | None = None) -> PipelineResult:
+                 progress: Progress | None = None, stand_in: bool = False) -> PipelineResult:
     """Run every stage of ``config`` in order; returns the runs written and the time per stage.
 
-    ``progress`` (see :mod:`bpcr.progress`) is passed to the stages that report it.
+    ``progress`` (see :mod:`bpcr.progress`) is passed to the stages that report it. ``stand_in``: run with the
+    config's ``[offline]`` stand-ins in place of the backbones they map (:mod:`bpcr.pipeline.standin`).
     """
-    return Pipeline(config, force=force, log=log, progress=progress).run()
+    return Pipeline(config, force=force, log=log, progress=progress, stand_in=stand_in).run()

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from bpcr.pipeline.configtypes import train_name
+from bpcr.pipeline.configtypes import QUERY_SIDE, query_side, train_name
 from bpcr.errors import BadInput
 from bpcr.io.fileio import sha256_file
 from bpcr.pipeline.state import PipelineState
@@ -58,6 +58,14 @@ def code_defaults(stage: str) -> dict:
         from bpcr.postretrieval.options import RefineOptions
         from bpcr.postretrieval.refine import METHODS
         return {**defaults(RefineOptions), **{m.name: {**m.defaults, **dict(m.preset)} for m in METHODS.values()}}
+    elif stage == "whiten":
+        from bpcr.options import defaults
+        from bpcr.training.whiten_options import WhitenOptions
+        return defaults(WhitenOptions)
+    elif stage == "combine":
+        from bpcr.features.combine_options import CombineOptions
+        from bpcr.options import defaults
+        return defaults(CombineOptions)
     elif stage == "dba":
         from bpcr.options import defaults
         from bpcr.postretrieval.options import DbaOptions
@@ -135,20 +143,23 @@ class StageRunners(PipelineState):
             # one made with these options is resumed.
             self._step("train", name, key, [out / "weights.pt", out / "train.json"],
                        lambda: train(self.manifests["database"], out, TrainOptions(**options), ground_truth=self.gt,
-                                     restart=True, progress=self.progress, log=self.log), database=True)
+                                     restart=True, progress=self.progress, log=self.log,
+                                     cache_dir=self.work / "cache" / "trunk"), database=True)
             self.keys[f"train:{name}"] = key
         return out / "weights.pt"
 
     def extract(self) -> None:
         """Every [[extract]]: ``WORK/features/<name>/{database,queries}/<pooling>/`` (:func:`bpcr.features.extract.extract`
-        with :class:`bpcr.features.options.ExtractOptions` from the table; ``restart`` and ``database_parts`` are the
-        pipeline's own keys)."""
+        with :class:`bpcr.features.options.ExtractOptions` from the table; ``restart``, ``database_parts`` and
+        ``queries`` are the pipeline's own keys). ``queries = { crop = "salient" }`` is merged over the table's options
+        for the query store alone, and into its key alone: the database store and its key are the table's, so an
+        extraction made without it is reused (`bpcr predict` runs this step frozen: new queries get it too)."""
         from bpcr.features.extract import extract, merge
         from bpcr.features.options import ExtractOptions
 
         for entry in self.config.get("extract", []):
             name = self._run_name("extract", entry)
-            options = {k: v for k, v in entry.items() if k not in ("name", "database_parts")}
+            options = {k: v for k, v in entry.items() if k not in ("name", "database_parts", QUERY_SIDE)}
             # The weights' bytes are part of the key: retrained weights re-extract, whatever their path.
             keyed = dict(options)
             source = train_name(options.get("weights"))
@@ -161,6 +172,9 @@ class StageRunners(PipelineState):
             parts = entry.get("database_parts")
             for which in SETS:
                 kwargs, keyed_kwargs = dict(options), dict(keyed)
+                if which == "queries":
+                    kwargs.update(query_side(entry))
+                    keyed_kwargs.update(query_side(entry))
                 if which == "queries" and kwargs.get("pca_whiten"):
                     for k in (kwargs, keyed_kwargs):
                         k["pca_whiten"] = False
@@ -181,6 +195,69 @@ class StageRunners(PipelineState):
                         on_warning=self._warn)
                 self._step("extract", f"{name}-{which}", key, outputs, action, database=which == "database")
                 self.keys[f"extract:{name}:{which}"] = key
+
+    def whiten(self) -> None:
+        """Every [[whiten]]: ``WORK/features/<name>/{database,queries}/<pooling>/``
+        (:func:`bpcr.training.whiten.whiten` with :class:`bpcr.training.whiten_options.WhitenOptions` from the table;
+        ``features`` is the pipeline's own key). The projection is learned on the database store, with the positive
+        pairs of the database manifest (learned), and applied unchanged to the query store; later tables name the
+        whitened stores as an extraction's, ``"<whiten name>/<pooling>"``."""
+        from bpcr.training.whiten import whiten
+        from bpcr.training.whiten_options import WhitenOptions
+
+        for entry in self.config.get("whiten", []):
+            name = self._run_name("whiten", entry)
+            extract_name, pooling = self._features(f"whiten {name}", entry["features"])
+            options = {k: v for k, v in entry.items() if k not in ("name", "features")}
+            db_src, db_out = self.store(extract_name, "database", pooling), self.store(name, "database", pooling)
+            # The database manifest is what learning reads besides the store: its pairs, never the queries.
+            db_key = stage_key("whiten", options, code_defaults("whiten"),
+                               self.keys[f"extract:{extract_name}:database"], self.keys["database"], pooling)
+            learned = options.get("method", "learned") == "learned"
+            self._step("whiten", f"{name}-database", db_key, [db_out / "meta.json"],
+                       lambda s=db_src, o=db_out, w=WhitenOptions(**options), m=learned: whiten(
+                           s, o, w, manifest=self.manifests["database"] if m else None,
+                           ground_truth=self.gt if m else None, log=self.log),
+                       database=True)
+            q_src, q_out = self.store(extract_name, "queries", pooling), self.store(name, "queries", pooling)
+            q_key = stage_key("whiten", db_key, self.keys[f"extract:{extract_name}:queries"])
+            # Applied as learned: the database store's own projection file decides the method and the dimensions.
+            self._step("whiten", f"{name}-queries", q_key, [q_out / "meta.json"],
+                       lambda s=q_src, o=q_out, d=db_out, w=WhitenOptions(method=options.get("method")): whiten(
+                           s, o, w, source=d, log=self.log))
+            self.keys[f"extract:{name}:database"] = db_key
+            self.keys[f"extract:{name}:queries"] = q_key
+
+    def combine(self) -> None:
+        """Every [[combine]]: ``WORK/features/<name>/{database,queries}/combined/``
+        (:func:`bpcr.features.combine.combine` with :class:`bpcr.features.combine_options.CombineOptions` from the
+        table; ``features``, the stores joined, is the pipeline's own key). Z-norm and PCA are learned on the
+        database stores and applied unchanged to the query stores; later tables name the combined stores
+        ``"<combine name>/combined"``."""
+        from bpcr.features.combine import combine
+        from bpcr.features.combine_options import COMBINED_POOLING, CombineOptions
+
+        for entry in self.config.get("combine", []):
+            name = self._run_name("combine", entry)
+            specs = [entry["features"]] if isinstance(entry["features"], str) else list(entry["features"])
+            sources = [self._features(f"combine {name}", spec) for spec in specs]
+            options = {k: v for k, v in entry.items() if k not in ("name", "features")}
+            db_in = [self.store(source, "database", pooling) for source, pooling in sources]
+            db_out = self.store(name, "database", COMBINED_POOLING)
+            db_key = stage_key("combine", options, code_defaults("combine"), specs,
+                               [self.keys[f"extract:{source}:database"] for source, _ in sources])
+            self._step("combine", f"{name}-database", db_key, [db_out / "meta.json"],
+                       lambda i=db_in, o=db_out, c=CombineOptions(**options): combine(i, o, c, log=self.log),
+                       database=True)
+            q_in = [self.store(source, "queries", pooling) for source, pooling in sources]
+            q_out = self.store(name, "queries", COMBINED_POOLING)
+            q_key = stage_key("combine", db_key, [self.keys[f"extract:{source}:queries"] for source, _ in sources])
+            # Applied as learned: the database's combined store holds the parameters (and says which inputs).
+            self._step("combine", f"{name}-queries", q_key, [q_out / "meta.json"],
+                       lambda i=q_in, o=q_out, d=db_out, c=CombineOptions(dtype=options.get("dtype")): combine(
+                           i, o, c, source=d, log=self.log))
+            self.keys[f"extract:{name}:database"] = db_key
+            self.keys[f"extract:{name}:queries"] = q_key
 
     def search(self) -> None:
         """Every [[search]]: the index of each feature set (``WORK/indexes/``,

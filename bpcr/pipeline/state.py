@@ -15,7 +15,9 @@ from typing import Any, Callable, Mapping
 from bpcr.errors import BadInput
 from bpcr.io.fileio import write_json_atomic
 from bpcr.pipeline.config import load_config
-from bpcr.pipeline.configtypes import check_features, entry_name
+from bpcr.pipeline.configtypes import check_features, entry_name, feature_sources
+from bpcr.pipeline.runconfig import RUN_TABLES
+from bpcr.pipeline.standin import StandIn, apply_stand_in
 from bpcr.progress import Progress
 
 
@@ -48,9 +50,13 @@ class PipelineState:
     """A config being run: its tables, folders and the keys of the stages run so far."""
 
     def __init__(self, config_path: str | Path, force: bool = False, log: Callable[[str], None] = print,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, stand_in: bool = False) -> None:
         self.config_path = Path(config_path)
         self.config = load_config(self.config_path)
+        # --stand-in: the config's [offline] networks in place of the backbones they map (bpcr.pipeline.standin).
+        self.stand_in: StandIn | None = None
+        if stand_in:
+            self.config, self.stand_in = apply_stand_in(self.config_path, self.config)
         # Relative paths in a config are relative to the current folder, like the CLI's.
         self.work = Path(self.config.get("work", "work"))
         self.submissions = Path(self.config.get("submissions", "submissions"))
@@ -100,6 +106,8 @@ class PipelineState:
         self.log(f"[{stage}] {name}: running")
         start = time.perf_counter()
         action()
+        if self.stand_in is not None and stage in RUN_TABLES:
+            self.stand_in.mark_run(name, self.run_path(name))  # before any later stage reads the run
         seconds = time.perf_counter() - start
         if self.frozen is None:
             write_json_atomic(stamp, {"key": key, "seconds": round(seconds, 2), "outputs": [str(p) for p in outputs]})
@@ -111,12 +119,12 @@ class PipelineState:
 
     def _features(self, table: str, spec: str) -> tuple[str, str]:
         """``"<extract name>/<pooling>"`` -> (extract name, pooling), checked against the config."""
-        check_features(self.config_path, table, spec, {e["name"]: e for e in self.config.get("extract", [])})
+        check_features(self.config_path, table, spec, feature_sources(self.config))
         extract_name, _, pooling = spec.partition("/")
         return extract_name, pooling
 
     def features_dir(self, extract_name: str, which: str) -> Path:
-        """An [[extract]]'s stores of one set (frozen, the query stores are the new queries')."""
+        """An [[extract]]'s (or a [[whiten]]'s, a [[combine]]'s) stores of one set (frozen, the query stores are the new queries')."""
         root = self.frozen.folder if self.frozen is not None and which == "queries" else self.work
         return root / "features" / extract_name / which
 

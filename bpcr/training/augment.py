@@ -7,9 +7,11 @@ with shop images; 003 §3.1 and its Fig. 4 train on "geometric transformation
 and increasing interference, such as background variation, brightness
 variation, noise, blurring"):
 
-1. the product is cut from its white shop background (near-white pixels
-   become transparent) and pasted, shrunk, on a backdrop: a patch of another
-   database image or a random smooth texture;
+1. the product is cut from its white shop background (the near-white
+   pixels connected to the image border become transparent; near-white
+   enclosed by the product, a white bottle's body or a white label, stays)
+   and pasted, shrunk, on a backdrop: a patch of another database image or
+   a random smooth texture;
 2. an occluder (a patch of that backdrop, or a flat skin/shelf-like colour)
    may cover part of it;
 3. perspective, then rotation, then a random resized crop to ``size``;
@@ -25,16 +27,22 @@ on worker count, order or a resumed run.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
+from scipy import ndimage
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from bpcr.dataset.images import ImageError, load_rgb
+from bpcr.errors import BadInput
+
 # Colours of things that cover a product in a hand-held photo: skin tones, shelf grey, fabric.
 OCCLUDER_COLOURS = ((224, 172, 140), (198, 134, 100), (141, 85, 60), (120, 120, 125), (60, 62, 70), (200, 200, 190))
-WHITE_CUTOFF = 235  # a pixel with every channel above this is shop background
+WHITE_CUTOFF = 235  # a pixel with every channel above this, connected to the border, is shop background
 SETTINGS = {
     "paste": 0.85, "product_scale": (0.5, 0.95), "occluder": 0.5, "occluder_area": (0.04, 0.18),
     "perspective": 0.7, "distortion": 0.25, "rotate": 0.7, "degrees": 25.0,
@@ -42,6 +50,14 @@ SETTINGS = {
     "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.02,
     "blur": 0.5, "sigma": (0.3, 2.0), "jpeg": 0.9, "quality": (30, 90),
 }
+
+
+def load_image(path: Path) -> Image.Image:
+    """A training image, RGB; BadInput naming the file when it cannot be read."""
+    try:
+        return load_rgb(path)
+    except ImageError as exc:
+        raise BadInput(path, None, f"cannot read a training image: {exc.reason}") from None
 
 
 def generator(seed: int, epoch: int, index: int, role: int = 0) -> torch.Generator:
@@ -133,14 +149,28 @@ def _backdrop(backdrop: Image.Image | None, work: int, gen: torch.Generator) -> 
     return Image.fromarray(np.clip(texture + noise, 0, 255).round().astype(np.uint8))
 
 
+def product_mask(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Bool (H, W): True where ``image`` is product, False on its white shop background.
+
+    The background is the near-white (every channel above ``WHITE_CUTOFF``)
+    connected to the image border, 4-connected (a diagonal gap in a thin
+    outline does not leak). Near-white enclosed by the product stays: cutting
+    every near-white pixel would hollow out a white bottle on white.
+    """
+    white = (np.asarray(image) > WHITE_CUTOFF).all(axis=2)
+    labels, _ = ndimage.label(white)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return ~np.isin(labels, border[border > 0])
+
+
 def _product_on(canvas: Image.Image, image: Image.Image, work: int, gen: torch.Generator) -> Image.Image:
-    """The product, cut from its white background, pasted shrunk at a random place on ``canvas``."""
+    """The product, cut from its white background (:func:`product_mask`), pasted shrunk at a random place on ``canvas``."""
     scale = _uniform(gen, *SETTINGS["product_scale"])
     w, h = image.size
     long_side = max(8, round(work * scale))
     pw, ph = (long_side, max(1, round(long_side * h / w))) if w >= h else (max(1, round(long_side * w / h)), long_side)
     product = image.resize((pw, ph), Image.BICUBIC, reducing_gap=3.0)
-    keep = ~(np.asarray(product) > WHITE_CUTOFF).all(axis=2)
+    keep = product_mask(product)
     y0, x0 = _randint(gen, 0, work - ph), _randint(gen, 0, work - pw)
     out = canvas.copy()
     out.paste(product, (x0, y0), Image.fromarray(keep.astype(np.uint8) * 255))

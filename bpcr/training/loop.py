@@ -21,18 +21,18 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from bpcr.training.augment import clean_view, generator, phone_photo
+from bpcr.training.augment import clean_view, generator, load_image, phone_photo
 from bpcr.features.backbones import Backbone
 from bpcr.errors import BadInput
-from bpcr.dataset.images import ImageError, load_rgb
 from bpcr.device import cores
 from bpcr.features.loader import MEMORY_FORMAT
 from bpcr.training.losses import PAIR_LOSSES, category_softmax, distillation, multitask
 from bpcr.training.options import TrainOptions
-from bpcr.evaluation.metrics import ap_at_k
+from bpcr.evaluation.metrics import map_at_k
 from bpcr.features.pooling import POOLINGS, l2n
 from bpcr.progress import Progress, start
-from bpcr.training.pseudolabels import hard_negatives, negative_mask
+from bpcr.training.pseudolabels import RULES, mine_negatives, negative_rules
+from bpcr.training.trunk import TrunkViews
 
 CATEGORY_SCALE = 16.0  # cosine classifier's logit scale (NormFace); unit vectors give logits in [-16, 16]
 BACKGROUND = 4  # background negatives per tuple: 004 §3.3's 1 : 1 : 4
@@ -55,6 +55,9 @@ class Data:
     train_rows: np.ndarray
     val_rows: np.ndarray
     options: TrainOptions  # every default resolved (bpcr.training.train)
+    views: TrunkViews | None = None  # the trunk's cached outputs (bpcr.training.trunk), or None: the full network
+    head: nn.Module | None = None  # the stages after the cached trunk
+    distinctive: np.ndarray | None = None  # the TF-IDF terms that name a brand or line (pseudolabels.distinctive_terms)
 
 
 class Network(nn.Module):
@@ -93,39 +96,43 @@ class Network(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Normalised images (B, 3, S, S) -> descriptors (B, D), category logits (B, C), forward_features output."""
-        raw = self.model.forward_features(x)
-        emb = l2n(POOLINGS[self.pooling](self.backbone.as_map(raw, x.shape[-2:])))
+        return self.read(self.model.forward_features(x), x.shape[-2:])
+
+    def from_trunk(self, maps: Tensor, head: nn.Module, size: int) -> tuple[Tensor, Tensor, Tensor]:
+        """What :meth:`forward` returns, from the frozen trunk's output ``maps`` (:mod:`bpcr.training.trunk`)."""
+        return self.read(head(maps.contiguous(memory_format=MEMORY_FORMAT)), (size, size))
+
+    def read(self, raw: Tensor, size) -> tuple[Tensor, Tensor, Tensor]:
+        """``forward_features`` output -> descriptors, category logits, the output itself."""
+        emb = l2n(POOLINGS[self.pooling](self.backbone.as_map(raw, size)))
         return emb, CATEGORY_SCALE * emb @ l2n(self.classifier).T, raw
 
 
 def trainable_names(model: nn.Module, mode: str | int) -> set[str]:
-    """The parameter names trained under ``mode``: "all", "last" or the number k of final stages.
+    """The parameter names trained under ``mode``: "all", "last", "head" or the number k of final stages.
 
     Stages are timm's ``feature_info`` stages; the last k are every parameter of
     a module that runs after stage ``-(k+1)`` ends (so "last" on EfficientNet is
-    ``blocks.5``, ``blocks.6``, ``conv_head``, ``bn2``). The ImageNet classifier
+    ``blocks.5``, ``blocks.6``, ``conv_head``, ``bn2``); "head" is what runs after
+    the last stage ends (EfficientNet's ``conv_head`` and ``bn2``). The ImageNet classifier
     never trains: features never pass through it, and distillation reads it frozen.
     """
     head = tuple(f"{n}." for n in ([model.pretrained_cfg.get("classifier")] if isinstance(
         model.pretrained_cfg.get("classifier"), str) else list(model.pretrained_cfg.get("classifier") or ())))
     names = [n for n, _ in model.named_parameters() if not n.startswith(head or ("\0",))]
-    k = len(model.feature_info) if mode == "all" else (1 if mode == "last" else int(mode))
+    k = len(model.feature_info) if mode == "all" else (1 if mode == "last" else 0 if mode == "head" else int(mode))
     if k >= len(model.feature_info):
         return set(names)
     boundary = model.feature_info[-k - 1]["module"]
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     end = max(i for name, i in order.items() if name == boundary or name.startswith(boundary + "."))
-    return {n for n in names if order[n.rpartition(".")[0]] > end}
+    chosen = {n for n in names if order[n.rpartition(".")[0]] > end}
+    if not chosen:
+        raise BadInput(None, None, f"--trainable {mode}: the backbone has no layers after {boundary}")
+    return chosen
 
 
 # ---------------------------------------------------------------- views
-
-
-def _load(path: Path):
-    try:
-        return load_rgb(path)
-    except ImageError as exc:
-        raise BadInput(path, None, f"cannot read a training image: {exc.reason}") from None
 
 
 class _Tuples(Dataset):
@@ -141,10 +148,10 @@ class _Tuples(Dataset):
 
     def __getitem__(self, t: int) -> Tensor:
         a, p, n = (int(v) for v in self.tuples[t])
-        q = phone_photo(_load(self.paths[a]), self.size, generator(self.seed, self.epoch, t),
-                        _load(self.paths[int(self.backdrops[t])]))
-        pv = clean_view(_load(self.paths[p]), self.size)
-        return torch.stack([q, pv, clean_view(_load(self.paths[n]), self.size) if n >= 0 else pv])
+        q = phone_photo(load_image(self.paths[a]), self.size, generator(self.seed, self.epoch, t),
+                        load_image(self.paths[int(self.backdrops[t])]))
+        pv = clean_view(load_image(self.paths[p]), self.size)
+        return torch.stack([q, pv, clean_view(load_image(self.paths[n]), self.size) if n >= 0 else pv])
 
 
 class _Views(Dataset):
@@ -158,7 +165,7 @@ class _Views(Dataset):
 
     def __getitem__(self, i: int) -> Tensor:
         row = int(self.rows[i])
-        image = _load(self.paths[row])
+        image = load_image(self.paths[row])
         if self.seed is None:
             return clean_view(image, self.size)
         return phone_photo(image, self.size, generator(self.seed, VAL_EPOCH, row))
@@ -196,6 +203,13 @@ def embed(network: Network, data: Data, rows: np.ndarray, dev: torch.device, wor
     """Descriptors (len(rows), D) float32 of the rows' clean views (or fixed validation photos)."""
     size, batch = data.options.size, 3 * data.options.batch_size
     out = []
+    if data.views is not None:
+        view = np.full(len(rows), 0 if phone_seed is None else 1)
+        for lo in range(0, len(rows), batch):
+            emb, _, _ = network.from_trunk(data.views.batch(rows[lo:lo + batch], view[lo:lo + batch], dev),
+                                           data.head, size)
+            out.append(emb.float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, network.backbone.dim), np.float32)
     for images in _loader(_Views(data.paths, rows, size, phone_seed), batch, dev, workers):
         with autocast_on(dev):
             emb, _, _ = network(network_input(network, images, dev))
@@ -234,8 +248,9 @@ def run_epoch(network: Network, teacher: nn.Module | None, data: Data, opt: torc
     extra = np.random.default_rng([o.seed, epoch, 5]).permutation(rest)[:max(0, pool_size - len(anchors))]
     pool = np.concatenate([anchors, extra])
     pool_emb = embed(network, data, pool, dev, workers)
-    negatives = hard_negatives(data.x, data.labels, anchors, pool_emb[:len(anchors)], pool, pool_emb, 1,
-                               o.negative_tau, o.pair_tau)[:, 0]
+    negatives, rules = mine_negatives(data.x, data.labels, anchors, pool_emb[:len(anchors)], pool, pool_emb,
+                                      rng=np.random.default_rng([o.seed, epoch, 6]), negative_tau=o.negative_tau,
+                                      tau=o.pair_tau, distinctive=data.distinctive)
     tuples = np.stack([anchors, positives, negatives], axis=1)
     pair_name, use_softmax = loss
     if epoch == 1 and use_softmax:
@@ -247,24 +262,20 @@ def run_epoch(network: Network, teacher: nn.Module | None, data: Data, opt: torc
     b = o.batch_size
     lr0 = o.lr
     tic = time.perf_counter()
-    loader = _loader(_Tuples(data.paths, tuples, backdrops, o.size, o.seed, epoch), b, dev, workers)
+    if data.views is not None:  # one cached photo of each anchor, drawn per epoch
+        photo = np.random.default_rng([o.seed, epoch, 4]).integers(1, data.views.views + 1, len(tuples))
+        batches = _cached_batches(network, data, tuples, photo, dev)
+    else:
+        batches = _full_batches(network, teacher, data, tuples, backdrops, epoch, dev, workers)
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda" and not torch.cuda.is_bf16_supported())
     with start(progress, label, 3 * len(tuples)) as advance:
-        for step, views in enumerate(loader):
+        for step, (emb, logits, student, target) in enumerate(batches):
             global_step = (epoch - 1) * steps + step
             for group in opt.param_groups:
                 group["lr"] = lr0 * 0.5 * (1.0 + math.cos(math.pi * global_step / total_steps))
             rows = tuples[step * b:(step + 1) * b]
-            images = views.transpose(0, 1).reshape(-1, *views.shape[2:])
-            x = network_input(network, images, dev)
-            with autocast_on(dev):
-                emb, logits, raw = network(x)
-                student = network.model.forward_head(raw) if teacher is not None else None
-            if teacher is not None:
-                with torch.no_grad(), autocast_on(dev):
-                    target = teacher(x)
             parts, n_pos, n_neg = _batch_loss(emb.float(), logits.float(), rows, data, pair_name, use_softmax,
-                                              None if teacher is None else (student.float(), target.float()))
+                                              None if target is None else (student.float(), target.float()))
             total = multitask(parts["pair"], parts["softmax"], parts["distill"],
                               o.softmax_weight if use_softmax else 0.0, o.distill_weight)
             opt.zero_grad(set_to_none=True)
@@ -279,15 +290,49 @@ def run_epoch(network: Network, teacher: nn.Module | None, data: Data, opt: torc
             note = None
             if dev.type != "cuda" or (step + 1) % NOTE_EVERY_CUDA == 0 or step + 1 == steps:
                 note = running_loss(float(sums["loss"]) / (step + 1), float(total.detach()))
-            advance(images.shape[0], note=note)
+            advance(3 * len(rows), note=note)
     trained = time.perf_counter() - tic
     n_steps = max(1, len(tuples) // b)
     return {"epoch": epoch, "train": {k: float(v) / n_steps for k, v in sums.items()}, **counts,
-            "hard_negatives_found": int((negatives >= 0).sum()), "anchors": int(len(anchors)),
+            "hard_negatives_found": int((negatives >= 0).sum()), "negative_rules": rules, "anchors": int(len(anchors)),
             "images": int(3 * len(tuples)), "images_per_s": 3 * len(tuples) / max(trained, 1e-9),
             "lr": [lr0 * 0.5 * (1 + math.cos(math.pi * (epoch - 1) * steps / total_steps)),
                    lr0 * 0.5 * (1 + math.cos(math.pi * (epoch * steps - 1) / total_steps))],
             "seconds": {"mine": mined, "train": trained, "total": mined + trained}}
+
+
+def _full_batches(network: Network, teacher: nn.Module | None, data: Data, tuples: np.ndarray, backdrops: np.ndarray,
+                  epoch: int, dev: torch.device, workers: int | None):
+    """Each batch's descriptors, logits, and the student's and teacher's ImageNet logits (None without
+    distillation), from decoded views: a new simulated photo of every anchor."""
+    o = data.options
+    loader = _loader(_Tuples(data.paths, tuples, backdrops, o.size, o.seed, epoch), o.batch_size, dev, workers)
+    for views in loader:
+        images = views.transpose(0, 1).reshape(-1, *views.shape[2:])
+        x = network_input(network, images, dev)
+        with autocast_on(dev):
+            emb, logits, raw = network(x)
+            student = network.model.forward_head(raw) if teacher is not None else None
+        target = None
+        if teacher is not None:
+            with torch.no_grad(), autocast_on(dev):
+                target = teacher(x)
+        yield emb, logits, student, target
+
+
+def _cached_batches(network: Network, data: Data, tuples: np.ndarray, photo: np.ndarray, dev: torch.device):
+    """Each batch's descriptors and logits from the cached trunk outputs (:mod:`bpcr.training.trunk`): the
+    anchors' photo ``photo[t]``, the positives' and negatives' clean views (a missing negative repeats the
+    positive, as :class:`_Tuples` does)."""
+    b = data.options.batch_size
+    for lo in range(0, len(tuples) - len(tuples) % b, b):
+        t = tuples[lo:lo + b]
+        negatives = np.where(t[:, 2] >= 0, t[:, 2], t[:, 1])
+        rows = np.concatenate([t[:, 0], t[:, 1], negatives])
+        views = np.concatenate([photo[lo:lo + b], np.zeros(2 * len(t), dtype=np.int64)])
+        with autocast_on(dev):
+            emb, logits, _ = network.from_trunk(data.views.batch(rows, views, dev), data.head, data.options.size)
+        yield emb, logits, None, None
 
 
 def running_loss(mean: float, last: float) -> str:
@@ -314,8 +359,8 @@ def _batch_loss(emb: Tensor, logits: Tensor, rows: np.ndarray, data: Data, pair_
     anchors, clean = rows[:, 0], np.concatenate([rows[:, 1], rows[:, 2]])
     valid_neg = rows[:, 2] >= 0
     ia, ib, y = list(range(b)), list(range(b)), [1.0] * b
-    ok = negative_mask(data.x, data.labels, anchors, np.where(clean >= 0, clean, anchors[0]),
-                       o.negative_tau, o.pair_tau)
+    ok = negative_rules(data.x, data.labels, anchors, np.where(clean >= 0, clean, anchors[0]),
+                        distinctive=data.distinctive, negative_tau=o.negative_tau, tau=o.pair_tau) == 0
     for i in range(b):
         if valid_neg[i]:
             ia.append(i), ib.append(b + i), y.append(0.0)
@@ -344,11 +389,14 @@ def _batch_loss(emb: Tensor, logits: Tensor, rows: np.ndarray, data: Data, pair_
 
 
 def validate(network: Network, data: Data, dev: torch.device, workers: int | None) -> dict[str, float]:
-    """Held-out images as fixed simulated photos search the clean held-out images: mAP@7, recall@1, loss.
+    """Retrieval on held-out product groups, shaped like the task: mAP@7, recall@1 and the loss.
 
-    Relevant: the image itself and its near-identical listings. The loss is the
-    run's pair loss (robust contrastive for "softmax") over each photo's
-    positive and its nearest negative, plus the softmax over the photos.
+    A group is a held-out image with its near-identical listings (the validation split holds groups whole:
+    :func:`bpcr.training.pseudolabels.split_validation`). One query per group, the fixed simulated photo of
+    its first image, searches the clean held-out images; every image of the group is relevant; mAP@7 is
+    :func:`bpcr.evaluation.metrics.map_at_k`, the leaderboard's. The loss is the run's pair loss (robust
+    contrastive for "softmax") over each held-out photo's clean view and its nearest negative, plus the softmax
+    over the photos.
     """
     o = data.options
     rows = data.val_rows
@@ -356,17 +404,21 @@ def validate(network: Network, data: Data, dev: torch.device, workers: int | Non
         rows = np.sort(np.random.default_rng([o.seed, 13]).choice(rows, VAL_CAP, replace=False))
     clean = embed(network, data, rows, dev, workers)
     photos = embed(network, data, rows, dev, workers, phone_seed=o.seed)
+    if not (np.all(np.isfinite(clean)) and np.all(np.isfinite(photos))):  # a diverged network retrieves nothing
+        return {"map7": 0.0, "recall1": 0.0, "loss": float("nan"), "images": int(len(rows)), "queries": 0,
+                "diverged": True}
     sims = photos.astype(np.float64) @ clean.astype(np.float64).T
     ids = np.asarray([data.ids[r] for r in rows])
-    position = {int(r): i for i, r in enumerate(rows)}
-    aps, hits = [], []
-    for i, r in enumerate(rows):
-        cols = [i] + [position[int(p)] for p in data.partners[r] if int(p) in position]
+    groups = validation_groups(data, rows)
+    ranking, relevant = {}, {}
+    for members in groups:
+        i = members[0]
         order = np.lexsort((ids, -sims[i]))[:7]
-        relevant = set(ids[cols])
-        aps.append(ap_at_k(list(ids[order]), relevant))
-        hits.append(float(ids[order[0]] in relevant))
-    neg = negative_mask(data.x, data.labels, rows, rows, o.negative_tau, o.pair_tau)
+        ranking[ids[i]] = list(ids[order])
+        relevant[ids[i]] = [ids[m] for m in members]
+    hits = [float(ranking[q][0] in relevant[q]) for q in ranking]
+    neg = negative_rules(data.x, data.labels, rows, rows, distinctive=data.distinctive,
+                         negative_tau=o.negative_tau, tau=o.pair_tau) == 0
     masked = np.where(neg, sims, -np.inf)
     hardest = masked.argmax(axis=1)
     has_neg = np.isfinite(masked[np.arange(len(rows)), hardest])
@@ -380,5 +432,21 @@ def validate(network: Network, data: Data, dev: torch.device, workers: int | Non
         cls = network.classifier.detach().float().cpu()
         logits = CATEGORY_SCALE * q @ l2n(cls).T
         loss += o.softmax_weight * float(category_softmax(logits, torch.as_tensor(data.labels[rows])))
-    return {"map7": float(np.mean(aps)) if aps else 0.0, "recall1": float(np.mean(hits)) if hits else 0.0,
-            "loss": loss, "images": int(len(rows))}
+    return {"map7": map_at_k(ranking, relevant) if ranking else 0.0, "recall1": float(np.mean(hits)) if hits else 0.0,
+            "loss": loss, "images": int(len(rows)), "queries": len(ranking)}
+
+
+def validation_groups(data: Data, rows: np.ndarray) -> list[list[int]]:
+    """The product groups among ``rows`` (positions in ``rows``, each group sorted, groups by first member): an
+    image and its near-identical listings, joined transitively."""
+    from scipy.sparse.csgraph import connected_components
+
+    position = {int(r): i for i, r in enumerate(rows)}
+    edges = np.array([(i, position[int(p)]) for i, r in enumerate(rows) for p in data.partners[int(r)]
+                      if int(p) in position], dtype=np.int64).reshape(-1, 2)
+    graph = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(rows), len(rows)))
+    _, label = connected_components(graph, directed=False)
+    groups: dict[int, list[int]] = {}
+    for i, group in enumerate(label.tolist()):
+        groups.setdefault(group, []).append(i)
+    return sorted(groups.values())

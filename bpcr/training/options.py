@@ -17,6 +17,7 @@ LOSSES = ("robust-contrastive+softmax", "robust-contrastive", "contrastive+softm
 # last stage (0.378 -> 0.363), at 0.001 it held (0.378 -> 0.380): fine-tuning pretrained features wants small steps
 # (004 §3.3 used 5e-5 on its own loss scale).
 OPTIMIZERS = {"sgd": 0.001, "adamw": 1e-4}
+TRUNK_CACHE = ("auto", "on", "off")  # bpcr.training.trunk
 # Options that change how fast a training runs, never what it computes: train.json and the checkpoint leave them out.
 RUNTIME = ("threads", "workers")
 
@@ -51,7 +52,8 @@ class TrainOptions:
     temperature: float = option(2.0, "Temperature of the distillation's softened predictions.",
                                 low=0, low_open=True, cli=False)
     pooling: str = option("gem", "Pooling of the trained descriptor: {choices}.", choices=TRAIN_POOLINGS, cli=False)
-    trainable: str | int = option("auto", "auto (the last stage on a CPU, all on a GPU), all, last or a number of "
+    trainable: str | int = option("auto", "auto (the last stage on a CPU, all on a GPU), all, last, head (the "
+                                          "layers after the last stage: EfficientNet's conv_head) or a number of "
                                           "final stages.", cli=False)
     optimizer: str = option("sgd", "Optimizer: {choices} (cosine-decayed learning rate).", choices=tuple(OPTIMIZERS))
     lr: float | None = option(None, "Learning rate (default: 0.001 for sgd, 0.0001 for adamw).", low=0,
@@ -78,6 +80,14 @@ class TrainOptions:
                            integer=True, cli=False, paper="004 §3.3")
     max_images: int | None = option(None, "Train on a seeded sample of this many database images.", low=2,
                                     integer=True, cli=False)
+    trunk_cache: str = option("auto", "Run the frozen trunk once per image view and train on its kept outputs: "
+                                      "{choices} (auto: on a CPU, when the backbone splits and distillation is off).",
+                              choices=TRUNK_CACHE, cli=False)
+    views: int = option(4, "Simulated phone photos kept per training image on the cached path.", low=1, high=64,
+                        integer=True, cli=False)
+    choose: dict[str, list] | None = option(None, "Options to choose on the database's validation split, {name: "
+                                                  "[values]}: every combination trains, the best validation mAP@7 "
+                                                  "is kept, train.json lists the grid.", cli=False)
     seed: int = option(0, "Seed of sampling, augmentation and initialisation.", low=0, high=SEED_MAX, integer=True)
     device: str = option("auto", "auto (CUDA when present), cpu or cuda[:N].")
     threads: int | None = option(None, "CPU threads of the network (default: every core).", low=1, integer=True,
@@ -86,14 +96,38 @@ class TrainOptions:
                                  cli=False)
 
 
+# The options ``choose`` may vary: what a training does, never what it trains on or how fast it runs.
+CHOOSABLE = ("margin", "lr", "softmax_weight", "epochs", "trainable", "optimizer", "weight_decay", "views")
+
+
+def grid_points(options: TrainOptions) -> list[dict[str, Any]]:
+    """Every combination of ``options.choose``, in the order given (the first value of each first); each checked
+    as an option (BadInput for a name not in :data:`CHOOSABLE`, an empty list or a value out of range)."""
+    import itertools
+
+    grid = options.choose or {}
+    for name, values in grid.items():
+        if name not in CHOOSABLE:
+            raise BadInput(None, None, f"choose: {name!r} cannot be chosen; choose among {', '.join(CHOOSABLE)}")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise BadInput(None, None, f"choose: {name} needs a non-empty list of values")
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    for point in points:
+        check_train_options(dataclasses.replace(options, choose=None, **point))
+    return points
+
+
 def check_train_options(options: TrainOptions) -> tuple[str | None, bool]:
     """Refuse (BadInput) options out of their ranges, before any work; returns the loss as
     :func:`parse_loss` splits it (pair loss, whether the softmax is on)."""
     check(options)
+    if options.choose:
+        grid_points(options)
     check_range("--negative-tau", options.negative_tau, 0, options.pair_tau)
     mode = options.trainable
-    if not (mode in ("auto", "all", "last") or (str(mode).isdigit() and int(mode) >= 1)):
-        raise BadInput(None, None, f"--trainable must be auto, all, last or a number of final stages, got {mode!r}")
+    if not (mode in ("auto", "all", "last", "head") or (str(mode).isdigit() and int(mode) >= 1)):
+        raise BadInput(None, None, f"--trainable must be auto, all, last, head or a number of final stages, got "
+                                   f"{mode!r}")
     return parse_loss(options.loss)
 
 

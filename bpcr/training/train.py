@@ -45,6 +45,7 @@ import copy
 import dataclasses
 import hashlib
 import io
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -64,9 +65,10 @@ from bpcr.io.fileio import atomic_path, json_text, sha256_file, write_group
 from bpcr.io.folders import FolderKind, check_output_folder
 from bpcr.progress import Progress
 from bpcr.training.loop import Data, Network, run_epoch, trainable_names, validate
-from bpcr.training.options import OPTIMIZERS, TrainOptions, check_train_options, recorded
-from bpcr.training.pseudolabels import (check_no_query_leak, description_vectors, partners, positive_pairs,
-                                        pseudo_categories, split_validation)
+from bpcr.training.options import OPTIMIZERS, TrainOptions, check_train_options, grid_points, recorded
+from bpcr.training.trunk import Split, build_views, split
+from bpcr.training.pseudolabels import (RULES, check_no_query_leak, description_vectors, distinctive_terms, partners,
+                                        positive_pairs, pseudo_categories, split_validation)
 
 FORMAT = "bpcr-train/1"
 CHECKPOINT_FORMAT = "bpcr-train-checkpoint/1"
@@ -85,28 +87,42 @@ class TrainResult:
 def train(manifest: str | Path, out: str | Path, options: TrainOptions = TrainOptions(), *,
           queries: str | Path | None = None, ground_truth: str | Path | None = None, restart: bool = False,
           progress: Progress | None = None, log: Callable[[str], None] | None = print,
-          on_epoch: Callable[[int], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[int], None] | None = None, cache_dir: str | Path | None = None) -> TrainResult:
     """Fine-tune a backbone on the database ``manifest`` as ``options`` say; write ``out/weights.pt`` and
     ``out/train.json``.
 
     ``queries``: the query manifest to check against (default ``queries.csv`` beside ``manifest``);
     ``ground_truth``: one more file to check against. ``restart`` discards a checkpoint made with other
-    options. ``on_epoch(epoch)`` is called once that epoch's checkpoint is on disk. ``log`` hears what the
+    options. ``on_epoch(epoch)`` is called once that epoch's checkpoint is on disk. ``cache_dir``: where the frozen
+    trunk's outputs are kept (:mod:`bpcr.training.trunk`; default ``.trunk-cache`` beside ``out``). ``log`` hears what the
     run found and did (the categories, each epoch's losses and validation; None: silent); ``progress`` is
     told of each epoch's training images, with the epoch's running loss as its note (:mod:`bpcr.progress`).
     """
     started = time.perf_counter()
     say = log or (lambda message: None)
     loss = check_train_options(options)
+    if options.choose:
+        return _choose(manifest, out, options, queries=queries, ground_truth=ground_truth, restart=restart,
+                       progress=progress, log=log, cache_dir=cache_dir)
     dev = resolve_device(options.device)
     out = check_output_folder(out, "--out", TRAINED)
     man = read_manifest(manifest)
     leak = check_no_query_leak(man, queries, ground_truth)
     plan = _plan(man, options, dev, say)
     net, network, names, teacher, opt = _model(plan.options, plan.cats.count, dev)
+    parts = _trunk(plan.options, net, names, dev)
+    plan = dataclasses.replace(plan, options=dataclasses.replace(plan.options,
+                                                                 trunk_cache="off" if parts is None else "on"))
     data = Data(paths=[man.paths[r] for r in plan.rows], ids=[man.ids[r] for r in plan.rows], x=plan.x,
                 labels=plan.cats.labels, partners=partners(len(plan.rows), plan.pairs), train_rows=plan.train_rows,
-                val_rows=plan.val_rows, options=plan.options)
+                val_rows=plan.val_rows, options=plan.options, distinctive=distinctive_terms(plan.x))
+    if parts is not None:
+        with cpu_threads(dev, options.threads):
+            data.views = build_views(parts, net.normalise, data.paths, data.train_rows, data.val_rows,
+                                     plan.options.size, plan.options.views, plan.options.seed,
+                                     Path(cache_dir) if cache_dir is not None else out.parent / ".trunk-cache", dev,
+                                     plan.options.batch_size, progress, say)
+        data.head = parts.head
     record = {"manifest": {"file": man.path.name, "sha256": sha256_file(man.path), "rows": len(man)},
               **recorded(plan.options)}
     state = _resume(out, record, plan.digest, network, opt, restart, say)
@@ -179,6 +195,46 @@ def _model(o: TrainOptions, n_categories: int, dev: torch.device
     opt = (torch.optim.SGD(params, lr=o.lr, momentum=0.9, weight_decay=o.weight_decay) if o.optimizer == "sgd"
            else torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay))
     return net, network, names, teacher, opt
+
+
+def _choose(manifest: str | Path, out: str | Path, options: TrainOptions, **kwargs: Any) -> TrainResult:
+    """Train every point of ``options.choose`` into ``OUT-grid/<i>/`` and keep the one with the best validation mAP@7
+    (held-out product groups of the database, never queries; ties go to the earlier point) as ``OUT``; its
+    train.json adds the grid, each point's figure and the choice."""
+    say = kwargs.get("log") or (lambda message: None)
+    out = check_output_folder(out, "--out", TRAINED)
+    points = grid_points(options)
+    results = []
+    for i, point in enumerate(points):
+        shown = ", ".join(f"{k}={v}" for k, v in point.items())
+        say(f"grid point {i + 1}/{len(points)}: {shown}")
+        result = train(manifest, out.with_name(f"{out.name}-grid") / str(i),
+                       dataclasses.replace(options, choose=None, **point), **kwargs)
+        results.append({"point": point, "best_val_map7": result.summary["best_val_map7"],
+                        "best_epoch": result.summary["best_epoch"], "folder": str(result.weights.parent)})
+        say(f"grid point {i + 1}/{len(points)}: {shown}: best validation mAP@7 {result.summary['best_val_map7']}")
+    best = max(range(len(results)), key=lambda i: (results[i]["best_val_map7"] or 0.0, -i))
+    folder = Path(results[best]["folder"])
+    summary = json.loads((folder / "train.json").read_text(encoding="utf-8"))
+    summary["options"]["choose"] = options.choose
+    summary["grid"] = {"chosen_on": "validation mAP@7 on held-out product groups of the database (never queries)",
+                       "points": results, "chosen": results[best]["point"]}
+    write_group({out / "weights.pt": (folder / "weights.pt").read_bytes(), out / "train.json": json_text(summary),
+                 out / "checkpoint.pt": None})
+    say(f"chose {results[best]['point']} (validation mAP@7 {results[best]['best_val_map7']}); wrote {out}")
+    return TrainResult(out / "weights.pt", out / "train.json", summary)
+
+
+def _trunk(o: TrainOptions, net: Backbone, names: set[str], dev: torch.device) -> Split | None:
+    """The frozen trunk and trained head when training runs on cached trunk outputs (``trunk_cache``), else None."""
+    if o.trunk_cache == "off" or (o.trunk_cache == "auto" and dev.type != "cpu"):
+        return None
+    parts = split(net.model, names) if o.distill_weight == 0 else None
+    if parts is None and o.trunk_cache == "on":
+        why = ("distillation reads the full input" if o.distill_weight > 0 else
+               f"{net.timm_name} is not a plain chain of stages with a frozen part before {o.trainable!r}")
+        raise BadInput(None, None, f"--trunk-cache on: {why}; use auto or off")
+    return parts
 
 
 def _fit(out: Path, state: dict, record: dict, digest: str, network: Network, teacher: Any, data: Data,
@@ -330,6 +386,9 @@ def _epoch_line(record: dict, epochs: int) -> str:
     t = record["train"]
     val = record.get("val")
     tail = f", val mAP@7 {val['map7']:.4f} recall@1 {val['recall1']:.4f} loss {val['loss']:.4f}" if val else ""
+    rules = record.get("negative_rules") or {}
+    mined = (f"; negatives {record['hard_negatives_found']}/{record['anchors']}, candidates passed over: "
+             + ", ".join(f"{rule} {rules.get(rule, 0)}" for rule in RULES)) if rules else ""
     return (f"epoch {record['epoch']}/{epochs}: loss {t['loss']:.4f} (pairs {t['pair']:.4f}, softmax "
-            f"{t['softmax']:.4f}, distill {t['distill']:.4f}), {record['images_per_s']:.1f} images/s{tail}")
+            f"{t['softmax']:.4f}, distill {t['distill']:.4f}), {record['images_per_s']:.1f} images/s{tail}{mined}")
 

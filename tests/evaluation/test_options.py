@@ -87,7 +87,7 @@ def test_config_accepts_exactly_the_declared_keys(tmp_path, command, cls):
     ("score", {"variant": "x"}, "[score] variant: --variant 'x' is not a metric variant"),
     ("score", {"public_share": 0}, "[score] public_share: --public-share must be a number in (0, 1), got 0"),
     ("score", {"seed": -1}, "[score] seed: --seed must be an integer in [0, 2147483647], got -1"),
-    ("score", {"baseline": 3}, "[score] baseline must be a string, got 3 (an integer)"),
+    ("score", {"baseline": 3}, "[score] baseline must be a string or a table, got 3 (an integer)"),
     ("report", {"limit": 0}, "[report] limit must be an integer in [1, 10000000], got 0"),
     ("report", {"thumb": 4}, "[report] thumb must be an integer in [16, 1024], got 4"),
 ])

@@ -210,7 +210,7 @@ def test_cli(data, cli):
     meta = json.loads((data / "cli" / "gem" / "meta.json").read_text())
     assert meta["pooling_params"] == {"p": 4.0, "eps": 1e-6}
     for args, message in [
-        (("--pooling", "gem,nope"), "unknown pooling 'nope'; choose from gem, grmaac"),
+        (("--pooling", "gem,nope"), "unknown pooling 'nope'; choose from crow, gem, grmaac"),
         (("--pooling", "gem", "--backbone", "resnet_nope"), "unknown backbone 'resnet_nope'"),
         (("--pooling", "gem", "--shard", "3/2"), "--shard I/N needs 1 <= I <= N"),
         (("--pooling", "gem", "--weights", "hub", "--pca-whiten", "--pca-from", "x"), "choose one"),

@@ -12,7 +12,8 @@ from bpcr.pipeline.config import validate_config
 from tests.helpers.cli_help import help_as_declared
 
 # The options the command line spells its own way, by their flag.
-OWN_FLAGS = {"poolings": "--pooling", "pooling_params": "--param", "scales": "--multiscale", "shard": "--shard"}
+OWN_FLAGS = {"poolings": "--pooling", "pooling_params": "--param", "scales": "--multiscale", "shard": "--shard",
+             "pad_colour": "--pad-colour"}
 # Config keys of an [[extract]] that are the pipeline's, not the extraction's options.
 PIPELINE_KEYS = {"name", "database_parts", "restart"}
 
@@ -25,13 +26,14 @@ def test_every_default_passes_its_own_check_and_the_names_are_the_registries():
 
     assert POOLING_NAMES == tuple(POOLINGS)
     assert SALIENCY == tuple(SALIENCY_METHODS)
-    assert set(DTYPES) <= set(FEATURE_DTYPES) and RESIZE_MODES == ("square", "aspect")
+    assert set(DTYPES) <= set(FEATURE_DTYPES) and RESIZE_MODES == ("square", "aspect", "pad")
 
 
 def test_help_shows_each_option_as_declared(cli, monkeypatch):
     """Each option's --help line is its field's help with the range or choices the check enforces."""
     _, shown = help_as_declared(cli, monkeypatch, "extract", ExtractOptions, OWN_FLAGS)
-    assert "an integer in [16, 4096]" in shown and "one of square, aspect" in shown and "spectral, fine" in shown
+    assert "an integer in [16, 4096]" in shown and "one of square, aspect, pad" in shown and "spectral, fine" in shown
+    assert "one of none, salient" in shown
 
 
 def test_config_accepts_exactly_the_declared_keys(tmp_path):
@@ -42,7 +44,7 @@ def test_config_accepts_exactly_the_declared_keys(tmp_path):
                                                                    "bogus": 1}]))
     assert set(str(info.value).split("accepted: ")[1].split(", ")) == declared
     every = {**defaults(ExtractOptions), "poolings": ["gem"], "database_parts": [], "restart": False}
-    every = {k: v for k, v in every.items() if v is not None} | {"scales": [1.0]}
+    every = {k: v for k, v in every.items() if v is not None} | {"scales": [1.0], "pad_colour": [255, 255, 255]}
     assert set(every) == declared - {"pooling_params", "weights", "layer", "saliency", "workers", "threads", "shard",
                                      "pca_from"} | PIPELINE_KEYS - {"name"}
     validate_config(tmp_path / "c.toml", dict(base, extract=[{"name": "e", **every}]))  # every key, its default
@@ -51,7 +53,10 @@ def test_config_accepts_exactly_the_declared_keys(tmp_path):
 @pytest.mark.parametrize("entry, reason", [
     ({"size": 8}, "[extract e] --size must be between 16 and 4096, got 8"),
     ({"batch_size": 0}, "[extract e] --batch-size must be an integer at least 1, got 0"),
-    ({"resize": "crop"}, "[extract e] unknown resize 'crop'; choose from square, aspect"),
+    ({"resize": "crop"}, "[extract e] unknown resize 'crop'; choose from square, aspect, pad"),
+    ({"resize": "pad", "pad_colour": [0, 0]}, "[extract e] pad_colour must be an array of 3 integers"),
+    ({"pad_colour": [0, 0, 0]}, "[extract e] --pad-colour is the fill of --resize pad"),
+    ({"crop": "salient", "resize": "aspect"}, "[extract e] --crop salient needs --resize square or pad"),
     ({"scales": [1.0, 1.0]}, "[extract e] scales must be distinct numbers in (0, 4], got [1.0, 1.0]"),
     ({"pca_whiten": True, "pca_from": "db"}, "[extract e] --pca-whiten learns a whitening, --pca-from applies one"),
     ({"restart": "yes"}, "[extract e] restart must be true or false"),
@@ -96,6 +101,7 @@ FAST_FIELDS = {"poolings": ("gem",), "size": 64, "batch_size": 2, "workers": 0, 
 CLI_OPTIONS = {
     "vit": (("--backbone", "test_vit", "--weights", "none"), {"backbone": "test_vit", "weights": "none"}),
     "aspect": (("--resize", "aspect"), {"resize": "aspect"}),
+    "pad": (("--resize", "pad", "--pad-colour", "0,0,255"), {"resize": "pad", "pad_colour": (0, 0, 255)}),
     "gem-p4": (("--param", "gem.p=4"), {"pooling_params": {"gem": {"p": 4.0}}}),
 }
 

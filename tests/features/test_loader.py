@@ -113,14 +113,14 @@ def test_stopping_early_ends_the_helper(images):
 
 def test_an_unexpected_error_reaches_the_consumer(images, monkeypatch):
     paths, shapes, batches = images
-    real = loader.decode_resized
+    real = loader.decode_view
 
-    def broken(path, shape, jpeg_draft=False):
+    def broken(path, shape, jpeg_draft=False, preprocess=loader.PLAIN):
         if path == paths[batches[-1][0]]:
             raise RuntimeError("decoder bug")
-        return real(path, shape, jpeg_draft)
+        return real(path, shape, jpeg_draft, preprocess)
 
-    monkeypatch.setattr(loader, "decode_resized", broken)
+    monkeypatch.setattr(loader, "decode_view", broken)
     with pytest.raises(RuntimeError, match="decoder bug"):
         list(_Prefetch(_Images(paths, shapes, None), batches, 2, pin=False))
     assert not _decoders()

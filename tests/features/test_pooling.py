@@ -278,7 +278,7 @@ def test_batch_independence(name, with_mask):
 
 
 HOMOGENEOUS = ["mac", "spoc", "gem", "grmac", "vamac"]  # f(c x) = c f(x)
-INVARIANT = ["rmac", "ramac", "srmac", "grmaac"]  # f(c x) = f(x)
+INVARIANT = ["rmac", "ramac", "srmac", "grmaac", "crow"]  # f(c x) = f(x)
 
 
 @pytest.mark.parametrize("name", HOMOGENEOUS + INVARIANT)
@@ -383,7 +383,7 @@ def test_grmaac_matches_reference(assignment):
 # ---------------------------------------------------------------- registry
 
 def test_registry_names_and_defaults_match_the_functions():
-    names = {"mac", "spoc", "gem", "rmac", "ramac", "grmac", "vamac", "grmaac", "srmac"}
+    names = {"mac", "spoc", "gem", "rmac", "ramac", "grmac", "vamac", "grmaac", "srmac", "crow"}
     assert set(POOLINGS) == names == set(DEFAULT_PARAMS)
     assert MASK_REQUIRED == {"srmac"} and MASK_OPTIONAL == {"vamac", "grmaac"}
     for name, fn in POOLINGS.items():

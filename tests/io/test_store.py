@@ -127,3 +127,23 @@ def test_failed_csv_round_trips_reasons_with_commas_quotes_and_newlines(tmp_path
     failed = {"n1": 'truncated, "badly"', "n2": "line one\nline two", "n3": ""}
     write_store(tmp_path / "s", ["a"], np.ones((1, 3), np.float32), {"pooling": "gem"}, failed=failed)
     assert open_store(tmp_path / "s").failed == failed
+
+
+def test_a_pca_whitened_database_and_its_queries_are_comparable(tmp_path):
+    """The database learns its PCA-whitening ("learned_on": "this store"), the queries apply it ("learned_on": the
+    database's path): the same projection, so search pairs them; another projection is refused."""
+    from bpcr.features.whitening import whiten_store
+    from bpcr.io.store import check_same_extraction
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 6)).astype(np.float32)
+    meta = {"backbone": "b", "pooling": "gem"}
+    whiten_store(tmp_path / "db", [f"n{i}" for i in range(20)], [x], 6, "float32", meta, {}, None, "gem")
+    whiten_store(tmp_path / "q", [f"v{i}" for i in range(5)], [x[:5]], 6, "float32", meta, {}, tmp_path / "db", "gem")
+    whiten_store(tmp_path / "other", [f"n{i}" for i in range(20)], [x * 2.0 + 1.0], 6, "float32", meta, {}, None,
+                 "gem")
+    db, q, other = open_store(tmp_path / "db"), open_store(tmp_path / "q", role="query"), open_store(tmp_path / "other")
+    assert db.meta["whitening"]["learned_on"] != q.meta["whitening"]["learned_on"]
+    check_same_extraction(db, q)
+    with pytest.raises(BadInput, match="whitening"):
+        check_same_extraction(other, q)

@@ -10,6 +10,7 @@ import torch
 
 from bpcr.pipeline.runner import run_pipeline
 from tests.helpers import ROOT
+from tests.helpers.tiny_pipeline import copy_with_photos, run_tiny, stages_run
 
 pytestmark = [pytest.mark.filterwarnings("ignore:backbone .* has random weights"),
               pytest.mark.slow]  # module fixtures train networks on a generated dataset
@@ -46,21 +47,11 @@ thumb = 32
 """
 
 
-def _run(folder: Path):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        return run_pipeline("tiny.toml", log=lambda _: None)
-
-
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory, tiny_demo_config):
     folder = tmp_path_factory.mktemp("pipeline-train")
     (folder / "tiny.toml").write_text(tiny_demo_config(6, one_worker=True, then=TRAIN))
-    return folder, _run(folder)
-
-
-def _ran(result) -> set[str]:
-    return {f"{t.stage}:{t.name}" for t in result.times if not t.skipped and t.stage != "score"}
+    return folder, run_tiny(folder)
 
 
 def test_train_stage_feeds_extract_and_the_report_follows_the_leaderboard(ran):
@@ -76,7 +67,7 @@ def test_train_stage_feeds_extract_and_the_report_follows_the_leaderboard(ran):
     for which in ("database", "queries"):
         meta = json.loads((work / "features" / "trained" / which / "gem" / "meta.json").read_text())
         assert meta["weights"]["state_sha256"] == summary["weights"]["state_sha256"]
-    assert _ran(result) >= {"train:t", "extract:trained-database", "extract:trained-queries",
+    assert stages_run(result) >= {"train:t", "extract:trained-database", "extract:trained-queries",
                             "search:trained-gem", "report:report"}
     order = [t.stage for t in result.times]
     assert order.index("train") < order.index("extract") and order[-1] == "report"
@@ -91,8 +82,8 @@ def test_rerun_skips_training_extraction_and_report(ran):
     folder, _ = ran
     weights = (folder / "work" / "train" / "t" / "weights.pt").read_bytes()
     page = (folder / "report" / "index.html").read_bytes()
-    again = _run(folder)
-    assert _ran(again) == set()
+    again = run_tiny(folder)
+    assert stages_run(again) == set()
     assert {t.stage for t in again.times} >= {"train", "report"}
     assert (folder / "work" / "train" / "t" / "weights.pt").read_bytes() == weights
     assert (folder / "report" / "index.html").read_bytes() == page
@@ -110,21 +101,16 @@ def test_new_weights_reextract_and_a_changed_option_retrains(ran, tmp_path):
     torch.save(state, weights)
     downstream = {"extract:trained-database", "extract:trained-queries", "index:trained-gem-cosine",
                   "search:trained-gem", "report:report"}
-    assert _ran(_run(copy)) == downstream
+    assert stages_run(run_tiny(copy)) == downstream
     # A changed training option trains again, and everything downstream of the weights follows; Lite0 does not.
     config = (copy / "tiny.toml").read_text().replace("pool_size = 8", "pool_size = 12")
     (copy / "tiny.toml").write_text(config)
-    assert _ran(_run(copy)) == {"train:t", *downstream}
+    assert stages_run(run_tiny(copy)) == {"train:t", *downstream}
 
 
 def test_predict_reuses_the_training_and_refuses_without_it(ran, tmp_path, cli, monkeypatch):
     folder, _ = ran
-    copy = tmp_path / "copy"
-    shutil.copytree(folder, copy)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for photo in sorted((copy / "work" / "queries").iterdir())[:2]:
-        shutil.copy(photo, photos / photo.name)
+    copy, photos = copy_with_photos(folder, tmp_path)
     monkeypatch.chdir(copy)
     good = cli("predict", "tiny.toml", photos, tmp_path / "answers.csv", "--run", "trained-gem")
     assert good.code == 0, good.err
@@ -200,8 +186,11 @@ def test_the_training_demo_config_reuses_the_demo_and_pairs_each_trained_run_wit
                                        "robust-contrastive+softmax"]
     # the default training is the demo's own, entry for entry, so one training serves both leaderboards
     assert [t for t in trained["train"] if t["name"] == "rc-softmax"] == demo["train"]
-    assert all((t["epochs"], t["images_per_epoch"], t["pool_size"], t["size"]) == (3, 384, 384, 224)
-               for t in trained["train"])
+    # every training: every training image per epoch at 224 px; the default's stages chosen on validation (6
+    # epochs, about 1,050 steps), the variants train what it chose (4 epochs)
+    assert all(t["size"] == 224 and "images_per_epoch" not in t for t in trained["train"])
+    assert [(t["epochs"], t.get("choose"), t.get("trainable")) for t in trained["train"]] == [
+        (6, {"trainable": ["head", "last"]}, None), *[(4, None, "last")] * 3]
     searched = {e["features"] for e in trained["search"]}
     for entry in trained["extract"]:
         if train_name(entry.get("weights")) is not None:

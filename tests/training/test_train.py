@@ -105,9 +105,16 @@ def test_outputs(trained, dataset):
     assert summary["leak_check"]["query_ids"] == 3 and summary["split"]["val_images"] == 6
     epochs = summary["epochs"]
     assert [e["epoch"] for e in epochs] == [0, 1, 2] and "train" not in epochs[0]
-    assert all(0 <= e["val"]["map7"] <= 1 for e in epochs) and epochs[1]["positive_pairs"] == 16
-    assert epochs[1]["negative_pairs"] > 16 and epochs[1]["hard_negatives_found"] == 16
-    assert summary["best_epoch"] in (0, 1, 2) and summary["seconds"]["training"] > 0
+    # validation: one photo per held-out product group (6 images, 3 products of 2 listings each)
+    assert all(e["val"]["queries"] == 3 and e["val"]["images"] == 6 for e in epochs)
+    assert epochs[1]["positive_pairs"] == 16
+    assert epochs[1]["negative_pairs"] > 16 and 0 <= epochs[1]["hard_negatives_found"] <= 16
+    rules = epochs[1]["negative_rules"]  # a random network's descriptors are all alike: the image rule acts
+    assert rules["candidates"] == sum(rules[r] for r in ("category", "brand", "image", "text")) + rules["negatives"]
+    assert rules["image"] > 0
+    figures = [e["val"]["map7"] for e in epochs]
+    assert summary["best_epoch"] == figures.index(max(figures)) and summary["best_val_map7"] == max(figures)
+    assert summary["seconds"]["training"] > 0
 
 
 def test_the_progress_bar_hears_the_running_loss(trained, told):
@@ -317,3 +324,123 @@ def test_a_damaged_checkpoint_warns_in_one_line_and_trains_afresh(dataset, tmp_p
     a = torch.load(damaged.weights, weights_only=True)
     b = torch.load(clean.weights, weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_cached_trunk_gives_the_full_networks_loss_and_gradients():
+    """One batch through head(trunk(x)) with the trunk's output taken as data: the same descriptors, loss and
+    gradients of every trained tensor as the full network, to 1e-5."""
+    from bpcr.training.losses import category_softmax, robust_contrastive
+    from bpcr.training.trunk import split
+
+    net = load_backbone("test_efficientnet", "none", seed=0)
+    network = Network(net, "gem", 3, 0)
+    names = trainable_names(net.model, "last")
+    for name, param in net.model.named_parameters():
+        param.requires_grad_(name in names)
+    parts = split(net.model, names)
+    assert parts is not None and parts.boundary == "blocks.4" and all(n.startswith(("blocks.4.", "conv_head.", "bn2."))
+                                                                        for n in names)
+    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = network_input(network, images, torch.device("cpu"))
+    y, labels = torch.tensor([1.0] * 4 + [0.0] * 4), torch.tensor([0, 1, 2] * 4)
+    params = [p for p in network.parameters() if p.requires_grad]
+
+    def loss_of(emb, logits):
+        q, c = emb[:4], emb[4:]
+        return robust_contrastive(torch.cat([q, q]), c, y, 1.0) + 0.1 * category_softmax(logits, labels)
+
+    emb, logits, _ = network(x)
+    full = loss_of(emb, logits)
+    full_grads = torch.autograd.grad(full, params)
+    with torch.no_grad():
+        maps = parts.trunk(x)
+    emb_c, logits_c, _ = network.from_trunk(maps, parts.head, 32)
+    cached = loss_of(emb_c, logits_c)
+    cached_grads = torch.autograd.grad(cached, params)
+    assert torch.allclose(emb_c, emb, atol=1e-5) and abs(float(cached.detach()) - float(full.detach())) < 1e-5
+    assert len(full_grads) == len(names) + 1  # the backbone's trained tensors and the classifier
+    for a, b in zip(cached_grads, full_grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert max(float(g.abs().max()) for g in full_grads) > 1e-4  # gradients that could have differed
+
+
+CACHED = dict(FAST, backbone="test_efficientnet", trunk_cache="on", views=2)
+
+
+def test_training_on_the_cached_trunk_is_kept_and_shared_across_losses(dataset, tmp_path):
+    db = dataset / "prepared" / "database.csv"
+    said: list[str] = []
+    first = train(db, tmp_path / "rc", TrainOptions(epochs=1, val_share=0.25, **CACHED), log=said.append,
+                  cache_dir=tmp_path / "cache")
+    assert first.summary["options"]["trunk_cache"] == "on" and first.summary["options"]["views"] == 2
+    folders = [f for f in (tmp_path / "cache").iterdir() if not f.name.startswith(".")]
+    assert len(folders) == 1 and (folders[0] / "trunk.npy").is_file()
+    maps = np.load(folders[0] / "trunk.npy", mmap_mode="r")
+    assert maps.shape[:2] == (24, 3)  # every image: its clean view and 2 photos (a validation image: 1)
+    assert not any("read from" in line for line in said)
+    said.clear()
+    second = train(db, tmp_path / "c", TrainOptions(epochs=1, val_share=0.25, loss="contrastive", **CACHED),
+                   log=said.append, cache_dir=tmp_path / "cache")
+    assert any("trunk outputs read from" in line for line in said)
+    assert second.summary["epochs"][-1]["train"]["loss"] != first.summary["epochs"][-1]["train"]["loss"]
+    off = train(db, tmp_path / "off", TrainOptions(epochs=1, val_share=0.25, **{**CACHED, "trunk_cache": "off"}),
+                log=None, cache_dir=tmp_path / "cache2")
+    assert off.summary["options"]["trunk_cache"] == "off" and not (tmp_path / "cache2").exists()
+
+
+def test_trunk_cache_on_is_refused_where_the_network_does_not_split(dataset, tmp_path):
+    with pytest.raises(BadInput, match="not a plain chain"):
+        train(dataset / "prepared" / "database.csv", tmp_path / "out",
+              TrainOptions(**{**FAST, "trunk_cache": "on"}), log=None)
+
+
+def test_early_stopping_returns_the_start_when_training_diverges(dataset, tmp_path):
+    """A learning rate of 1e30 sends the weights to infinity in the first steps: the validation retrieves nothing,
+    training stops after ``patience`` epochs, and weights.pt holds the starting weights (epoch 0)."""
+    db = dataset / "prepared" / "database.csv"
+    options = TrainOptions(epochs=4, patience=1, val_share=0.25, lr=1e30, **CACHED)
+    result = train(db, tmp_path / "out", options, log=None, cache_dir=tmp_path / "cache")
+    history = result.summary["epochs"]
+    assert history[0]["val"]["map7"] > 0 and history[1]["val"].get("diverged")
+    assert result.summary["best_epoch"] == 0 and result.summary["stopped_early"] and result.summary["epochs_run"] == 1
+    start = load_backbone("test_efficientnet", "none", seed=0).model.state_dict()
+    saved = torch.load(tmp_path / "out" / "weights.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in start.items() if k in saved)
+
+
+def test_validation_is_one_photo_per_product_group(dataset):
+    from bpcr.training.loop import validation_groups
+
+    man = read_manifest(dataset / "prepared" / "database.csv")
+    x, _ = description_vectors(man.descriptions)
+    pairs = positive_pairs(x, 0.9)
+    data = Data(man.paths, man.ids, x, None, partners(len(man), pairs), None, None, TrainOptions(**FAST))
+    rows = np.arange(len(man))
+    groups = validation_groups(data, rows)
+    # The two listings of a product ("Kita lipstick 3.5g shade 0" and "KITA lipstick (3.5g) - shade 0") are one group.
+    assert sorted(map(len, groups)) == [2] * 12
+    assert all(man.ids[g[0]][:3] == man.ids[g[1]][:3] for g in groups)
+
+
+def test_choose_trains_every_point_and_keeps_the_best_on_validation(dataset, tmp_path):
+    db = dataset / "prepared" / "database.csv"
+    options = TrainOptions(epochs=1, val_share=0.25, choose={"margin": [0.5, 1.0], "lr": [0.001, 0.05]}, **CACHED)
+    result = train(db, tmp_path / "out", options, log=None, cache_dir=tmp_path / "cache")
+    grid = result.summary["grid"]
+    assert [p["point"] for p in grid["points"]] == [{"margin": 0.5, "lr": 0.001}, {"margin": 0.5, "lr": 0.05},
+                                                    {"margin": 1.0, "lr": 0.001}, {"margin": 1.0, "lr": 0.05}]
+    figures = [p["best_val_map7"] for p in grid["points"]]
+    best = figures.index(max(figures))  # the first of the best
+    assert grid["chosen"] == grid["points"][best]["point"] and "never queries" in grid["chosen_on"]
+    winner = tmp_path / "out-grid" / str(best)
+    assert (tmp_path / "out" / "weights.pt").read_bytes() == (winner / "weights.pt").read_bytes()
+    assert result.summary["options"]["choose"] == {"margin": [0.5, 1.0], "lr": [0.001, 0.05]}
+    assert json.loads((tmp_path / "out" / "train.json").read_text())["grid"]["chosen"] == grid["chosen"]
+
+
+@pytest.mark.parametrize("choose,message", [({"seed": [0, 1]}, "cannot be chosen"), ({"margin": []}, "non-empty"),
+                                            ({"margin": [0.5, 3.0]}, "margin")])
+def test_a_bad_grid_is_refused_before_any_work(dataset, tmp_path, choose, message):
+    with pytest.raises(BadInput, match=message):
+        train(dataset / "prepared" / "database.csv", tmp_path / "out", TrainOptions(choose=choose, **CACHED), log=None)
+    assert not (tmp_path / "out").exists()
