@@ -89,7 +89,7 @@ class PipelineState:
         """
         stamp = self._stamp(stage, name)
         up_to_date = (not self.force or self.frozen is not None) and stamp.is_file() and \
-            all(p.exists() for p in outputs) and json.loads(stamp.read_text()).get("key") == key
+            all(p.exists() for p in outputs) and _stamped(stamp, key, outputs)
         if self.frozen is not None and database and not up_to_date:
             missing = next((p for p in outputs if not p.exists()), None)
             why = f"{missing} is missing" if missing is not None else "made with other options or data"
@@ -133,3 +133,11 @@ class PipelineState:
 
     def run_path(self, name: str) -> Path:
         return self.submissions / f"{name}.csv"
+
+
+def _stamped(stamp: Path, key: str, outputs: list[Path]) -> bool:
+    """Whether ``stamp`` says these ``outputs`` were made with ``key``: two configs sharing a work folder may run
+    a stage of one name into different folders (``submissions`` and ``submissions-train``), and one's stamp
+    must not vouch for the other's files."""
+    record = json.loads(stamp.read_text())
+    return record.get("key") == key and record.get("outputs", [str(p) for p in outputs]) == [str(p) for p in outputs]

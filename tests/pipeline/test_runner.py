@@ -150,3 +150,25 @@ def test_a_dataset_without_descriptions_or_ground_truth(first_run, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     result = run_pipeline("own.toml", log=lambda _: None)
     assert (tmp_path / "w" / "prepared" / "database.csv").is_file() and result.runs == []
+
+
+@pytest.mark.slow
+def test_two_configs_sharing_a_work_folder_never_vouch_for_each_others_runs(tmp_path, tiny_demo_config):
+    """configs/demo.toml and demo-train.toml share work/demo and name runs alike, each in its own submissions
+    folder. B runs; A changes what both read (the extraction) and runs; B runs again: its own run is made anew,
+    not left as B's first run because A's stamp of that stage matches the new key."""
+    from tests.helpers.tiny_pipeline import run_tiny, stages_run
+
+    a = tiny_demo_config(4, one_worker=True)
+    b = a.replace('submissions = "subs"', 'submissions = "subs-b"').replace('leaderboard = "lb.md"',
+                                                                           'leaderboard = "lb-b.md"')
+    (tmp_path / "tiny.toml").write_text(b)
+    run_tiny(tmp_path)
+    first_b = (tmp_path / "subs-b" / "mac.trec").read_bytes()
+    (tmp_path / "tiny.toml").write_text(a.replace("size = 64", "size = 72"))
+    run_tiny(tmp_path)
+    (tmp_path / "tiny.toml").write_text(b.replace("size = 64", "size = 72"))
+    again = run_tiny(tmp_path)
+    assert "search:mac" in stages_run(again) and "extract:lite0-database" not in stages_run(again)
+    assert (tmp_path / "subs-b" / "mac.trec").read_bytes() == (tmp_path / "subs" / "mac.trec").read_bytes()
+    assert (tmp_path / "subs-b" / "mac.trec").read_bytes() != first_b
