@@ -31,3 +31,11 @@ def run_tiny(folder: Path):
 def stages_run(result) -> set[str]:
     """"stage:name" of every stage that ran (not skipped), scoring left out."""
     return {f"{t.stage}:{t.name}" for t in result.times if not t.skipped and t.stage != "score"}
+
+
+def first_run(tmp_path_factory, tiny_demo_config, name: str, then: str):
+    """A module's finished tiny pipeline: the tiny demo with 6 queries on one worker, ``then`` appended, run once in
+    a new folder; (folder, its PipelineResult)."""
+    folder = tmp_path_factory.mktemp(name)
+    (folder / "tiny.toml").write_text(tiny_demo_config(6, one_worker=True, then=then))
+    return folder, run_tiny(folder)

@@ -12,7 +12,7 @@ import pytest
 
 from bpcr.io.runs import read_trec
 from bpcr.pipeline.config import load_config, validate_config
-from tests.helpers.tiny_pipeline import copy_with_photos, run_tiny, stages_run
+from tests.helpers.tiny_pipeline import copy_with_photos, first_run, run_tiny, stages_run
 
 DEMO = "[prepare]\ndemo = true\nn_products = 2\nn_distractors = 3\nn_queries = 2\n"
 EXTRACT = "[[extract]]\nname = 'a'\nbackbone = 'test_resnet'\npoolings = ['gem', 'mac']\n"
@@ -99,9 +99,7 @@ features = "both-z/combined"
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory, tiny_demo_config):
-    folder = tmp_path_factory.mktemp("pipeline-combine")
-    (folder / "tiny.toml").write_text(tiny_demo_config(6, one_worker=True, then=TINY))
-    return folder, run_tiny(folder)
+    return first_run(tmp_path_factory, tiny_demo_config, "pipeline-combine", TINY)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 
 from bpcr.pipeline.config import load_config, validate_config
 from tests.helpers import ROOT
-from tests.helpers.tiny_pipeline import copy_with_photos, run_tiny, stages_run
+from tests.helpers.tiny_pipeline import copy_with_photos, first_run, run_tiny, stages_run
 
 DEMO = "[prepare]\ndemo = true\nn_products = 2\nn_distractors = 3\nn_queries = 2\n"
 EXTRACT = "[[extract]]\nname = 'a'\nbackbone = 'test_resnet'\npoolings = ['gem', 'mac']\n"
@@ -79,9 +79,7 @@ features = "lite0-pca/mac"
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory, tiny_demo_config):
-    folder = tmp_path_factory.mktemp("pipeline-whiten")
-    (folder / "tiny.toml").write_text(tiny_demo_config(6, one_worker=True, then=TINY))
-    return folder, run_tiny(folder)
+    return first_run(tmp_path_factory, tiny_demo_config, "pipeline-whiten", TINY)
 
 
 @pytest.mark.slow
