@@ -238,6 +238,23 @@ def _check_query_side(path: Path, label: str, options: Mapping[str, Any], querie
     labelled(path, table, lambda: check_extract_options(ExtractOptions(**{**options, **queries})))
 
 
+def _store_table_name(path: Path, table: str, entry: Mapping[str, Any], names: set[str], taken: Mapping[str, str],
+                      features: str) -> tuple[str, str]:
+    """The name and label of a table that writes stores of its own ([[whiten]], [[combine]]): refused when two
+    tables share it, when ``taken`` (name -> the table that has it) has it, since their stores would share
+    ``features/<name>/``, or without ``features`` (``features``: what the key looks like)."""
+    name = entry_name(path, table, entry)
+    label = f"{table} {name}"
+    if name in names:
+        raise BadInput(path, None, f"two [[{table}]] are named {name!r}")
+    if name in taken:
+        raise BadInput(path, None, f"[{label}] is named as an [[{taken[name]}]]; their stores would share "
+                                   f"features/{name}/: give it a name of its own")
+    if "features" not in entry:
+        raise BadInput(path, None, f"[{label}] needs features = {features}")
+    return name, label
+
+
 def _check_whitens(path: Path, config: Mapping[str, Any], extracts: dict[str, Mapping[str, Any]]
                    ) -> dict[str, Mapping[str, Any]]:
     """Every [[whiten]]: a name no [[extract]] has, ``features = "<extract name>/<pooling>"`` (the pipeline's own
@@ -247,15 +264,8 @@ def _check_whitens(path: Path, config: Mapping[str, Any], extracts: dict[str, Ma
 
     names: set[str] = set()
     for entry in config.get("whiten", []):
-        name = entry_name(path, "whiten", entry)
-        label = f"whiten {name}"
-        if name in names:
-            raise BadInput(path, None, f"two [[whiten]] are named {name!r}")
-        if name in extracts:
-            raise BadInput(path, None, f"[{label}] is named as an [[extract]]; their stores would share "
-                                       f"features/{name}/: give it a name of its own")
-        if "features" not in entry:
-            raise BadInput(path, None, f"[{label}] needs features = '<extract name>/<pooling>'")
+        name, label = _store_table_name(path, "whiten", entry, names, {n: "extract" for n in extracts},
+                                        "'<extract name>/<pooling>'")
         check_value(path, label, "features", entry["features"], str)
         check_features(path, label, entry["features"], extracts)
         options = without(entry, "name", "features")
@@ -273,18 +283,10 @@ def _check_combines(path: Path, config: Mapping[str, Any]) -> dict[str, Mapping[
     from bpcr.features.combine_options import CombineOptions, check_combine_options
 
     sources = feature_sources(config, combines=False)  # a combination of a combination: no
+    taken = {n: "whiten" if "whitens" in sources[n] else "extract" for n in sources}
     names: set[str] = set()
     for entry in config.get("combine", []):
-        name = entry_name(path, "combine", entry)
-        label = f"combine {name}"
-        if name in names:
-            raise BadInput(path, None, f"two [[combine]] are named {name!r}")
-        if name in sources:
-            table = "whiten" if "whitens" in sources[name] else "extract"
-            raise BadInput(path, None, f"[{label}] is named as an [[{table}]]; their stores would share "
-                                       f"features/{name}/: give it a name of its own")
-        if "features" not in entry:
-            raise BadInput(path, None, f"[{label}] needs features = ['<extract name>/<pooling>', ...]")
+        name, label = _store_table_name(path, "combine", entry, names, taken, "['<extract name>/<pooling>', ...]")
         check_value(path, label, "features", entry["features"], str | list[str])
         specs = [entry["features"]] if isinstance(entry["features"], str) else entry["features"]
         if not specs:

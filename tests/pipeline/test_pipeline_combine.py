@@ -107,7 +107,7 @@ def test_combine_stage_learns_on_the_database_and_its_search_is_the_squared_weig
     folder, result = ran
     work = folder / "work"
     assert stages_run(result) >= {"combine:both-database", "combine:both-queries", "combine:both-z-database",
-                            "combine:both-z-queries", "search:both", "search:both-z", "search:fused"}
+                                  "combine:both-z-queries", "search:both", "search:both-z", "search:fused"}
     order = [t.stage for t in result.times]
     assert order.index("whiten") < order.index("combine") < order.index("index")
     for name in ("both", "both-z"):
@@ -136,8 +136,8 @@ def test_rerun_skips_and_a_changed_option_relearns_only_its_own(ran, tmp_path):
     assert stages_run(run_tiny(copy)) == set()
     config = (copy / "tiny.toml").read_text().replace("pca = 6", "pca = 5")
     (copy / "tiny.toml").write_text(config)
-    assert stages_run(run_tiny(copy)) == {"combine:both-z-database", "combine:both-z-queries", "index:both-z-combined-cosine",
-                                "search:both-z"}
+    assert stages_run(run_tiny(copy)) == {"combine:both-z-database", "combine:both-z-queries",
+                                          "index:both-z-combined-cosine", "search:both-z"}
 
 
 @pytest.mark.slow

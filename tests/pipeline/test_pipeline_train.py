@@ -68,7 +68,7 @@ def test_train_stage_feeds_extract_and_the_report_follows_the_leaderboard(ran):
         meta = json.loads((work / "features" / "trained" / which / "gem" / "meta.json").read_text())
         assert meta["weights"]["state_sha256"] == summary["weights"]["state_sha256"]
     assert stages_run(result) >= {"train:t", "extract:trained-database", "extract:trained-queries",
-                            "search:trained-gem", "report:report"}
+                                  "search:trained-gem", "report:report"}
     order = [t.stage for t in result.times]
     assert order.index("train") < order.index("extract") and order[-1] == "report"
     # The report sits beside the leaderboard and shows the leaderboard's best runs (both, here).

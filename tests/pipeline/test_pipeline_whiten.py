@@ -87,7 +87,7 @@ def test_whiten_stage_learns_on_the_database_and_whitens_the_queries_with_it(ran
     folder, result = ran
     work = folder / "work"
     assert stages_run(result) >= {"whiten:lite0-lw-database", "whiten:lite0-lw-queries", "whiten:lite0-pca-database",
-                            "whiten:lite0-pca-queries", "search:mac-lw", "search:mac-pca"}
+                                  "whiten:lite0-pca-queries", "search:mac-lw", "search:mac-pca"}
     order = [t.stage for t in result.times]
     assert max(i for i, s in enumerate(order) if s == "extract") < order.index("whiten") < order.index("index")
     db = json.loads((work / "features" / "lite0-lw" / "database" / "mac" / "meta.json").read_text())
@@ -114,7 +114,7 @@ def test_rerun_skips_and_a_changed_option_relearns_only_its_own(ran, tmp_path):
     config = (copy / "tiny.toml").read_text().replace("dims = 8", "dims = 6")
     (copy / "tiny.toml").write_text(config)
     assert stages_run(run_tiny(copy)) == {"whiten:lite0-pca-database", "whiten:lite0-pca-queries",
-                                "index:lite0-pca-mac-cosine", "search:mac-pca"}
+                                          "index:lite0-pca-mac-cosine", "search:mac-pca"}
 
 
 @pytest.mark.slow
