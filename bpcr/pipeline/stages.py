@@ -126,7 +126,7 @@ class StageRunners(PipelineState):
         """[[train]] ``name``'s weights file, trained first unless up to date (once per pipeline).
 
         It trains on the database manifest alone: the query manifest beside it
-        and the ground truth are only what :func:`bpcr.training.pseudolabels.check_no_query_leak`
+        and the ground truth are only what :func:`bpcr.training.leakguard.check_no_query_leak`
         checks the training images against. Its key covers the options, the
         starting weights file and the database manifest, never the queries.
         Frozen, the weights are a database artefact: reused or refused.

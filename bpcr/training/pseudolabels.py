@@ -2,7 +2,7 @@
 
 Perfect-500K has no labelled query photos, and the query ground truth is for
 scoring only. ``bpcr train`` therefore learns from the database manifest
-(images and descriptions) and nothing else; :func:`check_no_query_leak`
+(images and descriptions) and nothing else; :func:`bpcr.training.leakguard.check_no_query_leak`
 refuses a manifest that shares an ID, a file or an image's bytes with the
 query set beside it or with a ground truth.
 
@@ -87,18 +87,13 @@ query set beside it or with a ground truth.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from bpcr.errors import BadInput
-from bpcr.dataset.gt import read_ground_truth
-from bpcr.dataset.manifest import Manifest, read_manifest
 from bpcr.text.tfidf import is_english, similar_pairs, tfidf_vectors
 from bpcr.training.options import TrainOptions
 
@@ -112,7 +107,6 @@ DEFAULT_IMAGE_TAU = 0.9  # descriptor cosine from which two images are near-dupl
 DEFAULT_SKIP = 0  # nearest negatives passed over (see the module docstring)
 DEFAULT_TOP = 4  # negatives, after those, one is taken from
 RULES = ("category", "brand", "image", "text")  # negative_rules' codes 1..4, in the order they are applied
-QUERY_MANIFEST = "queries.csv"
 
 
 @dataclass
@@ -442,74 +436,3 @@ def _nearest(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     vals[row, slot] = scores[row, col]
     order = np.argsort(-vals, axis=1, kind="stable")
     return np.take_along_axis(cols, order, axis=1)[:, :k], found
-
-
-# ---------------------------------------------------------------- the no-query-leak guard
-
-
-def check_no_query_leak(manifest: Manifest, queries: str | Path | None = None,
-                        ground_truth: str | Path | None = None) -> dict:
-    """Refuse (BadInput) a training manifest that reaches the queries in any way.
-
-    ``queries``: a query manifest (default: ``queries.csv`` beside the
-    training manifest, when there is one). Refused: a training ID that is a
-    query ID, or a query of ``ground_truth``; a training image that is a query
-    image file, or holds a query image's bytes (sizes compared first, then
-    sha256). Returns what was checked, for ``train.json``.
-    """
-    if queries is None:
-        beside = manifest.path.parent / QUERY_MANIFEST
-        queries = beside if beside.is_file() and beside.resolve() != manifest.path.resolve() else None
-    if queries is not None and Path(queries).resolve() == manifest.path.resolve():
-        raise BadInput(manifest.path, None, "this is the query manifest: train on the database manifest only")
-    ids = set(manifest.ids)
-    report: dict = {"query_manifest": None, "query_ids": 0, "ground_truth": None, "gt_queries": 0,
-                    "same_size_files_hashed": 0}
-    if ground_truth is not None:
-        gt = read_ground_truth(ground_truth)
-        leaked = sorted(ids.intersection(gt))
-        if leaked:
-            raise BadInput(manifest.path, None, f"holds {len(leaked)} query ID(s) of the ground truth {ground_truth} "
-                                                f"(first {leaked[0]!r}): training may never see a query")
-        report.update(ground_truth=str(ground_truth), gt_queries=len(gt))
-    if queries is None:
-        return report
-    qman = read_manifest(queries)
-    leaked = sorted(ids.intersection(qman.ids))
-    if leaked:
-        raise BadInput(manifest.path, None, f"shares {len(leaked)} ID(s) with the query manifest {queries} "
-                                            f"(first {leaked[0]!r}): training may never see a query")
-    report.update(query_manifest=str(queries), query_ids=len(qman))
-    query_files = {os.path.realpath(p): i for i, p in zip(qman.ids, qman.paths)}
-    by_size: dict[int, list[str]] = {}
-    for path in query_files:
-        try:
-            by_size.setdefault(os.stat(path).st_size, []).append(path)
-        except OSError:
-            continue
-    digests: dict[str, str] = {}
-    for image_id, path in zip(manifest.ids, manifest.paths):
-        real = os.path.realpath(path)
-        if real in query_files:
-            raise BadInput(manifest.path, None, f"image {image_id!r} is the query image file of "
-                                                f"{query_files[real]!r}: training may never see a query")
-        try:
-            size = os.stat(real).st_size
-        except OSError:
-            continue
-        for qpath in by_size.get(size, ()):
-            report["same_size_files_hashed"] += 1
-            if qpath not in digests:
-                digests[qpath] = _sha256(qpath)
-            if _sha256(real) == digests[qpath]:
-                raise BadInput(manifest.path, None, f"image {image_id!r} has the bytes of query image "
-                                                    f"{query_files[qpath]!r}: training may never see a query")
-    return report
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -1,7 +1,7 @@
 """`bpcr train`: fine-tune a backbone on the database alone (004 §3.2-3.3, 002 App. A, 003 §3.1).
 
 Training signal (:mod:`bpcr.training.pseudolabels`; never the queries, never the
-ground truth: :func:`~bpcr.training.pseudolabels.check_no_query_leak` runs first):
+ground truth: :func:`~bpcr.training.leakguard.check_no_query_leak` runs first):
 pseudo-categories clustered from the descriptions, positive pairs of
 near-identical descriptions, and hard negatives mined each epoch with the
 current network. Each training *tuple* is
@@ -67,7 +67,8 @@ from bpcr.progress import Progress
 from bpcr.training.loop import Data, Network, run_epoch, trainable_names, validate
 from bpcr.training.options import OPTIMIZERS, TrainOptions, check_train_options, grid_points, recorded
 from bpcr.training.trunk import Split, build_views, split
-from bpcr.training.pseudolabels import (RULES, check_no_query_leak, description_vectors, distinctive_terms, partners,
+from bpcr.training.leakguard import check_no_query_leak
+from bpcr.training.pseudolabels import (RULES, description_vectors, distinctive_terms, partners,
                                         positive_pairs, pseudo_categories, split_validation)
 
 FORMAT = "bpcr-train/1"

@@ -14,7 +14,7 @@ Lw as the authors' cirtorch ``whitenlearn`` computes it, on descriptors x (D,) a
 The pairs are training's (:mod:`bpcr.training.pseudolabels`): database listings whose descriptions are
 near-identical (TF-IDF cosine > ``pair_tau``) in the database manifest, matched to the store's rows by ID.
 Nothing is learned on queries or the ground truth: the store's every ID must be in that manifest, and
-:func:`~bpcr.training.pseudolabels.check_no_query_leak` refuses a manifest that reaches the queries.
+:func:`~bpcr.training.leakguard.check_no_query_leak` refuses a manifest that reaches the queries.
 
 What cirtorch leaves open, decided here:
 
@@ -309,7 +309,8 @@ def _learn_lw(src: FeatureStore, manifest: Path, options: WhitenOptions, ground_
               log: Callable[[str], None]) -> tuple[LearnedWhitening, dict]:
     """Lw on the store's rows with the manifest's positive pairs; the projection and its record."""
     from bpcr.dataset.manifest import read_manifest
-    from bpcr.training.pseudolabels import check_no_query_leak, description_vectors, positive_pairs
+    from bpcr.training.leakguard import check_no_query_leak
+    from bpcr.training.pseudolabels import description_vectors, positive_pairs
 
     man = read_manifest(manifest)
     leak_check = check_no_query_leak(man, ground_truth=ground_truth)

@@ -8,7 +8,8 @@ from PIL import Image
 from bpcr.errors import BadInput
 from bpcr.dataset.manifest import read_manifest, write_manifest
 from bpcr.training import pseudolabels as pl
-from bpcr.training.pseudolabels import (check_no_query_leak, description_vectors, hard_negatives, negative_mask, partners,
+from bpcr.training.leakguard import check_no_query_leak
+from bpcr.training.pseudolabels import (description_vectors, hard_negatives, negative_mask, partners,
                                positive_pairs, pseudo_categories, split_validation, text_cosines)
 
 # Three product types of four products each (rows 0-11); rows 12-13 relist row 0 in other words, row 14
