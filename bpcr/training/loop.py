@@ -32,11 +32,10 @@ from bpcr.evaluation.metrics import map_at_k
 from bpcr.features.pooling import POOLINGS, l2n
 from bpcr.progress import Progress, start
 from bpcr.training.pseudolabels import RULES, mine_negatives, negative_rules
-from bpcr.training.trunk import TrunkViews
+from bpcr.training.trunk import VAL_EPOCH, TrunkViews
 
 CATEGORY_SCALE = 16.0  # cosine classifier's logit scale (NormFace); unit vectors give logits in [-16, 16]
 BACKGROUND = 4  # background negatives per tuple: 004 §3.3's 1 : 1 : 4
-VAL_EPOCH = 1 << 30  # the "epoch" the fixed validation photos are drawn for
 VAL_CAP = 1000  # validation images used at most (a seeded sample of the held-out ones)
 MINE_POOL_CAP = 20000  # images embedded per epoch to mine negatives from, at most
 # The progress bar's running loss is read from a CUDA device every this many steps: each read waits for the GPU.

@@ -41,7 +41,7 @@ from bpcr.training.augment import clean_view, generator, load_image, phone_photo
 
 FORMAT = "bpcr-trunk-cache/1"
 VIEW_EPOCH = 1 << 29  # the "epoch" cached training photos are drawn for (k added): none of the full loop's
-VAL_EPOCH = 1 << 30  # the fixed validation photos' (bpcr.training.loop)
+VAL_EPOCH = 1 << 30  # the "epoch" the fixed validation photos are drawn for (here and in bpcr.training.loop)
 CHAIN = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
 
 
