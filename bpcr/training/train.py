@@ -64,7 +64,8 @@ from bpcr.features.loader import model_on
 from bpcr.io.fileio import atomic_path, json_text, sha256_file, write_group
 from bpcr.io.folders import FolderKind, check_output_folder
 from bpcr.progress import Progress
-from bpcr.training.loop import Data, Network, run_epoch, trainable_names, validate
+from bpcr.training.loop import Data, Network, run_epoch, trainable_names
+from bpcr.training.validation import validate
 from bpcr.training.options import OPTIMIZERS, TrainOptions, check_train_options, grid_points, recorded
 from bpcr.training.trunk import Split, build_views, split
 from bpcr.training.leakguard import check_no_query_leak

@@ -409,7 +409,7 @@ def test_early_stopping_returns_the_start_when_training_diverges(dataset, tmp_pa
 
 
 def test_validation_is_one_photo_per_product_group(dataset):
-    from bpcr.training.loop import validation_groups
+    from bpcr.training.validation import validation_groups
 
     man = read_manifest(dataset / "prepared" / "database.csv")
     x, _ = description_vectors(man.descriptions)
