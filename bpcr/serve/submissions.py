@@ -97,8 +97,11 @@ def take(board: Board, member: Member, received: Received, name: str | None, not
         raise Refused(400, f"the note is {len(note)} characters long; at most {NOTE_MAX}")
     with board.engine.connect() as connection:
         _within_daily_limit(board, connection, member)
-    report = check_submission(received.csv, board.db_manifest, board.query_manifest)
     labels = _labels(received)
+    try:
+        report = check_submission(received.csv, board.db_manifest, board.query_manifest)
+    except BadInput as exc:  # a file the reader refuses outright: binary, bad UTF-8, an absurd line
+        raise Refused(400, relabelled(exc, labels)) from None
     if not report.ok:
         raise Refused(400, relabelled(first_error(report), labels))
     warnings = [str(BadInput(labels[str(received.csv)], line, reason)) for line, reason in report.warnings]
