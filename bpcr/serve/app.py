@@ -34,7 +34,7 @@ from bpcr.serve.access import COOKIE, Access
 from bpcr.serve.board import Board, is_revealed
 from bpcr.serve.members import SESSION_DAYS, board_secret, member_by_token, session_cookie
 from bpcr.serve.standings import csv_of, final_standings, one_row, public_per_query, ranked_rows
-from bpcr.serve.submissions import Refused, fuse, mark_final, remove, take
+from bpcr.serve.submissions import Refused, fuse, mark_final, remove, take, top7
 from bpcr.serve.uploads import BodyLimit, body_limit, receive
 
 _THUMB = re.compile(r"[dq][0-9]{6}\.jpg")
@@ -52,12 +52,6 @@ def refusal(path: str, refused: Refused, **context) -> Response:
     if path.startswith("/api/"):
         return JSONResponse({"error": refused.reason}, status_code=refused.status, headers=HEADERS)
     return HTMLResponse(pages.error_page(refused.reason, **context), status_code=refused.status, headers=HEADERS)
-
-
-def _top7(data: bytes) -> dict[str, list[str]]:
-    """A stored submission's lines (checked when it was taken: the reader's tolerances only) as query -> top 7."""
-    lines = (line.split(",") for line in data.decode("utf-8-sig").splitlines() if line.strip())
-    return {cells[0].strip(): [c.strip() for c in cells[1:8] if c.strip()] for cells in lines}
 
 
 def _text(form, key: str) -> str:
@@ -128,7 +122,8 @@ def create_app(board: Board) -> Starlette:
         member = await thread(access.reader, request)
         row, revealed, per_query, data = await thread(submission, request.path_params["id"])
         context = await thread(access.page_context, request, member)
-        html = await thread(pages.submission_page, board, row, per_query, revealed, _top7(data), **context)
+        answers = await thread(top7, board, data)
+        html = await thread(pages.submission_page, board, row, per_query, revealed, answers, **context)
         return HTMLResponse(html, headers=HEADERS)
 
     async def query_page(request: Request) -> Response:
@@ -136,7 +131,8 @@ def create_app(board: Board) -> Starlette:
         query = public_query(request.path_params["query"])
         row, _, per_query, data = await thread(submission, request.path_params["id"])
         context = await thread(access.page_context, request, member)
-        html = await thread(pages.query_page, board, row, query, per_query[query], _top7(data), **context)
+        answers = await thread(top7, board, data)
+        html = await thread(pages.query_page, board, row, query, per_query[query], answers, **context)
         return HTMLResponse(html, headers=HEADERS)
 
     async def thumbnail(request: Request) -> Response:

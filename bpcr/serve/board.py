@@ -146,6 +146,8 @@ def open_board(gt_path: str | Path, data: str | Path, manifest: str | Path | Non
     with atomic_path(public_path) as tmp:
         write_ground_truth(tmp, public_gt)
     _clear(folder / "tmp")
+    for half_made in (folder / "cache").glob("*/.making-*"):  # thumbnails a killed server was making
+        shutil.rmtree(half_made, ignore_errors=True)
     _write_record(folder, {"manifest": str(manifest), "queries": None if queries is None else str(queries),
                            "db": url})
     return Board(engine, folder, gt, gt_path, public_gt, public_path, manifest, queries, options, split, clock)

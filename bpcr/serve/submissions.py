@@ -207,6 +207,18 @@ def read_blob(connection: Connection, digest: str) -> bytes:
     return connection.execute(select(blobs.c.content).where(blobs.c.sha256 == digest)).scalar_one()
 
 
+def top7(board: Board, data: bytes) -> dict[str, list[str]]:
+    """A stored submission's answers, query -> its 7 IDs, as ``bpcr score`` reads the file."""
+    from bpcr.io.runs import read_submission
+
+    folder = receiving_folder(board)
+    try:
+        (folder / f"{UPLOAD}.csv").write_bytes(data)
+        return read_submission(folder / f"{UPLOAD}.csv")
+    finally:
+        remove(folder)
+
+
 # ---------------------------------------------------------------- fusion and the final selection
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
 from sqlalchemy import select
 
 from bpcr.serve.models import blobs, submissions
@@ -95,7 +94,9 @@ def test_the_fuse_form_takes_the_ticked_rows(team):
     answer = team.client.post("/fuse", data={"form_token": token, "inputs": ["1", "2"], "method": "borda"},
                               follow_redirects=False)
     assert answer.status_code == 303, answer.text
-    assert team.rows()[-1]["inputs"] == [1, 2] or any(r["inputs"] == [1, 2] for r in team.rows())
+    [fused] = [r for r in team.rows() if r["inputs"]]
+    assert fused["inputs"] == [1, 2] and fused["name"] == "borda-of-1-2" and fused["summary"].startswith("borda")
+    assert answer.headers["location"] == f"/?submitted={fused['id']}#s{fused['id']}"
 
 
 def test_a_submissions_page_shows_the_public_queries_only(team):

@@ -131,7 +131,7 @@ def _raw(port: int, head: bytes, body_parts=(), read_timeout: float = 10) -> byt
         while time.monotonic() < deadline:
             try:
                 chunk = raw.recv(65536)
-            except (ConnectionResetError, socket.timeout):
+            except (ConnectionResetError, TimeoutError):
                 break
             if not chunk:
                 break
@@ -175,7 +175,7 @@ class _Failing(BaseHTTPRequestHandler):
 
 
 def test_bpcr_submit_exit_codes(serve_args, world, tmp_path, cli):
-    args, tokens, data, db_url = serve_args
+    args, tokens, _, _ = serve_args
     good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
     good.write_text(run_text(world.relevant, 0.6, seed=3))
     bad.write_text("v001,n001\n")
