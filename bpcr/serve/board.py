@@ -135,13 +135,17 @@ def open_board(gt_path: str | Path, data: str | Path, manifest: str | Path | Non
     if not report.ok:
         raise first_error(report)
     gt = read_ground_truth(gt_path)
-    engine, url = open_database(folder, db)
-    with writing(engine) as connection:
-        _same_ground_truth(connection, gt_path)
     split = QuerySplit()
     public_gt = {q: gt[q] for q in split.half(gt, "public")}
     if not public_gt:
         raise BadInput(gt_path, None, "the public half of the ground truth holds no query")
+    engine, url = open_database(folder, db)
+    try:
+        with writing(engine) as connection:
+            _same_ground_truth(connection, gt_path)
+    except BaseException:
+        engine.dispose()
+        raise
     public_path = folder / PUBLIC_GT
     with atomic_path(public_path) as tmp:
         write_ground_truth(tmp, public_gt)

@@ -7,6 +7,7 @@ a wrong one is theirs to fix); a board that fails (HTTP 5xx) raises :class:`Boar
 """
 from __future__ import annotations
 
+import http.client
 import json
 import secrets
 import urllib.error
@@ -67,7 +68,7 @@ def submit(url: str, run: str | Path, token: str, name: str | None = None, note:
         if exc.code >= 500:
             raise BoardFailed(f"the board at {base} failed (HTTP {exc.code}): {reason}") from None
         raise BadInput(None, None, f"refused by the board (HTTP {exc.code}): {reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # refused, reset, cut short
         why = getattr(exc, "reason", exc)
         raise BadInput(None, None, f"cannot reach the board at {base}: {why}") from None
     return Submitted(answer["id"], answer["name"], base + answer["url"], answer["public"], answer.get("private"),
