@@ -27,6 +27,17 @@ def browser(tmp_path):
     driver.quit()
 
 
+WAIT_S = 20  # for a page the browser is loading after a click (a busy machine is slow)
+
+
+def _shown(browser, by, what):
+    """The element once the page the last click asked for shows it (bounded by WAIT_S)."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, WAIT_S).until(expected_conditions.presence_of_element_located((by, what)))
+
+
 _IMAGES = "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth]);"
 
 
@@ -46,14 +57,14 @@ def test_submit_through_the_form_and_see_the_row(browser, tmp_path):
         browser.get(f"{server.url}/")
         assert browser.find_elements(By.ID, "upload") == []  # no form before logging in
         browser.find_element(By.ID, "login").click()
-        browser.find_element(By.ID, "token").send_keys(token)
+        _shown(browser, By.ID, "token").send_keys(token)
         browser.find_element(By.ID, "enter").click()
-        assert browser.find_element(By.ID, "member").text == "alice"
+        assert _shown(browser, By.ID, "member").text == "alice"
 
         browser.find_element(By.ID, "file").send_keys(str(good))
         browser.find_element(By.ID, "name").send_keys("from-the-browser")
         browser.find_element(By.ID, "send").click()
-        row = browser.find_element(By.CSS_SELECTOR, "#board tr[data-name='from-the-browser']")
+        row = _shown(browser, By.CSS_SELECTOR, "#board tr[data-name='from-the-browser']")
         [shown] = server.board()["submissions"]
         cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
         assert cells[1].startswith("from-the-browser") and cells[2] == "alice"
@@ -62,11 +73,12 @@ def test_submit_through_the_form_and_see_the_row(browser, tmp_path):
 
         browser.find_element(By.ID, "file").send_keys(str(bad))
         browser.find_element(By.ID, "send").click()
-        error = browser.find_element(By.ID, "error").text
+        error = _shown(browser, By.ID, "error").text
         assert error.startswith("bad.csv:1: 2 predictions, exactly 7 required"), error
         assert len(server.board()["submissions"]) == 1
 
         browser.get(f"{server.url}/submissions/{shown['id']}/")
+        _shown(browser, By.ID, "per-query")
         per_query = browser.find_elements(By.CSS_SELECTOR, "#per-query tr[data-query]")
         assert sorted(r.get_attribute("data-query") for r in per_query) == PUBLIC
         images = browser.execute_script(_IMAGES)
