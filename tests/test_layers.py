@@ -20,6 +20,7 @@ FLOORS = {
     "postretrieval": 4, "reranking": 4,
     "evaluation": 5,
     "training": 6,
+    "serve": 6,
     "pipeline": 7,
     "cli": 8,
 }

@@ -7,7 +7,8 @@ shows), becomes one line on stderr and exit code 2; anything else is an
 internal error (exit 1).
 
 The commands live in ``stages.py`` (the pipeline's stages, in their order),
-``chains.py`` (run, predict, sweep, train) and ``evaluate.py`` (score, check, report); ``options.py`` holds the app, the option
+``chains.py`` (run, predict, sweep, train), ``evaluate.py`` (score, check, report) and ``serve.py`` (serve,
+submit: the team's board); ``options.py`` holds the app, the option
 parsers and the lists of choices; what is shown comes from ``bpcr.cli.display``.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bpcr.errors import BadInput
 from bpcr.cli import stages  # noqa: F401  (registers the pipeline's commands first, in --help too)
 from bpcr.cli import chains  # noqa: F401,E402
 from bpcr.cli import evaluate  # noqa: F401,E402
+from bpcr.cli import serve  # noqa: F401,E402
 from bpcr.cli.options import app
 
 

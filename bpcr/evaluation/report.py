@@ -185,6 +185,24 @@ def write_report(run_paths: Sequence[str | Path], gt_path: str | Path, out: str 
     return ReportResult(out, out / "index.html", names, len(gt), len(shown), order, n_thumbs, missing, warnings)
 
 
+def query_sections(runs: Mapping[str, Mapping[str, list[str]]], gt: Mapping[str, list[str]], shown: Sequence[str],
+                   manifests: Mapping[str, Manifest], folder: Path, thumb: int = 128) -> str:
+    """The page's sections of the queries ``shown``, in that order, for ``runs`` (name -> query ID -> top 7),
+    their thumbnails written under ``folder``/thumbs/: for a page that embeds the report's view of a few
+    queries (``bpcr serve``), styled by :func:`page_style`. ``gt`` holds at least the queries shown;
+    ``manifests``: ``{"q": the query manifest, "d": the database manifest}``."""
+    names = list(runs)
+    ap = {n: {q: ap_at_k(runs[n].get(q, []), gt[q], DEPTH) for q in shown} for n in names}
+    (Path(folder) / "thumbs").mkdir(parents=True, exist_ok=True)
+    images = _all_thumbnails(shown, gt, names, runs, manifests, Path(folder), thumb, None)
+    return "\n".join(_query(i, q, gt[q], names, runs, ap, images, None) for i, q in enumerate(shown, start=1))
+
+
+def page_style(thumb: int = 128) -> str:
+    """The report's style sheet, its thumbnails ``thumb`` pixels wide."""
+    return f"{_CSS}:root{{--t:{thumb}px}}"
+
+
 def _half_words(half: str, n_half: int, n_all: int, split) -> str:
     """What the page says of the queries it shows: which half, how many, by which split."""
     how = f"split seed {split.seed}, public share {split.public_share}"

@@ -6,69 +6,32 @@ they) are framed green and ticked, and the AP figures are the hand-computed
 ones. A full-page screenshot is saved under the test's tmp folder, and copied to
 $BPCR_REPORT_SCREENSHOT when that is set.
 
-Chromium and its driver are the Debian packages ``chromium`` and
-``chromium-driver``; where either is missing the set-up installs them with
-apt-get (as root), and the test is skipped, saying why, only when that fails.
+Chromium and its driver come from :mod:`tests.helpers.browser` (installed with
+apt-get where missing; the test is skipped, saying why, only when that fails).
 """
 from __future__ import annotations
 
 import base64
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.browser import install_chromium, start_chromium
 from tests.helpers.report_dataset import AP, GT, RUNS, WORST_FIRST, make_dataset
 
 pytestmark = pytest.mark.slow  # drives a real headless browser
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-PACKAGES = ("chromium", "chromium-driver")
 GREEN = "rgb(26, 150, 65)"  # the frame of a relevant thumbnail (#1a9641 in bpcr.evaluation.report's CSS)
-
-
-def _install_chromium() -> str | None:
-    """Install Chromium and its driver when missing; None when they are there, else why they are not."""
-    if CHROMIUM.exists() and CHROMEDRIVER.exists():
-        return None
-    if shutil.which("apt-get") is None:
-        return f"{CHROMIUM} or {CHROMEDRIVER} is missing and there is no apt-get to install {' '.join(PACKAGES)}"
-    if os.geteuid() != 0:
-        return f"{CHROMIUM} or {CHROMEDRIVER} is missing; installing {' '.join(PACKAGES)} needs root"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "-o", "DPkg::Lock::Timeout=120", *PACKAGES]):
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=1200, env=env,
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return f"`{' '.join(command)}` did not finish in 20 minutes"
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            return f"`{' '.join(command)}` failed (exit {done.returncode}): {last}"
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        return f"{' '.join(PACKAGES)} installed, yet {CHROMIUM} or {CHROMEDRIVER} is missing"
-    return None
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    why_not = _install_chromium()
+    why_not = install_chromium()
     if why_not is not None:
         pytest.skip(f"no headless Chromium for the browser test: {why_not}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(20)
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"))
     yield driver
     driver.quit()
 
