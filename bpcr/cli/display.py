@@ -156,6 +156,15 @@ def _prepare_tables(summary) -> list:
             text.add_row(label, str(value))
         rendered.append(text)
     rendered.append(f"decoded {summary.decoded} images, {summary.cached} from cache, {summary.seconds:.1f} s")
+    if getattr(summary, "presize", None):
+        p = summary.presize
+        spec, cached = p["spec"], sum(p["cached"].values())
+        total = cached + sum(p["original"].values())
+        kind = f"JPEG q{spec['quality']}" if spec["format"] == "jpeg" else spec["format"].upper()
+        rendered.append(f"pre-sized cache ({kind}, shorter side {spec['short_side']}, longer at least "
+                        f"{spec['long_side']}): {cached} of {total} images shrunk, {p['bytes'] / 1e6:.1f} MB "
+                        f"({p['bytes'] / max(cached, 1) / 1e3:.1f} kB each), {p['encoded']} encoded in "
+                        f"{p['seconds']:.1f} s; the rest are read from their originals")
     return rendered
 
 

@@ -8,10 +8,10 @@ from typing import List, Optional
 import typer
 
 from bpcr.errors import BadInput
-from bpcr.dataset.options import DemoOptions, PrepareOptions
+from bpcr.dataset.options import PRESIZE_FIELDS, DemoOptions, PrepareOptions, PresizeOptions, parse_presize
 from bpcr.evaluation.options import ENSEMBLE_FIELDS, EnsembleOptions
 from bpcr.features.options import EXTRACT_FIELDS, MULTISCALE, ExtractOptions, parse_pad_colour, pooling_choices
-from bpcr.options import check, cli_command, help_text
+from bpcr.options import check, cli_command, flag_of, help_text, spec_of
 from bpcr.postretrieval.options import DbaOptions, RefineOptions
 from bpcr.reranking.options import DEFAULT_CACHE_DIR as RERANK_CACHE_DIR, RerankOptions
 from bpcr.retrieval.options import SEARCH_FIELDS, IndexOptions, SearchOptions
@@ -20,6 +20,12 @@ from bpcr.features.combine_options import COMBINE_FIELDS, CombineOptions
 from bpcr.training.whiten_options import WhitenOptions
 from bpcr.cli.options import (app, choices, parse_method_options,
                       parse_params, parse_shard, parse_weights, renamed)
+
+
+def _presize_option(name: str):
+    """A PresizeOptions field as prepare's Typer option: its flag, default, help and range (Typer refuses the rest)."""
+    field, spec = PRESIZE_FIELDS[name], spec_of(PRESIZE_FIELDS[name])
+    return typer.Option(field.default, flag_of(field), help=help_text(field), min=spec.low, max=spec.high)
 
 
 @app.command(rich_help_panel="Pipeline")
@@ -31,6 +37,14 @@ def prepare(
     gt: Optional[Path] = typer.Option(None, "--gt", help="Ground truth in the challenge format (optional)."),
     out: Path = typer.Option(..., "--out", help="Output folder (with --demo: the demo folder; manifests go to OUT/prepared)."),
     demo: bool = typer.Option(False, "--demo", help="Generate the synthetic demo dataset into OUT, then prepare it."),
+    # The pre-sized image cache (bpcr.dataset.options.PresizeOptions): --presize is spelled here (a comma list),
+    # the rest are its fields' flags, defaults, help and ranges.
+    presize: Optional[str] = typer.Option(None, "--presize", metavar="SIZE[,SIZE...]",
+                                          help=help_text(PRESIZE_FIELDS["presize"])),
+    presize_sift_side: int = _presize_option("presize_sift_side"),
+    presize_format: str = typer.Option(PresizeOptions.presize_format, flag_of(PRESIZE_FIELDS["presize_format"]),
+                                       help=help_text(PRESIZE_FIELDS["presize_format"])),
+    presize_quality: int = _presize_option("presize_quality"),
     # The demo's options (bpcr.dataset.options.DemoOptions) are derived whole; --workers is PrepareOptions' too.
     options: DemoOptions = DemoOptions(),
 ) -> None:
@@ -38,14 +52,23 @@ def prepare(
 
     Example: bpcr prepare --db data/train --descriptions data/train.csv --queries data/val --gt data/val_gt.csv --out work/prepared
 
+    With a pre-sized image cache for networks of input 224-260 px (every image decoded once more now, then
+    never in full again by bpcr extract): ... --out work/prepared --presize 224,240,260
+
     Demo: bpcr prepare --demo --out work/demo
     """
     from bpcr.cli.display import rich_progress, show_prepare
 
     check(options)  # the demo's options are refused out of range with or without --demo, before any work
+    # --presize and its options are refused (one line) before anything is read or written.
+    sizes = parse_presize(presize) if presize is not None else ()
+    presize_options = PresizeOptions(sizes, presize_sift_side, presize_format, presize_quality)
+    check(presize_options)
+    if not sizes and presize_options != PresizeOptions():
+        raise BadInput(None, None, "--presize-sift-side, --presize-format and --presize-quality need --presize SIZE")
     if demo:
         given = [name for name, value in (("--db", db), ("--descriptions", descriptions), ("--queries", queries),
-                                          ("--gt", gt)) if value is not None]
+                                          ("--gt", gt), ("--presize", presize)) if value is not None]
         if given:
             raise BadInput(None, None, f"--demo makes its own dataset; drop {', '.join(given)}")
         from bpcr.demo import prepare_demo
@@ -57,7 +80,7 @@ def prepare(
         from bpcr.dataset.prepare import prepare as run_prepare
 
         summary = run_prepare(db, descriptions, queries, gt, out, PrepareOptions(workers=options.workers),
-                              progress=rich_progress)
+                              presize=presize_options if sizes else None, progress=rich_progress)
     show_prepare(summary)
 
 

@@ -1,6 +1,7 @@
 """The options of ``bpcr prepare`` and of its ``--demo``, each declared once (:mod:`bpcr.options`): the CLI, a
-config's ``[prepare]`` table and the range checks are derived from :class:`PrepareOptions` (a dataset's) and
-:class:`DemoOptions` (the bundled synthetic demo's, :func:`bpcr.demo.prepare_demo`).
+config's ``[prepare]`` table and the range checks are derived from :class:`PrepareOptions` (a dataset's),
+:class:`PresizeOptions` (its opt-in pre-sized image cache, :mod:`bpcr.dataset.presize`) and :class:`DemoOptions`
+(the bundled synthetic demo's, :func:`bpcr.demo.prepare_demo`).
 
 Nothing heavy is imported here (the CLI reads this at start-up): the decoding limit is spelled here and read back by
 :mod:`bpcr.dataset.images` (``MAX_PIXELS = PrepareOptions.max_pixels``).
@@ -10,8 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bpcr.options import check, option
+from bpcr.errors import BadInput
+from bpcr.options import check, fields_of, option
 from bpcr.ranges import DEMO_QUERIES_MAX
+
+# --presize sizes are network input sizes: bpcr extract's --size range (tests/dataset/test_presize.py holds them equal).
+PRESIZE_MIN, PRESIZE_MAX = 16, 4096
+PRESIZE_FORMATS = ("jpeg", "png")
 
 
 def _workers() -> Any:
@@ -34,6 +40,33 @@ class PrepareOptions:
 
 
 @dataclass(frozen=True)
+class PresizeOptions:
+    """``bpcr prepare``'s pre-sized image cache (:mod:`bpcr.dataset.presize`), off unless ``presize`` names the
+    network input sizes it serves: every usable image is decoded once and kept, shrunk so that its shorter side is
+    the largest of them (and its longer side at least ``presize_sift_side``, SIFT's working size), as
+    ``presize_format`` (JPEG at ``presize_quality``, or lossless PNG). Separate from :class:`PrepareOptions`, whose
+    defaults stay what they were. Every field's help says the rest.
+    """
+
+    presize: tuple[int, ...] = option((), "Network input sizes (comma-separated, e.g. 224,240,260) a pre-sized image "
+                                          "cache serves: each image is decoded once and stored with its shorter side "
+                                          "shrunk to the largest of them; bpcr extract then reads the cache. Off by "
+                                          "default.", cli=False, metavar="SIZE[,SIZE...]")
+    # SIFT re-ranking's working size: RerankOptions.max_side's default (tests/dataset/test_presize.py holds them equal).
+    presize_sift_side: int = option(384, "With --presize: keep each image's longer side at least this (SIFT "
+                                         "re-ranking's working size, bpcr rerank --max-side).", low=PRESIZE_MIN,
+                                    high=PRESIZE_MAX, integer=True)
+    presize_format: str = option("jpeg", "With --presize: how cached images are stored: jpeg (at "
+                                         "--presize-quality, 4:4:4) or png (lossless, about 5x the bytes).",
+                                 choices=PRESIZE_FORMATS)
+    presize_quality: int = option(95, "With --presize and jpeg: the JPEG quality.", low=1, high=100, integer=True)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.presize)
+
+
+@dataclass(frozen=True)
 class DemoOptions:
     """What ``bpcr prepare --demo`` generates (:func:`bpcr.demo.prepare_demo`, the model in :mod:`bpcr.demo`):
     ``n_products`` target products (1-6 shop images each), ``n_distractors`` other database images and
@@ -49,6 +82,32 @@ class DemoOptions:
     workers: int | None = _workers()
 
 
-def check_prepare_options(options: PrepareOptions | DemoOptions) -> None:
+def check_prepare_options(options: PrepareOptions | DemoOptions | PresizeOptions) -> None:
     """Refuse (BadInput) options out of their ranges, before any file is read or written."""
     check(options)
+    if isinstance(options, PresizeOptions):
+        _check_sizes(options.presize, options.presize)
+
+
+# name -> field of every presize option (the command line spells --presize itself, with this field's help).
+PRESIZE_FIELDS = {f.name: f for f in fields_of(PresizeOptions)}
+
+
+def parse_presize(text: str) -> tuple[int, ...]:
+    """``"224,240"`` (the command line's --presize) -> (224, 240), checked as :func:`check_prepare_options` does."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = None
+    _check_sizes(sizes, text)
+    return sizes  # type: ignore[return-value]
+
+
+def _check_sizes(sizes: object, shown: object) -> None:
+    if not isinstance(sizes, (tuple, list)):
+        ok = False
+    else:
+        ok = all(isinstance(s, int) and not isinstance(s, bool) and PRESIZE_MIN <= s <= PRESIZE_MAX for s in sizes)
+    if not ok:
+        raise BadInput(None, None, f"--presize must be network input sizes in pixels, integers in [{PRESIZE_MIN}, "
+                                   f"{PRESIZE_MAX}] separated by commas (e.g. 224,240), got {shown!r}")

@@ -14,7 +14,11 @@ Output, all in ``out`` and each written atomically:
 - ``summary.json``: counts, notes, description and ground-truth findings;
   written last, so it is absent while a run is unfinished or after one failed;
 - ``.check_cache.json``: one check result per image keyed by its path relative
-  to ``out`` plus size and mtime, so a re-run decodes only changed files.
+  to ``out`` plus size and mtime, so a re-run decodes only changed files;
+- with ``presize`` (:class:`bpcr.dataset.options.PresizeOptions`, off by default): the pre-sized image cache,
+  ``presize/`` and ``presize.json`` beside the manifests (:mod:`bpcr.dataset.presize`), made after them; every
+  run removes ``presize.json`` first, so a run without the option leaves none. The manifests are the same bytes
+  with or without it.
 
 Image folders:
 
@@ -55,7 +59,8 @@ from bpcr.io.textio import people_csv
 from bpcr.dataset.imagecheck import CACHE_NAME, check_all
 from bpcr.dataset.images import IMAGE_SUFFIXES, MAX_PIXELS
 from bpcr.dataset.manifest import write_manifest
-from bpcr.dataset.options import PrepareOptions, check_prepare_options
+from bpcr.dataset.options import PrepareOptions, PresizeOptions, check_prepare_options
+from bpcr.dataset.presize import FOLDER as PRESIZE_FOLDER, RESUME_NAME, SIDECAR, presize_images, remove_sidecar
 from bpcr.progress import Progress
 
 EXAMPLES = 5
@@ -105,9 +110,12 @@ class PrepareSummary:
     seconds: float = 0.0
     max_pixels: int = MAX_PIXELS
     warnings: list[str] = field(default_factory=list)
+    presize: dict[str, Any] | None = None  # the pre-sized cache made (bpcr.dataset.presize.PresizeSummary), if asked
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        if data["presize"] is None:
+            del data["presize"]  # summary.json is as before without the option
         data["bpcr_version"] = __version__
         return data
 
@@ -121,17 +129,20 @@ class _File:
 
 
 def prepare(db: Path, descriptions: Path | None, queries: Path, gt: Path | None, out: Path,
-            options: PrepareOptions = PrepareOptions(), *, progress: Progress | None = None) -> PrepareSummary:
+            options: PrepareOptions = PrepareOptions(), *, presize: PresizeOptions | None = None,
+            progress: Progress | None = None) -> PrepareSummary:
     """Check every image of a dataset (the ``db`` and ``queries`` folders, the optional ``descriptions`` CSV and
     ``gt`` ground truth) and write manifests and reports to ``out``.
 
     ``options`` (:class:`bpcr.dataset.options.PrepareOptions`, where each is declared): ``workers`` processes
-    decode images (default: one per CPU), ``max_pixels`` bounds an image; ``progress`` is told of every image
-    checked (:mod:`bpcr.progress`). See the module docstring for every rule applied to files, descriptions and
-    ground truth.
+    decode images (default: one per CPU), ``max_pixels`` bounds an image; ``presize``
+    (:class:`~bpcr.dataset.options.PresizeOptions`) with sizes makes the pre-sized image cache of both sets
+    (:mod:`bpcr.dataset.presize`); ``progress`` is told of every image checked (:mod:`bpcr.progress`). See the
+    module docstring for every rule applied to files, descriptions and ground truth.
     """
     started = time.perf_counter()
     check_prepare_options(options)
+    presize = _checked_presize(presize)
     workers, max_pixels = options.workers, options.max_pixels
     db, queries, out = Path(db), Path(queries), Path(out)
     for folder in (db, queries):
@@ -139,7 +150,7 @@ def prepare(db: Path, descriptions: Path | None, queries: Path, gt: Path | None,
     out_resolved = out.resolve()
     if out_resolved in (db.resolve(), queries.resolve()):
         raise BadInput(out, None, "output folder must not be an image folder")
-    out = check_outputs(out)
+    out = check_outputs(out, presize is not None)
 
     db_set, db_files, db_rejected = _scan(db, "database", out_resolved)
     q_set, q_files, q_rejected = _scan(queries, "queries", out_resolved)
@@ -151,6 +162,7 @@ def prepare(db: Path, descriptions: Path | None, queries: Path, gt: Path | None,
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").unlink(missing_ok=True)  # written last: present only after a finished run
+    remove_sidecar(out)
     files = db_files + q_files
     results, decoded, cached = check_all(files, out, workers, progress, max_pixels)
 
@@ -165,9 +177,13 @@ def prepare(db: Path, descriptions: Path | None, queries: Path, gt: Path | None,
                        [desc_map.get(f.id, "") if name == "database" else "" for f in chosen])
     _write_rejected(out / "rejected.csv", rejected)
     gt_stats = _copy_ground_truth(gt, gt_data, out, {f.id for f in usable["queries"]}, db_ids)
+    made = None
+    if presize is not None:
+        made = presize_images(usable, {"database": out / "database.csv", "queries": out / "queries.csv"}, out,
+                              presize, workers, progress, max_pixels).to_json()
     summary = PrepareSummary(out=str(out), database=db_set, queries=q_set, descriptions=desc_stats,
                              ground_truth=gt_stats, decoded=decoded, cached=cached,
-                             max_pixels=max_pixels)
+                             max_pixels=max_pixels, presize=made)
     summary.warnings = _warnings(summary)
     summary.seconds = round(time.perf_counter() - started, 3)
     write_json_atomic(out / "summary.json", summary.to_json())
@@ -214,41 +230,71 @@ class QuerySet:
     manifest: Path
     ids: list[str]  # the usable images' IDs, sorted
     rejected: list[tuple[str, str, str]]  # (ID, or "" when the file name is none; file name; reason), sorted
+    presize: dict[str, Any] | None = None  # the pre-sized cache made (bpcr.dataset.presize.PresizeSummary), if asked
 
 
 def prepare_queries(queries: Path, out: Path, options: PrepareOptions = PrepareOptions(), *,
-                    progress: Progress | None = None) -> QuerySet:
-    """Check a folder of query images alone, by the rules of :func:`prepare` (``options`` as there), and write
-    ``out/queries.csv``.
+                    presize: PresizeOptions | None = None, progress: Progress | None = None) -> QuerySet:
+    """Check a folder of query images alone, by the rules of :func:`prepare` (``options`` and ``presize`` as
+    there), and write ``out/queries.csv``.
 
     For new queries answered against a database prepared before (``bpcr
-    predict``). Check results are cached in ``out`` as :func:`prepare` caches
-    them; nothing else is written there.
+    predict``), whose stores were extracted from a pre-sized cache when ``presize`` is given: the new queries
+    then get the same cache. Check results are cached in ``out`` as :func:`prepare` caches
+    them; nothing else is written there but the cache.
     """
     check_prepare_options(options)
+    presize = _checked_presize(presize)
     workers, max_pixels = options.workers, options.max_pixels
     queries, out = Path(queries), Path(out)
     _check_folder(queries)
     out = check_output_folder(out, "--out", PREPARED)
     check_output_file(out / "queries.csv", "--out")
+    if presize is not None:
+        _check_presize_outputs(out)
     _, files, rejected = _scan(queries, "queries", out.resolve())
     out.mkdir(parents=True, exist_ok=True)
+    remove_sidecar(out)
     results, _, _ = check_all(files, out, workers, progress, max_pixels)
     usable = [f for f in files if "reason" not in results[f.key]]
     rejected += [(f.set, f.id, f.key, results[f.key]["reason"]) for f in files if "reason" in results[f.key]]
     write_manifest(out / "queries.csv", [f.id for f in usable], [f.path for f in usable],
                    [results[f.key]["width"] for f in usable], [results[f.key]["height"] for f in usable],
                    [""] * len(usable))
+    made = None
+    if presize is not None:
+        made = presize_images({"queries": usable}, {"queries": out / "queries.csv"}, out, presize, workers,
+                              progress, max_pixels).to_json()
     return QuerySet(out / "queries.csv", sorted(f.id for f in usable),
-                    sorted((image_id, key.rsplit("/", 1)[-1], reason) for _, image_id, key, reason in rejected))
+                    sorted((image_id, key.rsplit("/", 1)[-1], reason) for _, image_id, key, reason in rejected),
+                    made)
 
 
-def check_outputs(out: Path) -> Path:
-    """Refuse, before any image is read, an ``--out`` that is not this stage's to write (module doc's files)."""
+def check_outputs(out: Path, presize: bool = False) -> Path:
+    """Refuse, before any image is read, an ``--out`` that is not this stage's to write (module doc's files; with
+    ``presize``, the cache's too)."""
     out = check_output_folder(out, "--out", PREPARED)
     for name in ("database.csv", "queries.csv", "rejected.csv", "ground_truth.csv", "summary.json", CACHE_NAME):
         check_output_file(out / name, "--out")
+    if presize:
+        _check_presize_outputs(out)
     return out
+
+
+def _checked_presize(presize: PresizeOptions | None) -> PresizeOptions | None:
+    """``presize`` checked (BadInput before anything is read or written), or None when it asks for no cache."""
+    if presize is None:
+        return None
+    check_prepare_options(presize)
+    return presize if presize.enabled else None
+
+
+def _check_presize_outputs(out: Path) -> None:
+    for name in (SIDECAR, RESUME_NAME):
+        check_output_file(out / name, "--out")
+    folder = out / PRESIZE_FOLDER
+    if folder.exists() and not folder.is_dir():
+        raise BadInput(folder, None, "is not a folder; the pre-sized image cache goes there")
 
 
 def _check_folder(folder: Path) -> None:

@@ -8,7 +8,9 @@ The options named below are the fields of :class:`bpcr.features.options.ExtractO
 
 How a descriptor is made (per image, never across a batch):
 
-1. the image is decoded and resized ahead of the model (:mod:`bpcr.features.loader`),
+1. the image is decoded (from ``prepare``'s pre-sized cache when the manifest has one,
+   :mod:`bpcr.dataset.presize`, recorded as ``presize`` in ``meta.json``) and resized ahead of the model
+   (:mod:`bpcr.features.loader`),
    to ``size x size`` (``resize="square"``, the papers' 224 or 480), centred on a
    square of ``pad_colour`` first (``resize="pad"``, the 2019 winner's letterbox), or
    with its longer side to ``size`` and the shorter side rounded to a
@@ -60,6 +62,7 @@ from bpcr.io.fileio import sha256_file
 from bpcr.device import cpu_threads, deterministic, resolve_device
 from bpcr.features.loader import LAYOUT, MEMORY_FORMAT, batch_loader, batches_of_chunk, model_on, target_shape
 from bpcr.dataset.manifest import Manifest, read_manifest
+from bpcr.dataset.presize import PresizedManifest, presized
 from bpcr.features.options import DTYPES, MULTISCALE, SALIENCY, ExtractOptions, check_extract_options
 from bpcr.features.preprocess import CROP_PARAMS, Preprocess
 from bpcr.features.pooling import check_params, l2n, mask_use, plugin_provenance, pooling_function, pooling_names
@@ -102,6 +105,7 @@ class _Plan:
     shapes: list[tuple[int, int]]
     precision: str
     config: dict[str, Any]  # the settings meta.json and plan.json record
+    cache: PresizedManifest | None = None  # the manifest's pre-sized images (bpcr.dataset.presize), when it has them
 
     @property
     def chunks(self) -> range:
@@ -154,6 +158,8 @@ def _plan(manifest: str | Path, options: ExtractOptions, specs: list[PoolingSpec
     man = read_manifest(manifest)
     if len(man) == 0:
         raise BadInput(man.path, None, "lists no image: nothing to extract")
+    digest = sha256_file(man.path)
+    cache = presized(man, digest)  # a damaged cache is refused here, before the network loads
     dev = resolve_device(options.device)
     net = load_backbone(options.backbone, options.weights, options.layer)
     chunk_rows = options.batch_size * options.chunk_batches
@@ -162,16 +168,19 @@ def _plan(manifest: str | Path, options: ExtractOptions, specs: list[PoolingSpec
     config = {
         **net.meta(), "input_size": options.size, "resize": options.resize, "interpolation": "bicubic",
         "scales": [float(s) for s in options.scales], "flip": bool(options.flip), "normalisation": "l2",
-        "manifest": {"file": man.path.name, "sha256": sha256_file(man.path), "rows": len(man)},
+        "manifest": {"file": man.path.name, "sha256": digest, "rows": len(man)},
         "batch_size": options.batch_size, "chunk_rows": chunk_rows,
         # Only when on, so stores made before the option, or without it, stay comparable with each other
         # (and an unfinished extraction made before it still resumes).
         **({"jpeg_draft": True} if options.jpeg_draft else {}),
         **({"pad_colour": list(options.pad_colour)} if options.resize == "pad" else {}),
         **({"crop": options.crop, "crop_params": CROP_PARAMS} if options.crop != "none" else {}),
+        # Read from prepare's pre-sized cache: what it is, so that such a store is never mixed with one read from
+        # the originals (bpcr.io.store.EXTRACTION_FIELDS); absent without a cache, as before it existed.
+        **({"presize": cache.spec} if cache is not None else {}),
     }
     precision = "float16" if dev.type == "cuda" else "float32"
-    return _Plan(man, net, dev, specs, chunk_rows, first, last, shapes, precision, config)
+    return _Plan(man, net, dev, specs, chunk_rows, first, last, shapes, precision, config, cache)
 
 
 def _partial_plan(plan: _Plan, options: ExtractOptions) -> dict[str, Any]:
@@ -256,12 +265,15 @@ def _run_chunks(plan: _Plan, options: ExtractOptions, todo: list[int], partial: 
     left = Counter(owner)
     mask_method = next((s.mask for s in specs if s.mask), None)
     loader = batch_loader(man.paths, plan.shapes, batches, mask_method, options.workers, dev,
-                          jpeg_draft=options.jpeg_draft, preprocess=preprocess_of(options))
+                          jpeg_draft=options.jpeg_draft, preprocess=preprocess_of(options),
+                          cached=plan.cache.images if plan.cache is not None else None)
     net = model_on(plan.net, dev)
     done: dict[int, list[tuple[list[int], dict[str, np.ndarray], np.ndarray | None]]] = {c: [] for c in todo}
     fails: dict[int, dict[int, str]] = {c: {} for c in todo}
     with deterministic(dev):
         for number, batch in enumerate(loader):
+            if batch.error is not None:  # a damaged pre-sized cache entry
+                raise batch.error
             c = owner[number]
             fails[c].update(batch.failed)
             if batch.images is not None:

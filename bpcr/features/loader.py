@@ -1,6 +1,7 @@
 """Getting pixels to the model for ``bpcr extract``: shapes, batches, decoding workers, device and threads.
 
-Each image is decoded (``bpcr.dataset.images.load_rgb``), cut to its salient
+Each image is decoded (``bpcr.dataset.images.load_rgb``; from its pre-sized copy when the manifest has a cache,
+:func:`decode_cached`), cut to its salient
 object and letterboxed when asked (:mod:`bpcr.features.preprocess`), and resized
 to its :func:`target_shape`, and its saliency map is computed with it when a
 pooling needs one. A batch (:func:`batches_of_chunk`) holds one resized shape only, so
@@ -25,7 +26,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from bpcr.dataset.images import DRAFT_MARGIN, ImageError, load_rgb, load_rgb_draft
+from bpcr.dataset.presize import CachedImage, load_cached
 from bpcr.device import cores
+from bpcr.errors import BadInput
 from bpcr.features.preprocess import CropBox, Preprocess, prepare
 
 M = TypeVar("M", bound=torch.nn.Module)
@@ -103,6 +106,20 @@ def decode_view(path: Path, shape: tuple[int, int], jpeg_draft: bool = False,
     else:
         image = load_rgb(path)
         full = image.size
+    return _view(image, full, shape, preprocess)
+
+
+def decode_cached(cached: CachedImage, shape: tuple[int, int],
+                  preprocess: Preprocess = PLAIN) -> tuple[np.ndarray, CropBox | None]:
+    """:func:`decode_view` of a manifest row from its pre-sized copy (:mod:`bpcr.dataset.presize`): the cached
+    file, its bytes checked against ``presize.json`` first (BadInput when they differ), stands for the original
+    as a draft decode does, the original's size being the manifest's."""
+    return _view(load_cached(cached), cached.full_size, shape, preprocess)
+
+
+def _view(image: Image.Image, full: tuple[int, int], shape: tuple[int, int],
+          preprocess: Preprocess) -> tuple[np.ndarray, CropBox | None]:
+    h, w = shape
     image, box = prepare(image, full, preprocess)
     # reducing_gap=3 shrinks big images by a box filter first: several
     # times faster, visually the same as a direct bicubic resize.
@@ -113,20 +130,25 @@ class _Images(Dataset):
     """One image per item, decoded and resized (and its saliency map, when asked): (row, (3, H, W) uint8, map, reason)."""
 
     preprocess = PLAIN  # also what an instance pickled before the option unpickles with
+    cached: Sequence[CachedImage | None] | None = None  # likewise: no pre-sized cache
 
     def __init__(self, paths: Sequence[Path], shapes: Sequence[tuple[int, int]], saliency: str | None,
-                 jpeg_draft: bool = False, preprocess: Preprocess = PLAIN) -> None:
+                 jpeg_draft: bool = False, preprocess: Preprocess = PLAIN,
+                 cached: Sequence[CachedImage | None] | None = None) -> None:
         self.paths = paths
         self.shapes = shapes
         self.saliency = saliency
         self.jpeg_draft = jpeg_draft
         self.preprocess = preprocess
+        self.cached = cached  # per row, its pre-sized copy (None: the original), or None without a cache
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, row: int) -> tuple[int, torch.Tensor | None, np.ndarray | None, str]:
         batch = self.batch([row])
+        if batch.error is not None:
+            raise batch.error
         if batch.images is None:
             return row, None, None, batch.failed[row]
         return row, batch.images[0], None if batch.maps is None else batch.maps[0], ""
@@ -157,6 +179,7 @@ class _Pending:
         self.maps = np.empty((len(rows), h, w), np.float32) if images.saliency is not None else None
         self.crops = np.zeros((len(rows), 5), np.int64) if images.preprocess.crop != "none" else None
         self.reasons: dict[int, str] = {}
+        self.error: BadInput | None = None  # a damaged cache entry: the extraction stops (Batch.error)
         self.next = 0
         self.left = len(rows)
         self.changed = threading.Condition()
@@ -170,12 +193,19 @@ class _Pending:
 
     def fill(self, slot: int) -> None:
         row = self.rows[slot]
+        cached = self.images.cached[row] if self.images.cached is not None else None
         try:
             try:
-                pixels, box = decode_view(self.images.paths[row], self.images.shapes[row], self.images.jpeg_draft,
-                                          self.images.preprocess)
+                if cached is None:
+                    pixels, box = decode_view(self.images.paths[row], self.images.shapes[row],
+                                              self.images.jpeg_draft, self.images.preprocess)
+                else:
+                    pixels, box = decode_cached(cached, self.images.shapes[row], self.images.preprocess)
             except ImageError as exc:
                 self.reasons[slot] = exc.reason
+                return
+            except BadInput as exc:  # carried to the consumer whole, from a loader process too
+                self.error = exc
                 return
             self.pixels[slot] = pixels
             if self.crops is not None and box is not None:
@@ -203,7 +233,7 @@ class _Pending:
         images = torch.from_numpy(pixels).permute(0, 3, 1, 2) if good else None  # channels-last (b, 3, H, W)
         return Batch(rows=[self.rows[s] for s in good], images=images,
                      maps=maps if good else None, failed={self.rows[s]: why for s, why in self.reasons.items()},
-                     crops=crops if good else None)
+                     crops=crops if good else None, error=self.error)
 
 
 @dataclass
@@ -215,6 +245,7 @@ class Batch:
     maps: np.ndarray | None  # (b, H, W) float32 saliency
     failed: dict[int, str]
     crops: np.ndarray | None = None  # (b, 5) int64 salient boxes (x0, y0, x1, y1, fallback), when cropped
+    error: BadInput | None = None  # a pre-sized cache entry found damaged: the consumer raises it
 
     def pin_memory(self) -> "Batch":
         # DataLoader(pin_memory=True) calls this, so the copy to the GPU can overlap.
@@ -336,14 +367,16 @@ def _init_worker(_: int) -> None:
 
 def batch_loader(paths: Sequence[Path], shapes: Sequence[tuple[int, int]], batches: list[list[int]],
                  saliency: str | None, workers: int | None, dev: torch.device,
-                 ahead: int = 2, jpeg_draft: bool = False, preprocess: Preprocess = PLAIN) -> Iterable[Batch]:
+                 ahead: int = 2, jpeg_draft: bool = False, preprocess: Preprocess = PLAIN,
+                 cached: Sequence[CachedImage | None] | None = None) -> Iterable[Batch]:
     """The planned ``batches`` (lists of manifest rows) as :class:`Batch` objects, in order.
 
     ``shapes[row]`` is the (h, w) the row is resized to; ``saliency`` the
     method of the maps computed with the images, or None for no maps;
     ``workers`` decoding processes (None: chosen for the device; 0: decoded in
     this process, see :class:`_Prefetch`), each ``ahead`` batches in advance;
-    ``jpeg_draft`` and ``preprocess`` (crop, letterbox) as :func:`decode_view`.
+    ``jpeg_draft`` and ``preprocess`` (crop, letterbox) as :func:`decode_view`; ``cached``: per row its
+    pre-sized copy (:func:`decode_cached`; None: the original) when the manifest has a cache.
     """
     if workers is None:
         # On the CPU the model's threads already use every core, and a decoding process
@@ -353,7 +386,7 @@ def batch_loader(paths: Sequence[Path], shapes: Sequence[tuple[int, int]], batch
         # Processes pay off once there are cores to spare, or when the model is on a GPU.
         workers = cores() if dev.type != "cpu" else cores() // 4
     workers = max(0, workers)
-    images = _Images(paths, shapes, saliency, jpeg_draft, preprocess)
+    images = _Images(paths, shapes, saliency, jpeg_draft, preprocess, cached)
     if workers == 0:
         return _Prefetch(images, batches, ahead, pin=dev.type == "cuda")
     # forkserver, not fork: forking a process whose torch/OpenMP threads hold locks can leave

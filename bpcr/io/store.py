@@ -131,7 +131,8 @@ def check_finite(store: FeatureStore, role: str = "feature",
 # either. Fields that legitimately differ (manifest, count, created, compute, batch size, shard)
 # are not compared. `bpcr extract` writes backbone, weights, layer, mean, std, input_size, resize,
 # interpolation, scales, flip, normalisation, pooling, pooling_params, mask (which names the
-# saliency method) and whitening, and pad_colour and jpeg_draft when used; the other names are spellings
+# saliency method) and whitening, and pad_colour, jpeg_draft and presize (read from prepare's pre-sized image cache,
+# bpcr.dataset.presize: never mixed with a store read from the originals) when used; the other names are spellings
 # a hand-made store may carry. Not compared: crop, crop_params and crop_counts. A salient crop is made
 # on one side only (the 2020 runner-up cut the query photos to their foreground, never the catalogue's
 # images), so a cropped query store searched in an uncropped index is the recipe, not a mix.
@@ -139,6 +140,7 @@ EXTRACTION_FIELDS = (
     "backbone", "weights", "weights_source", "weights_sha256", "layer", "mean", "std",
     "pooling", "pooling_params", "mask", "saliency", "input_size", "size", "image_size", "resize", "pad_colour",
     "interpolation", "scales", "flip", "dim", "normalisation", "normalization", "whitening", "pca", "jpeg_draft",
+    "presize",
 )
 
 

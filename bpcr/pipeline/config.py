@@ -122,7 +122,7 @@ def _check_prepare(path: Path, config: Mapping[str, Any]) -> bool:
     """[prepare]: the demo's options (:class:`bpcr.dataset.options.DemoOptions`) or a dataset's inputs (db, queries,
     descriptions, gt) and options (:class:`~bpcr.dataset.options.PrepareOptions`), within their ranges; returns
     whether the config has ground truth."""
-    from bpcr.dataset.options import DemoOptions, PrepareOptions, check_prepare_options
+    from bpcr.dataset.options import PRESIZE_FIELDS, DemoOptions, PrepareOptions, PresizeOptions, check_prepare_options
     from bpcr.dataset.prepare import PREPARE_INPUTS, prepare
     from bpcr.options import fields_of
 
@@ -138,11 +138,20 @@ def _check_prepare(path: Path, config: Mapping[str, Any]) -> bool:
                 raise BadInput(path, None, f"[prepare] needs {required!r} (or demo = true)")
         cls, inputs = PrepareOptions, {k: v for k, v in options.items() if k in PREPARE_INPUTS}
         options = without(options, *PREPARE_INPUTS)
-        accepted = sorted([*PREPARE_INPUTS, *(f.name for f in fields_of(PrepareOptions))])
+        accepted = sorted([*PREPARE_INPUTS, *(f.name for f in fields_of(PrepareOptions)), *PRESIZE_FIELDS])
         unknown = next((k for k in options if k not in accepted), None)
         if unknown is not None:
             raise BadInput(path, None, f"[prepare] unknown option {unknown!r}; accepted: {', '.join(accepted)}")
-        check_options(path, "prepare", prepare, inputs, {"out", "options", "progress"})
+        check_options(path, "prepare", prepare, inputs, {"out", "options", "presize", "progress"})
+        # The pre-sized image cache's keys (bpcr.dataset.options.PresizeOptions), checked as the command line's.
+        presize = {k: v for k, v in options.items() if k in PRESIZE_FIELDS}
+        options = without(options, *PRESIZE_FIELDS)
+        check_options(path, "prepare", PresizeOptions, presize, set())
+        for key in presize:
+            labelled(path, "prepare", lambda: check_prepare_options(PresizeOptions(**{key: presize[key]})), key)
+        lone = next((k for k in presize if k != "presize" and not presize.get("presize")), None)
+        if lone is not None:
+            raise BadInput(path, None, f"[prepare] {lone} needs presize = [SIZE, ...]")
     check_options(path, "prepare", cls, options, set())
     for key in options:  # one at a time, so the message names the key
         labelled(path, "prepare", lambda: check_prepare_options(cls(**{key: options[key]})), key)

@@ -159,7 +159,8 @@ def _answer(pipeline: Pipeline, test_dir: Path, folder: Path, target: str, log: 
     from bpcr.dataset.prepare import prepare_queries
 
     t0 = time.perf_counter()
-    query_set = prepare_queries(test_dir, folder / "prepared", progress=progress)
+    # The database's stores were extracted from a pre-sized cache when the config makes one: the queries get theirs.
+    query_set = prepare_queries(test_dir, folder / "prepared", presize=pipeline.presize_options(), progress=progress)
     times = [StageTime("prepare", "queries", time.perf_counter() - t0, False)]
     rejected = list(query_set.rejected)
     query_ids = sorted(set(query_set.ids) | {i for i, file, _ in rejected if i and _is_image_name(file)})

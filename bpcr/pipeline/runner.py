@@ -18,7 +18,9 @@ nothing else. Keys live in ``WORK/.stamps``.
 Layout under the work folder ``WORK`` (``work`` in the config):
 
 - ``WORK/prepared/`` manifests (``database.csv``, ``queries.csv``), and for the
-  demo the generated dataset itself in ``WORK/``;
+  demo the generated dataset itself in ``WORK/``; with ``[prepare] presize = [SIZE, ...]`` (a dataset's, not the
+  demo's) the pre-sized image cache beside them (``presize/``, ``presize.json``: :mod:`bpcr.dataset.presize`),
+  which every ``[[extract]]`` then reads, and whose ``presize.json`` the stage keys take in with the manifests;
 - ``WORK/train/<train name>/`` a ``[[train]]``'s ``weights.pt`` and ``train.json``
   (:mod:`bpcr.training.train`, trained on the database manifest only), read by an
   ``[[extract]]`` with ``weights = "train:<train name>"``;
@@ -54,7 +56,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bpcr.pipeline.config import validate_config
 from bpcr.errors import BadInput
@@ -62,6 +64,9 @@ from bpcr.io.fileio import sha256_file, write_json_atomic
 from bpcr.pipeline.stages import SETS, StageRunners, stage_key
 from bpcr.pipeline.state import Frozen, PipelineResult, StageTime
 from bpcr.progress import Progress
+
+if TYPE_CHECKING:
+    from bpcr.dataset.options import PresizeOptions
 
 STAGES = ("prepare", "train", "extract", "whiten", "combine", "search", "refine", "rerank", "ensemble", "score", "report")
 REPORT_BEST = 3  # runs a [report] shows by default: the leaderboard's best, ranked by the private half
@@ -121,23 +126,40 @@ class Pipeline(StageRunners):
                        lambda: prepare_demo(self.work, DemoOptions(**options), progress=self.progress))
             self.gt = self.work / "ground_truth.csv"
         else:
-            from bpcr.dataset.options import PrepareOptions
+            from bpcr.dataset.options import PRESIZE_FIELDS, PrepareOptions
             from bpcr.dataset.prepare import PREPARE_INPUTS, prepare
 
             paths = {k: Path(options[k]) if options.get(k) is not None else None for k in PREPARE_INPUTS}
-            given = PrepareOptions(**{k: v for k, v in options.items() if k not in PREPARE_INPUTS})
-            # A real dataset is always re-checked: prepare's own cache makes that fast.
+            given = PrepareOptions(**{k: v for k, v in options.items()
+                                      if k not in PREPARE_INPUTS and k not in PRESIZE_FIELDS})
+            # A real dataset is always re-checked: prepare's own caches (checks, pre-sized images) make that fast.
             start = time.perf_counter()
-            prepare(out=prepared, options=given, progress=self.progress, **paths)
+            prepare(out=prepared, options=given, presize=self.presize_options(), progress=self.progress, **paths)
             self.result.times.append(StageTime("prepare", "dataset", time.perf_counter() - start, False))
             self.gt = paths.get("gt")
         self._use_prepared(prepared)
 
+    def presize_options(self) -> PresizeOptions | None:
+        """[prepare]'s pre-sized image cache (``presize = [SIZE, ...]`` and its ``presize_*`` keys,
+        :class:`bpcr.dataset.options.PresizeOptions`), or None when the config asks for none."""
+        from bpcr.dataset.options import PRESIZE_FIELDS, PresizeOptions
+
+        options = self.config.get("prepare", {})
+        if options.get("demo", False) or not options.get("presize"):
+            return None
+        given = {k: v for k, v in options.items() if k in PRESIZE_FIELDS}
+        return PresizeOptions(**{**given, "presize": tuple(given["presize"])})
+
     def _use_prepared(self, prepared: Path) -> None:
+        from bpcr.dataset.presize import SIDECAR
+
         manifests = [prepared / "database.csv", prepared / "queries.csv"]
         digests = [sha256_file(p) for p in manifests]
-        self.keys["prepare"] = stage_key(*digests)
-        self.keys["database"] = digests[0]  # what training reads: the database alone
+        # Stores extracted from a pre-sized cache are other stores: its index joins the key, only when there is one
+        # (a work folder made without a cache keeps its keys).
+        cache = [sha256_file(prepared / SIDECAR)] if (prepared / SIDECAR).is_file() else []
+        self.keys["prepare"] = stage_key(*digests, *cache)
+        self.keys["database"] = digests[0]  # what training reads: the database alone (its originals)
         self.manifests = dict(zip(SETS, manifests))
 
     def score(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bpcr.dataset.options import DemoOptions, PrepareOptions, check_prepare_options
+from bpcr.dataset.options import PRESIZE_FIELDS, DemoOptions, PrepareOptions, check_prepare_options
 from bpcr.errors import BadInput
 from bpcr.options import defaults, fields_of
 from bpcr.pipeline.config import validate_config
@@ -31,7 +31,8 @@ def test_help_shows_each_option_as_declared(cli, monkeypatch, cls):
 @pytest.mark.parametrize("demo, cls", [(True, DemoOptions), (False, PrepareOptions)])
 def test_config_accepts_exactly_the_declared_keys(tmp_path, demo, cls):
     inputs = {} if demo else {"db": "db", "queries": "queries"}
-    declared = {f.name for f in fields_of(cls)} | (set() if demo else set(INPUTS))
+    # a dataset's [prepare] also takes the pre-sized image cache's keys (tests/dataset/test_presize.py)
+    declared = {f.name for f in fields_of(cls)} | (set() if demo else set(INPUTS) | set(PRESIZE_FIELDS))
     with pytest.raises(BadInput) as info:
         validate_config(tmp_path / "c.toml", {"prepare": {"demo": demo, **inputs, "bogus": 1}})
     assert set(str(info.value).split("accepted: ")[1].split(", ")) == declared
