@@ -121,3 +121,59 @@ def test_gpu_all_reads_what_the_benchmarks_print_on_a_gpu():
     assert table[("train", "cuda (AMP)", "end-to-end epoch")] == ("1000.0", "images/s", "0.25 of forward")
     assert table[("train", "cpu", "steps, cached trunk (72.0 images/s)")] == ("1.500", "steps/s",
                                                                                "3.0x vs full network")
+
+
+def _scale_rehearsal():
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # its helpers are imported as the script's neighbours
+    try:
+        return importlib.import_module("scale_rehearsal")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_scale_rehearsal_flags_a_stage_that_grows_faster_than_n_log_n():
+    rehearsal = _scale_rehearsal()
+    sizes = [1_000, 10_000, 100_000]
+
+    def row(seconds: float, peak_mib: float, input_mib: float) -> dict:
+        return {"wall": seconds, "cpu": seconds, "peak_bytes": int(peak_mib * 2**20), "disk_bytes": 0,
+                "input_bytes": int(input_mib * 2**20), "returncode": 0}
+
+    # A start-up of 3 s: the linear stage's wall ratio is far below 10, its increments say N^1.
+    results = {n: {"linear": row(3 + n / 1_000, 300 + n / 1_000, n / 1_000),
+                   "quadratic": row(3 + (n / 1_000) ** 2 / 100, 300, n / 1_000),
+                   "holds twice its input": row(3 + n / 1_000, 300 + 2 * n / 1_000, n / 1_000)} for n in sizes}
+    printed = rehearsal.table(results)
+    comparison = printed.split("against N = 10,000")[1].split("Extrapolation")[0]
+    rows = {line[:34].strip(): line[34:].split() for line in comparison.splitlines()[2:] if line.strip()}
+    assert rows["linear"][4] == "1.00" and rows["linear"][-1] == "(incr)"  # k wall, from the increments
+    assert not rows["linear"][-1].endswith("!")
+    assert rows["quadratic"][4] == "2.00" and rows["quadratic"][-1].endswith("!")
+    assert rows["holds twice its input"][-1].endswith("!")
+    assert "Extrapolation" in printed
+
+
+@pytest.mark.slow
+def test_scale_rehearsal_smoke_times_every_stage(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "rehearsal.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale_rehearsal.py"), "--smoke",
+                           "--scratch", str(tmp_path / "scratch"), "--json", str(out)],
+                          check=False, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]["40"]
+    stages = ["prepare", "prepare again (cached)", "extract database", "extract queries", "index ivf gem",
+              "index ivf grmac", "index flat gem", "index flat grmac", "search ivf-gem", "search ivf-grmac",
+              "search fused", "search fused-flat", "text index", "refine text", "refine kreciprocal",
+              "refine dupgroup", "rerank sift (10 queries)", "ensemble rrf", "score", "report"]
+    assert list(results) == stages
+    for stage, r in results.items():
+        assert r["wall"] > 0 and r["cpu"] > 0 and r["peak_bytes"] > 0, stage
+    assert results["extract database"]["disk_bytes"] > 40 * 1280 * 2  # two float16 stores of 40 rows
+    assert all(stage in done.stdout for stage in stages)

@@ -102,3 +102,32 @@ def test_cli_dupgroup(world, tmp_path, cli):
     assert "duplicate-group" in result.out and load_run(tmp_path / "out" / "dup.csv").submission["v1"][1] == "x2"
     bad = cli("refine", world, "--method", "dupgroup", "--dup-by", "colour", "--name", "x", "--out", tmp_path / "o")
     assert bad.code == 2 and "--dup-by" in bad.err and bad.err.count("\n") == 1
+
+
+class _Scores:
+    """A similarity whose scores are given: what best_of_group reads of one."""
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.given = scores
+        self.calls: list[int] = []
+
+    def scores(self, query_id: str, ids) -> np.ndarray:
+        self.calls.append(len(ids))
+        return np.array([self.given[i] for i in ids], dtype=np.float64)
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 16, 1000])
+def test_a_group_scored_in_blocks_keeps_the_order_of_the_whole_group(monkeypatch, block):
+    from bpcr.postretrieval import dupgroup
+    from bpcr.postretrieval.similarity import similarity_order
+
+    rng = np.random.default_rng(block)
+    # 200 members, scores drawn from 9 values so that many tie (equal scores go by ID), IDs in shuffled order
+    group = [f"d{i:04d}" for i in rng.permutation(200)]
+    given = {i: float(rng.integers(0, 9)) / 8 for i in group}
+    sim = _Scores(given)
+    monkeypatch.setattr(dupgroup, "GROUP_BLOCK", block)
+    for k in (1, 7, 250):
+        sim.calls.clear()
+        assert dupgroup.best_of_group(sim, "q", group, k) == similarity_order(group, sim.scores("q", group))[:k]
+        assert max(sim.calls[:-1]) <= block  # the last call is the whole-group reference
