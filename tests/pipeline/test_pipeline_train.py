@@ -186,11 +186,11 @@ def test_the_training_demo_config_reuses_the_demo_and_pairs_each_trained_run_wit
                                        "robust-contrastive+softmax"]
     # the default training is the demo's own, entry for entry, so one training serves both leaderboards
     assert [t for t in trained["train"] if t["name"] == "rc-softmax"] == demo["train"]
-    # every training: every training image per epoch at 224 px; the default's stages chosen on validation (6
-    # epochs, about 1,050 steps), the variants train what it chose (4 epochs)
+    # every training: every training image per epoch at 224 px; the default's stages and learning rate chosen
+    # on validation (6 epochs, about 1,050 steps), the variants train what it chose (4 epochs)
     assert all(t["size"] == 224 and "images_per_epoch" not in t for t in trained["train"])
-    assert [(t["epochs"], t.get("choose"), t.get("trainable")) for t in trained["train"]] == [
-        (6, {"trainable": ["head", "last"]}, None), *[(4, None, "last")] * 3]
+    assert [(t["epochs"], t.get("choose"), t.get("trainable"), t.get("lr")) for t in trained["train"]] == [
+        (6, {"trainable": ["head", "last"], "lr": [0.001, 0.003]}, None, None), *[(4, None, "last", 0.003)] * 3]
     searched = {e["features"] for e in trained["search"]}
     for entry in trained["extract"]:
         if train_name(entry.get("weights")) is not None:
