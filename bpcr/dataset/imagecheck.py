@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from bpcr.dataset.images import ImageError, check_image
 from bpcr.io.fileio import write_text_atomic
@@ -66,15 +66,23 @@ def check_all(files: Sequence[Checked], out: Path, workers: int | None, progress
 
 def _run_checks(todo: list[tuple[str, str]], workers: int | None, progress: Progress | None,
                 max_pixels: int) -> Iterable[tuple[str, dict[str, Any]]]:
+    return run_in_chunks(_check_chunk, todo, workers, progress, "checking images", max_pixels)
+
+
+def run_in_chunks(work: Callable[..., list], todo: list, workers: int | None, progress: Progress | None,
+                  label: str, *args: Any) -> Iterable:
+    """``work(chunk, *args)`` over ``todo`` cut into chunks, in ``workers`` spawned processes (default: every
+    core), yielding each chunk's results as it finishes and advancing the progress bar ``label`` by them.
+    ``work`` is a module-level function (the processes import it)."""
     workers = max(1, workers or os.cpu_count() or 1)
     # Small sets still spread over every worker; large ones go in CHUNK-sized tasks.
     size = max(1, min(CHUNK, -(-len(todo) // (4 * workers))))
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     workers = min(workers, max(1, len(chunks)))
-    with start(progress, "checking images", len(todo)) as advance:
+    with start(progress, label, len(todo)) as advance:
         if workers == 1:
             for chunk in chunks:
-                done = _check_chunk(chunk, max_pixels)
+                done = work(chunk, *args)
                 advance(len(done))
                 yield from done
             return
@@ -83,7 +91,7 @@ def _run_checks(todo: list[tuple[str, str]], workers: int | None, progress: Prog
 
         # spawn: workers start clean, whatever threads or libraries the caller holds.
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_check_chunk, chunk, max_pixels) for chunk in chunks]
+            futures = [pool.submit(work, chunk, *args) for chunk in chunks]
             try:
                 for future in as_completed(futures):
                     done = future.result()

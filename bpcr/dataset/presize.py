@@ -52,12 +52,13 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from PIL import Image
 
+from bpcr.dataset.imagecheck import run_in_chunks
 from bpcr.dataset.images import MAX_PIXELS, ImageError, load_rgb
 from bpcr.dataset.manifest import Manifest
 from bpcr.dataset.options import PresizeOptions, check_prepare_options
 from bpcr.errors import BadInput
 from bpcr.io.fileio import atomic_path, sha256_file, write_text_atomic
-from bpcr.progress import Progress, start
+from bpcr.progress import Progress
 
 SIDECAR = "presize.json"
 FOLDER = "presize"
@@ -67,7 +68,6 @@ RESUME_VERSION = 1
 SUFFIXES = {"jpeg": ".jpg", "png": ".png"}
 # The filter extraction resizes with (bpcr.features.loader.decode_view), spelled here one floor below it.
 RESAMPLE, REDUCING_GAP = Image.BICUBIC, 3.0
-CHUNK = 16  # images per task sent to a worker
 SAVE_EVERY_S = 60.0  # the resume file is written this often while a run goes on
 AGAIN = "run bpcr prepare with --presize again"
 DELETE_AGAIN = "delete it and run bpcr prepare with --presize again"
@@ -341,31 +341,7 @@ def _presize_chunk(chunk: list[tuple[str, str, str, str]], spec: dict[str, Any],
 
 def _run(todo: list[tuple[str, str, str, str]], spec: dict[str, Any], workers: int | None,
          progress: Progress | None, max_pixels: int) -> Iterable[tuple[str, Any]]:
-    workers = max(1, workers or os.cpu_count() or 1)
-    size = max(1, min(CHUNK, -(-len(todo) // (4 * workers))))
-    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-    workers = min(workers, max(1, len(chunks)))
-    with start(progress, "presizing images", len(todo)) as advance:
-        if workers == 1:
-            for chunk in chunks:
-                done = _presize_chunk(chunk, spec, max_pixels)
-                advance(len(done))
-                yield from done
-            return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        # spawn, as prepare's checks: workers start clean, whatever threads the caller holds.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_presize_chunk, chunk, spec, max_pixels) for chunk in chunks]
-            try:
-                for future in as_completed(futures):
-                    done = future.result()
-                    advance(len(done))
-                    yield from done
-            finally:
-                for future in futures:
-                    future.cancel()
+    return run_in_chunks(_presize_chunk, todo, workers, progress, "presizing images", spec, max_pixels)
 
 
 def _stamp(path: Path) -> tuple[int, int]:

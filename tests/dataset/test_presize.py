@@ -14,6 +14,7 @@ from bpcr.dataset.options import (PRESIZE_FIELDS, PRESIZE_MAX, PRESIZE_MIN, Prep
                                   check_prepare_options, parse_presize)
 from bpcr.dataset.manifest import read_manifest
 from bpcr.dataset.prepare import prepare, prepare_queries
+from bpcr.dataset import imagecheck
 from bpcr.dataset.presize import (RESUME_NAME, SIDECAR, CachedImage, cache_spec, cached_size, load_cached,
                                   presized)
 from bpcr.errors import BadInput
@@ -237,7 +238,7 @@ def test_a_rerun_resumes_and_an_interrupted_run_keeps_its_work(photos, tmp_path,
             raise KeyboardInterrupt
         return real(chunk, spec, max_pixels)
 
-    monkeypatch.setattr(presize, "CHUNK", 1)  # one image per task, so the run stops after the first
+    monkeypatch.setattr(imagecheck, "CHUNK", 1)  # one image per task, so the run stops after the first
     monkeypatch.setattr(presize, "_presize_chunk", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _prepare(photos, out)
