@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 from scale_drawing import KIND_BRANDS, KIND_DB, KIND_FAMILY, KIND_PICK, query_jpeg, shop_jpeg
-from text_index_scale import CJK, COLOURS, HANGUL, MARKETING, SIZES, SYLLABLES, TYPES
+from text_index_scale import COLOURS, SIZES, SYLLABLES, TYPES, native_title, reworded
 
 GENERATOR_VERSION = 1  # raise when a change to this file changes a byte of what it writes
 SHADES_PER_FAMILY = ((1, 2, 3, 4, 6, 8), (0.55, 0.15, 0.1, 0.08, 0.07, 0.05))
@@ -143,18 +143,9 @@ def describe(spec: dict, shade: int, rng: np.random.Generator) -> str:
     if roll < 0.02:
         return ""
     if roll < 0.07:
-        alphabet = HANGUL if rng.random() < 0.3 else CJK
-        return f"{spec['brand']} {''.join(rng.choice(list(alphabet), size=int(rng.integers(4, 14))))} {spec['size']}"
-    parts = [spec["brand"], spec["line"], spec["type"], spec["shades"][shade]["name"], spec["size"]]
-    parts += list(rng.choice(MARKETING, size=int(rng.integers(0, 4)), replace=False))
-    parts = [p for p in parts if p and rng.random() > 0.1]
-    if rng.random() < 0.3:
-        rng.shuffle(parts)
-    text = " ".join(parts)
-    style = rng.random()
-    text = text.title() if style < 0.4 else text.upper() if style < 0.5 else text
-    sep = str(rng.choice([" ", " - ", ", ", " | "]))
-    return sep.join(text.split(" ", 2)) if sep != " " else text
+        return native_title(spec["brand"], spec["size"], rng)
+    return reworded([spec["brand"], spec["line"], spec["type"], spec["shades"][shade]["name"], spec["size"]], rng,
+                    max_marketing=3)
 
 
 # ------------------------------------------------------------------ files

@@ -90,21 +90,31 @@ def generate_descriptions(n: int, seed: int = 0) -> list[str]:
                     out.append("")
                     continue
                 if roll < 0.06:
-                    alphabet = HANGUL if rng.random() < 0.3 else CJK
-                    native = "".join(rng.choice(list(alphabet), size=int(rng.integers(4, 14))))
-                    out.append(f"{brand} {native} {size}")
+                    out.append(native_title(brand, size, rng))
                     continue
-                parts = [brand, line, kind, shade_name, size]
-                parts += list(rng.choice(MARKETING, size=int(rng.integers(0, 5)), replace=False))
-                parts = [p for p in parts if p and rng.random() > 0.1]
-                if rng.random() < 0.3:
-                    rng.shuffle(parts)
-                text = " ".join(parts)
-                style = rng.random()
-                text = text.title() if style < 0.4 else text.upper() if style < 0.5 else text
-                sep = rng.choice([" ", " - ", ", ", " | "])
-                out.append(sep.join(text.split(" ", 2)) if sep != " " else text)
+                out.append(reworded([brand, line, kind, shade_name, size], rng, max_marketing=4))
     return out
+
+
+def native_title(brand: str, size: str, rng: np.random.Generator) -> str:
+    """A listing written in another script: the brand, 4-13 Hangul or CJK characters, the size."""
+    alphabet = HANGUL if rng.random() < 0.3 else CJK
+    native = "".join(rng.choice(list(alphabet), size=int(rng.integers(4, 14))))
+    return f"{brand} {native} {size}"
+
+
+def reworded(parts: list[str], rng: np.random.Generator, max_marketing: int) -> str:
+    """A listing's words as sellers write them: up to ``max_marketing`` marketing words added, a tenth of the
+    words dropped, sometimes shuffled, title- or upper-cased, the first words set apart by a separator."""
+    parts = parts + list(rng.choice(MARKETING, size=int(rng.integers(0, max_marketing + 1)), replace=False))
+    parts = [p for p in parts if p and rng.random() > 0.1]
+    if rng.random() < 0.3:
+        rng.shuffle(parts)
+    text = " ".join(parts)
+    style = rng.random()
+    text = text.title() if style < 0.4 else text.upper() if style < 0.5 else text
+    sep = str(rng.choice([" ", " - ", ", ", " | "]))
+    return sep.join(text.split(" ", 2)) if sep != " " else text
 
 
 def write_manifest_csv(path: Path, descriptions: list[str]) -> None:
