@@ -66,14 +66,15 @@ def check_all(files: Sequence[Checked], out: Path, workers: int | None, progress
 
 def _run_checks(todo: list[tuple[str, str]], workers: int | None, progress: Progress | None,
                 max_pixels: int) -> Iterable[tuple[str, dict[str, Any]]]:
-    return run_in_chunks(_check_chunk, todo, workers, progress, "checking images", max_pixels)
+    return run_in_chunks(_check_one, todo, workers, progress, "checking images", max_pixels)
 
 
-def run_in_chunks(work: Callable[..., list], todo: list, workers: int | None, progress: Progress | None,
-                  label: str, *args: Any) -> Iterable:
-    """``work(chunk, *args)`` over ``todo`` cut into chunks, in ``workers`` spawned processes (default: every
-    core), yielding each chunk's results as it finishes and advancing the progress bar ``label`` by them.
-    ``work`` is a module-level function (the processes import it)."""
+def run_in_chunks(work: Callable[..., Any], todo: list[tuple], workers: int | None, progress: Progress | None,
+                  label: str, *args: Any) -> Iterable[tuple[str, Any]]:
+    """``(key, work(*item, *args))`` for each ``(key, *item)`` of ``todo``, or ``(key, {"reason": ...})`` for
+    an image it cannot decode, computed in chunks by ``workers`` spawned processes (default: every core) and
+    yielded chunk by chunk as each finishes, advancing the progress bar ``label``. ``work`` is a module-level
+    function (the processes import it)."""
     workers = max(1, workers or os.cpu_count() or 1)
     # Small sets still spread over every worker; large ones go in CHUNK-sized tasks.
     size = max(1, min(CHUNK, -(-len(todo) // (4 * workers))))
@@ -82,7 +83,7 @@ def run_in_chunks(work: Callable[..., list], todo: list, workers: int | None, pr
     with start(progress, label, len(todo)) as advance:
         if workers == 1:
             for chunk in chunks:
-                done = work(chunk, *args)
+                done = _work_chunk(work, chunk, *args)
                 advance(len(done))
                 yield from done
             return
@@ -91,7 +92,7 @@ def run_in_chunks(work: Callable[..., list], todo: list, workers: int | None, pr
 
         # spawn: workers start clean, whatever threads or libraries the caller holds.
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(work, chunk, *args) for chunk in chunks]
+            futures = [pool.submit(_work_chunk, work, chunk, *args) for chunk in chunks]
             try:
                 for future in as_completed(futures):
                     done = future.result()
@@ -102,19 +103,21 @@ def run_in_chunks(work: Callable[..., list], todo: list, workers: int | None, pr
                     future.cancel()
 
 
-def _check_chunk(chunk: list[tuple[str, str]], max_pixels: int) -> list[tuple[str, dict[str, Any]]]:
+def _work_chunk(work: Callable[..., Any], chunk: list[tuple], *args: Any) -> list[tuple[str, Any]]:
     done = []
-    for key, path in chunk:
+    for key, *item in chunk:
         try:
-            info = check_image(Path(path), max_pixels)
+            done.append((key, work(*item, *args)))
         except ImageError as exc:
             done.append((key, {"reason": exc.reason}))
-            continue
         except MemoryError:
             done.append((key, {"reason": "out of memory while decoding"}))
-            continue
-        done.append((key, {"width": info.width, "height": info.height, "format": info.format, "notes": info.notes}))
     return done
+
+
+def _check_one(path: str, max_pixels: int) -> dict[str, Any]:
+    info = check_image(Path(path), max_pixels)
+    return {"width": info.width, "height": info.height, "format": info.format, "notes": info.notes}
 
 
 def _pillow_version() -> str:

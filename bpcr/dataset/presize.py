@@ -53,7 +53,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 from PIL import Image
 
 from bpcr.dataset.imagecheck import run_in_chunks
-from bpcr.dataset.images import MAX_PIXELS, ImageError, load_rgb
+from bpcr.dataset.images import MAX_PIXELS, load_rgb
 from bpcr.dataset.manifest import Manifest
 from bpcr.dataset.options import PresizeOptions, check_prepare_options
 from bpcr.errors import BadInput
@@ -323,25 +323,15 @@ def presize_one(source: Path, target: Path, spec: Mapping[str, Any], max_pixels:
     return data, size
 
 
-def _presize_chunk(chunk: list[tuple[str, str, str, str]], spec: dict[str, Any],
-                   max_pixels: int) -> list[tuple[str, Any]]:
-    done: list[tuple[str, Any]] = []
-    for key, source, target, file in chunk:
-        try:
-            data, _ = presize_one(Path(source), Path(target), spec, max_pixels)
-        except ImageError as exc:
-            done.append((key, {"reason": exc.reason}))
-            continue
-        except MemoryError:
-            done.append((key, {"reason": "out of memory while decoding"}))
-            continue
-        done.append((key, None if data is None else [file, len(data), hashlib.sha256(data).hexdigest()]))
-    return done
+def _presize_entry(source: str, target: str, file: str, spec: dict[str, Any], max_pixels: int) -> list | None:
+    """What presize.json records of one image: [file, bytes, sha256], or None when the original is read."""
+    data, _ = presize_one(Path(source), Path(target), spec, max_pixels)
+    return None if data is None else [file, len(data), hashlib.sha256(data).hexdigest()]
 
 
 def _run(todo: list[tuple[str, str, str, str]], spec: dict[str, Any], workers: int | None,
          progress: Progress | None, max_pixels: int) -> Iterable[tuple[str, Any]]:
-    return run_in_chunks(_presize_chunk, todo, workers, progress, "presizing images", spec, max_pixels)
+    return run_in_chunks(_presize_entry, todo, workers, progress, "presizing images", spec, max_pixels)
 
 
 def _stamp(path: Path) -> tuple[int, int]:

@@ -230,22 +230,22 @@ def test_a_rerun_resumes_and_an_interrupted_run_keeps_its_work(photos, tmp_path,
     import bpcr.dataset.presize as presize
 
     out = tmp_path / "pre"
-    real, calls = presize._presize_chunk, []
+    real, calls = presize._presize_entry, []
 
-    def interrupted(chunk, spec, max_pixels):
-        calls.append(len(chunk))
+    def interrupted(*item):
+        calls.append(item)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(chunk, spec, max_pixels)
+        return real(*item)
 
     monkeypatch.setattr(imagecheck, "CHUNK", 1)  # one image per task, so the run stops after the first
-    monkeypatch.setattr(presize, "_presize_chunk", interrupted)
+    monkeypatch.setattr(presize, "_presize_entry", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _prepare(photos, out)
     assert not (out / SIDECAR).exists() and not (out / "summary.json").exists()
     resumed = json.loads((out / RESUME_NAME).read_text())["entries"]
     assert len(resumed) == 1  # the one image finished before Ctrl-C
-    monkeypatch.setattr(presize, "_presize_chunk", real)
+    monkeypatch.setattr(presize, "_presize_entry", real)
     assert _prepare(photos, out).presize["encoded"] == 4  # the other four, not the first again
     first = (out / SIDECAR).read_bytes()
     assert _prepare(photos, out).presize["encoded"] == 0  # all reused
