@@ -25,6 +25,11 @@ DEMO_QUERIES_MAX = 1_000_000
 # Report thumbnails (longest side, pixels): below 16 nothing can be told apart; above 1024 the
 # report folder is no longer small enough to zip and share.
 THUMB_MIN, THUMB_MAX = 16, 1024
+# A network's input size in pixels: the one range of extract's --size and prepare's --presize sizes.
+INPUT_SIZE_MIN, INPUT_SIZE_MAX = 16, 4096
+# SIFT re-ranking's working size (the longer side, pixels): rerank's --max-side default, and the side prepare's
+# --presize keeps so that re-ranking could read the cache.
+SIFT_SIDE = 384
 # Queries shown in one report page.
 REPORT_LIMIT_MAX = 10_000_000
 

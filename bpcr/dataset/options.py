@@ -13,10 +13,10 @@ from typing import Any
 
 from bpcr.errors import BadInput
 from bpcr.options import check, fields_of, option
-from bpcr.ranges import DEMO_QUERIES_MAX
+from bpcr.ranges import DEMO_QUERIES_MAX, INPUT_SIZE_MAX, INPUT_SIZE_MIN, SIFT_SIDE
 
 # --presize sizes are network input sizes: bpcr extract's --size range (tests/dataset/test_presize.py holds them equal).
-PRESIZE_MIN, PRESIZE_MAX = 16, 4096
+PRESIZE_MIN, PRESIZE_MAX = INPUT_SIZE_MIN, INPUT_SIZE_MAX  # extract's --size range
 PRESIZE_FORMATS = ("jpeg", "png")
 
 
@@ -52,8 +52,7 @@ class PresizeOptions:
                                           "cache serves: each image is decoded once and stored with its shorter side "
                                           "shrunk to the largest of them; bpcr extract then reads the cache. Off by "
                                           "default.", cli=False, metavar="SIZE[,SIZE...]")
-    # SIFT re-ranking's working size: RerankOptions.max_side's default (tests/dataset/test_presize.py holds them equal).
-    presize_sift_side: int = option(384, "With --presize: keep each image's longer side at least this (SIFT "
+    presize_sift_side: int = option(SIFT_SIDE, "With --presize: keep each image's longer side at least this (SIFT "
                                          "re-ranking's working size, bpcr rerank --max-side).", low=PRESIZE_MIN,
                                     high=PRESIZE_MAX, integer=True)
     presize_format: str = option("jpeg", "With --presize: how cached images are stored: jpeg (at "

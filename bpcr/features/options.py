@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from bpcr import plugins
 from bpcr.errors import BadInput
 from bpcr.options import check, fields_of, option, spec_of
+from bpcr.ranges import INPUT_SIZE_MAX, INPUT_SIZE_MIN
 
 # The names of bpcr.features.pooling.POOLINGS, in its order: mac, spoc (000 eq 1-2), gem (Radenovic et al.),
 # rmac, ramac (000 eq 3-5), grmac (001 eq 1-2), vamac, grmaac (003 eq 2-12), srmac (002 App. A.5), crow (Kalantidis
@@ -68,7 +69,8 @@ class ExtractOptions:
                                        "bundled EfficientNet-Lite weights.")
     layer: int | None = option(None, "Feature stage to pool (0 first, -1 last stage; the backbone sets the range) "
                                      "instead of the final map: middle-layer features.", paper="003 §3.4")
-    size: int = option(224, "Input size in pixels; the papers use 224 and 480.", low=16, high=4096, integer=True)
+    size: int = option(224, "Input size in pixels; the papers use 224 and 480.", low=INPUT_SIZE_MIN,
+                       high=INPUT_SIZE_MAX, integer=True)
     resize: str = option("square", "square (stretch to SIZE x SIZE), aspect (longer side to SIZE) or pad (centred "
                                    "on a square of --pad-colour, then SIZE x SIZE: the 2019 winner's).",
                          choices=RESIZE_MODES)

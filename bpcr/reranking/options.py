@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpcr.options import option
-from bpcr.ranges import SEED_MAX
+from bpcr.ranges import SEED_MAX, SIFT_SIDE
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class RerankOptions:
     # at 512 px, 0.458 / 0.460 at 384, 0.449 / 0.476 at 320, 0.446 / 0.426 at 256;
     # 384 scored best on the public half, and describes an image in ~0.7x the CPU
     # time of 512.
-    max_side: int = option(384, "Images are shrunk so their long side is at most this many pixels.", low=32,
+    max_side: int = option(SIFT_SIDE, "Images are shrunk so their long side is at most this many pixels.", low=32,
                            integer=True)
     # Same demo and runs: FLANN 0.416 / 0.432, exact "bf" 0.424 / 0.425 (public /
     # private), with matching ~15x faster (one product per query and shortlist);
