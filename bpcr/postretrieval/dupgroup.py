@@ -145,29 +145,21 @@ def dupgroup(ctx: Context, dup_cosine: float = DUP_COSINE, dup_tau: float = DUP_
     first_ids = sim.db[0].ids
     members: dict[int, list[str]] = {}
     for row in np.flatnonzero(np.bincount(labels)[labels] > 1).tolist():
-        if sim.has_image(first_ids[row]):
-            members.setdefault(int(labels[row]), []).append(first_ids[row])
-    # A head holds at most dup_expand hits and SUBMISSION_DEPTH members after each: a group's best `enough`
-    # still hold its best SUBMISSION_DEPTH once the head is left out, so each group is scored once a query
-    # (chained groups put a query's first hits in one group).
-    enough = SUBMISSION_DEPTH + dup_expand * (1 + SUBMISSION_DEPTH)
+        members.setdefault(int(labels[row]), []).append(first_ids[row])
     ranking: dict[str, list[str]] = {}
     scores: dict[str, list[float]] = {}
     for query_id in query_ids:
         first = list(dict.fromkeys(ctx.run.ranking[query_id]))
         head: list[str] = []
-        best: dict[int, list[str]] = {}
         for hit in first[:dup_expand]:
             if hit in head:
                 continue
             head.append(hit)
             row = sim.db_rows[0].get(hit)
-            if row is None or int(labels[row]) not in members:
-                continue
-            label = int(labels[row])
-            if label not in best:
-                best[label] = best_of_group(sim, query_id, members[label], enough)
-            head += [i for i in best[label] if i not in head][:SUBMISSION_DEPTH]
+            group = [] if row is None else [i for i in members.get(int(labels[row]), [])
+                                            if i not in head and i != hit and sim.has_image(i)]
+            if group:
+                head += best_of_group(sim, query_id, group, SUBMISSION_DEPTH)
         placed = set(head)
         ranking[query_id] = head + [i for i in first if i not in placed]
         scores[query_id] = [1.0 / r for r in range(1, len(ranking[query_id]) + 1)]
