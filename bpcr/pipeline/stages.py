@@ -214,19 +214,15 @@ class StageRunners(PipelineState):
             db_key = stage_key("whiten", options, code_defaults("whiten"),
                                self.keys[f"extract:{extract_name}:database"], self.keys["database"], pooling)
             learned = options.get("method", "learned") == "learned"
-            self._step("whiten", f"{name}-database", db_key, [db_out / "meta.json"],
-                       lambda s=db_src, o=db_out, w=WhitenOptions(**options), m=learned: whiten(
-                           s, o, w, manifest=self.manifests["database"] if m else None,
-                           ground_truth=self.gt if m else None, log=self.log),
-                       database=True)
+            learn = (lambda s=db_src, o=db_out, w=WhitenOptions(**options), m=learned: whiten(
+                s, o, w, manifest=self.manifests["database"] if m else None, ground_truth=self.gt if m else None,
+                log=self.log))
             q_src, q_out = self.store(extract_name, "queries", pooling), self.store(name, "queries", pooling)
             q_key = stage_key("whiten", db_key, self.keys[f"extract:{extract_name}:queries"])
             # Applied as learned: the database store's own projection file decides the method and the dimensions.
-            self._step("whiten", f"{name}-queries", q_key, [q_out / "meta.json"],
-                       lambda s=q_src, o=q_out, d=db_out, w=WhitenOptions(method=options.get("method")): whiten(
-                           s, o, w, source=d, log=self.log))
-            self.keys[f"extract:{name}:database"] = db_key
-            self.keys[f"extract:{name}:queries"] = q_key
+            apply = (lambda s=q_src, o=q_out, d=db_out, w=WhitenOptions(method=options.get("method")): whiten(
+                s, o, w, source=d, log=self.log))
+            self._learned_on_database("whiten", name, (db_key, db_out, learn), (q_key, q_out, apply))
 
     def combine(self) -> None:
         """Every [[combine]]: ``WORK/features/<name>/{database,queries}/combined/``
@@ -246,18 +242,21 @@ class StageRunners(PipelineState):
             db_out = self.store(name, "database", COMBINED_POOLING)
             db_key = stage_key("combine", options, code_defaults("combine"), specs,
                                [self.keys[f"extract:{source}:database"] for source, _ in sources])
-            self._step("combine", f"{name}-database", db_key, [db_out / "meta.json"],
-                       lambda i=db_in, o=db_out, c=CombineOptions(**options): combine(i, o, c, log=self.log),
-                       database=True)
+            learn = lambda i=db_in, o=db_out, c=CombineOptions(**options): combine(i, o, c, log=self.log)
             q_in = [self.store(source, "queries", pooling) for source, pooling in sources]
             q_out = self.store(name, "queries", COMBINED_POOLING)
             q_key = stage_key("combine", db_key, [self.keys[f"extract:{source}:queries"] for source, _ in sources])
             # Applied as learned: the database's combined store holds the parameters (and says which inputs).
-            self._step("combine", f"{name}-queries", q_key, [q_out / "meta.json"],
-                       lambda i=q_in, o=q_out, d=db_out, c=CombineOptions(dtype=options.get("dtype")): combine(
-                           i, o, c, source=d, log=self.log))
-            self.keys[f"extract:{name}:database"] = db_key
-            self.keys[f"extract:{name}:queries"] = q_key
+            apply = (lambda i=q_in, o=q_out, d=db_out, c=CombineOptions(dtype=options.get("dtype")): combine(
+                i, o, c, source=d, log=self.log))
+            self._learned_on_database("combine", name, (db_key, db_out, learn), (q_key, q_out, apply))
+
+    def _learned_on_database(self, stage: str, name: str, database: tuple, queries: tuple) -> None:
+        """A store learned on the database's and applied unchanged to the queries' (whiten, combine): the two
+        steps, each ``(key, out, action)``, and the keys later tables read the stores by, as an extraction's."""
+        for which, (key, out, action) in (("database", database), ("queries", queries)):
+            self._step(stage, f"{name}-{which}", key, [out / "meta.json"], action, database=which == "database")
+            self.keys[f"extract:{name}:{which}"] = key
 
     def search(self) -> None:
         """Every [[search]]: the index of each feature set (``WORK/indexes/``,
