@@ -4,7 +4,6 @@ side alone (an existing database extraction is reused), and `bpcr predict` and `
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -13,7 +12,7 @@ from bpcr.io.store import CROPS_FILE, EXTRACTION_FIELDS
 from bpcr.pipeline.config import load_config, validate_config
 from bpcr.pipeline.configtypes import QUERY_SIDE_OPTIONS
 from bpcr.pipeline.standin import apply_stand_in
-from tests.helpers.tiny_pipeline import copy_with_photos, run_tiny, stages_run
+from tests.helpers.tiny_pipeline import predicted_copy, rerun_after_edit, run_tiny, stages_run
 
 DEMO = "[prepare]\ndemo = true\nn_products = 2\nn_distractors = 3\nn_queries = 2\n"
 EXTRACT = "[[extract]]\nname = 'a'\nbackbone = 'test_resnet'\npoolings = ['gem', 'mac']\n"
@@ -128,12 +127,8 @@ def test_only_the_query_side_is_cropped_and_the_database_extraction_is_reused(ra
 @pytest.mark.slow
 def test_a_rerun_skips_and_removing_the_query_side_re_extracts_the_queries_alone(ran, tmp_path):
     folder, _, _ = ran
-    copy = tmp_path / "copy"
-    shutil.copytree(folder, copy)
-    assert stages_run(run_tiny(copy)) == set()
-    config = copy / "tiny.toml"
-    config.write_text(config.read_text().replace('queries = { crop = "salient" }\n', ""))
-    assert stages_run(run_tiny(copy)) == {"extract:lite0-queries", "search:mac"}
+    copy, rerun = rerun_after_edit(folder, tmp_path, 'queries = { crop = "salient" }\n', "")
+    assert rerun == {"extract:lite0-queries", "search:mac"}
     queries = copy / "work" / "features" / "lite0" / "queries" / "mac"
     assert _meta(queries)["crop"] == "none" and not (queries / CROPS_FILE).exists()
 
@@ -141,11 +136,7 @@ def test_a_rerun_skips_and_removing_the_query_side_re_extracts_the_queries_alone
 @pytest.mark.slow
 def test_predict_crops_new_query_photos_as_the_config_says(ran, tmp_path, cli, monkeypatch):
     folder, _, _ = ran
-    copy, photos = copy_with_photos(folder, tmp_path)
-    monkeypatch.chdir(copy)
-    result = cli("predict", "tiny.toml", photos, tmp_path / "answers.csv")
-    assert result.code == 0, result.err
-    assert len((tmp_path / "answers.csv").read_text().splitlines()) == 2
+    copy, photos = predicted_copy(folder, tmp_path, cli, monkeypatch)
     predicted = next((copy / "work" / "predict").iterdir()) / "features" / "lite0"
     assert sorted(p.name for p in predicted.iterdir()) == ["queries"]  # the database side only reused
     store = predicted / "queries" / "mac"

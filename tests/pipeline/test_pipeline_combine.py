@@ -12,7 +12,7 @@ import pytest
 
 from bpcr.io.runs import read_trec
 from bpcr.pipeline.config import load_config, validate_config
-from tests.helpers.tiny_pipeline import copy_with_photos, first_run, run_tiny, stages_run
+from tests.helpers.tiny_pipeline import first_run, predicted_copy, rerun_after_edit, stages_run
 
 DEMO = "[prepare]\ndemo = true\nn_products = 2\nn_distractors = 3\nn_queries = 2\n"
 EXTRACT = "[[extract]]\nname = 'a'\nbackbone = 'test_resnet'\npoolings = ['gem', 'mac']\n"
@@ -131,23 +131,15 @@ def test_combine_stage_learns_on_the_database_and_its_search_is_the_squared_weig
 @pytest.mark.slow
 def test_rerun_skips_and_a_changed_option_relearns_only_its_own(ran, tmp_path):
     folder, _ = ran
-    copy = tmp_path / "copy"
-    shutil.copytree(folder, copy)
-    assert stages_run(run_tiny(copy)) == set()
-    config = (copy / "tiny.toml").read_text().replace("pca = 6", "pca = 5")
-    (copy / "tiny.toml").write_text(config)
-    assert stages_run(run_tiny(copy)) == {"combine:both-z-database", "combine:both-z-queries",
-                                          "index:both-z-combined-cosine", "search:both-z"}
+    _, rerun = rerun_after_edit(folder, tmp_path, "pca = 6", "pca = 5")
+    assert rerun == {"combine:both-z-database", "combine:both-z-queries", "index:both-z-combined-cosine",
+                     "search:both-z"}
 
 
 @pytest.mark.slow
 def test_predict_combines_new_queries_with_the_databases_parameters(ran, tmp_path, cli, monkeypatch):
     folder, _ = ran
-    copy, photos = copy_with_photos(folder, tmp_path)
-    monkeypatch.chdir(copy)
-    good = cli("predict", "tiny.toml", photos, tmp_path / "answers.csv", "--run", "both-z")
-    assert good.code == 0, good.err
-    assert len((tmp_path / "answers.csv").read_text().splitlines()) == 2
+    copy, photos = predicted_copy(folder, tmp_path, cli, monkeypatch, "--run", "both-z")
     folder_of = next((copy / "work" / "predict").iterdir())
     assert sorted(p.name for p in (folder_of / "features").iterdir()) == ["both-z", "lite0", "lite0-pca"]
     q = json.loads((folder_of / "features" / "both-z" / "queries" / "combined" / "meta.json").read_text())

@@ -9,7 +9,7 @@ import torch
 
 from bpcr.pipeline.runner import run_pipeline
 from tests.helpers import ROOT
-from tests.helpers.tiny_pipeline import copy_with_photos, run_tiny, stages_run
+from tests.helpers.tiny_pipeline import predicted_copy, run_tiny, stages_run
 
 pytestmark = [pytest.mark.filterwarnings("ignore:backbone .* has random weights"),
               pytest.mark.slow]  # module fixtures train networks on a generated dataset
@@ -109,11 +109,7 @@ def test_new_weights_reextract_and_a_changed_option_retrains(ran, tmp_path):
 
 def test_predict_reuses_the_training_and_refuses_without_it(ran, tmp_path, cli, monkeypatch):
     folder, _ = ran
-    copy, photos = copy_with_photos(folder, tmp_path)
-    monkeypatch.chdir(copy)
-    good = cli("predict", "tiny.toml", photos, tmp_path / "answers.csv", "--run", "trained-gem")
-    assert good.code == 0, good.err
-    assert len((tmp_path / "answers.csv").read_text().splitlines()) == 2
+    copy, photos = predicted_copy(folder, tmp_path, cli, monkeypatch, "--run", "trained-gem")
     (copy / "work" / "train" / "t" / "weights.pt").unlink()
     refused = cli("predict", "tiny.toml", photos, tmp_path / "again.csv", "--run", "trained-gem")
     assert refused.code == 2 and refused.err.count("\n") == 1, refused.err

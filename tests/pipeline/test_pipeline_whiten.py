@@ -10,7 +10,7 @@ import pytest
 
 from bpcr.pipeline.config import load_config, validate_config
 from tests.helpers import ROOT
-from tests.helpers.tiny_pipeline import copy_with_photos, first_run, run_tiny, stages_run
+from tests.helpers.tiny_pipeline import first_run, predicted_copy, rerun_after_edit, stages_run
 
 DEMO = "[prepare]\ndemo = true\nn_products = 2\nn_distractors = 3\nn_queries = 2\n"
 EXTRACT = "[[extract]]\nname = 'a'\nbackbone = 'test_resnet'\npoolings = ['gem', 'mac']\n"
@@ -108,23 +108,15 @@ def test_whiten_stage_learns_on_the_database_and_whitens_the_queries_with_it(ran
 @pytest.mark.slow
 def test_rerun_skips_and_a_changed_option_relearns_only_its_own(ran, tmp_path):
     folder, _ = ran
-    copy = tmp_path / "copy"
-    shutil.copytree(folder, copy)
-    assert stages_run(run_tiny(copy)) == set()
-    config = (copy / "tiny.toml").read_text().replace("dims = 8", "dims = 6")
-    (copy / "tiny.toml").write_text(config)
-    assert stages_run(run_tiny(copy)) == {"whiten:lite0-pca-database", "whiten:lite0-pca-queries",
-                                          "index:lite0-pca-mac-cosine", "search:mac-pca"}
+    _, rerun = rerun_after_edit(folder, tmp_path, "dims = 8", "dims = 6")
+    assert rerun == {"whiten:lite0-pca-database", "whiten:lite0-pca-queries", "index:lite0-pca-mac-cosine",
+                     "search:mac-pca"}
 
 
 @pytest.mark.slow
 def test_predict_whitens_new_queries_with_the_databases_projection(ran, tmp_path, cli, monkeypatch):
     folder, _ = ran
-    copy, photos = copy_with_photos(folder, tmp_path)
-    monkeypatch.chdir(copy)
-    good = cli("predict", "tiny.toml", photos, tmp_path / "answers.csv", "--run", "mac-lw")
-    assert good.code == 0, good.err
-    assert len((tmp_path / "answers.csv").read_text().splitlines()) == 2
+    copy, photos = predicted_copy(folder, tmp_path, cli, monkeypatch, "--run", "mac-lw")
     folder_of = next((copy / "work" / "predict").iterdir())
     assert sorted(p.name for p in (folder_of / "features").iterdir()) == ["lite0", "lite0-lw"]  # pca pruned
     shutil.rmtree(copy / "work" / "features" / "lite0-lw" / "database")
