@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from typing import Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -76,15 +77,13 @@ async def _json_body(request: Request) -> dict:
     return body
 
 
-def create_app(board: Board) -> Starlette:
-    """The board's app; everything it serves comes from ``board`` (and its database)."""
-    access = Access(board)
-    methods = run_fusion_choices()
+async def thread(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` in a worker thread: the database and the scorer block."""
+    return await run_in_threadpool(function, *args, **kwargs)
 
-    async def thread(function, *args, **kwargs):
-        return await run_in_threadpool(function, *args, **kwargs)
 
-    # ------------------------------------------------------------ reading
+def _reading(board: Board, access: Access, methods) -> dict[str, Callable]:
+    """The pages, files and API answers that read the board (who may read: :class:`Access`)."""
 
     def standing() -> tuple[list, bool, list]:
         with board.engine.connect() as connection:
@@ -166,7 +165,14 @@ def create_app(board: Board) -> Starlette:
         row, _, per_query, _ = await thread(submission, request.path_params["id"])
         return JSONResponse({**row.as_json(), "public_per_query": per_query}, headers=HEADERS)
 
-    # ------------------------------------------------------------ writing
+    return {"board_page": board_page, "submission_page": submission_page, "query_page": query_page,
+            "thumbnail": thumbnail, "chart": chart, "run_csv": run_csv, "api_board": api_board,
+            "api_submission": api_submission}
+
+
+def _writing(board: Board, access: Access) -> dict[str, Callable]:
+    """Submitting, fusing and final marks, from the API (a token) or a page's forms (a session and its form
+    token)."""
 
     async def submit(request: Request, member_of):
         async with request.form(max_files=2, max_fields=8) as form:
@@ -226,7 +232,12 @@ def create_app(board: Board) -> Starlette:
         await thread(mark_final, board, member, request.path_params["id"], final)
         return RedirectResponse(f"/#s{request.path_params['id']}", status_code=303, headers=HEADERS)
 
-    # ------------------------------------------------------------ sessions
+    return {"api_submit": api_submit, "form_submit": form_submit, "api_fuse": api_fuse, "form_fuse": form_fuse,
+            "api_final": api_final, "form_final": form_final}
+
+
+def _sessions(board: Board, access: Access) -> dict[str, Callable]:
+    """Logging in and out, and the redirect of a page's address without its slash."""
 
     def log_in(token: str) -> str | None:
         with board.engine.connect() as connection:
@@ -255,7 +266,11 @@ def create_app(board: Board) -> Starlette:
     async def with_slash(request: Request) -> Response:
         return RedirectResponse(f"{request.url.path}/", status_code=308, headers=HEADERS)
 
-    # ------------------------------------------------------------ errors
+    return {"login": login, "logout": logout, "with_slash": with_slash}
+
+
+def _errors(access: Access) -> dict[str, Callable]:
+    """A refusal as one line: a page (with the member's menu) or, under /api/, JSON."""
 
     async def refused(request: Request, exc: Refused) -> Response:
         context = {}
@@ -271,26 +286,35 @@ def create_app(board: Board) -> Starlette:
         words = {404: "no such page", 405: "this page does not take that method"}.get(exc.status_code, exc.detail)
         return refusal(request.url.path, Refused(exc.status_code, str(words)))
 
+    return {"refused": refused, "http_error": http_error}
+
+
+def create_app(board: Board) -> Starlette:
+    """The board's app; everything it serves comes from ``board`` (and its database)."""
+    access = Access(board)
+    handlers = {**_reading(board, access, run_fusion_choices()), **_writing(board, access),
+                **_sessions(board, access)}
+    errors = _errors(access)
     routes = [
-        Route("/", board_page),
-        Route("/login", login, methods=["GET", "POST"]),
-        Route("/logout", logout, methods=["POST"]),
-        Route("/submit", form_submit, methods=["POST"]),
-        Route("/fuse", form_fuse, methods=["POST"]),
-        Route("/submissions/{id:int}", with_slash),
-        Route("/submissions/{id:int}/", submission_page),
-        Route("/submissions/{id:int}/final", form_final, methods=["POST"]),
-        Route("/submissions/{id:int}/run.csv", run_csv),
-        Route("/submissions/{id:int}/chart.svg", chart),
-        Route("/submissions/{id:int}/thumbs/{file}", thumbnail),
-        Route("/submissions/{id:int}/queries/{query}", with_slash),
-        Route("/submissions/{id:int}/queries/{query}/", query_page),
-        Route("/submissions/{id:int}/queries/{query}/thumbs/{file}", thumbnail),
-        Route("/api/board", api_board),
-        Route("/api/submissions", api_submit, methods=["POST"]),
-        Route("/api/submissions/{id:int}", api_submission),
-        Route("/api/submissions/{id:int}/final", api_final, methods=["POST"]),
-        Route("/api/fuse", api_fuse, methods=["POST"]),
+        Route("/", handlers["board_page"]),
+        Route("/login", handlers["login"], methods=["GET", "POST"]),
+        Route("/logout", handlers["logout"], methods=["POST"]),
+        Route("/submit", handlers["form_submit"], methods=["POST"]),
+        Route("/fuse", handlers["form_fuse"], methods=["POST"]),
+        Route("/submissions/{id:int}", handlers["with_slash"]),
+        Route("/submissions/{id:int}/", handlers["submission_page"]),
+        Route("/submissions/{id:int}/final", handlers["form_final"], methods=["POST"]),
+        Route("/submissions/{id:int}/run.csv", handlers["run_csv"]),
+        Route("/submissions/{id:int}/chart.svg", handlers["chart"]),
+        Route("/submissions/{id:int}/thumbs/{file}", handlers["thumbnail"]),
+        Route("/submissions/{id:int}/queries/{query}", handlers["with_slash"]),
+        Route("/submissions/{id:int}/queries/{query}/", handlers["query_page"]),
+        Route("/submissions/{id:int}/queries/{query}/thumbs/{file}", handlers["thumbnail"]),
+        Route("/api/board", handlers["api_board"]),
+        Route("/api/submissions", handlers["api_submit"], methods=["POST"]),
+        Route("/api/submissions/{id:int}", handlers["api_submission"]),
+        Route("/api/submissions/{id:int}/final", handlers["api_final"], methods=["POST"]),
+        Route("/api/fuse", handlers["api_fuse"], methods=["POST"]),
     ]
     return Starlette(routes=routes, middleware=[Middleware(BodyLimit, limit=body_limit(board), refuse=refusal)],
-                     exception_handlers={Refused: refused, HTTPException: http_error})
+                     exception_handlers={Refused: errors["refused"], HTTPException: errors["http_error"]})
