@@ -40,7 +40,7 @@ when every chunk is there, so an interrupted run (Ctrl-C, kill -9) never leaves
 a store that looks complete. A damaged leftover never blocks a re-run: a
 chunk file that is not exactly its rows' features is computed again, and an
 unreadable ``plan.json`` starts the partial folder afresh, each with a warning
-(:class:`bpcr.io.store.PartialStore`). ``shard=(i, n)`` (1-based) takes the i-th of n
+(:class:`bpcr.io.partial_store.PartialStore`). ``shard=(i, n)`` (1-based) takes the i-th of n
 contiguous runs of whole chunks; :func:`merge` (:mod:`bpcr.features.shards`) joins the
 shards' stores into exactly the bytes a single run writes (``ids.txt``, ``features.npy``).
 """
@@ -68,7 +68,8 @@ from bpcr.features.preprocess import CROP_PARAMS, Preprocess
 from bpcr.features.pooling import check_params, l2n, mask_use, plugin_provenance, pooling_function, pooling_names
 from bpcr.progress import Advance, Progress, start
 from bpcr.features.shards import check_outputs, finish_store, merge, now, shard_chunks
-from bpcr.io.store import CROPS_FILE, Chunk, PartialStore, crop_counts, crops_csv
+from bpcr.io.partial_store import Chunk, PartialStore
+from bpcr.io.store import CROPS_FILE, crop_counts, crops_csv
 from bpcr.features.whitening import read_whitening
 
 __all__ = ["ExtractOptions", "PoolingSpec", "extract", "merge", "MULTISCALE", "DTYPES", "SALIENCY"]

@@ -18,7 +18,7 @@ import torch
 from bpcr.errors import BadInput
 from bpcr.features.extract import extract
 from bpcr.dataset.manifest import write_manifest
-from bpcr.io.store import Chunk, PartialStore
+from bpcr.io.partial_store import Chunk, PartialStore
 from tests.helpers.extraction import FAST, N_IMAGES, kill_extraction, lite0, store_bytes, write_images
 
 pytestmark = pytest.mark.slow  # module fixtures build a dataset, a network or a pipeline run

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from bpcr.errors import BadInput
-from bpcr.io.store import Chunk, PartialStore, open_store, write_store, write_store_blocks
+from bpcr.io.partial_store import Chunk, PartialStore
+from bpcr.io.store import open_store, write_store, write_store_blocks
 
 
 def test_round_trip(tmp_path):
