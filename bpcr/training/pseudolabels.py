@@ -386,7 +386,6 @@ def mine_negatives(x: sp.csr_matrix, labels: np.ndarray, anchors: np.ndarray, an
     by_row = np.argsort(pool, kind="stable")
     pool, pool_emb = pool[by_row], np.asarray(pool_emb, dtype=np.float32)[by_row]
     need = skip + top
-    cols = np.arange(len(pool))
     for lo in range(0, len(anchors) if len(pool) else 0, chunk):
         hi = min(lo + chunk, len(anchors))
         rows = anchors[lo:hi]
@@ -395,16 +394,8 @@ def mine_negatives(x: sp.csr_matrix, labels: np.ndarray, anchors: np.ndarray, an
         itself = rows[:, None] == pool[None, :]
         scores = np.where((codes == 0) & ~itself, sims, -np.inf)
         ranked, found = _nearest(scores, need)
-        # The walk: every other pool row ranked ahead of the last negative taken (all of them when fewer were found).
-        full = found == need
-        last = ranked[np.arange(hi - lo), np.maximum(found - 1, 0)]
-        s_last = np.where(full, sims[np.arange(hi - lo), last], -np.inf)[:, None]
-        walked = (sims > s_last) | ((sims == s_last) & (cols[None, :] <= last[:, None])) | ~full[:, None]
-        walked &= ~itself & ~hopeless[lo:hi, None]
-        counts["candidates"] += int(walked.sum())
-        for code, rule in enumerate(RULES, start=1):
-            counts[rule] += int((walked & (codes == code)).sum())
-        counts["negatives"] += int((walked & (codes == 0)).sum())
+        _count_walk(counts, sims, codes, ranked, found == need, np.maximum(found - 1, 0),
+                    ~itself & ~hopeless[lo:hi, None])
         avail = found - skip
         for a in np.flatnonzero(avail > 0):
             pick = skip if draws is None else skip + min(int(draws[lo + a] * avail[a]), avail[a] - 1)
@@ -412,6 +403,23 @@ def mine_negatives(x: sp.csr_matrix, labels: np.ndarray, anchors: np.ndarray, an
     counts["none"] = int((out < 0).sum())
     counts["no_text"] = int(hopeless.sum())
     return out, counts
+
+
+def _count_walk(counts: dict[str, int], sims: np.ndarray, codes: np.ndarray, ranked: np.ndarray, full: np.ndarray,
+                last_found: np.ndarray, counted: np.ndarray) -> None:
+    """Add one chunk's walk to ``counts`` (:func:`mine_negatives`): every pool row ranked ahead of the last
+    negative taken, equal cosines by row (all of them where fewer than asked were found), under the first rule
+    it failed or as a negative. ``sims``, ``codes``, ``counted``: (B, P); ``ranked``: (B, k) pool columns of the
+    negatives met, ``full``: (B,) whether all k were, ``last_found``: (B,) the position of the last one."""
+    last = ranked[np.arange(len(ranked)), last_found]
+    s_last = np.where(full, sims[np.arange(len(ranked)), last], -np.inf)[:, None]
+    cols = np.arange(sims.shape[1])
+    walked = (sims > s_last) | ((sims == s_last) & (cols[None, :] <= last[:, None])) | ~full[:, None]
+    walked &= counted
+    counts["candidates"] += int(walked.sum())
+    for code, rule in enumerate(RULES, start=1):
+        counts[rule] += int((walked & (codes == code)).sum())
+    counts["negatives"] += int((walked & (codes == 0)).sum())
 
 
 def _nearest(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
