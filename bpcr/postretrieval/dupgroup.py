@@ -19,6 +19,14 @@ run's, fused as its search fused it; equal scores by ID), then the next hit;
 the rest of the input's list follows in its order, without repeats. Scores
 written are 1/rank.
 
+A group can chain across most of a catalogue (on the generated 10,000-image
+rehearsal catalogue one group held 9,336 images). Each group is therefore
+scored once for all the queries that reach it, one float32 BLAS product per
+block of members (:func:`group_candidates`), which keeps a few dozen
+candidates per query; only those are scored exactly and ranked
+(:func:`best_of_group`): the time grows with the queries times the images
+reached, not with a Python pass over the group per query and hit.
+
 Defaults, chosen on the public half of the demo's queries (99 of 200, seed-0
 split) by ``benchmarks/postretrieval_tune.py --work work/demo --runs submissions``
 on the committed demo's product-fused run (public mAP@7 0.251), over dup_by
@@ -33,14 +41,22 @@ group that large changes nothing).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from bpcr.errors import BadInput
-from bpcr.postretrieval.context import Context, Refinement, check_queries, count_changed, fused_description, graph_for
 from bpcr.io.runs import SUBMISSION_DEPTH
+from bpcr.postretrieval.context import (
+    Context,
+    Refinement,
+    check_queries,
+    count_changed,
+    fused_description,
+    graph_for,
+)
 from bpcr.postretrieval.options import DUP_BY_CHOICES, DupgroupOptions  # noqa: F401  (DUP_BY_CHOICES: the API)
+from bpcr.retrieval.distances import TIE_MARGIN, gather_rows, prepare_queries
 
 # Chosen on the demo's public half (module docstring); declared in bpcr.postretrieval.options.
 DUP_COSINE = DupgroupOptions.dup_cosine
@@ -48,8 +64,8 @@ DUP_TAU = DupgroupOptions.dup_tau
 DUP_BY = DupgroupOptions.dup_by
 DUP_EXPAND = DupgroupOptions.dup_expand
 DUP_K = DupgroupOptions.dup_k
-# Group members scored at once for one query (:func:`best_of_group`): 16,384 x 1,280 float64 is 168 MB.
-GROUP_BLOCK = 16_384
+# Working memory of one block of float32 scores in :func:`group_candidates`.
+BLOCK_BYTES = 128 << 20
 
 
 def _keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
@@ -106,25 +122,77 @@ def duplicate_groups(ctx: Context, dup_cosine: float, dup_tau: float, dup_by: st
 
 
 def best_of_group(sim, query_id: str, group: Sequence[str], k: int) -> list[str]:
-    """The ``k`` members of ``group`` the query scores best, equal scores by ID: the head of
-    ``similarity_order(group, sim.scores(query_id, group))``, scoring at most :data:`GROUP_BLOCK` members at a
-    time.
+    """The ``k`` members of ``group`` the query scores best by exact (float64) score, equal scores by ID: the head
+    of ``similarity_order(group, sim.scores(query_id, group))``."""
+    scores = sim.scores(query_id, group)
+    return [group[i] for i in np.lexsort((np.array(group), -scores))[:k]]
 
-    A group can chain across much of a catalogue (on the generated 2,000-image rehearsal catalogue the largest
-    held 426 images, 21%); scoring it whole gathered it as float64, four times the float16 store it reads, and
-    sorted it in Python once per query and hit. Blocks keep the memory bounded and the order is numpy's: a group
-    of at most one block is scored exactly as before, a larger one block by block (its scores can then differ
-    from a whole-group product in the last bit).
+
+def candidate_depth(dup_expand: int) -> int:
+    """Members of a group kept per query by the float32 product (:func:`group_candidates`) before exact scoring:
+    the ``SUBMISSION_DEPTH`` an expanded hit adds, the members the query's head can already hold (at most
+    ``dup_expand`` hits and their additions) and ``TIE_MARGIN``."""
+    return SUBMISSION_DEPTH + dup_expand * (SUBMISSION_DEPTH + 1) + TIE_MARGIN
+
+
+def group_candidates(sim, query_ids: Sequence[str], members: np.ndarray, depth: int) -> list[np.ndarray]:
+    """Each query's ``depth`` best ``members`` (IDs) by the float32 score of the first search's similarity, in
+    ID order: one BLAS product per feature set for all the queries and a block of members (at most
+    ``BLOCK_BYTES`` of scores), never one product per query. A group of ``depth`` members or fewer is kept
+    whole.
+
+    The float32 scores only choose candidates; :func:`best_of_group` ranks them by exact score. ``depth``
+    includes ``TIE_MARGIN``, so a member the float32 rounding puts just below the cut is still scored exactly
+    (the search's rule, :mod:`bpcr.retrieval.search`).
     """
-    kept: list[str] = []
-    kept_scores = np.zeros(0, dtype=np.float64)
-    for start in range(0, len(group), GROUP_BLOCK):
-        block = list(group[start:start + GROUP_BLOCK])
-        ids = kept + block
-        scores = np.concatenate([kept_scores, sim.scores(query_id, block)])
-        order = np.lexsort((np.array(ids), -scores))[:k]
-        kept, kept_scores = [ids[i] for i in order], scores[order]
-    return kept
+    n_queries, n_members = len(query_ids), len(members)
+    if n_members <= depth:
+        return [members] * n_queries
+    queries = [prepare_queries(sim.distances[s], np.stack([sim.query_vector(s, q) for q in query_ids]))
+               for s in range(sim.n_sets)]
+    rows = [sim.rows(s, members) for s in range(sim.n_sets)]
+    per_block = max(depth, BLOCK_BYTES // (4 * n_queries * (sim.n_sets + 2)))
+    kept_scores = np.empty((n_queries, 0), dtype=np.float32)
+    kept = np.empty((n_queries, 0), dtype=np.int64)
+    for start in range(0, n_members, per_block):
+        stop = min(start + per_block, n_members)
+        per_set = np.stack([sim.distances[s].fast(queries[s], np.asarray(
+            gather_rows(sim.db[s].features, rows[s][start:stop]), dtype=np.float32)) for s in range(sim.n_sets)])
+        scores = np.concatenate([kept_scores, sim.combine(per_set)], axis=1)
+        positions = np.concatenate([kept, np.broadcast_to(np.arange(start, stop), (n_queries, stop - start))], axis=1)
+        top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth] if scores.shape[1] > depth else \
+            np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        kept_scores, kept = np.take_along_axis(scores, top, axis=1), np.take_along_axis(positions, top, axis=1)
+    return [members[np.sort(row)] for row in kept]
+
+
+def _groups_by_id(sim, labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Each group of two images or more: its members with an image in every feature set, by ID (a numpy array)."""
+    ids = np.array(sim.db[0].ids)
+    grouped = np.flatnonzero(np.bincount(labels)[labels] > 1)
+    grouped = grouped[np.array([sim.has_image(i) for i in ids[grouped].tolist()], dtype=bool)]
+    order = grouped[np.lexsort((ids[grouped], labels[grouped]))]
+    if not len(order):
+        return {}
+    starts = np.flatnonzero(np.r_[True, np.diff(labels[order]) != 0])
+    return {int(labels[order[a]]): ids[order[a:b]] for a, b in zip(starts, np.r_[starts[1:], len(order)])}
+
+
+def _candidates(ctx: Context, labels: np.ndarray, members: dict[int, np.ndarray], query_ids: Sequence[str],
+                dup_expand: int) -> dict[tuple[str, int], np.ndarray]:
+    """(query, group) -> the group's candidates for the query, for each group one of its first ``dup_expand``
+    hits is in: the groups are scored once each for all the queries that reach them."""
+    sim = ctx.similarity
+    reaching: dict[int, dict[str, None]] = {}  # group -> its queries, in order, once each
+    for query_id in query_ids:
+        for hit in list(dict.fromkeys(ctx.run.ranking[query_id]))[:dup_expand]:
+            row = sim.db_rows[0].get(hit)
+            if row is not None and int(labels[row]) in members:
+                reaching.setdefault(int(labels[row]), {})[query_id] = None
+    depth = candidate_depth(dup_expand)
+    return {(query_id, label): found
+            for label, queries in reaching.items()
+            for query_id, found in zip(queries, group_candidates(sim, list(queries), members[label], depth))}
 
 
 def dupgroup(ctx: Context, dup_cosine: float = DUP_COSINE, dup_tau: float = DUP_TAU, dup_by: str = DUP_BY,
@@ -142,10 +210,8 @@ def dupgroup(ctx: Context, dup_cosine: float = DUP_COSINE, dup_tau: float = DUP_
                                                       "the index holds no pair below its tau")
     query_ids = check_queries(ctx)
     labels, graphs = duplicate_groups(ctx, dup_cosine, dup_tau, dup_by, dup_k)
-    first_ids = sim.db[0].ids
-    members: dict[int, list[str]] = {}
-    for row in np.flatnonzero(np.bincount(labels)[labels] > 1).tolist():
-        members.setdefault(int(labels[row]), []).append(first_ids[row])
+    members = _groups_by_id(sim, labels)
+    candidates = _candidates(ctx, labels, members, query_ids, dup_expand)
     ranking: dict[str, list[str]] = {}
     scores: dict[str, list[float]] = {}
     for query_id in query_ids:
@@ -156,8 +222,8 @@ def dupgroup(ctx: Context, dup_cosine: float = DUP_COSINE, dup_tau: float = DUP_
                 continue
             head.append(hit)
             row = sim.db_rows[0].get(hit)
-            group = [] if row is None else [i for i in members.get(int(labels[row]), [])
-                                            if i not in head and i != hit and sim.has_image(i)]
+            found = candidates.get((query_id, -1 if row is None else int(labels[row])))
+            group = [] if found is None else [i for i in found.tolist() if i not in head]
             if group:
                 head += best_of_group(sim, query_id, group, SUBMISSION_DEPTH)
         placed = set(head)

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from bpcr.errors import BadInput
+from bpcr.io.runs import load_run
 from bpcr.postretrieval.options import RefineOptions
 from bpcr.postretrieval.refine import refine
-from bpcr.io.runs import load_run
 from bpcr.text.index import TextIndex
 from tests.helpers.refine_world import make_world
-
 
 
 def _at(degrees: float, axis: int) -> list[float]:
@@ -104,30 +103,50 @@ def test_cli_dupgroup(world, tmp_path, cli):
     assert bad.code == 2 and "--dup-by" in bad.err and bad.err.count("\n") == 1
 
 
-class _Scores:
-    """A similarity whose scores are given: what best_of_group reads of one."""
-
-    def __init__(self, scores: dict[str, float]) -> None:
-        self.given = scores
-        self.calls: list[int] = []
-
-    def scores(self, query_id: str, ids) -> np.ndarray:
-        self.calls.append(len(ids))
-        return np.array([self.given[i] for i in ids], dtype=np.float64)
-
-
-@pytest.mark.parametrize("block", [1, 3, 7, 16, 1000])
-def test_a_group_scored_in_blocks_keeps_the_order_of_the_whole_group(monkeypatch, block):
-    from bpcr.postretrieval import dupgroup
+def _whole_group_expansion(sim, labels, ranking, dup_expand):
+    """The expansion as the module docstring states it, every member of a group scored exactly for every hit
+    (the rule without candidates): the reference the blocked float32 candidates must reproduce."""
+    from bpcr.io.runs import SUBMISSION_DEPTH
     from bpcr.postretrieval.similarity import similarity_order
 
-    rng = np.random.default_rng(block)
-    # 200 members, scores drawn from 9 values so that many tie (equal scores go by ID), IDs in shuffled order
-    group = [f"d{i:04d}" for i in rng.permutation(200)]
-    given = {i: float(rng.integers(0, 9)) / 8 for i in group}
-    sim = _Scores(given)
-    monkeypatch.setattr(dupgroup, "GROUP_BLOCK", block)
-    for k in (1, 7, 250):
-        sim.calls.clear()
-        assert dupgroup.best_of_group(sim, "q", group, k) == similarity_order(group, sim.scores("q", group))[:k]
-        assert max(sim.calls[:-1]) <= block  # the last call is the whole-group reference
+    ids = sim.db[0].ids
+    out = {}
+    for query_id, listed in ranking.items():
+        first, head = list(dict.fromkeys(listed)), []
+        for hit in first[:dup_expand]:
+            if hit in head:
+                continue
+            head.append(hit)
+            label = labels[sim.db_rows[0][hit]]
+            group = [i for r, i in enumerate(ids) if labels[r] == label and i not in head]
+            head += similarity_order(group, sim.scores(query_id, group))[:SUBMISSION_DEPTH]
+        out[query_id] = head + [i for i in first if i not in head]
+    return out
+
+
+@pytest.mark.parametrize("block_bytes", [1, 4_000, 1 << 27])
+def test_a_large_group_scored_in_blocks_expands_as_if_scored_whole(tmp_path, monkeypatch, block_bytes):
+    from bpcr.io.runs import run_files
+    from bpcr.postretrieval import dupgroup
+    from bpcr.postretrieval.context import Context
+    from bpcr.postretrieval.similarity import load_similarity
+
+    rng = np.random.default_rng(block_bytes)
+    # 300 images in 16 dimensions, a third of them exact copies of others (equal scores: ordered by ID), under
+    # IDs in shuffled order; one chain of descriptions links them all into one group of 300 (the depth is 47).
+    base = rng.normal(size=(200, 16))
+    vectors = np.concatenate([base, base[rng.integers(0, 200, 100)]])
+    db = {f"d{i:04d}": v.tolist() for i, v in zip(rng.permutation(300), vectors)}
+    queries = {f"q{j}": (base[rng.integers(0, 200)] + 0.3 * rng.normal(size=16)).tolist() for j in range(12)}
+    run = make_world(tmp_path, db, queries, depth=20)
+    ids = sorted(db)
+    chain = TextIndex(ids=ids, indptr=np.r_[0, np.arange(1, 300), 299], indices=np.arange(1, 300, dtype=np.int64),
+                      sims=np.full(299, 0.9, dtype=np.float32), meta={"tau": 0.6})
+    monkeypatch.setattr(dupgroup, "BLOCK_BYTES", block_bytes)
+    loaded = load_run(run)
+    sim = load_similarity(loaded, run_files(run))
+    ctx = Context(run=loaded, similarity=sim, text_index=chain, log=lambda m: None)
+    result = dupgroup.dupgroup(ctx, dup_by="text", dup_tau=0.8, dup_expand=3)
+    labels, _ = dupgroup.duplicate_groups(ctx, 0.9, 0.8, "text", 10)
+    assert np.bincount(labels).max() == 300
+    assert result.ranking == _whole_group_expansion(sim, labels, loaded.ranking, 3)
