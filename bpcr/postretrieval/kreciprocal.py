@@ -24,8 +24,9 @@ something with the query's (d_J < 1); the others keep d_J = 1, so with an input 
 at least 7 deep the top 7 are the reference's whatever the shortlist. The run's score of an image is
 1 - d*(q, g) per feature set (in [0, 1]), fused over the sets as the first search fused them.
 
-Cost: the N x N distances are read once, in blocks of rows (time N^2 D), and only the k-NN lists, R* and
-V (sparse, N x a few k1) are kept, so memory grows with N k1. ``kr_graph = "auto"`` runs this joint graph
+Cost: the N x N distances are read once, in blocks of rows (time N^2 D); besides the nodes themselves
+(float64, N x D per feature set, four times a float16 store: 0.5 GB a set at 50,000 nodes of 1,280
+dimensions) only the k-NN lists, R* and V (sparse, N x a few k1) are kept. ``kr_graph = "auto"`` runs this joint graph
 up to :data:`JOINT_AUTO_MAX` nodes and the shortlist-bounded variant (:mod:`bpcr.postretrieval.kreciprocal_shortlist`,
 the database's kept k-NN graph, 1 - cosine, each query's shortlist) above; ``joint`` and ``shortlist`` ask
 for one. ``benchmarks/kreciprocal_agreement.py`` measures how far the variant's top 7 are from this one's.
