@@ -22,8 +22,14 @@ a temporary folder and prepared three times (without a cache, with a JPEG cache,
 The working size is the kit's rule (bpcr.dataset.presize.cached_size): shorter side the largest of ``--presize``
 (default the input sizes of EfficientNet-Lite0/1/2, 224,240,260), longer side at least SIFT's 384.
 
+``--sweep SIDE[,SIDE...]`` measures what bounds the cosine instead of the throughput: for each working shorter
+side, a JPEG and a PNG cache made by ``prepare --presize SIDE``, each extracted, and their bytes per image and
+descriptor cosine to the full decode printed (the second resampling, from the cache to the input size, costs
+more the closer the cache is to the input size; the JPEG's storage error adds to it).
+
 CPU:   python benchmarks/presize.py                       (200 images, lite0 at 224 px, 2 repeats)
        python benchmarks/presize.py --threads 1 --repeats 3    (the model on one core, decoding beside it)
+       python benchmarks/presize.py --sweep 260,448,672   (cosine and bytes by working size, no timing)
        python benchmarks/presize.py --smoke               (8 images at 64 px, one repeat: does it run)
 """
 from __future__ import annotations
@@ -144,6 +150,32 @@ def decode_ms(prepared: Path, size: int, k: int = 48) -> float:
     return (time.process_time() - start) / min(k, len(manifest)) * 1e3
 
 
+def sweep(root: Path, paths: list[Path], sides: list[int], args: argparse.Namespace, cores: int, threads: int) -> int:
+    """``--sweep``: per working shorter side and storage, bytes per image and the descriptor cosine to the full decode
+    (every cache made by ``prepare --presize SIDE`` and read by ``bpcr extract``, as a user's would be)."""
+    def extracted(name: str, presize: PresizeOptions | None) -> Path:
+        prepare(root / "db", None, root / "q", None, root / name, PrepareOptions(workers=cores), presize=presize)
+        end_to_end(args.backbone, root / name / "database.csv", root / f"out-{name}", len(paths), args.size,
+                   args.batch_size, None, "cpu", threads)
+        return root / f"out-{name}" / "gem"
+
+    full = extracted("originals", None)
+    print(f"{len(paths)} photos, {args.backbone} at {args.size} px square; cosine of each cache's GeM descriptor to "
+          f"the full decode's; the longer side at least SIFT's {PresizeOptions((1,)).presize_sift_side}")
+    print(f"{'shorter side':>12s} {'format':>6s} {'kB/image':>9s} {'500K images':>12s} {'cos mean':>9s} "
+          f"{'cos min':>8s} {'cos median':>10s}")
+    for side in sides:
+        for form in ("jpeg", "png"):
+            name = f"{form}-{side}"
+            store = extracted(name, PresizeOptions((side,), presize_format=form, presize_quality=args.quality))
+            cached = sorted((root / name / "presize" / "database").glob(f"*.{'jpg' if form == 'jpeg' else 'png'}"))
+            per = sum(p.stat().st_size for p in cached) / max(len(cached), 1)
+            cos = cosines(full, store)
+            print(f"{side:12d} {form:>6s} {per / 1e3:9.1f} {per * PERFECT_500K / 1e9:9.1f} GB {cos.mean():9.4f} "
+                  f"{cos.min():8.4f} {np.median(cos):10.4f}   ({len(cached)} of {len(paths)} images shrunk)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
@@ -156,6 +188,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: every core)")
     parser.add_argument("--sides", default="800-1600", help="generated photo sides in pixels, MIN-MAX")
     parser.add_argument("--smoke", action="store_true", help="8 photos of 400-600 px, 64 px, one repeat")
+    parser.add_argument("--sweep", default=None, metavar="SIDE[,SIDE...]",
+                        help="instead of timing: the cosine and bytes of a cache at each working shorter side")
     args = parser.parse_args()
     if args.smoke:
         args.images, args.size, args.presize, args.repeats, args.sides, args.batch_size = 8, 64, "64", 1, "400-600", 4
@@ -174,6 +208,8 @@ def main() -> int:
         paths = make_photos(root / "db", args.images, cores, sides)
         make_product_jpeg(root / "q" / "q0.jpg", 10**6, sides)  # prepare wants a query folder
         gen_s = time.perf_counter() - start
+        if args.sweep:
+            return sweep(root, paths, [int(v) for v in args.sweep.split(",")], args, cores, threads)
         forms = {"originals": None, "jpeg": PresizeOptions(sizes, presize_format="jpeg", presize_quality=args.quality),
                  "png": PresizeOptions(sizes, presize_format="png")}
         made = {}
