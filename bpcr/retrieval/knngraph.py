@@ -50,6 +50,8 @@ GRAPH_FORMAT = "bpcr-knn-graph/1"
 # Working memory of one block: float32 query rows, their candidate scores, a chunk of the store.
 BLOCK_BYTES = 128 << 20
 PAIRS_PER_BLOCK = 4 << 20
+# Rows above which a graph built in more than N log N time is told how to build it faster (slow_build_hint).
+SLOW_BUILD_ROWS = 50_000
 
 
 @dataclass
@@ -111,6 +113,9 @@ def knn_graph(store: FeatureStore, distance: Distance, k: int, index: str | Path
                 log(f"warning: {exc}; the k-NN graph is built again")
         if found is not None:
             return found.first(k)
+    hint = slow_build_hint(len(store), key["candidates"])
+    if hint and log is not None:
+        log(f"note: {hint}")
     started = time.perf_counter()
     rows, scores = build_graph(store, distance, k, index)
     meta = dict(key, k=int(rows.shape[1]), seconds=round(time.perf_counter() - started, 3), bpcr_version=__version__,
@@ -121,6 +126,19 @@ def knn_graph(store: FeatureStore, distance: Distance, k: int, index: str | Path
         if log is not None:
             log(f"k-NN graph of {store.path} (k={graph.k}, {distance.name}) kept in {graph.path}")
     return graph
+
+
+def slow_build_hint(rows: int, candidates: dict | str) -> str | None:
+    """A line for a graph of more than :data:`SLOW_BUILD_ROWS` rows built in more than N log N time: through an
+    IVF index (nprobe * N / nlist rows scanned for each of N rows: N^1.5 with the default sqrt(N) lists) or an
+    exact scan (N^2). None otherwise. Measured in docs/scale.md (the scale rehearsal): at 100,000 rows, 184-221 s
+    a feature set through IVF, 39-45 s through HNSW."""
+    kind = candidates.get("kind") if isinstance(candidates, dict) else candidates
+    if rows <= SLOW_BUILD_ROWS or kind not in ("ivf", "exact"):
+        return None
+    how = "through an IVF index, in time growing as N^1.5" if kind == "ivf" else "by an exact scan, in time N^2"
+    return (f"the k-NN graph of {rows:,} rows is built {how}; a run searched with HNSW indexes "
+            f"(bpcr index --kind hnsw) has its graphs built in N log N (docs/scale.md)")
 
 
 def _cached(cache: Path, digest: str, key: dict, k: int, n: int) -> KnnGraph | None:

@@ -101,3 +101,19 @@ def test_an_approximate_index_proposes_the_candidates(tmp_path, one_faiss_thread
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(approx.rows.tolist(), exact.rows.tolist())])
     assert overlap > 0.9
     assert approx.meta["candidates"]["kind"] == "ivf"
+
+
+def test_a_large_graph_built_in_more_than_n_log_n_says_how_to_build_it_faster(store, tmp_path, monkeypatch):
+    from bpcr.retrieval import knngraph
+
+    said: list[str] = []
+    monkeypatch.setattr(knngraph, "SLOW_BUILD_ROWS", 59)  # the store has 60 rows
+    knn_graph(store, get_distance("cosine"), 4, cache=tmp_path / "graphs", log=said.append)
+    assert said[0] == ("note: the k-NN graph of 60 rows is built by an exact scan, in time N^2; a run searched "
+                       "with HNSW indexes (bpcr index --kind hnsw) has its graphs built in N log N (docs/scale.md)")
+    said.clear()
+    knn_graph(store, get_distance("cosine"), 4, cache=tmp_path / "graphs", log=said.append)
+    assert said == []  # kept: nothing is built
+    assert "IVF index, in time growing as N^1.5" in knngraph.slow_build_hint(60, {"kind": "ivf"})
+    assert knngraph.slow_build_hint(60, {"kind": "hnsw"}) is None
+    assert knngraph.slow_build_hint(59, "exact") is None
