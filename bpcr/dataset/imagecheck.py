@@ -58,7 +58,7 @@ def check_all(files: Sequence[Checked], out: Path, workers: int | None, progress
             entries[key] = [*stamps[key], result]
     finally:
         # Written even when interrupted, so a re-run resumes instead of starting over.
-        body = {"version": CACHE_VERSION, "max_pixels": max_pixels, "pillow": _pillow_version(),
+        body = {"version": CACHE_VERSION, "max_pixels": max_pixels, "pillow": pillow_version(),
                 "entries": dict(sorted(entries.items()))}
         write_text_atomic(cache_path, json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n")
     return results, len(todo), len(files) - len(todo) - failed_stat
@@ -120,7 +120,9 @@ def _check_one(path: str, max_pixels: int) -> dict[str, Any]:
     return {"width": info.width, "height": info.height, "format": info.format, "notes": info.notes}
 
 
-def _pillow_version() -> str:
+def pillow_version() -> str:
+    """The Pillow a cache of decoded images is made under (this check cache, prepare's pre-sized images): another
+    version may decode differently, so a cache made under one is not reused under another."""
     import PIL
 
     return PIL.__version__
@@ -133,7 +135,7 @@ def _load_cache(path: Path, max_pixels: int) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     if (not isinstance(data, dict) or data.get("version") != CACHE_VERSION or data.get("max_pixels") != max_pixels
-            or data.get("pillow") != _pillow_version() or not isinstance(data.get("entries"), dict)):
+            or data.get("pillow") != pillow_version() or not isinstance(data.get("entries"), dict)):
         return {}
     return data["entries"]
 

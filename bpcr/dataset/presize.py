@@ -52,7 +52,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from PIL import Image
 
-from bpcr.dataset.imagecheck import run_in_chunks
+from bpcr.dataset.imagecheck import pillow_version, run_in_chunks
 from bpcr.dataset.images import MAX_PIXELS, load_rgb
 from bpcr.dataset.manifest import Manifest
 from bpcr.dataset.options import PresizeOptions, check_prepare_options
@@ -173,7 +173,7 @@ def presize_images(sets: Mapping[str, Sequence[Source]], manifests: Mapping[str,
         _save_resume(resume_path, spec, entries, results)
     _remove_unlisted(out, sets, {result[0] for result in results.values() if result is not None})
     sidecar: dict[str, Any] = {"format": FORMAT, "spec": spec, "sizes": sorted(set(options.presize)),
-                               "pillow": _pillow_version(), "manifests": {}}
+                               "pillow": pillow_version(), "manifests": {}}
     for name, sources in sets.items():
         manifest = Path(manifests[name])
         sidecar["manifests"][manifest.name] = {
@@ -308,24 +308,23 @@ def _encode(image: Image.Image, spec: Mapping[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def presize_one(source: Path, target: Path, spec: Mapping[str, Any], max_pixels: int = MAX_PIXELS
-                ) -> tuple[bytes | None, tuple[int, int]]:
+def presize_one(source: Path, target: Path, spec: Mapping[str, Any], max_pixels: int = MAX_PIXELS) -> bytes | None:
     """Decode ``source`` (:func:`bpcr.dataset.images.load_rgb`), shrink it to its :func:`cached_size` and write
     it to ``target`` atomically; returns the bytes written (None when the image is within the working size and
-    nothing is written) and the cached (width, height). Raises :class:`ImageError`."""
+    nothing is written). Raises :class:`ImageError`."""
     image = load_rgb(Path(source), max_pixels)
     size = cached_size(*image.size, spec["short_side"], spec["long_side"])
     if size == image.size:
-        return None, size
+        return None
     data = _encode(image.resize(size, RESAMPLE, reducing_gap=REDUCING_GAP), spec)
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
-    return data, size
+    return data
 
 
 def _presize_entry(source: str, target: str, file: str, spec: dict[str, Any], max_pixels: int) -> list | None:
     """What presize.json records of one image: [file, bytes, sha256], or None when the original is read."""
-    data, _ = presize_one(Path(source), Path(target), spec, max_pixels)
+    data = presize_one(Path(source), Path(target), spec, max_pixels)
     return None if data is None else [file, len(data), hashlib.sha256(data).hexdigest()]
 
 
@@ -369,12 +368,6 @@ def _remove_unlisted(out: Path, sets: Mapping[str, Sequence[Source]], listed: se
                 os.unlink(entry.path)
 
 
-def _pillow_version() -> str:
-    import PIL
-
-    return PIL.__version__
-
-
 def _load_resume(path: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
     """The resume file's entries, or nothing when it is missing, damaged or made for another kind of cache."""
     try:
@@ -382,7 +375,7 @@ def _load_resume(path: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     if (not isinstance(data, dict) or data.get("version") != RESUME_VERSION or data.get("spec") != dict(spec)
-            or data.get("pillow") != _pillow_version() or not isinstance(data.get("entries"), dict)):
+            or data.get("pillow") != pillow_version() or not isinstance(data.get("entries"), dict)):
         return {}
     return data["entries"]
 
@@ -390,6 +383,6 @@ def _load_resume(path: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
 def _save_resume(path: Path, spec: Mapping[str, Any], entries: Mapping[str, list[Any]],
                  results: Mapping[str, Any]) -> None:
     done = {key: entry for key, entry in entries.items() if key in results}
-    body = {"version": RESUME_VERSION, "spec": dict(spec), "pillow": _pillow_version(),
+    body = {"version": RESUME_VERSION, "spec": dict(spec), "pillow": pillow_version(),
             "entries": dict(sorted(done.items()))}
     write_text_atomic(path, json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n")
