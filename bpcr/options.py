@@ -68,6 +68,15 @@ def option(default: Any, help: str, **spec: Any) -> Any:
     return field(default=default, metadata={SPEC: Spec(help, **spec)})
 
 
+def comma_integers(text: str) -> tuple[int, ...] | None:
+    """A command line's comma list of integers (``"224,240"`` -> ``(224, 240)``), or None when a part is not one;
+    the option's own check says what is wrong, with the text as given."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        return None
+
+
 def fields_of(cls: type) -> list[dataclasses.Field]:
     """The declared options of an options class, in order."""
     return [f for f in dataclasses.fields(cls) if SPEC in f.metadata]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bpcr.errors import BadInput
-from bpcr.options import check, fields_of, option
+from bpcr.options import check, comma_integers, fields_of, option
 from bpcr.ranges import DEMO_QUERIES_MAX, INPUT_SIZE_MAX, INPUT_SIZE_MIN, SIFT_SIDE
 
 # --presize sizes are network input sizes: bpcr extract's --size range (tests/dataset/test_presize.py holds them equal).
@@ -94,10 +94,7 @@ PRESIZE_FIELDS = {f.name: f for f in fields_of(PresizeOptions)}
 
 def parse_presize(text: str) -> tuple[int, ...]:
     """``"224,240"`` (the command line's --presize) -> (224, 240), checked as :func:`check_prepare_options` does."""
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        sizes = None
+    sizes = comma_integers(text)
     _check_sizes(sizes, text)
     return sizes  # type: ignore[return-value]
 

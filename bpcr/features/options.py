@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from bpcr import plugins
 from bpcr.errors import BadInput
-from bpcr.options import check, fields_of, option, spec_of
+from bpcr.options import check, comma_integers, fields_of, option, spec_of
 from bpcr.ranges import INPUT_SIZE_MAX, INPUT_SIZE_MIN
 
 # The names of bpcr.features.pooling.POOLINGS, in its order: mac, spoc (000 eq 1-2), gem (Radenovic et al.),
@@ -106,10 +106,7 @@ class ExtractOptions:
 
 def parse_pad_colour(text: str) -> tuple[int, int, int]:
     """``"R,G,B"`` (the command line's --pad-colour) -> (R, G, B), checked as :func:`check_extract_options` does."""
-    try:
-        colour = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        colour = None
+    colour = comma_integers(text)
     _check_pad_colour(colour, text)
     return colour  # type: ignore[return-value]
 
