@@ -41,7 +41,7 @@ group that large changes nothing).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -160,9 +160,10 @@ def group_candidates(sim, query_ids: Sequence[str], members: np.ndarray, depth: 
             gather_rows(sim.db[s].features, rows[s][start:stop]), dtype=np.float32)) for s in range(sim.n_sets)])
         scores = np.concatenate([kept_scores, sim.combine(per_set)], axis=1)
         positions = np.concatenate([kept, np.broadcast_to(np.arange(start, stop), (n_queries, stop - start))], axis=1)
-        top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth] if scores.shape[1] > depth else \
-            np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-        kept_scores, kept = np.take_along_axis(scores, top, axis=1), np.take_along_axis(positions, top, axis=1)
+        if scores.shape[1] > depth:
+            top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+            scores, positions = np.take_along_axis(scores, top, axis=1), np.take_along_axis(positions, top, axis=1)
+        kept_scores, kept = scores, positions
     return [members[np.sort(row)] for row in kept]
 
 
@@ -178,17 +179,15 @@ def _groups_by_id(sim, labels: np.ndarray) -> dict[int, np.ndarray]:
     return {int(labels[order[a]]): ids[order[a:b]] for a, b in zip(starts, np.r_[starts[1:], len(order)])}
 
 
-def _candidates(ctx: Context, labels: np.ndarray, members: dict[int, np.ndarray], query_ids: Sequence[str],
-                dup_expand: int) -> dict[tuple[str, int], np.ndarray]:
+def _candidates(sim, firsts: dict[str, list[str]], group_of: Callable[[str], int | None],
+                members: dict[int, np.ndarray], dup_expand: int) -> dict[tuple[str, int], np.ndarray]:
     """(query, group) -> the group's candidates for the query, for each group one of its first ``dup_expand``
     hits is in: the groups are scored once each for all the queries that reach them."""
-    sim = ctx.similarity
     reaching: dict[int, dict[str, None]] = {}  # group -> its queries, in order, once each
-    for query_id in query_ids:
-        for hit in list(dict.fromkeys(ctx.run.ranking[query_id]))[:dup_expand]:
-            row = sim.db_rows[0].get(hit)
-            if row is not None and int(labels[row]) in members:
-                reaching.setdefault(int(labels[row]), {})[query_id] = None
+    for query_id, first in firsts.items():
+        for hit in first[:dup_expand]:
+            if (label := group_of(hit)) is not None:
+                reaching.setdefault(label, {})[query_id] = None
     depth = candidate_depth(dup_expand)
     return {(query_id, label): found
             for label, queries in reaching.items()
@@ -211,18 +210,23 @@ def dupgroup(ctx: Context, dup_cosine: float = DUP_COSINE, dup_tau: float = DUP_
     query_ids = check_queries(ctx)
     labels, graphs = duplicate_groups(ctx, dup_cosine, dup_tau, dup_by, dup_k)
     members = _groups_by_id(sim, labels)
-    candidates = _candidates(ctx, labels, members, query_ids, dup_expand)
+
+    def group_of(hit: str) -> int | None:
+        """The group of two or more images ``hit`` is in, or None."""
+        row = sim.db_rows[0].get(hit)
+        return None if row is None or int(labels[row]) not in members else int(labels[row])
+
+    firsts = {query_id: list(dict.fromkeys(ctx.run.ranking[query_id])) for query_id in query_ids}
+    candidates = _candidates(sim, firsts, group_of, members, dup_expand)
     ranking: dict[str, list[str]] = {}
     scores: dict[str, list[float]] = {}
-    for query_id in query_ids:
-        first = list(dict.fromkeys(ctx.run.ranking[query_id]))
+    for query_id, first in firsts.items():
         head: list[str] = []
         for hit in first[:dup_expand]:
             if hit in head:
                 continue
             head.append(hit)
-            row = sim.db_rows[0].get(hit)
-            found = candidates.get((query_id, -1 if row is None else int(labels[row])))
+            found = candidates.get((query_id, group_of(hit)))
             group = [] if found is None else [i for i in found.tolist() if i not in head]
             if group:
                 head += best_of_group(sim, query_id, group, SUBMISSION_DEPTH)
