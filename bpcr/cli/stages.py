@@ -80,7 +80,7 @@ def prepare(
         from bpcr.dataset.prepare import prepare as run_prepare
 
         summary = run_prepare(db, descriptions, queries, gt, out, PrepareOptions(workers=options.workers),
-                              presize=presize_options if sizes else None, progress=rich_progress)
+                              presize=presize_options, progress=rich_progress)
     show_prepare(summary)
 
 
