@@ -82,31 +82,36 @@ async def thread(function, *args, **kwargs):
     return await run_in_threadpool(function, *args, **kwargs)
 
 
+def _standing(board: Board) -> tuple[list, bool, list]:
+    """The board's rows in their order, whether the private half is revealed, and the final standings if it is."""
+    with board.engine.connect() as connection:
+        revealed = is_revealed(connection)
+        rows = ranked_rows(connection, revealed)
+    return rows, revealed, final_standings(rows, board.options.final_limit) if revealed else []
+
+
+def _submission(board: Board, submission_id: int) -> tuple:
+    """One submission's row, whether the board is revealed, its public per-query scores and its run's CSV."""
+    with board.engine.connect() as connection:
+        revealed = is_revealed(connection)
+        row = one_row(connection, submission_id, revealed)
+        if row is None:
+            raise Refused(404, f"no submission {submission_id}")
+        return row, revealed, public_per_query(connection, board, submission_id), csv_of(connection, submission_id)
+
+
+def _public_query(board: Board, query: str) -> str:
+    if query not in board.public_gt:
+        raise Refused(404, f"no public query {query[:60]!r}")
+    return query
+
+
 def _reading(board: Board, access: Access, methods) -> dict[str, Callable]:
     """The pages, files and API answers that read the board (who may read: :class:`Access`)."""
 
-    def standing() -> tuple[list, bool, list]:
-        with board.engine.connect() as connection:
-            revealed = is_revealed(connection)
-            rows = ranked_rows(connection, revealed)
-        return rows, revealed, final_standings(rows, board.options.final_limit) if revealed else []
-
-    def submission(submission_id: int) -> tuple:
-        with board.engine.connect() as connection:
-            revealed = is_revealed(connection)
-            row = one_row(connection, submission_id, revealed)
-            if row is None:
-                raise Refused(404, f"no submission {submission_id}")
-            return row, revealed, public_per_query(connection, board, submission_id), csv_of(connection, submission_id)
-
-    def public_query(query: str) -> str:
-        if query not in board.public_gt:
-            raise Refused(404, f"no public query {query[:60]!r}")
-        return query
-
     async def board_page(request: Request) -> Response:
         member = await thread(access.reader, request)
-        rows, revealed, standings = await thread(standing)
+        rows, revealed, standings = await thread(_standing, board)
         given = request.query_params.get("submitted", "")
         highlight = int(given) if given.isdigit() and len(given) < 12 else None
         new = next((r for r in rows if r.id == highlight), None)
@@ -119,7 +124,7 @@ def _reading(board: Board, access: Access, methods) -> dict[str, Callable]:
 
     async def submission_page(request: Request) -> Response:
         member = await thread(access.reader, request)
-        row, revealed, per_query, data = await thread(submission, request.path_params["id"])
+        row, revealed, per_query, data = await thread(_submission, board, request.path_params["id"])
         context = await thread(access.page_context, request, member)
         answers = await thread(top7, board, data)
         html = await thread(pages.submission_page, board, row, per_query, revealed, answers, **context)
@@ -127,8 +132,8 @@ def _reading(board: Board, access: Access, methods) -> dict[str, Callable]:
 
     async def query_page(request: Request) -> Response:
         member = await thread(access.reader, request)
-        query = public_query(request.path_params["query"])
-        row, _, per_query, data = await thread(submission, request.path_params["id"])
+        query = _public_query(board, request.path_params["query"])
+        row, _, per_query, data = await thread(_submission, board, request.path_params["id"])
         context = await thread(access.page_context, request, member)
         answers = await thread(top7, board, data)
         html = await thread(pages.query_page, board, row, query, per_query[query], answers, **context)
@@ -137,7 +142,7 @@ def _reading(board: Board, access: Access, methods) -> dict[str, Callable]:
     async def thumbnail(request: Request) -> Response:
         await thread(access.reader, request)
         file, query = request.path_params["file"], request.path_params.get("query")
-        place = None if query is None else board.public_queries().index(public_query(query))
+        place = None if query is None else board.public_queries().index(_public_query(board, query))
         path = pages.thumbnail(board, request.path_params["id"], place, file) if _THUMB.fullmatch(file) else None
         if path is None or not path.is_file():
             raise Refused(404, "no such thumbnail: open the page that shows it first")
@@ -145,24 +150,24 @@ def _reading(board: Board, access: Access, methods) -> dict[str, Callable]:
 
     async def chart(request: Request) -> Response:
         await thread(access.reader, request)
-        row, revealed, _, _ = await thread(submission, request.path_params["id"])
-        rows, _, _ = await thread(standing)
+        row, revealed, _, _ = await thread(_submission, board, request.path_params["id"])
+        rows, _, _ = await thread(_standing, board)
         return Response(await thread(pages.chart, rows, row, revealed), media_type="image/svg+xml", headers=HEADERS)
 
     async def run_csv(request: Request) -> Response:
         await thread(access.reader, request)
-        _, _, _, data = await thread(submission, request.path_params["id"])
+        _, _, _, data = await thread(_submission, board, request.path_params["id"])
         return Response(data, media_type="text/csv; charset=utf-8", headers=HEADERS)
 
     async def api_board(request: Request) -> Response:
         await thread(access.reader, request)
-        rows, revealed, _ = await thread(standing)
+        rows, revealed, _ = await thread(_standing, board)
         return JSONResponse({"revealed": revealed, "n_public": len(board.public_gt),
                              "submissions": [r.as_json() for r in rows]}, headers=HEADERS)
 
     async def api_submission(request: Request) -> Response:
         await thread(access.reader, request)
-        row, _, per_query, _ = await thread(submission, request.path_params["id"])
+        row, _, per_query, _ = await thread(_submission, board, request.path_params["id"])
         return JSONResponse({**row.as_json(), "public_per_query": per_query}, headers=HEADERS)
 
     return {"board_page": board_page, "submission_page": submission_page, "query_page": query_page,
