@@ -150,29 +150,34 @@ def decode_ms(prepared: Path, size: int, k: int = 48) -> float:
     return (time.process_time() - start) / min(k, len(manifest)) * 1e3
 
 
+def per_image_bytes(made: dict) -> float:
+    """A cache's bytes per image it holds, from prepare's summary of it (``PrepareSummary.presize``)."""
+    return made["bytes"] / max(sum(made["cached"].values()), 1)
+
+
 def sweep(root: Path, paths: list[Path], sides: list[int], args: argparse.Namespace, cores: int, threads: int) -> int:
     """``--sweep``: per working shorter side and storage, bytes per image and the descriptor cosine to the full decode
     (every cache made by ``prepare --presize SIDE`` and read by ``bpcr extract``, as a user's would be)."""
-    def extracted(name: str, presize: PresizeOptions | None) -> Path:
-        prepare(root / "db", None, root / "q", None, root / name, PrepareOptions(workers=cores), presize=presize)
+    def extracted(name: str, presize: PresizeOptions | None) -> tuple[Path, dict | None]:
+        made = prepare(root / "db", None, root / "q", None, root / name, PrepareOptions(workers=cores),
+                       presize=presize).presize
         end_to_end(args.backbone, root / name / "database.csv", root / f"out-{name}", len(paths), args.size,
                    args.batch_size, None, "cpu", threads)
-        return root / f"out-{name}" / "gem"
+        return root / f"out-{name}" / "gem", made
 
-    full = extracted("originals", None)
+    full, _ = extracted("originals", None)
     print(f"{len(paths)} photos, {args.backbone} at {args.size} px square; cosine of each cache's GeM descriptor to "
-          f"the full decode's; the longer side at least SIFT's {PresizeOptions((1,)).presize_sift_side}")
+          f"the full decode's; the longer side at least SIFT's {PresizeOptions.presize_sift_side}")
     print(f"{'shorter side':>12s} {'format':>6s} {'kB/image':>9s} {'500K images':>12s} {'cos mean':>9s} "
           f"{'cos min':>8s} {'cos median':>10s}")
     for side in sides:
         for form in ("jpeg", "png"):
-            name = f"{form}-{side}"
-            store = extracted(name, PresizeOptions((side,), presize_format=form, presize_quality=args.quality))
-            cached = sorted((root / name / "presize" / "database").glob(f"*.{'jpg' if form == 'jpeg' else 'png'}"))
-            per = sum(p.stat().st_size for p in cached) / max(len(cached), 1)
-            cos = cosines(full, store)
+            store, made = extracted(f"{form}-{side}", PresizeOptions((side,), presize_format=form,
+                                                                     presize_quality=args.quality))
+            per, cos = per_image_bytes(made), cosines(full, store)
             print(f"{side:12d} {form:>6s} {per / 1e3:9.1f} {per * PERFECT_500K / 1e9:9.1f} GB {cos.mean():9.4f} "
-                  f"{cos.min():8.4f} {np.median(cos):10.4f}   ({len(cached)} of {len(paths)} images shrunk)")
+                  f"{cos.min():8.4f} {np.median(cos):10.4f}   ({made['cached']['database']} of {len(paths)} images "
+                  f"shrunk)")
     return 0
 
 
@@ -230,7 +235,7 @@ def main() -> int:
         for name in ("jpeg", "png"):
             m = made[name]
             shrunk = m["cached"]["database"]
-            per = m["bytes"] / max(sum(m["cached"].values()), 1)
+            per = per_image_bytes(m)
             print(f"{name:10s} {per / 1e3:9.1f} {per * PERFECT_500K / 1e9:10.1f} GB {m['seconds']:7.1f} s  "
                   f"{shrunk}/{len(paths)} ({m['seconds'] / (len(paths) + 1) * 1e3 * cores:.0f} ms of CPU per image "
                   f"to make)")
