@@ -17,6 +17,7 @@ them.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -36,6 +37,18 @@ def faiss_module():
     import faiss
 
     return faiss
+
+
+@contextmanager
+def faiss_threads(threads: int) -> Iterator[None]:
+    """faiss's OpenMP threads set to ``threads`` inside the block, restored after."""
+    faiss = faiss_module()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def gpu_count() -> int:

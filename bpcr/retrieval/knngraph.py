@@ -9,7 +9,10 @@ best other rows by one distance (``rows`` (N, k) int32, best first; ``scores``
 
 1. candidates: the store's rows are searched in blocks, exactly in row chunks
    (:func:`bpcr.retrieval.distances.exact_topk`), or with an approximate bpcr index of
-   the same store (IVF/HNSW, :func:`bpcr.retrieval.index.candidates`) when one is given;
+   the same store (IVF/HNSW, :func:`bpcr.retrieval.index.candidates`) when one is given.
+   Above :data:`HNSW_GRAPH_ROWS` rows an exact scan (time N^2) or an IVF index
+   (N^1.5 with sqrt(N) lists) gives way to an HNSW index of the store made for the
+   graph and dropped after it (:func:`hnsw_candidates`, N log N; docs/scale.md);
 2. exact scores: every candidate pair is scored again, its products summed
    in float64 (:func:`pair_scores`; float16 or float32 features multiply
    exactly in float32), reading the store in one sequential pass per block of
@@ -24,7 +27,9 @@ Kept in a cache folder as ``knn-<key>-k<k>.npz`` (``rows``, ``scores``; read
 with ``allow_pickle=False``) with a sidecar ``.json`` naming the store (sha256
 of its ``ids.txt`` and ``features.npy``), the distance, how candidates were
 found, and ``k``. A graph with a larger ``k`` serves a smaller one (its first
-columns), so one graph is reused across queries, runs and methods.
+columns), so one graph is reused across queries, runs and methods; a graph is
+built with at least :data:`MIN_BUILD_K` columns, so the methods' default k
+(k-reciprocal 5, diffusion and duplicate groups 10, DBA 1) share one build.
 """
 from __future__ import annotations
 
@@ -38,7 +43,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from bpcr import __version__
-from bpcr.retrieval.distances import TIE_MARGIN, Distance, default_chunk_rows, exact_topk, iter_chunks, prepare_queries
+from bpcr.retrieval.distances import (TIE_MARGIN, Distance, default_chunk_rows, exact_topk, faiss_module, faiss_threads,
+                                      iter_chunks, prepare_queries)
 from bpcr.errors import BadInput
 from bpcr.io.fileio import portable_path
 from bpcr.io.fileio import atomic_path, json_text, sha256_file, write_text_atomic
@@ -50,8 +56,18 @@ GRAPH_FORMAT = "bpcr-knn-graph/1"
 # Working memory of one block: float32 query rows, their candidate scores, a chunk of the store.
 BLOCK_BYTES = 128 << 20
 PAIRS_PER_BLOCK = 4 << 20
-# Rows above which a graph built in more than N log N time is told how to build it faster (slow_build_hint).
-SLOW_BUILD_ROWS = 50_000
+# Rows above which candidates come from an HNSW index made for the graph, not an exact scan or an IVF index
+# (the scale rehearsal, docs/scale.md: 184-221 s a feature set through IVF at 100,000 rows). Equal to
+# kreciprocal's JOINT_AUTO_MAX, where the joint graph gives way to the database's graph.
+HNSW_GRAPH_ROWS = 50_000
+# That index: M 32, float16 vectors (the store's own precision; L1 has no scalar-quantised form in faiss, so
+# float32), efSearch 64 or twice the candidates fetched. Chosen on the rehearsal's own database rows (recall of
+# the exact top 27 of 1,000 rows, no ground truth): at 100,000 rows 0.992 in 65 s a set against IVF's 0.986;
+# efSearch 128 gave 0.993 for half again the search time.
+GRAPH_HNSW_M = 32
+GRAPH_EF_SEARCH = 64
+# The fewest columns a graph is built with (see the module docstring).
+MIN_BUILD_K = 10
 
 
 @dataclass
@@ -79,6 +95,9 @@ def _key(store: FeatureStore, distance: Distance, index: Path | None) -> dict:
         index_info = {"kind": sidecar.get("kind"), "params": sidecar.get("params"), "path": str(index)}
         if sidecar.get("kind") == "flat":
             index_info = "exact"
+    if own_hnsw(len(store), index_info):
+        index_info = {"kind": "hnsw", "made": "for the graph",
+                      "params": {"factory": graph_hnsw_factory(distance), "efSearch": GRAPH_EF_SEARCH, "add_threads": 1}}
     return {"format": GRAPH_FORMAT, "store": portable_path(store.path), "distance": distance.name,
             "ids_sha256": sha256_file(store.path / "ids.txt"),
             "features_sha256": sha256_file(store.path / "features.npy"),
@@ -113,11 +132,12 @@ def knn_graph(store: FeatureStore, distance: Distance, k: int, index: str | Path
                 log(f"warning: {exc}; the k-NN graph is built again")
         if found is not None:
             return found.first(k)
-    hint = slow_build_hint(len(store), key["candidates"])
-    if hint and log is not None:
-        log(f"note: {hint}")
+    made = key["candidates"] if isinstance(key["candidates"], dict) else {}
+    if made.get("made") and log is not None:
+        log(f"k-NN graph of {len(store):,} rows: candidates from an HNSW index of the store made for it "
+            f"({made['params']['factory']}, filled on one thread), in time N log N")
     started = time.perf_counter()
-    rows, scores = build_graph(store, distance, k, index)
+    rows, scores = build_graph(store, distance, max(k, MIN_BUILD_K), None if made.get("made") else index)
     meta = dict(key, k=int(rows.shape[1]), seconds=round(time.perf_counter() - started, 3), bpcr_version=__version__,
                 created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     graph = KnnGraph(rows, scores, meta)
@@ -125,20 +145,20 @@ def knn_graph(store: FeatureStore, distance: Distance, k: int, index: str | Path
         graph.path = _save(Path(cache), digest, graph)
         if log is not None:
             log(f"k-NN graph of {store.path} (k={graph.k}, {distance.name}) kept in {graph.path}")
-    return graph
+    return graph.first(k)
 
 
-def slow_build_hint(rows: int, candidates: dict | str) -> str | None:
-    """A line for a graph of more than :data:`SLOW_BUILD_ROWS` rows built in more than N log N time: through an
-    IVF index (nprobe * N / nlist rows scanned for each of N rows: N^1.5 with the default sqrt(N) lists) or an
-    exact scan (N^2). None otherwise. Measured in docs/scale.md (the scale rehearsal): at 100,000 rows, 184-221 s
-    a feature set through IVF, 39-45 s through HNSW."""
+def own_hnsw(rows: int, candidates: dict | str) -> bool:
+    """Whether a graph of ``rows`` rows with these candidates (``"exact"`` or an index's kind and parameters)
+    is built through an HNSW index of its own instead: above :data:`HNSW_GRAPH_ROWS` rows, for an exact scan
+    (N^2) or an IVF index (N^1.5 with the default sqrt(N) lists)."""
     kind = candidates.get("kind") if isinstance(candidates, dict) else candidates
-    if rows <= SLOW_BUILD_ROWS or kind not in ("ivf", "exact"):
-        return None
-    how = "through an IVF index, in time growing as N^1.5" if kind == "ivf" else "by an exact scan, in time N^2"
-    return (f"the k-NN graph of {rows:,} rows is built {how}; a run searched with HNSW indexes "
-            f"(bpcr index --kind hnsw) has its graphs built in N log N (docs/scale.md)")
+    return rows > HNSW_GRAPH_ROWS and kind in ("ivf", "exact")
+
+
+def graph_hnsw_factory(distance: Distance) -> str:
+    """The faiss factory string of a graph's own HNSW index: float16 vectors, float32 for L1."""
+    return f"HNSW{GRAPH_HNSW_M},Flat" if distance.name == "l1" else f"HNSW{GRAPH_HNSW_M}_SQfp16"
 
 
 def _cached(cache: Path, digest: str, key: dict, k: int, n: int) -> KnnGraph | None:
@@ -184,13 +204,19 @@ def _save(cache: Path, digest: str, graph: KnnGraph) -> Path:
 
 def build_graph(store: FeatureStore, distance: Distance, k: int, index: str | Path | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(rows (N, k') int32, scores (N, k') float32), k' = min(k, N - 1): see the module docstring."""
+    """(rows (N, k') int32, scores (N, k') float32), k' = min(k, N - 1): see the module docstring.
+
+    ``index``: a bpcr index of ``store``; None scans exactly, or, above :data:`HNSW_GRAPH_ROWS` rows, searches
+    an HNSW index made here (:func:`hnsw_candidates`).
+    """
     features = store.features
     n, dim = features.shape
     k = max(0, min(k, n - 1))
     fetch = min(n, k + 1 + TIE_MARGIN)
     if k == 0:
         return np.zeros((n, 0), dtype=np.int32), np.zeros((n, 0), dtype=np.float32)
+    if index is None and own_hnsw(n, "exact"):
+        return _exact_lists(store, distance, hnsw_candidates(features, distance, fetch), k)
     loaded = None
     if index is not None:
         from bpcr.retrieval.index import load_index
@@ -216,6 +242,28 @@ def build_graph(store: FeatureStore, distance: Distance, k: int, index: str | Pa
         candidates[start:start + len(block), : found.shape[1]] = found
         candidates[start:start + len(block), found.shape[1]:] = -1
     return _exact_lists(store, distance, candidates, k)
+
+
+def hnsw_candidates(features: np.ndarray, distance: Distance, fetch: int) -> np.ndarray:
+    """(N, fetch) int32: each row's ``fetch`` nearest rows by an HNSW index of ``features`` (:func:`graph_hnsw_factory`),
+    made in memory and dropped; -1 where it found fewer. The row itself is among them, as in an exact scan.
+
+    The index is filled on one thread: faiss inserts into an HNSW graph in an unspecified order when threaded
+    (its wiki, "Threads and asynchronous calls"), so only a one-thread fill gives the same graph every time; the
+    search, deterministic, runs on every thread.
+    """
+    faiss = faiss_module()
+    n, dim = features.shape
+    index = faiss.index_factory(dim, graph_hnsw_factory(distance), getattr(faiss, distance.faiss_metric))
+    with faiss_threads(1):
+        for _, block in iter_chunks(features, default_chunk_rows(dim), distance.normalise):
+            index.add(block)
+    faiss.ParameterSpace().set_index_parameter(index, "efSearch", max(GRAPH_EF_SEARCH, 2 * fetch))
+    out = np.empty((n, fetch), dtype=np.int32)
+    for start, block in iter_chunks(features, 4096):
+        _, found = index.search(prepare_queries(distance, block), fetch)
+        out[start:start + len(block)] = found
+    return out
 
 
 def stream_rows(features: np.ndarray, rows: np.ndarray, chunk_rows: int | None = None, piece: int | None = None

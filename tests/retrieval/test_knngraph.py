@@ -45,14 +45,20 @@ def test_exact_graph_is_brute_force_with_ties_by_id(store, metric):
 def test_kept_graph_is_reused_and_serves_smaller_k(store, tmp_path):
     cache = tmp_path / "graphs"
     built = knn_graph(store, get_distance("cosine"), 6, cache=cache)
+    assert built.k == 6
     files = sorted(p.name for p in cache.iterdir())
-    assert len(files) == 2 and files[0].endswith("-k6.json")
+    # Built with MIN_BUILD_K = 10 columns, so that the methods' default k share one build.
+    assert len(files) == 2 and files[0].endswith("-k10.json")
     side = json.loads((cache / files[0]).read_text())
-    assert side["k"] == 6 and side["ids_sha256"] and side["features_sha256"] and side["candidates"] == "exact"
-    again = knn_graph(store, get_distance("cosine"), 4, cache=cache)
-    assert again.path == built.path and again.rows.tolist() == built.rows[:, :4].tolist()
-    bigger = knn_graph(store, get_distance("cosine"), 8, cache=cache)
-    assert bigger.k == 8 and bigger.path != built.path
+    assert side["k"] == 10 and side["ids_sha256"] and side["features_sha256"] and side["candidates"] == "exact"
+    said: list[str] = []
+    for k in (4, 10):
+        again = knn_graph(store, get_distance("cosine"), k, cache=cache, log=said.append)
+        assert again.path == built.path and again.k == k
+        assert again.rows[:, :4].tolist() == built.rows[:, :4].tolist()
+    assert said == []  # read back, nothing built
+    bigger = knn_graph(store, get_distance("cosine"), 12, cache=cache)
+    assert bigger.k == 12 and bigger.path != built.path and bigger.path.name.endswith("-k12.npz")
     # Another store (a feature changed) has another key: never the old graph.
     x = np.asarray(store.features).copy()
     x[0] = -x[0]
@@ -103,17 +109,78 @@ def test_an_approximate_index_proposes_the_candidates(tmp_path, one_faiss_thread
     assert approx.meta["candidates"]["kind"] == "ivf"
 
 
-def test_a_large_graph_built_in_more_than_n_log_n_says_how_to_build_it_faster(store, tmp_path, monkeypatch):
+def _clustered_store(tmp_path, n=400, dim=16, seed=2):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, dim))
+    x = (centres[rng.integers(0, 20, n)] + 0.3 * rng.standard_normal((n, dim))).astype(np.float16)
+    write_store(tmp_path / "db", [f"n{i:04d}" for i in range(n)], x, META)
+    return open_store(tmp_path / "db")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l1"])
+def test_a_large_graph_takes_its_candidates_from_an_hnsw_index_of_its_own(tmp_path, monkeypatch, metric):
+    """Above HNSW_GRAPH_ROWS an exact scan (N^2) or the run's IVF index (N^1.5) gives way to an HNSW index made
+    for the graph (N log N): its lists are the exact ones wherever it found them, and it is the same every time."""
+    from bpcr.retrieval import knngraph
+    from bpcr.retrieval.index import build_index
+    from bpcr.retrieval.options import IndexOptions
+
+    store = _clustered_store(tmp_path)
+    distance = get_distance(metric)
+    exact = knn_graph(store, distance, 10)
+    assert exact.meta["candidates"] == "exact"
+    monkeypatch.setattr(knngraph, "HNSW_GRAPH_ROWS", 399)  # the store has 400 rows
+    build_index(tmp_path / "db", tmp_path / "ivf", IndexOptions(kind="ivf", metric=metric, nlist=8, recall_sample=50),
+                log=lambda m: None)
+    said: list[str] = []
+    graphs = [knn_graph(store, distance, 10, index=index, cache=tmp_path / f"graphs{i}", log=said.append)
+              for i, index in enumerate((None, tmp_path / "ivf", None))]
+    factory = "HNSW32,Flat" if metric == "l1" else "HNSW32_SQfp16"
+    assert said[0] == (f"k-NN graph of 400 rows: candidates from an HNSW index of the store made for it ({factory}, "
+                       f"filled on one thread), in time N log N")
+    for graph in graphs:
+        assert graph.meta["candidates"] == {"kind": "hnsw", "made": "for the graph",
+                                            "params": {"factory": factory, "efSearch": 64, "add_threads": 1}}
+        # The same bytes whichever index the caller had, and on every build.
+        assert graph.rows.tobytes() == graphs[0].rows.tobytes() and graph.scores.tobytes() == graphs[0].scores.tobytes()
+    found = graphs[0].rows == exact.rows
+    assert found.mean() > 0.99
+    # Where a row's list is the exact one, so are its scores: candidates only propose, the store scores.
+    same_rows = found.all(axis=1)
+    assert np.array_equal(graphs[0].scores[same_rows], exact.scores[same_rows])
+    # A graph of the run's HNSW index, or below the threshold, is built as before.
+    assert not knngraph.own_hnsw(400, {"kind": "hnsw"}) and not knngraph.own_hnsw(399, "exact")
+    assert knngraph.own_hnsw(400, {"kind": "ivf"}) and knngraph.own_hnsw(400, "exact")
+
+
+def test_the_graphs_hnsw_index_is_filled_on_one_thread_and_the_thread_count_restored(monkeypatch):
+    import faiss
+
     from bpcr.retrieval import knngraph
 
-    said: list[str] = []
-    monkeypatch.setattr(knngraph, "SLOW_BUILD_ROWS", 59)  # the store has 60 rows
-    knn_graph(store, get_distance("cosine"), 4, cache=tmp_path / "graphs", log=said.append)
-    assert said[0] == ("note: the k-NN graph of 60 rows is built by an exact scan, in time N^2; a run searched "
-                       "with HNSW indexes (bpcr index --kind hnsw) has its graphs built in N log N (docs/scale.md)")
-    said.clear()
-    knn_graph(store, get_distance("cosine"), 4, cache=tmp_path / "graphs", log=said.append)
-    assert said == []  # kept: nothing is built
-    assert "IVF index, in time growing as N^1.5" in knngraph.slow_build_hint(60, {"kind": "ivf"})
-    assert knngraph.slow_build_hint(60, {"kind": "hnsw"}) is None
-    assert knngraph.slow_build_hint(59, "exact") is None
+    seen: list[int] = []
+    real_factory = faiss.index_factory
+
+    class Watched:
+        def __init__(self, index):
+            self.index = index
+
+        def add(self, block):
+            seen.append(faiss.omp_get_max_threads())
+            self.index.add(block)
+
+        def __getattr__(self, name):
+            return getattr(self.index, name)
+
+    monkeypatch.setattr(faiss, "index_factory", lambda *args: Watched(real_factory(*args)))
+    monkeypatch.setattr(faiss.ParameterSpace, "set_index_parameter",
+                        lambda self, index, name, value: setattr(index.index.hnsw, name, value))
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+        rows = knngraph.hnsw_candidates(x, get_distance("cosine"), 5)
+        assert seen and set(seen) == {1} and faiss.omp_get_max_threads() == 2
+        assert rows.shape == (50, 5) and (rows[:, 0] == np.arange(50)).all()  # each row finds itself first
+    finally:
+        faiss.omp_set_num_threads(before)
