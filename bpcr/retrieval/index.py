@@ -14,7 +14,9 @@ An index is a folder:
 ``features.npy`` in row chunks (float16 is converted to float32 one chunk at a
 time), so the process holds two chunk buffers rather than the matrix; a faiss
 flat index would hold the whole matrix as float32, twice a float16 store.
-``kind="ivf"`` (IVF-Flat, or IVF-PQ with ``pq``) and ``kind="hnsw"`` are faiss
+``kind="ivf"`` (IVF with float16 vectors, the store's own precision: faiss's
+IVF-SQfp16, or IVF-Flat's float32 for L1, which faiss's scalar quantiser lacks;
+IVF-PQ with ``pq``) and ``kind="hnsw"`` are faiss
 indexes; their recall@100 against exact search is measured when built, on
 database rows used as queries, and the search parameter (``nprobe`` or
 ``efSearch``) is tuned to the smallest value that reaches ``target_recall``.
@@ -78,7 +80,8 @@ def _factory_string(kind: str, dim: int, count: int, distance: Distance, pq: int
         # sqrt(N) lists, and at least 39 training rows per list (faiss's k-means minimum).
         nlist = nlist or int(round(math.sqrt(count)))
         nlist = max(1, min(nlist, count // 39 or 1))
-        return (f"IVF{nlist},PQ{pq}" if pq else f"IVF{nlist},Flat"), {"nlist": nlist}
+        vectors = f"PQ{pq}" if pq else ("Flat" if distance.name == "l1" else "SQfp16")
+        return f"IVF{nlist},{vectors}", {"nlist": nlist}
     if kind == "hnsw":
         if pq and distance.name != "l2":
             raise BadInput(None, None, "--kind hnsw --pq needs the l2 distance in faiss; use --kind ivf --pq for cosine")
@@ -232,6 +235,8 @@ def _build_faiss(store: FeatureStore, distance: Distance, options: IndexOptions,
         del train
         log(f"trained {factory} on {len(train_rows)} rows in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
+    if kind == "ivf" and gpu is None:
+        _size_lists(index, store, distance, chunk_rows)
     for _, block in iter_chunks(store.features, chunk_rows, distance.normalise):
         working.add(block)
     log(f"added {n} rows in {time.perf_counter() - t0:.1f} s")
@@ -250,6 +255,26 @@ def _build_faiss(store: FeatureStore, distance: Distance, options: IndexOptions,
     faiss.write_index(index, str(tmp / INDEX_FAISS))
     sidecar["index_sha256"] = sha256_file(tmp / INDEX_FAISS)
     sidecar["index_bytes"] = (tmp / INDEX_FAISS).stat().st_size
+
+
+def _size_lists(index, store: FeatureStore, distance: Distance, chunk_rows: int) -> None:
+    """Give each list of a trained CPU IVF index room for exactly the rows it will hold, before it is filled.
+
+    A list that grows as rows are added doubles its room each time it is full, so the filled index would hold
+    up to twice its codes (measured at 100,000 rows of 1,280 float16 dimensions: 394 MiB grown for 244 MiB of
+    codes, 346 MiB sized first). The rows are assigned by the index's own quantiser, as its ``add`` assigns
+    them; a list given too little room grows as before. The index is the same, byte for byte.
+    """
+    faiss = faiss_module()
+    ivf = faiss.extract_index_ivf(index)
+    counts = np.zeros(ivf.nlist, dtype=np.int64)
+    for _, block in iter_chunks(store.features, chunk_rows, distance.normalise):
+        _, lists = ivf.quantizer.search(block, 1)
+        counts += np.bincount(lists.ravel(), minlength=ivf.nlist)
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    for list_no, count in enumerate(counts.tolist()):
+        lists.resize(list_no, count)  # from empty: room for exactly count rows
+        lists.resize(list_no, 0)  # emptied again; the room stays
 
 
 # ---------------------------------------------------------------- loading

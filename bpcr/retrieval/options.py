@@ -25,16 +25,17 @@ class IndexOptions:
     """How ``bpcr index`` builds an index over a feature store (:mod:`bpcr.retrieval.index`).
 
     ``metric``: one of the three distances of paper 000 (eq 6-8). ``kind``: ``flat`` is exact and streams the
-    store; ``ivf`` (IVF-Flat, or IVF-PQ with ``pq`` sub-vectors) and ``hnsw`` are faiss indexes, with ``nlist``
-    lists (default sqrt(N)) or ``hnsw_m`` neighbours per node. Their search parameter (nprobe or efSearch) is
-    raised until the recall@100 measured on ``recall_sample`` database rows reaches ``target_recall``; an IVF
-    index is trained on ``train_size`` rows (default: 50 per list, at least 10,000, at most all) drawn with
+    store; ``ivf`` (IVF with float16 vectors, or IVF-PQ with ``pq`` sub-vectors) and ``hnsw`` are faiss indexes,
+    with ``nlist`` lists (default sqrt(N)) or ``hnsw_m`` neighbours per node. Their search parameter (nprobe or
+    efSearch) is raised until the recall@100 measured on ``recall_sample`` database rows reaches ``target_recall``;
+    an IVF index is trained on ``train_size`` rows (default: 50 per list, at least 10,000, at most all) drawn with
     ``seed``. ``chunk_rows``: store rows read at once (default: set by the dimension). Every field's help says
     the rest.
     """
 
     metric: str = option("cosine", "Distance: {choices}.", choices=DISTANCES, paper="000 eq 6-8")
-    kind: str = option("flat", "{choices}: flat is exact (streams the store), ivf is IVF-Flat / IVF-PQ.", choices=KINDS)
+    kind: str = option("flat", "{choices}: flat is exact (streams the store), ivf is IVF (float16 vectors) / IVF-PQ.",
+                       choices=KINDS)
     pq: int | None = option(None, "Product quantisation with M sub-vectors, dividing the dimension, for --kind ivf "
                                   "or hnsw with l2.", low=1, integer=True)
     nlist: int | None = option(None, "IVF lists with --kind ivf, default sqrt(N).", low=1, integer=True)

@@ -61,10 +61,55 @@ def test_approximate_index_recall_and_reload(tmp_path, kind):
     assert side["params"][param] == side["tuning"][-1][param]
     assert side["index_bytes"] == (tmp_path / kind / "index.faiss").stat().st_size
     loaded = load_index(tmp_path / kind)
-    assert type(loaded.faiss_index).__name__ == ("IndexIVFFlat" if kind == "ivf" else "IndexHNSWFlat")
+    # IVF keeps float16 vectors, the store's own precision (half of IVF-Flat's float32).
+    assert type(loaded.faiss_index).__name__ == ("IndexIVFScalarQuantizer" if kind == "ivf" else "IndexHNSWFlat")
     q = prepare_queries(loaded.distance, x[:5])
     found = candidates(loaded, q, 10)
     assert [i in r for i, r in enumerate(found)] == [True] * 5  # each row finds itself
+
+
+@pytest.mark.parametrize("metric, vectors", [("cosine", "SQfp16"), ("l2", "SQfp16"), ("l1", "Flat")])
+def test_ivf_lists_are_sized_before_they_are_filled_and_the_index_is_the_same(tmp_path, monkeypatch, metric, vectors):
+    """Sizing every list first (so that no list doubles its room while filled) changes no byte of the index;
+    L1, which faiss's scalar quantiser lacks, keeps IVF-Flat's float32 vectors."""
+    from bpcr.retrieval import index as index_module
+
+    x = _clustered(1200, 16, seed=5)
+    write_store(tmp_path / "db", _ids(1200), x.astype(np.float16), META)
+    options = IndexOptions(kind="ivf", metric=metric, nlist=8, recall_sample=50)
+    first = build_index(tmp_path / "db", tmp_path / "sized", options, log=lambda s: None)
+    monkeypatch.setattr(index_module, "_size_lists", lambda *args: None)
+    build_index(tmp_path / "db", tmp_path / "grown", options, log=lambda s: None)
+    assert first.params["factory"] == f"IVF8,{vectors}"
+    sides = [json.loads((tmp_path / name / "index.json").read_text()) for name in ("sized", "grown")]
+    assert sides[0]["index_sha256"] == sides[1]["index_sha256"]
+    assert (tmp_path / "sized" / "index.faiss").read_bytes() == (tmp_path / "grown" / "index.faiss").read_bytes()
+
+
+def test_a_sized_list_is_filled_in_the_room_it_was_given(tmp_path):
+    """After _size_lists every list is empty, and filling it moves none of its code buffers: no list grew."""
+    from bpcr.retrieval.distances import faiss_module, get_distance, iter_chunks
+    from bpcr.retrieval.index import _size_lists
+    from bpcr.io.store import open_store
+
+    faiss = faiss_module()
+    x = _clustered(3000, 16, seed=6)
+    write_store(tmp_path / "db", _ids(3000), x.astype(np.float16), META)
+    store, distance = open_store(tmp_path / "db"), get_distance("cosine")
+    index = faiss.index_factory(16, "IVF4,SQfp16", faiss.METRIC_INNER_PRODUCT)
+    index.train(np.asarray(store.features, dtype=np.float32))
+    _size_lists(index, store, distance, 256)
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+
+    def buffers():
+        return [faiss.rev_swig_ptr(lists.get_codes(i), 1).__array_interface__["data"][0] for i in range(4)]
+
+    before = buffers()
+    assert [lists.list_size(i) for i in range(4)] == [0] * 4
+    for _, block in iter_chunks(store.features, 256, distance.normalise):
+        index.add(block)
+    assert sum(lists.list_size(i) for i in range(4)) == 3000 and min(lists.list_size(i) for i in range(4)) > 256
+    assert buffers() == before
 
 
 def test_store_changed_after_build_is_refused(tmp_path):
