@@ -20,6 +20,8 @@ IVF-PQ with ``pq``) and ``kind="hnsw"`` are faiss
 indexes; their recall@100 against exact search is measured when built, on
 database rows used as queries, and the search parameter (``nprobe`` or
 ``efSearch``) is tuned to the smallest value that reaches ``target_recall``.
+An HNSW graph is filled on one thread (faiss inserts in an unspecified order
+when threaded), so that a store gives the same index on every build.
 
 Candidates from any kind are re-scored exactly (float64, from the store) before
 they are ranked, so scores never depend on the kernel or the thread count.
@@ -30,7 +32,7 @@ import math
 import os
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -38,8 +40,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from bpcr import __version__
-from bpcr.retrieval.distances import (Distance, default_chunk_rows, exact_top_rows, exact_topk, faiss_module, gather_rows,
-                        get_distance, gpu_count, iter_chunks, prepare_queries)
+from bpcr.retrieval.distances import (Distance, default_chunk_rows, exact_top_rows, exact_topk, faiss_module, faiss_threads,
+                        gather_rows, get_distance, gpu_count, iter_chunks, prepare_queries)
 from bpcr.errors import BadInput
 from bpcr.io.fileio import sha256_file, write_json_atomic
 from bpcr.io.folders import INDEX as INDEX_FOLDER, check_output_folder, replace_dir, writing_dir
@@ -237,9 +239,12 @@ def _build_faiss(store: FeatureStore, distance: Distance, options: IndexOptions,
     t0 = time.perf_counter()
     if kind == "ivf" and gpu is None:
         _size_lists(index, store, distance, chunk_rows)
-    for _, block in iter_chunks(store.features, chunk_rows, distance.normalise):
-        working.add(block)
-    log(f"added {n} rows in {time.perf_counter() - t0:.1f} s")
+    # An HNSW graph is filled on one thread: threaded, faiss inserts in an unspecified order (its wiki, "Threads
+    # and asynchronous calls"), so the same store could give another index on each build.
+    with faiss_threads(1) if kind == "hnsw" else nullcontext():
+        for _, block in iter_chunks(store.features, chunk_rows, distance.normalise):
+            working.add(block)
+    log(f"added {n} rows in {time.perf_counter() - t0:.1f} s" + (" on one thread" if kind == "hnsw" else ""))
     if gpu is not None:
         index = faiss.index_gpu_to_cpu(gpu)
     target_recall, recall_sample = options.target_recall, options.recall_sample
