@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import peak_rss_bytes  # noqa: E402
+from common import blas_kernel, peak_rss_bytes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -103,7 +103,7 @@ def child_baseline(folder: Path, k: int) -> dict:
     top = np.take_along_axis(top, order, axis=1)
     seconds = time.perf_counter() - t0
     ids = (folder / "db" / "ids.txt").read_text(encoding="utf-8").split()
-    return {"seconds": seconds, "top": [[ids[r] for r in row] for row in top.tolist()]}
+    return {"seconds": seconds, "top": [[ids[r] for r in row] for row in top.tolist()], "blas": blas_kernel()}
 
 
 def child_exact(folder: Path, k: int) -> dict:
@@ -212,7 +212,7 @@ def main() -> None:
             print(f"{label:18}{r['seconds']:9.2f}{r['peak_bytes'] / GIB:10.2f}{r['peak_bytes'] / matrix:15.2f}")
         print(f"bpcr / numpy: time {exact['seconds'] / base['seconds']:.2f}x, peak memory "
               f"{exact['peak_bytes'] / base['peak_bytes']:.2f}x; top-{args.k} agreement {agree:.4f} "
-              f"(flat index build {exact['build_seconds']:.1f} s: hashing the store)")
+              f"(flat index build {exact['build_seconds']:.1f} s: hashing the store); numpy's BLAS: {base['blas']}")
         if not args.skip_ann:
             ann = run_child(args, "ann")
             ann_top = read_trec_top(args.folder / "runs" / "ann.trec")

@@ -124,3 +124,27 @@ def test_search_cli_refuses_cuda_without_a_gpu(cli, tmp_path):
     result = cli("search", "--index", tmp_path / "none", "--queries", tmp_path / "q", "--name", "r",
                  "--out", tmp_path / "runs", "--device", "cuda")
     assert result.code == 2 and "torch sees no CUDA GPU" in result.err and result.err.count("\n") == 1
+
+
+def test_a_linux_machine_without_a_gpu_driver_is_told_cpu_without_importing_torch(tmp_path, monkeypatch):
+    """Importing torch costs about 2 s: where no GPU driver is there to use, search_device("auto") does without."""
+    import os
+    import subprocess
+    import sys
+
+    from bpcr.retrieval import torchscan
+
+    if not sys.platform.startswith("linux") or any(os.path.exists(p) for p in torchscan.GPU_DRIVER_PATHS):
+        pytest.skip("needs a Linux machine without a GPU driver")
+    probe = ("import sys; from bpcr.retrieval.distances import search_device; "
+             "print(search_device('auto'), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["cpu", "False"]
+    # With a driver present (here: a stand-in path), torch is asked, and its answer is the one given.
+    (tmp_path / "driver").mkdir()
+    monkeypatch.setattr(torchscan, "GPU_DRIVER_PATHS", (str(tmp_path / "driver"),))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert torchscan.cuda_available() is True
+    monkeypatch.setattr(torchscan, "GPU_DRIVER_PATHS", (str(tmp_path / "absent"),))
+    monkeypatch.delitem(sys.modules, "torch")  # as in a process that has not imported it
+    assert torchscan.cuda_available() is False
