@@ -118,3 +118,23 @@ def test_chunked_equals_unchunked_equals_dense(tau):
 def test_bad_tau_is_bad_input():
     with pytest.raises(BadInput):
         similar_pairs(sp.csr_matrix(np.eye(2)), tau=1.0)
+
+
+@pytest.mark.parametrize("tau", [0.3, 0.6, 0.8])
+def test_prefix_filtering_keeps_every_pair_above_tau_on_skewed_terms(tau):
+    """Terms as common as brand words (a few in most rows) give every row a prefix, of many lengths: the pairs
+    the bounds keep are exactly the dense cosines above tau (a bound half as wide loses some)."""
+    rng = np.random.default_rng(11)
+    n, m = 700, 80
+    frequency = 0.9 / (1 + np.arange(m)) ** 0.8  # Zipf-like: the first terms in most rows
+    dense = rng.random((n, m)) * (rng.random((n, m)) < frequency)
+    dense[100:140] = dense[60:100] * rng.uniform(0.9, 1.1, (40, m))  # near-copies: pairs above every tau
+    norms = np.linalg.norm(dense, axis=1, keepdims=True)
+    dense = np.divide(dense, norms, out=np.zeros_like(dense), where=norms > 0)
+    pairs = similar_pairs(sp.csr_matrix(dense), tau, chunk_rows=37, max_candidates=5_000)
+    cos = dense @ dense.T
+    np.fill_diagonal(cos, 0)
+    expected = cos > tau + 1e-9
+    assert expected.sum() > 2 * 40  # the near-copies and more
+    assert np.array_equal(pairs.toarray() > 0, expected)
+    np.testing.assert_allclose(pairs.toarray()[expected], cos[expected], rtol=1e-6)
