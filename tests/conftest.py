@@ -52,12 +52,10 @@ def refused_config(cli, tmp_path, monkeypatch):
 @pytest.fixture
 def one_faiss_thread():
     # faiss's OpenMP threads spin; on a busy 2-core machine two of them run far slower than one.
-    import faiss
+    from bpcr.retrieval.distances import faiss_threads
 
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+    with faiss_threads(1):
+        yield
 
 
 @pytest.fixture

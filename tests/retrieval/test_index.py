@@ -89,33 +89,22 @@ def test_ivf_lists_are_sized_before_they_are_filled_and_the_index_is_the_same(tm
 def test_an_hnsw_index_is_filled_on_one_thread(tmp_path, monkeypatch):
     """faiss inserts into an HNSW graph in an unspecified order when threaded: the fill runs on one thread, and
     faiss's thread count is restored after it."""
-    import sys
-
     from bpcr.retrieval import index as index_module
+    from bpcr.retrieval.distances import faiss_threads
+    from tests.helpers.faiss_threads import watch_chunk_threads
 
-    faiss = index_module.faiss_module()
-    real = index_module.iter_chunks
-    seen: dict[str, set[int]] = {}
-
-    def watched(*args, **kwargs):
-        caller = sys._getframe(1).f_code.co_name
-        for item in real(*args, **kwargs):
-            seen.setdefault(caller, set()).add(faiss.omp_get_max_threads())
-            yield item
-
-    monkeypatch.setattr(index_module, "iter_chunks", watched)
+    seen = watch_chunk_threads(monkeypatch, index_module)
     write_store(tmp_path / "db", _ids(300), _clustered(300, 16, seed=7).astype(np.float16), META)
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(2)
-    try:
+    faiss = index_module.faiss_module()
+    with faiss_threads(2):
         build_index(tmp_path / "db", tmp_path / "hnsw", IndexOptions(kind="hnsw", recall_sample=20), log=lambda s: None)
-        assert seen["_build_faiss"] == {1} and faiss.omp_get_max_threads() == 2
+        assert [threads for caller, threads in seen if caller == "_build_faiss"] == [{1}]
+        assert faiss.omp_get_max_threads() == 2
         seen.clear()
         build_index(tmp_path / "db", tmp_path / "ivf", IndexOptions(kind="ivf", nlist=4, recall_sample=20),
                     log=lambda s: None)
-        assert seen["_build_faiss"] == {2}  # IVF lists are filled in row order whatever the threads
-    finally:
-        faiss.omp_set_num_threads(before)
+        # IVF lists are filled in row order whatever the threads.
+        assert [threads for caller, threads in seen if caller == "_build_faiss"] == [{2}]
 
 
 def test_a_sized_list_is_filled_in_the_room_it_was_given(tmp_path):

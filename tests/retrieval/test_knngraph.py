@@ -91,15 +91,19 @@ def test_a_damaged_graph_file_is_rebuilt_with_a_warning(store, tmp_path):
         assert len(heard) == 2  # the rebuilt graph is kept: read back without a word
 
 
+def _clustered_store(tmp_path, n=400, dim=16, seed=2, dtype=np.float16):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, dim))
+    x = (centres[rng.integers(0, 20, n)] + 0.3 * rng.standard_normal((n, dim))).astype(dtype)
+    write_store(tmp_path / "db", [f"n{i:04d}" for i in range(n)], x, META)
+    return open_store(tmp_path / "db")
+
+
 def test_an_approximate_index_proposes_the_candidates(tmp_path, one_faiss_thread):
     from bpcr.retrieval.index import build_index
     from bpcr.retrieval.options import IndexOptions
 
-    rng = np.random.default_rng(2)
-    centres = rng.standard_normal((20, 16))
-    x = (centres[rng.integers(0, 20, 400)] + 0.3 * rng.standard_normal((400, 16))).astype(np.float32)
-    write_store(tmp_path / "db", [f"n{i:04d}" for i in range(400)], x, META)
-    store = open_store(tmp_path / "db")
+    store = _clustered_store(tmp_path, dtype=np.float32)
     build_index(tmp_path / "db", tmp_path / "ivf", IndexOptions(kind="ivf", nlist=8, recall_sample=50),
                 log=lambda m: None)
     approx = knn_graph(store, get_distance("cosine"), 10, index=tmp_path / "ivf")
@@ -107,14 +111,6 @@ def test_an_approximate_index_proposes_the_candidates(tmp_path, one_faiss_thread
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(approx.rows.tolist(), exact.rows.tolist())])
     assert overlap > 0.9
     assert approx.meta["candidates"]["kind"] == "ivf"
-
-
-def _clustered_store(tmp_path, n=400, dim=16, seed=2):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((20, dim))
-    x = (centres[rng.integers(0, 20, n)] + 0.3 * rng.standard_normal((n, dim))).astype(np.float16)
-    write_store(tmp_path / "db", [f"n{i:04d}" for i in range(n)], x, META)
-    return open_store(tmp_path / "db")
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l1"])
@@ -154,33 +150,15 @@ def test_a_large_graph_takes_its_candidates_from_an_hnsw_index_of_its_own(tmp_pa
 
 
 def test_the_graphs_hnsw_index_is_filled_on_one_thread_and_the_thread_count_restored(monkeypatch):
-    import faiss
-
     from bpcr.retrieval import knngraph
+    from bpcr.retrieval.distances import faiss_module, faiss_threads
+    from tests.helpers.faiss_threads import watch_chunk_threads
 
-    seen: list[int] = []
-    real_factory = faiss.index_factory
-
-    class Watched:
-        def __init__(self, index):
-            self.index = index
-
-        def add(self, block):
-            seen.append(faiss.omp_get_max_threads())
-            self.index.add(block)
-
-        def __getattr__(self, name):
-            return getattr(self.index, name)
-
-    monkeypatch.setattr(faiss, "index_factory", lambda *args: Watched(real_factory(*args)))
-    monkeypatch.setattr(faiss.ParameterSpace, "set_index_parameter",
-                        lambda self, index, name, value: setattr(index.index.hnsw, name, value))
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(2)
-    try:
-        x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    seen = watch_chunk_threads(monkeypatch, knngraph)
+    x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    with faiss_threads(2):
         rows = knngraph.hnsw_candidates(x, get_distance("cosine"), 5)
-        assert seen and set(seen) == {1} and faiss.omp_get_max_threads() == 2
-        assert rows.shape == (50, 5) and (rows[:, 0] == np.arange(50)).all()  # each row finds itself first
-    finally:
-        faiss.omp_set_num_threads(before)
+        # Filled on one thread, searched on all of them.
+        assert seen == [("hnsw_candidates", {1}), ("hnsw_candidates", {2})]
+        assert faiss_module().omp_get_max_threads() == 2
+    assert rows.shape == (50, 5) and (rows[:, 0] == np.arange(50)).all()  # each row finds itself first
