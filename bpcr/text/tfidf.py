@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import unicodedata
 from functools import lru_cache
+from typing import Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -160,15 +161,7 @@ def similar_pairs(
     x = sp.csr_matrix(x, dtype=np.float64)
     if x.nnz == 0 or n < 2:
         return sp.csr_matrix((n, n), dtype=np.float32)
-    # Columns ordered most common first, so each row's entries run common -> rare.
-    df = np.bincount(x.indices, minlength=x.shape[1])
-    order = np.lexsort((np.arange(x.shape[1]), -df))
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    # Copies: sorting in place must never reorder the caller's arrays.
-    x = sp.csr_matrix((x.data.copy(), rank[x.indices], x.indptr.copy()), shape=x.shape)
-    x.sort_indices()
-
+    x = _common_terms_first(x)
     rows = row_of_entry(x.indptr)
     squares = x.data * x.data
     total = np.cumsum(squares)
@@ -192,13 +185,7 @@ def similar_pairs(
     found_i: list[np.ndarray] = []
     found_j: list[np.ndarray] = []
     found_s: list[np.ndarray] = []
-    start = 0
-    while start < n:
-        stop = start + 1
-        budget = work[start]
-        while stop < n and stop - start < chunk_rows and budget + work[stop] <= max_candidates:
-            budget += work[stop]
-            stop += 1
+    for start, stop in _chunks(work, chunk_rows, max_candidates):
         # Each pair once (j > i), mirrored below; columns before the chunk are never formed.
         partial = sp.coo_matrix(x[start:stop] @ p[start:].T)
         ii = partial.row.astype(np.int64) + start
@@ -217,7 +204,6 @@ def similar_pairs(
             found_i.append(bi[hit])
             found_j.append(bj[hit])
             found_s.append(exact[hit])
-        start = stop
     i_all = np.concatenate(found_i) if found_i else np.empty(0, np.int64)
     j_all = np.concatenate(found_j) if found_j else np.empty(0, np.int64)
     s_all = np.concatenate(found_s) if found_s else np.empty(0, np.float64)
@@ -228,3 +214,29 @@ def similar_pairs(
     out = sp.csr_matrix(sims)
     out.sort_indices()
     return out
+
+
+def _common_terms_first(x: sp.csr_matrix) -> sp.csr_matrix:
+    """``x`` with its columns ordered most common first (ties by column), so each row's entries run common -> rare."""
+    df = np.bincount(x.indices, minlength=x.shape[1])
+    order = np.lexsort((np.arange(x.shape[1]), -df))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    # Copies: sorting in place must never reorder the caller's arrays.
+    ranked = sp.csr_matrix((x.data.copy(), rank[x.indices], x.indptr.copy()), shape=x.shape)
+    ranked.sort_indices()
+    return ranked
+
+
+def _chunks(work: np.ndarray, chunk_rows: int, max_candidates: int) -> Iterator[tuple[int, int]]:
+    """Row ranges ``(start, stop)`` of at most ``chunk_rows`` rows whose candidate ``work`` sums to at most
+    ``max_candidates`` (a row over it alone is a range of its own)."""
+    n, start = len(work), 0
+    while start < n:
+        stop = start + 1
+        budget = work[start]
+        while stop < n and stop - start < chunk_rows and budget + work[stop] <= max_candidates:
+            budget += work[stop]
+            stop += 1
+        yield start, stop
+        start = stop
